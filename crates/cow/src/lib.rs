@@ -1,0 +1,1 @@
+//! COW file I/O: mkcow, moo (merge), check, rebase, pack/unpack; sparse-aware copying.

@@ -1,0 +1,1 @@
+//! Guests as managed processes: kernel discovery, command-line builder, supervisor, state, exec client.

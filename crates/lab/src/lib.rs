@@ -1,0 +1,1 @@
+//! Network labs: lab.conf (Netkit/Kathará) and lab.toml readers, planner and runner.

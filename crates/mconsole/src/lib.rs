@@ -1,0 +1,1 @@
+//! UML management console: the datagram protocol (pure `proto` module) and a client.

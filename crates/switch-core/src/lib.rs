@@ -1,0 +1,1 @@
+//! Pure switching logic: ports, MAC learning with aging, VLANs, hub mode. Time is passed in; no I/O.

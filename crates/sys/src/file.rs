@@ -1,0 +1,1 @@
+//! Syscall wrappers: file.

@@ -1,0 +1,11 @@
+//! The one place that talks to the kernel with raw syscalls. Every `unsafe`
+//! block in umlkit lives here, each with a `// SAFETY:` note.
+//!
+//! Modules are split by area so that each stays small:
+//! - [`file`]: sparse files and copying (`SEEK_DATA`/`SEEK_HOLE`, `copy_file_range`, ...)
+//! - [`net`]: sockets beyond `std` (abstract AF_UNIX addresses, batched datagrams, ...)
+//! - [`process`]: processes, process groups, ptys, signals
+
+pub mod file;
+pub mod net;
+pub mod process;

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install what umlkit needs on a Debian machine: the UML kernel, the C tools
+# used as compatibility oracles, busybox for the default image, e2fsprogs.
+set -euo pipefail
+PKGS=(user-mode-linux uml-utilities vde2 busybox-static e2fsprogs libvdeplug-dev gcc)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)" >&2; exit 1; }
