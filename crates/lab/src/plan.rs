@@ -231,7 +231,16 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
         .collect();
     let waves = start_waves(&names, &deps, &lab_dir.join("lab.dep"))?;
     Ok(Plan {
-        name: lab.lab.name.clone().unwrap_or_else(|| id.clone()),
+        name: lab
+            .lab
+            .name
+            .clone()
+            .or_else(|| {
+                lab_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| id.clone()),
         id,
         dialect,
         lab_dir: lab_dir.to_path_buf(),
