@@ -582,3 +582,41 @@ fn example_labs_parse() {
     }
     assert!(n >= 1);
 }
+
+#[test]
+fn undecided_lab_with_root_tree_in_shared_is_netkit() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::write(d.join("lab.conf"), "pc1[0]=a\n").unwrap();
+    let l = lab::load::load_lab(d, None).unwrap();
+    assert_eq!(l.lab.lab.dialect, Dialect::Kathara);
+    std::fs::create_dir_all(d.join("shared/etc")).unwrap();
+    let l = lab::load::load_lab(d, None).unwrap();
+    assert_eq!(l.lab.lab.dialect, Dialect::Netkit);
+    assert!(
+        l.dialect_reason.contains("shared/etc/"),
+        "{}",
+        l.dialect_reason
+    );
+    let l = lab::load::load_lab(d, Some(Dialect::Kathara)).unwrap();
+    assert_eq!(l.lab.lab.dialect, Dialect::Kathara, "forcing wins");
+}
+
+#[test]
+fn convert_output_reads_back() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::write(
+        d.join("lab.conf"),
+        "LAB_AUTHOR=x\nr1[0]=a\nr1[1]=b/02:00:00:00:00:aa\nr1[mem]=128\npc[0]=a\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("lab.dep"), "pc: r1\n").unwrap();
+    let l = lab::load::load_lab(d, None).unwrap();
+    let text = l.lab.to_toml();
+    std::fs::write(d.join("lab.toml"), &text).unwrap();
+    let l2 = lab::load::load_lab(d, None).unwrap();
+    assert_eq!(l2.source, lab::load::Source::LabToml);
+    assert_eq!(l2.lab, l.lab);
+    assert!(l2.notes.iter().any(|n| n.contains("lab.toml is used")));
+}

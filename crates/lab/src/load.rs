@@ -52,7 +52,20 @@ pub fn load_lab(dir: &Path, force: Option<Dialect>) -> Result<Loaded> {
         (lab, Source::LabToml, reason, None)
     } else if conf_path.is_file() {
         let text = read(&conf_path)?;
-        let r = parse_lab_conf(&text, &conf_path, force)?;
+        let mut r = parse_lab_conf(&text, &conf_path, force)?;
+        // Undecided by lab.conf: a shared/ laid out as a root tree (etc/, ...)
+        // only makes sense in Netkit, which copies it over every root.
+        if force.is_none() && r.dialect_reason.contains("nothing dialect-specific") {
+            if let Some(d) = ["etc", "root", "usr", "bin", "var"]
+                .iter()
+                .find(|d| dir.join("shared").join(d).is_dir())
+            {
+                r = parse_lab_conf(&text, &conf_path, Some(Dialect::Netkit))?;
+                r.dialect_reason = format!(
+                    "netkit (shared/{d}/ is a root tree, which Netkit copies into every machine)"
+                );
+            }
+        }
         notes.extend(
             r.notes
                 .iter()
