@@ -683,18 +683,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Host memory (RSS, kB) of all processes whose cmdline names `needle`.
-fn rss_kb_matching(needle: &str) -> u64 {
+/// Host memory (PSS, kB: shared guest RAM counted once) of all processes
+/// whose cmdline names `needle`.
+fn pss_kb_matching(needle: &str) -> u64 {
     let mut total = 0;
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
             let p = e.path();
             let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
             if cmd.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                if let Ok(st) = std::fs::read_to_string(p.join("status")) {
+                if let Ok(st) = std::fs::read_to_string(p.join("smaps_rollup")) {
                     total += st
                         .lines()
-                        .find(|l| l.starts_with("VmRSS:"))
+                        .find(|l| l.starts_with("Pss:"))
                         .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
                         .unwrap_or(0);
                 }
@@ -777,12 +778,12 @@ fn bench(
                 }
             }
             times.push(t0.elapsed().as_secs_f64());
-            rss = rss_kb_matching(&format!("uml_dir={}", plan.uml_dir.display()));
+            rss = pss_kb_matching(&format!("uml_dir={}", plan.uml_dir.display()));
             runner::clean(&plan)?;
         }
         let med = median(times.clone());
         report.push(format!(
-            "lab of {n} machines (-p {p}): start -> all reachable median {med:.2} s over {runs} runs {:?}; host RSS {:.1} MiB/machine",
+            "lab of {n} machines (-p {p}): start -> all reachable median {med:.2} s over {runs} runs {:?}; host memory (PSS) {:.1} MiB/machine",
             times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>(),
             rss as f64 / 1024.0 / n as f64
         ));
