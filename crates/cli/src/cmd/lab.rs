@@ -37,7 +37,7 @@ pub enum LabCmd {
         /// Lab folder
         #[arg(default_value = ".")]
         dir: PathBuf,
-        /// Machines booting at the same time (default: 2 x cores, bounded by memory)
+        /// Machines booting at the same time (default: 4 x cores, at least 8, bounded by memory)
         #[arg(short = 'p', long)]
         parallel: Option<usize>,
         /// Seconds a machine may take to boot
@@ -570,7 +570,7 @@ fn default_parallel(plan: &Plan) -> usize {
         .max()
         .unwrap_or(64)
         + 32;
-    (cores * 2).min((avail_mb / per).max(1) as usize).max(1)
+    (cores * 4).max(8).min((avail_mb / per).max(1) as usize).max(1)
 }
 
 fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Result<ExitCode> {
