@@ -241,14 +241,14 @@ pub fn check_machine_name(name: &str, dialect: Dialect) -> std::result::Result<(
         return Ok(());
     }
     let ok = !name.is_empty()
-        && name.len() <= 48
+        && name.len() <= 32
         && !name.starts_with(['-', '.'])
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
     if !ok {
         return Err(format!(
-            "machine name {name:?} is not allowed (letters, digits, _ - . ; at most 48; not starting with - or .)"
+            "machine name {name:?} is not allowed (letters, digits, _ - . ; at most 32; not starting with - or .)"
         ));
     }
     Ok(())

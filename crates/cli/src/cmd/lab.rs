@@ -570,7 +570,10 @@ fn default_parallel(plan: &Plan) -> usize {
         .max()
         .unwrap_or(64)
         + 32;
-    (cores * 4).max(8).min((avail_mb / per).max(1) as usize).max(1)
+    (cores * 4)
+        .max(8)
+        .min((avail_mb / per).max(1) as usize)
+        .max(1)
 }
 
 fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Result<ExitCode> {
