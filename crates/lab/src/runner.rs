@@ -442,6 +442,22 @@ impl Backend for UmlBackend {
     }
 }
 
+/// True while `pid` runs (a zombie, e.g. an unreaped child of a long-lived
+/// caller such as `lab bench`, counts as gone).
+pub fn pid_alive(pid: u32) -> bool {
+    if !umlkit_sys::process::process_exists(pid) {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // state is the first field after the parenthesised command name
+        Ok(st) => st
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 fn read_pid(p: &Path) -> Option<u32> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
@@ -453,7 +469,7 @@ pub fn machine_alive(state: &State, name: &str) -> bool {
         .iter()
         .find(|e| e.name == name)
         .and_then(|e| e.pid)
-        .is_some_and(umlkit_sys::process::process_exists)
+        .is_some_and(pid_alive)
 }
 
 /// Progress events of `start`.
@@ -503,10 +519,7 @@ pub fn start(
     for &si in &needed_sw {
         let sw = &plan.switches[si];
         let i = State::entry(&mut state.switches, &sw.domain);
-        if state.switches[i]
-            .pid
-            .is_some_and(umlkit_sys::process::process_exists)
-        {
+        if state.switches[i].pid.is_some_and(pid_alive) {
             continue;
         }
         backend.start_switch(plan, sw, &mut |e| {
@@ -588,10 +601,7 @@ pub fn tail(p: &Path, n: usize) -> String {
 fn wait_gone(pids: &[u32], timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        if pids
-            .iter()
-            .all(|p| !umlkit_sys::process::process_exists(*p))
-        {
+        if pids.iter().all(|p| !pid_alive(*p)) {
             return true;
         }
         if Instant::now() > deadline {
@@ -631,7 +641,7 @@ pub fn stop(
         .collect();
     let mut waiting = Vec::new();
     for e in &targets {
-        let alive = e.pid.is_some_and(umlkit_sys::process::process_exists);
+        let alive = e.pid.is_some_and(pid_alive);
         if let (true, Some(m)) = (alive, plan.machine(&e.name)) {
             if backend.is_ready(m) {
                 let spool = m.dir.join("exec");
@@ -647,7 +657,7 @@ pub fn stop(
     let pids: Vec<u32> = waiting.iter().filter_map(|e| e.pid).collect();
     if !wait_gone(&pids, timeout) {
         for e in &waiting {
-            if e.pid.is_some_and(umlkit_sys::process::process_exists) {
+            if e.pid.is_some_and(pid_alive) {
                 progress.event(&format!(
                     "{} did not power off in {:?}; killed",
                     e.name, timeout
@@ -760,7 +770,7 @@ pub fn status(backend: &dyn Backend, plan: &Plan) -> Result<Vec<MachineStatus>> 
             .iter()
             .find(|e| e.name == m.name)
             .and_then(|e| e.pid);
-        let alive = pid.is_some_and(umlkit_sys::process::process_exists);
+        let alive = pid.is_some_and(pid_alive);
         let st = match (pid.is_some(), alive, backend.is_ready(m)) {
             (false, _, _) => "stopped",
             (true, false, _) => "dead",
@@ -828,7 +838,7 @@ pub fn connect(backend: &dyn Backend, plan: &Plan, machine: &str, domain: &str) 
         if !state
             .switches
             .iter()
-            .any(|e| e.name == domain && e.pid.is_some_and(umlkit_sys::process::process_exists))
+            .any(|e| e.name == domain && e.pid.is_some_and(pid_alive))
         {
             let i = State::entry(&mut state.switches, domain);
             backend.start_switch(plan, sw, &mut |e| {
