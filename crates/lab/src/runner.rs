@@ -611,6 +611,23 @@ fn wait_gone(pids: &[u32], timeout: Duration) -> bool {
     }
 }
 
+/// Wait (bounded) until the processes of these entries are gone.
+fn wait_entries_gone(entries: &[ProcEntry], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let alive = entries.iter().any(|e| {
+            e.pgid.is_some_and(umlkit_sys::process::group_exists)
+                || e.pid
+                    .or_else(|| e.pidfile.as_deref().and_then(read_pid))
+                    .is_some_and(pid_alive)
+        });
+        if !alive {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn kill_entry(e: &ProcEntry) {
     use umlkit_sys::process::{kill, kill_group, SIGKILL};
     if let Some(g) = e.pgid {
@@ -669,6 +686,7 @@ pub fn stop(
         kill_entry(e); // helper processes of the group
         progress.event(&format!("{} stopped", e.name));
     }
+    wait_entries_gone(&targets, Duration::from_secs(5));
     state
         .machines
         .retain(|e| !targets.iter().any(|t| t.name == e.name));
@@ -676,6 +694,7 @@ pub fn stop(
         for e in &state.switches {
             kill_entry(e);
         }
+        wait_entries_gone(&state.switches, Duration::from_secs(5));
         state.switches.clear();
         state.extra_switches.clear();
         state.extra_ifaces.clear();
@@ -693,8 +712,7 @@ pub fn crash(plan: &Plan, only: &[String]) -> Result<()> {
     {
         kill_entry(e);
     }
-    let pids: Vec<u32> = state.machines.iter().filter_map(|e| e.pid).collect();
-    wait_gone(&pids, Duration::from_secs(5));
+    wait_entries_gone(&state.machines, Duration::from_secs(5));
     state
         .machines
         .retain(|e| !(only.is_empty() || only.contains(&e.name)));
@@ -702,6 +720,7 @@ pub fn crash(plan: &Plan, only: &[String]) -> Result<()> {
         for e in &state.switches {
             kill_entry(e);
         }
+        wait_entries_gone(&state.switches, Duration::from_secs(5));
         state.switches.clear();
         state.extra_switches.clear();
         state.extra_ifaces.clear();
