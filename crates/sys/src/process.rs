@@ -11,7 +11,8 @@ pub const SIGINT: Signal = libc::SIGINT;
 
 /// Send `sig` to the process `pid`.
 pub fn kill(pid: u32, sig: Signal) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     if pid <= 0 {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
@@ -27,7 +28,8 @@ pub fn kill(pid: u32, sig: Signal) -> io::Result<()> {
 
 /// Send `sig` to every process of the process group `pgid`.
 pub fn kill_group(pgid: u32, sig: Signal) -> io::Result<()> {
-    let pgid = libc::pid_t::try_from(pgid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let pgid =
+        libc::pid_t::try_from(pgid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     if pgid <= 1 {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
