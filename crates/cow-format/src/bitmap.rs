@@ -31,7 +31,11 @@ pub struct SetRuns<'a> {
 impl<'a> SetRuns<'a> {
     pub fn new(bitmap: &'a [u8], sectors: u64) -> SetRuns<'a> {
         let end = sectors.min(bitmap.len() as u64 * 8);
-        SetRuns { bitmap, pos: 0, end }
+        SetRuns {
+            bitmap,
+            pos: 0,
+            end,
+        }
     }
 
     /// Next position >= pos whose bit equals `want`, or `end`.

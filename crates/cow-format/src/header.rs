@@ -352,12 +352,7 @@ impl CowHeader {
     /// Offsets and lengths of this header's file, per version (including the
     /// v1/v2 bitmap rounding quirk).
     pub fn layout(&self) -> Result<Layout, FormatError> {
-        layout(
-            self.version,
-            self.size,
-            self.sector_size,
-            self.alignment,
-        )
+        layout(self.version, self.size, self.sector_size, self.alignment)
     }
 }
 
@@ -456,13 +451,25 @@ mod tests {
     #[test]
     fn spec_layout_table() {
         let l = layout(Version::V3, 8 << 20, 512, 4096).unwrap();
-        assert_eq!((l.bitmap_offset, l.bitmap_len, l.data_offset, l.file_len), (8192, 2048, 12288, 8400896));
+        assert_eq!(
+            (l.bitmap_offset, l.bitmap_len, l.data_offset, l.file_len),
+            (8192, 2048, 12288, 8400896)
+        );
         let l = layout(Version::V3, 1 << 20, 512, 4096).unwrap();
-        assert_eq!((l.bitmap_offset, l.bitmap_len, l.data_offset, l.file_len), (8192, 256, 12288, 1060864));
+        assert_eq!(
+            (l.bitmap_offset, l.bitmap_len, l.data_offset, l.file_len),
+            (8192, 256, 12288, 1060864)
+        );
         let l = layout(Version::V2, 8 << 20, 512, 512).unwrap();
-        assert_eq!((l.bitmap_offset, l.bitmap_len, l.data_offset), (4120, 2048, 6656));
+        assert_eq!(
+            (l.bitmap_offset, l.bitmap_len, l.data_offset),
+            (4120, 2048, 6656)
+        );
         let l = layout(Version::V1, 8 << 20, 512, 512).unwrap();
-        assert_eq!((l.bitmap_offset, l.bitmap_len, l.data_offset), (280, 2048, 2560));
+        assert_eq!(
+            (l.bitmap_offset, l.bitmap_len, l.data_offset),
+            (280, 2048, 2560)
+        );
     }
 
     #[test]
@@ -514,8 +521,14 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert_eq!(CowHeader::parse(b"OOO"), Err(FormatError::ShortHeader { got: 3 }));
-        assert!(matches!(CowHeader::parse(b"ABCDEFGH"), Err(FormatError::WrongMagic { .. })));
+        assert_eq!(
+            CowHeader::parse(b"OOO"),
+            Err(FormatError::ShortHeader { got: 3 })
+        );
+        assert!(matches!(
+            CowHeader::parse(b"ABCDEFGH"),
+            Err(FormatError::WrongMagic { .. })
+        ));
         assert_eq!(
             CowHeader::parse(&[0x4f, 0x4f, 0x4f, 0x4d, 0, 0, 0, 9]),
             Err(FormatError::UnknownVersion(9))
@@ -523,7 +536,11 @@ mod tests {
         let ex = spec_example();
         assert_eq!(
             CowHeader::parse(&ex[..100]),
-            Err(FormatError::Truncated { version: Version::V3, needed: 4128, got: 100 })
+            Err(FormatError::Truncated {
+                version: Version::V3,
+                needed: 4128,
+                got: 100
+            })
         );
         let mut z = ex.clone();
         z[24..28].copy_from_slice(&[0, 0, 0, 0]);
@@ -531,7 +548,10 @@ mod tests {
         let long = vec![b'a'; 4096];
         assert_eq!(
             CowHeader::new_v3(&long, 0, 0),
-            Err(FormatError::PathTooLong { len: 4096, max: 4095 })
+            Err(FormatError::PathTooLong {
+                len: 4096,
+                max: 4095
+            })
         );
         assert!(CowHeader::new_v3(&long[..4095], 0, 0).is_ok());
     }

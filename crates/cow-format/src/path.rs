@@ -67,18 +67,30 @@ mod tests {
     fn plans() {
         assert_eq!(
             absolutize_plan(b"img").unwrap(),
-            AbsPlan { dir: None, last: b"img".to_vec() }
+            AbsPlan {
+                dir: None,
+                last: b"img".to_vec()
+            }
         );
         assert_eq!(
             absolutize_plan(b"sub/link/back.img").unwrap(),
-            AbsPlan { dir: Some(b"sub/link".to_vec()), last: b"back.img".to_vec() }
+            AbsPlan {
+                dir: Some(b"sub/link".to_vec()),
+                last: b"back.img".to_vec()
+            }
         );
         assert_eq!(absolutize_plan(b"/x").unwrap().dir, Some(Vec::new()));
         assert!(matches!(
             absolutize_plan(&[b'a'; 4096]),
-            Err(FormatError::PathTooLong { len: 4096, max: 4095 })
+            Err(FormatError::PathTooLong {
+                len: 4096,
+                max: 4095
+            })
         ));
         assert_eq!(join_absolute(b"/", b"x").unwrap(), b"//x");
-        assert_eq!(join_absolute(b"/tmp/cow", b"back.img").unwrap(), b"/tmp/cow/back.img");
+        assert_eq!(
+            join_absolute(b"/tmp/cow", b"back.img").unwrap(),
+            b"/tmp/cow/back.img"
+        );
     }
 }
