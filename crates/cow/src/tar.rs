@@ -297,8 +297,15 @@ fn write_members(tf: &File, out: &Path, members: &[Member]) -> Result<()> {
         let mut map = data_map(&f, &m.src, size)?;
         let hlen = m.header.as_ref().map_or(0, |h| h.len() as u64);
         if hlen > 0 {
-            // The header region is always stored (it is rewritten).
-            map.push((0, hlen.min(size)));
+            // The header region is always stored (it is rewritten); GNU tar
+            // reads each region in whole 512-byte blocks, so keep it a
+            // multiple of 512.
+            map.push((
+                0,
+                hlen.div_ceil(BLK as u64)
+                    .saturating_mul(BLK as u64)
+                    .min(size),
+            ));
             map.sort_unstable();
             let mut merged: Vec<(u64, u64)> = Vec::new();
             for (o, l) in map {
@@ -347,6 +354,13 @@ fn write_members(tf: &File, out: &Path, members: &[Member]) -> Result<()> {
                     }
                 })?;
                 pos += l2;
+            }
+            // Each region's data starts on a block boundary (GNU tar).
+            let pad = (BLK as u64 - pos % BLK as u64) % BLK as u64;
+            if pad > 0 {
+                tf.write_all_at(&vec![0u8; pad as usize], pos)
+                    .ctx(Op::WriteArchive, out)?;
+                pos += pad;
             }
         }
         let pad = (BLK as u64 - pos % BLK as u64) % BLK as u64;
@@ -508,7 +522,7 @@ pub fn unpack(input: &Path, dir: &Path) -> Result<Vec<Unpacked>> {
                 path: target.clone(),
                 source,
             })?;
-            dpos += l;
+            dpos += l.div_ceil(BLK as u64) * BLK as u64;
         }
         of.set_permissions(std::fs::Permissions::from_mode(mode))
             .ctx(Op::WriteData, &target)?;
