@@ -158,8 +158,12 @@ fn main() {
     let line = match std::fs::OpenOptions::new().read(true).write(true).open(&dev) {
         Ok(f) => f,
         Err(e) => {
+            // no serial line for the agent (e.g. a foreground guest): stay
+            // idle rather than exit and be respawned in a loop by init
             eprintln!("umlkit-agent: cannot open {dev}: {e}");
-            std::process::exit(1);
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
         }
     };
     if umlkit_sys::process::is_tty(line.as_fd()) {
