@@ -43,8 +43,7 @@ fn pump(mut r: impl Read, w: &Writer, id: u32, kind: Kind) {
 
 fn code_of(st: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    st.code()
-        .unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
 }
 
 fn build_command(req: &ExecRequest) -> Command {
@@ -75,7 +74,12 @@ fn start(id: u32, req: ExecRequest, w: Writer, table: Table) {
     if req.tty {
         let pty = match umlkit_sys::process::open_pty() {
             Ok(p) => p,
-            Err(e) => return send(&w, &Frame::new(Kind::Error, id, format!("pty: {e}").into_bytes())),
+            Err(e) => {
+                return send(
+                    &w,
+                    &Frame::new(Kind::Error, id, format!("pty: {e}").into_bytes()),
+                )
+            }
         };
         let _ = umlkit_sys::process::set_winsize(pty.master.as_fd(), 24, 80);
         let (a, b, c) = match (
@@ -121,7 +125,10 @@ fn start(id: u32, req: ExecRequest, w: Writer, table: Table) {
             Ok(c) => c,
             Err(e) => return spawn_failed(&w, id, &req, e),
         };
-        let stdin = child.stdin.take().map(|s| Box::new(s) as Box<dyn Write + Send>);
+        let stdin = child
+            .stdin
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Write + Send>);
         table.lock().unwrap().insert(
             id,
             Running {
@@ -148,14 +155,24 @@ fn spawn_failed(w: &Writer, id: u32, req: &ExecRequest, e: std::io::Error) {
         String::from_utf8_lossy(&req.argv[0])
     );
     send(w, &Frame::new(Kind::Stderr, id, msg.into_bytes()));
-    let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+    let code = if e.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
     send(w, &Frame::exit(id, code));
 }
 
 fn main() {
-    let dev = std::env::args().nth(1).unwrap_or_else(|| "/dev/ttyS1".into());
+    let dev = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "/dev/ttyS1".into());
     umlkit_sys::process::ignore_sigpipe();
-    let line = match std::fs::OpenOptions::new().read(true).write(true).open(&dev) {
+    let line = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&dev)
+    {
         Ok(f) => f,
         Err(e) => {
             // no serial line for the agent (e.g. a foreground guest): stay
@@ -176,7 +193,11 @@ fn main() {
     let table: Table = Arc::new(Mutex::new(HashMap::new()));
     send(
         &w,
-        &Frame::new(Kind::Hello, 0, format!("umlkit-agent {}", env!("CARGO_PKG_VERSION")).into_bytes()),
+        &Frame::new(
+            Kind::Hello,
+            0,
+            format!("umlkit-agent {}", env!("CARGO_PKG_VERSION")).into_bytes(),
+        ),
     );
     let mut dec = Decoder::new();
     let mut buf = vec![0u8; 65536];
@@ -209,7 +230,10 @@ fn main() {
                         let (w, t) = (w.clone(), table.clone());
                         std::thread::spawn(move || start(f.id, req, w, t));
                     }
-                    Err(e) => send(&w, &Frame::new(Kind::Error, f.id, e.to_string().into_bytes())),
+                    Err(e) => send(
+                        &w,
+                        &Frame::new(Kind::Error, f.id, e.to_string().into_bytes()),
+                    ),
                 },
                 Kind::Stdin => {
                     let mut t = table.lock().unwrap();

@@ -38,14 +38,21 @@ impl DiskSpec {
     /// Parse `IMAGE[:cow=PATH|:ro|:nocow]`.
     pub fn parse(s: &str) -> Result<DiskSpec, String> {
         let mut parts = s.split(':');
-        let image = parts.next().filter(|p| !p.is_empty()).ok_or("empty image path")?;
+        let image = parts
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or("empty image path")?;
         let mut d = DiskSpec::new(image);
         for p in parts {
             match p {
                 "ro" => d.readonly = true,
                 "nocow" => d.no_cow = true,
                 _ if p.starts_with("cow=") => d.cow = Some(PathBuf::from(&p[4..])),
-                _ => return Err(format!("unknown disk option '{p}' (expected cow=PATH, ro or nocow)")),
+                _ => {
+                    return Err(format!(
+                        "unknown disk option '{p}' (expected cow=PATH, ro or nocow)"
+                    ))
+                }
             }
         }
         Ok(d)
@@ -76,7 +83,12 @@ impl NetSpec {
     /// daemon transport on it; `,vde` forces the vde transport on a directory.
     pub fn parse(s: &str) -> Result<NetSpec, String> {
         let mut parts = s.split(',');
-        let sw = PathBuf::from(parts.next().filter(|p| !p.is_empty()).ok_or("empty switch path")?);
+        let sw = PathBuf::from(
+            parts
+                .next()
+                .filter(|p| !p.is_empty())
+                .ok_or("empty switch path")?,
+        );
         let (mut mac, mut vde, mut port) = (None, false, None);
         for p in parts {
             if let Some(m) = p.strip_prefix("mac=") {
@@ -86,13 +98,17 @@ impl NetSpec {
             } else if let Some(n) = p.strip_prefix("port=") {
                 port = Some(n.parse().map_err(|_| format!("invalid port '{n}'"))?);
             } else {
-                return Err(format!("unknown net option '{p}' (expected mac=, vde, port=)"));
+                return Err(format!(
+                    "unknown net option '{p}' (expected mac=, vde, port=)"
+                ));
             }
         }
         let transport = if vde {
             Transport::Vde { dir: sw, port }
         } else if sw.is_dir() {
-            Transport::Daemon { ctl: sw.join("ctl") }
+            Transport::Daemon {
+                ctl: sw.join("ctl"),
+            }
         } else {
             Transport::Daemon { ctl: sw }
         };
@@ -111,7 +127,10 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 pub fn format_mac(m: &[u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// A stable MAC for interface `idx` of guest `name`: `02:75:` + 4 hash bytes.
@@ -175,7 +194,9 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 32
         && !name.starts_with('.')
-        && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
 }
 
 /// The auto-COW path of disk `idx` in guest dir `dir`.
@@ -262,9 +283,12 @@ mod tests {
         let mut c = GuestConfig::new("g1");
         c.disks.push(DiskSpec::new("/img/base.img"));
         c.disks.push(DiskSpec::parse("/img/data.img:ro").unwrap());
-        c.disks.push(DiskSpec::parse("/img/x.img:cow=/c/x.cow").unwrap());
+        c.disks
+            .push(DiskSpec::parse("/img/x.img:cow=/c/x.cow").unwrap());
         c.nets.push(NetSpec {
-            transport: Transport::Daemon { ctl: "/sw/ctl".into() },
+            transport: Transport::Daemon {
+                ctl: "/sw/ctl".into(),
+            },
             mac: Some([2, 0, 0, 0, 0, 1]),
         });
         c.nets.push(NetSpec {
@@ -320,10 +344,18 @@ mod tests {
     fn parsing() {
         assert!(DiskSpec::parse("a.img:bogus").is_err());
         assert!(DiskSpec::parse("").is_err());
-        assert_eq!(parse_mac("02:00:0a:0b:0c:ff"), Some([2, 0, 10, 11, 12, 255]));
+        assert_eq!(
+            parse_mac("02:00:0a:0b:0c:ff"),
+            Some([2, 0, 10, 11, 12, 255])
+        );
         assert_eq!(parse_mac("02:00"), None);
         let n = NetSpec::parse("/nonexistent/sock,mac=02:00:00:00:00:09").unwrap();
-        assert_eq!(n.transport, Transport::Daemon { ctl: "/nonexistent/sock".into() });
+        assert_eq!(
+            n.transport,
+            Transport::Daemon {
+                ctl: "/nonexistent/sock".into()
+            }
+        );
         assert!(NetSpec::parse("/x,what").is_err());
         let v = NetSpec::parse("/sw,vde,port=3").unwrap();
         assert_eq!(

@@ -40,7 +40,8 @@ const ID: u32 = 1;
 impl ExecSession {
     /// Connect to the guest's exec socket and start `req`.
     pub fn start(name: &str, sock: &Path, req: &ExecRequest) -> Result<ExecSession, Error> {
-        let mut stream = UnixStream::connect(sock).map_err(|e| Error::NotRunning(name.to_string(), e.to_string()))?;
+        let mut stream = UnixStream::connect(sock)
+            .map_err(|e| Error::NotRunning(name.to_string(), e.to_string()))?;
         stream
             .write_all(&Frame::new(Kind::Exec, ID, req.encode()).encode())
             .map_err(|e| Error::ExecIo(name.to_string(), e))?;
@@ -55,7 +56,9 @@ impl ExecSession {
     /// A second handle for writing stdin from another thread.
     pub fn stdin_handle(&self) -> Result<StdinHandle, Error> {
         Ok(StdinHandle(
-            self.stream.try_clone().map_err(|e| Error::ExecIo(self.name.clone(), e))?,
+            self.stream
+                .try_clone()
+                .map_err(|e| Error::ExecIo(self.name.clone(), e))?,
         ))
     }
 
@@ -104,7 +107,12 @@ impl ExecSession {
                     ))
                 }
                 Ok(n) => self.dec.push(&self.buf[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return Err(Error::Timeout(self.name.clone(), "exec".into()))
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -120,12 +128,14 @@ pub struct StdinHandle(UnixStream);
 impl StdinHandle {
     pub fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         for c in data.chunks(16384) {
-            self.0.write_all(&Frame::new(Kind::Stdin, ID, c.to_vec()).encode())?;
+            self.0
+                .write_all(&Frame::new(Kind::Stdin, ID, c.to_vec()).encode())?;
         }
         Ok(())
     }
     pub fn eof(&mut self) -> std::io::Result<()> {
-        self.0.write_all(&Frame::new(Kind::Eof, ID, vec![]).encode())
+        self.0
+            .write_all(&Frame::new(Kind::Eof, ID, vec![]).encode())
     }
     pub fn signal(&mut self, sig: i32) -> std::io::Result<()> {
         self.0
@@ -134,7 +144,12 @@ impl StdinHandle {
 }
 
 /// Run `argv` to completion, collecting its output (no stdin).
-pub fn run(name: &str, sock: &Path, argv: &[String], timeout: Duration) -> Result<ExecOutput, Error> {
+pub fn run(
+    name: &str,
+    sock: &Path,
+    argv: &[String],
+    timeout: Duration,
+) -> Result<ExecOutput, Error> {
     let req = ExecRequest {
         argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
         env: vec![],
@@ -144,7 +159,9 @@ pub fn run(name: &str, sock: &Path, argv: &[String], timeout: Duration) -> Resul
         return Err(Error::Protocol(name.to_string(), "empty command".into()));
     }
     let mut s = ExecSession::start(name, sock, &req)?;
-    s.stdin_handle()?.eof().map_err(|e| Error::ExecIo(name.to_string(), e))?;
+    s.stdin_handle()?
+        .eof()
+        .map_err(|e| Error::ExecIo(name.to_string(), e))?;
     let deadline = Instant::now() + timeout;
     let mut out = ExecOutput::default();
     loop {

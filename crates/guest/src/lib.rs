@@ -44,7 +44,8 @@ pub mod store;
 pub mod supervisor;
 
 pub use config::{
-    kernel_args, parse_mac, ConsoleMode, DiskSpec, GuestConfig, Layout, NetSpec, Transport, MIN_MEM_MB,
+    kernel_args, parse_mac, ConsoleMode, DiskSpec, GuestConfig, Layout, NetSpec, Transport,
+    MIN_MEM_MB,
 };
 pub use exec::{Event, ExecOutput, ExecRequest, ExecSession, StdinHandle};
 pub use state::{Ending, GuestPaths, State};
@@ -55,7 +56,9 @@ use std::path::{Path, PathBuf};
 /// Errors of guest management.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid guest name '{0}' (use letters, digits, '_', '.', '-'; at most 32 characters)")]
+    #[error(
+        "invalid guest name '{0}' (use letters, digits, '_', '.', '-'; at most 32 characters)"
+    )]
     BadName(String),
     #[error("no guest named '{0}'")]
     Unknown(String),
@@ -113,26 +116,33 @@ impl Error {
 
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Find the UML kernel: `explicit`, else `$UMLKIT_KERNEL`, else `linux.uml`,
 /// else `linux` on PATH.
 pub fn find_kernel(explicit: Option<&Path>) -> Result<PathBuf, Error> {
-    let given = explicit
-        .map(|p| (p.to_path_buf(), "--kernel"))
-        .or_else(|| std::env::var_os("UMLKIT_KERNEL").map(|k| (PathBuf::from(k), "$UMLKIT_KERNEL")));
+    let given = explicit.map(|p| (p.to_path_buf(), "--kernel")).or_else(|| {
+        std::env::var_os("UMLKIT_KERNEL").map(|k| (PathBuf::from(k), "$UMLKIT_KERNEL"))
+    });
     if let Some((k, from)) = given {
         if k.is_file() {
             return Ok(std::path::absolute(&k).unwrap_or(k));
         }
-        return Err(Error::KernelNotFound(format!("{} (from {from}) does not exist", k.display())));
+        return Err(Error::KernelNotFound(format!(
+            "{} (from {from}) does not exist",
+            k.display()
+        )));
     }
-    which("linux.uml").or_else(|| which("linux")).ok_or_else(|| {
-        Error::KernelNotFound(
-            "no linux.uml or linux on PATH: install the Debian package user-mode-linux, \
+    which("linux.uml")
+        .or_else(|| which("linux"))
+        .ok_or_else(|| {
+            Error::KernelNotFound(
+                "no linux.uml or linux on PATH: install the Debian package user-mode-linux, \
              or pass --kernel / set UMLKIT_KERNEL"
-                .into(),
-        )
-    })
+                    .into(),
+            )
+        })
 }

@@ -111,9 +111,13 @@ impl Store {
     /// Open (creating it) the state root.
     pub fn open(state_root: Option<PathBuf>) -> Result<Store, Error> {
         let root = state_root.unwrap_or_else(Store::default_root);
-        std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, "cannot create the state dir", e))?;
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::io(&root, "cannot create the state dir", e))?;
         let root = std::path::absolute(&root).unwrap_or(root);
-        Ok(Store { root, supervisor: None })
+        Ok(Store {
+            root,
+            supervisor: None,
+        })
     }
 
     /// Use this `umlkit` executable to run supervisors (`EXE supervise DIR`).
@@ -169,7 +173,10 @@ impl Store {
         for d in &mut c.disks {
             d.image = abs(&d.image);
             if !d.image.is_file() {
-                return Err(Error::Missing { what: "disk image", path: d.image.clone() });
+                return Err(Error::Missing {
+                    what: "disk image",
+                    path: d.image.clone(),
+                });
             }
             d.cow = d.cow.as_deref().map(abs);
         }
@@ -180,13 +187,19 @@ impl Store {
             };
             *p = abs(p);
             if p.symlink_metadata().is_err() {
-                return Err(Error::Missing { what, path: p.clone() });
+                return Err(Error::Missing {
+                    what,
+                    path: p.clone(),
+                });
             }
         }
         if let Some(h) = &mut c.hostfs {
             *h = abs(h);
             if !h.is_dir() {
-                return Err(Error::Missing { what: "hostfs directory", path: h.clone() });
+                return Err(Error::Missing {
+                    what: "hostfs directory",
+                    path: h.clone(),
+                });
             }
         }
         if paths.dir.exists() {
@@ -197,9 +210,11 @@ impl Store {
             }
             self.remove_dir(&paths)?;
         }
-        std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, "cannot create", e))?;
+        std::fs::create_dir_all(&paths.dir)
+            .map_err(|e| Error::io(&paths.dir, "cannot create", e))?;
         let text = serde_json::to_string_pretty(&c).expect("config serializes");
-        std::fs::write(paths.config(), text).map_err(|e| Error::io(&paths.config(), "cannot write", e))?;
+        std::fs::write(paths.config(), text)
+            .map_err(|e| Error::io(&paths.config(), "cannot write", e))?;
         Ok((paths, c))
     }
 
@@ -210,11 +225,19 @@ impl Store {
         let (paths, _) = self.prepare(cfg)?;
         let log = std::fs::File::create(paths.supervisor_log())
             .map_err(|e| Error::io(&paths.supervisor_log(), "cannot create", e))?;
-        let log2 = log.try_clone().map_err(|e| Error::io(&paths.supervisor_log(), "dup", e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| Error::io(&paths.supervisor_log(), "dup", e))?;
         let mut cmd = Command::new(&exe);
-        cmd.arg("supervise").arg(&paths.dir).stdin(Stdio::null()).stdout(log).stderr(log2);
+        cmd.arg("supervise")
+            .arg(&paths.dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
         sp::setsid_on_spawn(&mut cmd, false);
-        let mut child = cmd.spawn().map_err(|e| Error::io(&exe, "cannot start the supervisor", e))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io(&exe, "cannot start the supervisor", e))?;
         let deadline = Instant::now() + Duration::from_secs(20);
         let result = loop {
             if let Ok(st) = State::load(&paths.state()) {
@@ -243,7 +266,10 @@ impl Store {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                break Err(Error::Timeout(cfg.name.clone(), "the supervisor to start the kernel".into()));
+                break Err(Error::Timeout(
+                    cfg.name.clone(),
+                    "the supervisor to start the kernel".into(),
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         };
@@ -271,7 +297,10 @@ impl Store {
             Ok(st) => Ok((paths, st)),
             Err(e) => {
                 if paths.config().exists() && !paths.state().exists() {
-                    Err(Error::NotRunning(name.to_string(), "never started (no state.json)".into()))
+                    Err(Error::NotRunning(
+                        name.to_string(),
+                        "never started (no state.json)".into(),
+                    ))
                 } else {
                     Err(e)
                 }
@@ -335,7 +364,9 @@ impl Store {
             pid: st.pid,
             pgid: st.pgid,
             supervisor_pid: st.supervisor_pid,
-            uptime_s: st.pid.map(|_| end.saturating_sub(st.started_unix_ms) as f64 / 1000.0),
+            uptime_s: st
+                .pid
+                .map(|_| end.saturating_sub(st.started_unix_ms) as f64 / 1000.0),
             boot_s: st
                 .ready_unix_ms
                 .map(|r| r.saturating_sub(st.started_unix_ms) as f64 / 1000.0),
@@ -353,7 +384,8 @@ impl Store {
     /// All guests of this store, sorted by name (dead ones included).
     pub fn list(&self) -> Result<Vec<GuestStatus>, Error> {
         let mut v = Vec::new();
-        let rd = std::fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, "cannot list", e))?;
+        let rd =
+            std::fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, "cannot list", e))?;
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !valid_name(&name) {
@@ -381,7 +413,10 @@ impl Store {
                     let log = std::fs::read_to_string(paths.console_log()).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(5).collect();
                     let tail: Vec<&str> = tail.into_iter().rev().collect();
-                    let ending = st.ending.unwrap_or(Ending::Crashed { exit_code: None, signal: None });
+                    let ending = st.ending.unwrap_or(Ending::Crashed {
+                        exit_code: None,
+                        signal: None,
+                    });
                     let extra = if tail.is_empty() {
                         String::new()
                     } else {
@@ -398,7 +433,12 @@ impl Store {
     }
 
     /// Run a command in the guest and collect its output and exit code.
-    pub fn exec<S: AsRef<str>>(&self, name: &str, argv: &[S], timeout: Duration) -> Result<ExecOutput, Error> {
+    pub fn exec<S: AsRef<str>>(
+        &self,
+        name: &str,
+        argv: &[S],
+        timeout: Duration,
+    ) -> Result<ExecOutput, Error> {
         let (paths, _) = self.load(name)?;
         let argv: Vec<String> = argv.iter().map(|s| s.as_ref().to_string()).collect();
         crate::exec::run(name, &paths.exec_sock(), &argv, timeout)
@@ -416,7 +456,11 @@ impl Store {
         let r = mconsole::send(&paths.mconsole(), cmd, Duration::from_secs(10))
             .map_err(|e| Error::Mconsole(name.to_string(), e))?;
         if !r.ok() {
-            return Err(Error::MconsoleErr(name.to_string(), cmd.to_string(), r.text));
+            return Err(Error::MconsoleErr(
+                name.to_string(),
+                cmd.to_string(),
+                r.text,
+            ));
         }
         Ok(r)
     }
@@ -426,7 +470,7 @@ impl Store {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(s) = self.status(name) {
-                if !s.alive() && s.pgid.map_or(true, |g| group_members(g).is_empty()) {
+                if !s.alive() && s.pgid.into_iter().all(|g| group_members(g).is_empty()) {
                     return true;
                 }
             }
@@ -471,7 +515,10 @@ impl Store {
             }
         }
         let s = self.status(name)?;
-        Ok(s.ending.unwrap_or(Ending::Crashed { exit_code: None, signal: None }))
+        Ok(s.ending.unwrap_or(Ending::Crashed {
+            exit_code: None,
+            signal: None,
+        }))
     }
 
     fn force_kill(&self, paths: &GuestPaths, st: &State) {
@@ -543,7 +590,10 @@ impl Store {
         let (paths, _) = self.load(name)?;
         let image = std::path::absolute(&disk.image).unwrap_or(disk.image.clone());
         if !image.is_file() {
-            return Err(Error::Missing { what: "disk image", path: image });
+            return Err(Error::Missing {
+                what: "disk image",
+                path: image,
+            });
         }
         for n in 1..16 {
             let r = self.mconsole(name, &format!("config ubd{n}"))?;
@@ -566,7 +616,11 @@ impl Store {
             self.mconsole(name, &format!("config {spec}"))?;
             return Ok(format!("ubd{n}"));
         }
-        Err(Error::MconsoleErr(name.to_string(), "config ubd".into(), "no free ubd slot".into()))
+        Err(Error::MconsoleErr(
+            name.to_string(),
+            "config ubd".into(),
+            "no free ubd slot".into(),
+        ))
     }
 
     /// Hot-unplug `ubdN` (or `ubdX` with a letter).
@@ -574,9 +628,15 @@ impl Store {
         let n = dev.strip_prefix("ubd").unwrap_or(dev);
         let n = match n.parse::<u32>() {
             Ok(v) => v,
-            Err(_) if n.len() == 1 && n.as_bytes()[0].is_ascii_lowercase() => u32::from(n.as_bytes()[0] - b'a'),
+            Err(_) if n.len() == 1 && n.as_bytes()[0].is_ascii_lowercase() => {
+                u32::from(n.as_bytes()[0] - b'a')
+            }
             Err(_) => {
-                return Err(Error::MconsoleErr(name.into(), format!("remove {dev}"), "expected ubdN or ubdX".into()))
+                return Err(Error::MconsoleErr(
+                    name.into(),
+                    format!("remove {dev}"),
+                    "expected ubdN or ubdX".into(),
+                ))
             }
         };
         self.mconsole(name, &format!("remove ubd{n}")).map(|_| ())

@@ -83,7 +83,11 @@ fn agent_reader(hub: Arc<Hub>, mut rd: UnixStream) {
                     // the agent was restarted: pending execs are lost
                     let mut r = lock(&hub.routes);
                     for (_, route) in r.drain() {
-                        let e = Frame::new(Kind::Error, route.cid, b"the guest agent restarted".to_vec());
+                        let e = Frame::new(
+                            Kind::Error,
+                            route.cid,
+                            b"the guest agent restarted".to_vec(),
+                        );
                         let _ = lock(&route.client).write_all(&e.encode());
                     }
                 } else {
@@ -136,11 +140,18 @@ fn exec_client(hub: Arc<Hub>, mut rd: UnixStream) {
             match f.kind {
                 Kind::Exec => {
                     let deadline = Instant::now() + Duration::from_secs(300);
-                    while !hub.ready.load(Ordering::SeqCst) && !hub.dead.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    while !hub.ready.load(Ordering::SeqCst)
+                        && !hub.dead.load(Ordering::SeqCst)
+                        && Instant::now() < deadline
+                    {
                         std::thread::sleep(Duration::from_millis(20));
                     }
                     if !hub.ready.load(Ordering::SeqCst) || hub.dead.load(Ordering::SeqCst) {
-                        let e = Frame::new(Kind::Error, f.id, b"the guest is not running (or its agent never started)".to_vec());
+                        let e = Frame::new(
+                            Kind::Error,
+                            f.id,
+                            b"the guest is not running (or its agent never started)".to_vec(),
+                        );
                         let _ = lock(&wr).write_all(&e.encode());
                         continue;
                     }
@@ -149,11 +160,18 @@ fn exec_client(hub: Arc<Hub>, mut rd: UnixStream) {
                         *g = g.wrapping_add(1).max(1);
                         *g
                     };
-                    lock(&hub.routes).insert(gid, Route { client: wr.clone(), cid: f.id });
+                    lock(&hub.routes).insert(
+                        gid,
+                        Route {
+                            client: wr.clone(),
+                            cid: f.id,
+                        },
+                    );
                     mine.insert(f.id, gid);
                     if !hub.to_agent(&Frame::new(Kind::Exec, gid, f.payload)) {
                         lock(&hub.routes).remove(&gid);
-                        let e = Frame::new(Kind::Error, f.id, b"cannot reach the guest agent".to_vec());
+                        let e =
+                            Frame::new(Kind::Error, f.id, b"cannot reach the guest agent".to_vec());
                         let _ = lock(&wr).write_all(&e.encode());
                     }
                 }
@@ -204,7 +222,9 @@ fn serve_console(l: UnixListener, master: File, clients: Shared<Vec<UnixStream>>
     for c in l.incoming().flatten() {
         let Ok(w) = c.try_clone() else { continue };
         lock(&clients).push(w);
-        let Ok(mut m) = master.try_clone() else { continue };
+        let Ok(mut m) = master.try_clone() else {
+            continue;
+        };
         let mut c = c;
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -225,9 +245,13 @@ fn bind(path: &Path) -> Result<UnixListener, Error> {
 /// Processes whose process group is `pgid` (from /proc).
 pub fn group_members(pgid: u32) -> Vec<u32> {
     let mut v = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return v };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return v;
+    };
     for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             // fields after the ")" : state ppid pgrp ...
             if let Some(rest) = stat.rsplit_once(')').map(|x| x.1) {
@@ -251,7 +275,8 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         .to_string();
     let root = dir.parent().unwrap_or(Path::new("/"));
     let paths = GuestPaths::new(root, &name);
-    let text = std::fs::read_to_string(paths.config()).map_err(|e| Error::io(&paths.config(), "cannot read", e))?;
+    let text = std::fs::read_to_string(paths.config())
+        .map_err(|e| Error::io(&paths.config(), "cannot read", e))?;
     let cfg: GuestConfig =
         serde_json::from_str(&text).map_err(|e| Error::BadState(paths.config(), e.to_string()))?;
     if !foreground {
@@ -288,11 +313,14 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
             let pty = sp::open_pty().map_err(|e| Error::io(dir, "cannot open a pty", e))?;
             let _ = sp::set_winsize(std::os::fd::AsFd::as_fd(&pty.master), 25, 80);
             let c = |f: &File| f.try_clone().map_err(|e| Error::io(dir, "dup", e));
-            cmd.stdin(c(&pty.slave)?).stdout(c(&pty.slave)?).stderr(c(&pty.slave)?);
+            cmd.stdin(c(&pty.slave)?)
+                .stdout(c(&pty.slave)?)
+                .stderr(c(&pty.slave)?);
             pty_master = Some(pty.master);
         }
         (ConsoleMode::None, _) => {
-            let f = File::create(&log_path).map_err(|e| Error::io(&log_path, "cannot create", e))?;
+            let f =
+                File::create(&log_path).map_err(|e| Error::io(&log_path, "cannot create", e))?;
             let g = f.try_clone().map_err(|e| Error::io(&log_path, "dup", e))?;
             cmd.stdin(Stdio::null()).stdout(f).stderr(g);
         }
@@ -316,7 +344,10 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         Ok(c) => c,
         Err(e) => {
             state.error = Some(format!("cannot start {}: {e}", kernel.display()));
-            state.ending = Some(Ending::Crashed { exit_code: None, signal: None });
+            state.ending = Some(Ending::Crashed {
+                exit_code: None,
+                signal: None,
+            });
             state.ended_unix_ms = Some(now_ms());
             state.save(&paths.state())?;
             let _ = std::fs::remove_file(paths.exec_sock());
@@ -331,7 +362,9 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     let state_path = paths.state();
     state.save(&state_path)?;
     let hub = Arc::new(Hub {
-        agent: Arc::new(Mutex::new(ours.try_clone().map_err(|e| Error::io(dir, "dup", e))?)),
+        agent: Arc::new(Mutex::new(
+            ours.try_clone().map_err(|e| Error::io(dir, "dup", e))?,
+        )),
         routes: Arc::new(Mutex::new(HashMap::new())),
         next_id: Mutex::new(0),
         ready: AtomicBool::new(false),
@@ -365,7 +398,10 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     let ending = match (status.code(), status.signal()) {
         (Some(0), _) => Ending::Halted,
         _ if stop_requested => Ending::Killed,
-        (code, signal) => Ending::Crashed { exit_code: code, signal },
+        (code, signal) => Ending::Crashed {
+            exit_code: code,
+            signal,
+        },
     };
     // helpers the kernel started (vde_plug, port-helper...) must not outlive it
     for _ in 0..50 {
@@ -386,5 +422,7 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     let _ = std::fs::remove_file(paths.stop_marker());
     // give console_pump a moment to flush the last output
     std::thread::sleep(Duration::from_millis(50));
-    Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
 }

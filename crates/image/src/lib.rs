@@ -65,13 +65,20 @@ fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
 /// Find `mkfs.ext4`.
 fn mkfs() -> Result<PathBuf, Error> {
     let mut cands: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("mkfs.ext4")).collect())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("mkfs.ext4"))
+                .collect()
+        })
         .unwrap_or_default();
     cands.extend(["/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4"].map(PathBuf::from));
-    cands.into_iter().find(|p| p.is_file()).ok_or_else(|| Error::Missing {
-        what: "mkfs.ext4".into(),
-        hint: "install the Debian package e2fsprogs".into(),
-    })
+    cands
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::Missing {
+            what: "mkfs.ext4".into(),
+            hint: "install the Debian package e2fsprogs".into(),
+        })
 }
 
 /// Create a sparse ext4 image of `size_bytes` at `out`, filled with the tree
@@ -81,7 +88,12 @@ pub fn create(out: &Path, size_bytes: u64, from_dir: Option<&Path>) -> Result<()
     create_inner(out, size_bytes, from_dir, false)
 }
 
-fn create_inner(out: &Path, size_bytes: u64, from_dir: Option<&Path>, replace: bool) -> Result<(), Error> {
+fn create_inner(
+    out: &Path,
+    size_bytes: u64,
+    from_dir: Option<&Path>,
+    replace: bool,
+) -> Result<(), Error> {
     if size_bytes < 4 << 20 {
         return Err(Error::TooSmall(size_bytes));
     }
@@ -94,17 +106,33 @@ fn create_inner(out: &Path, size_bytes: u64, from_dir: Option<&Path>, replace: b
         }
     }
     let mkfs = mkfs()?;
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = out.with_file_name(format!(".{name}.tmp{}", std::process::id()));
     let f = std::fs::File::create(&tmp).map_err(io(&tmp, "cannot create the image file"))?;
-    f.set_len(size_bytes).map_err(io(&tmp, "cannot size the image file"))?;
+    f.set_len(size_bytes)
+        .map_err(io(&tmp, "cannot size the image file"))?;
     drop(f);
     let mut cmd = Command::new(mkfs);
-    cmd.args(["-q", "-F", "-E", "root_owner=0:0", "-O", "^has_journal", "-L", "umlkit"]);
+    cmd.args([
+        "-q",
+        "-F",
+        "-E",
+        "root_owner=0:0",
+        "-O",
+        "^has_journal",
+        "-L",
+        "umlkit",
+    ]);
     if let Some(d) = from_dir {
         cmd.arg("-d").arg(d);
     }
-    cmd.arg(&tmp).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.arg(&tmp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let r = cmd.output().map_err(io(&tmp, "cannot run mkfs.ext4"))?;
     if !r.status.success() {
         let _ = std::fs::remove_file(&tmp);
@@ -220,7 +248,9 @@ fn elf_is_static(d: &[u8]) -> bool {
     let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
     for i in 0..phnum {
         let o = phoff + i * phentsize;
-        let Some(t) = d.get(o..o + 4) else { return false };
+        let Some(t) = d.get(o..o + 4) else {
+            return false;
+        };
         if u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == 3 {
             return false; // PT_INTERP
         }
@@ -313,7 +343,10 @@ pub fn default_image(opts: &DefaultImageOpts) -> Result<PathBuf, Error> {
     if !is_static_elf(&agent)? {
         return Err(Error::AgentNotStatic(agent));
     }
-    let modules = opts.modules.clone().unwrap_or_else(|| PathBuf::from("/usr/lib/uml/modules"));
+    let modules = opts
+        .modules
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/uml/modules"));
     let size = opts.size_bytes.unwrap_or(512 << 20);
     let mut h = Fnv::new();
     for s in [LAYOUT_VERSION, RCS, RCK, INITTAB] {
@@ -342,7 +375,10 @@ pub fn default_image(opts: &DefaultImageOpts) -> Result<PathBuf, Error> {
             p
         }
     };
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let stage = parent.join(format!(".umlkit-stage-{}-{:x}", std::process::id(), h.0));
     let _ = std::fs::remove_dir_all(&stage);
     let r = stage_tree(&stage, &busybox, &agent, &modules)
@@ -354,7 +390,8 @@ pub fn default_image(opts: &DefaultImageOpts) -> Result<PathBuf, Error> {
 fn write_file(p: &Path, text: &str, mode: u32) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(p, text).map_err(io(p, "cannot write"))?;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(io(p, "cannot chmod"))
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .map_err(io(p, "cannot chmod"))
 }
 
 /// Hard-link (or copy, across filesystems) a tree.
@@ -379,15 +416,29 @@ fn link_tree(src: &Path, dst: &Path) -> Result<(), Error> {
 fn stage_tree(root: &Path, busybox: &Path, agent: &Path, modules: &Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     for d in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "proc", "sys", "dev", "tmp", "run",
-        "root", "mnt", "hostlab", "var/log", "lib/modules",
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc/init.d",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "root",
+        "mnt",
+        "hostlab",
+        "var/log",
+        "lib/modules",
     ] {
         std::fs::create_dir_all(root.join(d)).map_err(io(&root.join(d), "cannot create"))?;
     }
     let _ = std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777));
     let bb = root.join("bin/busybox");
     std::fs::copy(busybox, &bb).map_err(io(busybox, "cannot copy busybox"))?;
-    std::fs::set_permissions(&bb, std::fs::Permissions::from_mode(0o755)).map_err(io(&bb, "cannot chmod"))?;
+    std::fs::set_permissions(&bb, std::fs::Permissions::from_mode(0o755))
+        .map_err(io(&bb, "cannot chmod"))?;
     let out = Command::new(busybox)
         .arg("--list-full")
         .output()
@@ -406,7 +457,8 @@ fn stage_tree(root: &Path, busybox: &Path, agent: &Path, modules: &Path) -> Resu
     }
     let ag = root.join("sbin/umlkit-agent");
     std::fs::copy(agent, &ag).map_err(io(agent, "cannot copy the agent"))?;
-    std::fs::set_permissions(&ag, std::fs::Permissions::from_mode(0o755)).map_err(io(&ag, "cannot chmod"))?;
+    std::fs::set_permissions(&ag, std::fs::Permissions::from_mode(0o755))
+        .map_err(io(&ag, "cannot chmod"))?;
     let etc = root.join("etc");
     write_file(&etc.join("init.d/rcS"), RCS, 0o755)?;
     write_file(&etc.join("init.d/rcK"), RCK, 0o755)?;
@@ -415,7 +467,11 @@ fn stage_tree(root: &Path, busybox: &Path, agent: &Path, modules: &Path) -> Resu
     write_file(&etc.join("group"), "root:x:0:\ntty:x:5:\n", 0o644)?;
     write_file(&etc.join("hosts"), "127.0.0.1\tlocalhost\n", 0o644)?;
     write_file(&etc.join("hostname"), "uml\n", 0o644)?;
-    write_file(&etc.join("profile"), "export PATH=/sbin:/bin:/usr/sbin:/usr/bin\nexport PS1='\\h:\\w\\$ '\n", 0o644)?;
+    write_file(
+        &etc.join("profile"),
+        "export PATH=/sbin:/bin:/usr/sbin:/usr/bin\nexport PS1='\\h:\\w\\$ '\n",
+        0o644,
+    )?;
     if modules.is_dir() {
         link_tree(modules, &root.join("lib/modules"))?;
     }
@@ -454,9 +510,19 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let md = std::fs::metadata(&img).unwrap();
         assert_eq!(md.len(), 256 << 20);
-        assert!(md.blocks() * 512 < md.len() / 10, "image not sparse: {} blocks", md.blocks());
-        assert!(matches!(create(&img, 256 << 20, None), Err(Error::Exists(_))));
-        assert!(matches!(create(&d.path().join("y"), 1000, None), Err(Error::TooSmall(_))));
+        assert!(
+            md.blocks() * 512 < md.len() / 10,
+            "image not sparse: {} blocks",
+            md.blocks()
+        );
+        assert!(matches!(
+            create(&img, 256 << 20, None),
+            Err(Error::Exists(_))
+        ));
+        assert!(matches!(
+            create(&d.path().join("y"), 1000, None),
+            Err(Error::TooSmall(_))
+        ));
         assert!(matches!(
             create(&d.path().join("z"), 8 << 20, Some(&d.path().join("nope"))),
             Err(Error::NotDir(_))

@@ -68,7 +68,9 @@ impl Client {
             if left.is_zero() {
                 return Err(Error::Timeout(self.target.clone(), cmd.to_string()));
             }
-            self.sock.set_read_timeout(Some(left)).map_err(Error::Socket)?;
+            self.sock
+                .set_read_timeout(Some(left))
+                .map_err(Error::Socket)?;
             let n = match self.sock.recv(&mut buf) {
                 Ok(n) => n,
                 Err(e)
@@ -80,7 +82,9 @@ impl Client {
                 Err(e) => return Err(Error::Recv(self.target.clone(), e)),
             };
             if proto::is_version0_reply(&buf[..n]) {
-                return Err(Error::Protocol(String::from_utf8_lossy(&buf[..n]).into_owned()));
+                return Err(Error::Protocol(
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
             }
             let r = Reply::decode(&buf[..n]).map_err(Error::Proto)?;
             let text = String::from_utf8_lossy(&r.data);

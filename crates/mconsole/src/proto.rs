@@ -77,7 +77,10 @@ impl Request {
     /// Decode a request datagram (full or shortened); the `len` field decides.
     pub fn decode(b: &[u8]) -> Result<Request, ProtoError> {
         if b.len() < 12 {
-            return Err(ProtoError::Short { len: b.len(), need: 12 });
+            return Err(ProtoError::Short {
+                len: b.len(),
+                need: 12,
+            });
         }
         let magic = u32_at(b, 0);
         if magic != MAGIC {
@@ -120,7 +123,10 @@ impl Reply {
     /// Decode a reply datagram. The text ends at the first NUL within `len`.
     pub fn decode(b: &[u8]) -> Result<Reply, ProtoError> {
         if b.len() < 12 {
-            return Err(ProtoError::Short { len: b.len(), need: 12 });
+            return Err(ProtoError::Short {
+                len: b.len(),
+                need: 12,
+            });
         }
         let len = u32_at(b, 8);
         let avail = b.len() - 12;
@@ -200,7 +206,10 @@ impl Notify {
 
     pub fn decode(b: &[u8]) -> Result<Notify, ProtoError> {
         if b.len() < 16 {
-            return Err(ProtoError::Short { len: b.len(), need: 16 });
+            return Err(ProtoError::Short {
+                len: b.len(),
+                need: 16,
+            });
         }
         let magic = u32_at(b, 0);
         if magic != MAGIC {
@@ -306,8 +315,14 @@ mod tests {
         }
         .encode();
         b[8] = 99;
-        assert!(matches!(Reply::decode(&b), Err(ProtoError::BadLength { .. })));
-        assert!(matches!(Reply::decode(&b[..5]), Err(ProtoError::Short { .. })));
+        assert!(matches!(
+            Reply::decode(&b),
+            Err(ProtoError::BadLength { .. })
+        ));
+        assert!(matches!(
+            Reply::decode(&b[..5]),
+            Err(ProtoError::Short { .. })
+        ));
     }
 
     #[test]

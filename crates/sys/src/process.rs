@@ -11,7 +11,8 @@ pub const SIGINT: Signal = libc::SIGINT;
 
 /// Send `sig` to the process `pid`.
 pub fn kill(pid: u32, sig: Signal) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     if pid <= 0 {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
@@ -27,7 +28,8 @@ pub fn kill(pid: u32, sig: Signal) -> io::Result<()> {
 
 /// Send `sig` to every process of the process group `pgid`.
 pub fn kill_group(pgid: u32, sig: Signal) -> io::Result<()> {
-    let pgid = libc::pid_t::try_from(pgid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let pgid =
+        libc::pid_t::try_from(pgid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     if pgid <= 1 {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
@@ -71,7 +73,8 @@ pub fn setsid() -> io::Result<u32> {
 
 /// The process group of process `pid` (0 = the caller).
 pub fn getpgid(pid: u32) -> io::Result<u32> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: getpgid(2) takes a plain integer.
     let r = unsafe { libc::getpgid(pid) };
     if r < 0 {
@@ -93,7 +96,8 @@ pub enum WaitStatus {
 /// Non-blocking `waitpid(pid, WNOHANG)` for a child of ours: `None` while it
 /// runs. Stops/continues are ignored (reported as still running).
 pub fn try_wait(pid: u32) -> io::Result<Option<WaitStatus>> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     if pid <= 0 {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
@@ -226,7 +230,11 @@ pub fn is_tty(fd: std::os::fd::BorrowedFd<'_>) -> bool {
 /// Arrange for `cmd`'s child to get `src` duplicated onto fd `target`
 /// (close-on-exec cleared), e.g. a socketpair end passed as fd 3. `src` must
 /// stay open until the child has been spawned.
-pub fn pass_fd(cmd: &mut std::process::Command, src: std::os::fd::RawFd, target: std::os::fd::RawFd) {
+pub fn pass_fd(
+    cmd: &mut std::process::Command,
+    src: std::os::fd::RawFd,
+    target: std::os::fd::RawFd,
+) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and only calls
     // the async-signal-safe dup2/fcntl on integers.
