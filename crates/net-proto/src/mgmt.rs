@@ -92,6 +92,8 @@ pub enum MgmtCommand {
     PortCreate(u32),
     PortRemove(u32),
     PortResetCounter(Option<u32>),
+    /// umlkit extension: all counters including drops.
+    PortStats(Option<u32>),
     PortEpClose { port: u32, id: u32 },
     HashShowInfo,
     HashPrint,
@@ -144,6 +146,7 @@ pub const COMMANDS: &[CommandInfo] = &[
     ci("port/epclose", "N ID", "remove the endpoint port N/id ID"),
     ci("port/resetcounter", "[N]", "reset the port (N) counters"),
     ci("port/print", "[N]", "print the port/endpoint table"),
+    ci("port/stats", "[N]", "print the port counters including drops"),
     ci(
         "port/allprint",
         "[N]",
@@ -269,6 +272,7 @@ pub fn parse(line: &str) -> Result<MgmtCommand, i32> {
             id: port_arg(a2)?,
         },
         "port/resetcounter" => C::PortResetCounter(opt_num(a1)?),
+        "port/stats" => C::PortStats(opt_num(a1)?),
         "hash/showinfo" => C::HashShowInfo,
         "hash/print" => C::HashPrint,
         "hash/find" => C::HashFind {
