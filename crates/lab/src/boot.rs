@@ -53,6 +53,25 @@ pub fn boot_script(plan: &Plan, m: &MachinePlan) -> String {
         "mount -t hostfs none /hostlab -o {} || echo 'umlkit: cannot mount /hostlab'\n",
         shq(&plan.lab_dir.to_string_lossy())
     ));
+    s.push_str(&boot_body(plan, m));
+    s.push_str(SERVE_LOOP);
+    s
+}
+
+/// The boot steps run through the guest crate's exec agent (the default
+/// image already set the hostname and mounted the lab folder at /hostlab).
+pub fn agent_boot_script(plan: &Plan, m: &MachinePlan) -> String {
+    let mut s = String::from("export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root\n");
+    s.push_str(&format!("echo {} > /etc/hostname\n", shq(&m.name)));
+    s.push_str(&boot_body(plan, m));
+    s
+}
+
+/// Steps shared by both boot paths: env, shared/ and M/, sysctls,
+/// addresses, routes, startup scripts, exec commands.
+fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
+    let mut s = String::new();
+    let name = &m.name;
     for e in &m.env {
         if let Some((k, v)) = e.split_once('=') {
             s.push_str(&format!("export {k}={}\n", shq(v)));
@@ -101,8 +120,11 @@ pub fn boot_script(plan: &Plan, m: &MachinePlan) -> String {
     for c in &m.exec {
         s.push_str(&format!("sh -c {}\n", shq(c)));
     }
-    s.push_str(
-        r#"mkdir -p /umlkit/exec
+    s
+}
+
+/// Readiness file and the exec spool loop of the built-in image.
+const SERVE_LOOP: &str = r#"mkdir -p /umlkit/exec
 touch /umlkit/ready
 cd /
 # Serve exec requests without forking while idle (forks are costly in UML):
@@ -121,9 +143,14 @@ while :; do
   if [ $got = 1 ]; then idle=0; elif [ $idle -lt 50 ]; then idle=$((idle+1)); fi
   if [ $idle -lt 50 ]; then read -t 0.02 -u 3 x; else read -t 0.2 -u 3 x; fi
 done
-"#,
-    );
-    s
+"#;
+
+/// The shutdown scripts only: `M.shutdown`, then `shared.shutdown` last.
+pub fn shutdown_scripts(name: &str) -> String {
+    format!(
+        "cd /; [ -f /hostlab/{n}.shutdown ] && sh /hostlab/{n}.shutdown; [ -f /hostlab/shared.shutdown ] && sh /hostlab/shared.shutdown; sync; true",
+        n = shq(name)
+    )
 }
 
 /// The command run in the guest for a graceful stop: `M.shutdown`, then

@@ -12,6 +12,7 @@ pub mod check;
 pub mod conf;
 pub mod error;
 pub mod graph;
+pub mod guest_backend;
 pub mod load;
 pub mod mac;
 pub mod model;

@@ -36,6 +36,9 @@ pub struct ProcEntry {
     /// For daemonizing switches: where the pid will appear.
     #[serde(default)]
     pub pidfile: Option<PathBuf>,
+    /// Other processes to kill with it (e.g. the guest's supervisor).
+    #[serde(default)]
+    pub extra_pids: Vec<u32>,
 }
 
 /// Interfaces added at run time with `lab connect`.
@@ -98,7 +101,9 @@ impl State {
 }
 
 /// What a lab needs from the layer that runs guests and switches.
-pub trait Backend {
+pub trait Backend: Sync {
+    /// Short name for messages (`guest` or `uml`).
+    fn name(&self) -> &'static str;
     /// Build whatever the machines boot from (the lab image).
     fn prepare(&self, plan: &Plan) -> Result<()>;
     /// Start a switch; `rec` is saved before the process starts, then filled.
@@ -107,7 +112,11 @@ pub trait Backend {
         plan: &Plan,
         sw: &SwitchPlan,
         rec: &mut dyn FnMut(ProcEntry) -> Result<()>,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        start_switch_process(&self.switch_cmd(), plan, sw, rec)
+    }
+    /// The switch program (argv prefix).
+    fn switch_cmd(&self) -> Vec<String>;
     /// Start a machine (does not wait for it to boot).
     fn start_machine(
         &self,
@@ -116,11 +125,142 @@ pub trait Backend {
         rec: &mut dyn FnMut(ProcEntry) -> Result<()>,
     ) -> Result<()>;
     /// True once the machine finished its startup scripts.
-    fn is_ready(&self, m: &MachinePlan) -> bool;
+    fn is_ready(&self, m: &MachinePlan) -> bool {
+        m.dir.join("ready").exists()
+    }
+    /// Why the machine's boot failed (set by asynchronous boot steps).
+    fn boot_failure(&self, m: &MachinePlan) -> Option<String> {
+        std::fs::read_to_string(m.dir.join("boot.error")).ok()
+    }
     /// Run a shell command in the guest.
     fn exec(&self, m: &MachinePlan, cmd: &str, timeout: Duration) -> Result<ExecOutput>;
     /// Send an mconsole command; returns the reply text.
     fn mconsole(&self, plan: &Plan, m: &MachinePlan, cmd: &str) -> Result<String>;
+    /// Graceful stop: shutdown scripts, then power off (may return before
+    /// the machine is gone; the runner waits and kills what is left).
+    fn shutdown(&self, plan: &Plan, m: &MachinePlan, timeout: Duration);
+    /// The machine's console log on the host.
+    fn console_log(&self, m: &MachinePlan) -> PathBuf {
+        m.dir.join("console.log")
+    }
+    /// A command attaching the terminal to the machine's console, if any.
+    fn console_command(&self, _plan: &Plan, _m: &MachinePlan) -> Option<Command> {
+        None
+    }
+}
+
+/// Start a VDE-compatible switch (`PROG -s DIR -n PORTS -d -p PIDFILE [--hub]`).
+pub fn start_switch_process(
+    switch_cmd: &[String],
+    plan: &Plan,
+    sw: &SwitchPlan,
+    rec: &mut dyn FnMut(ProcEntry) -> Result<()>,
+) -> Result<()> {
+    std::fs::create_dir_all(sw.dir.parent().expect("switch dir has a parent"))
+        .map_err(io_err("cannot create", &sw.dir))?;
+    let _ = std::fs::remove_file(&sw.pidfile);
+    let mut e = ProcEntry {
+        name: sw.domain.clone(),
+        pidfile: Some(sw.pidfile.clone()),
+        ..Default::default()
+    };
+    rec(e.clone())?;
+    let ports = plan
+        .machines
+        .iter()
+        .map(|m| m.interfaces.len())
+        .sum::<usize>()
+        .max(28)
+        + 4;
+    let mut cmd = Command::new(&switch_cmd[0]);
+    cmd.args(&switch_cmd[1..])
+        .arg("-s")
+        .arg(&sw.dir)
+        .args(["-n", &ports.to_string()])
+        .arg("-d")
+        .arg("-p")
+        .arg(&sw.pidfile);
+    if sw.hub {
+        cmd.arg("--hub");
+    }
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(io_err("cannot run switch", &switch_cmd[0]))?;
+    if !out.status.success() {
+        return Err(LabError::Run(format!(
+            "switch for domain {} failed: {}",
+            sw.domain,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(pid) = read_pid(&sw.pidfile) {
+            if sw.ctl().exists() {
+                e.pid = Some(pid);
+                return rec(e);
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(LabError::Run(format!(
+                "switch for domain {} did not come up ({})",
+                sw.domain,
+                sw.ctl().display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The switch program: `$UMLKIT_LAB_SWITCH` (a command line), else
+/// `umlkit switch` when this binary has it, else `vde_switch`.
+pub fn discover_switch(umlkit: Option<&Path>) -> Result<Vec<String>> {
+    if let Ok(s) = std::env::var("UMLKIT_LAB_SWITCH") {
+        return Ok(s.split_whitespace().map(str::to_string).collect());
+    }
+    if let Some(u) = umlkit.filter(|u| {
+        Command::new(u)
+            .args(["switch", "--help"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }) {
+        return Ok(vec![u.to_string_lossy().into_owned(), "switch".into()]);
+    }
+    if let Some(v) = which("vde_switch") {
+        return Ok(vec![v.to_string_lossy().into_owned()]);
+    }
+    Err(LabError::Run(
+        "no switch: neither `umlkit switch` nor vde_switch (install vde2) is available".into(),
+    ))
+}
+
+/// Pick the backend: `$UMLKIT_LAB_BACKEND` = `guest` | `uml`; by default the
+/// guest crate (supervisor, default image, exec agent), falling back to the
+/// built-in busybox launcher when the default image cannot be had (no static
+/// umlkit-agent). The second value says why the fallback was taken.
+pub fn backend_for(
+    plan: &Plan,
+    umlkit: Option<&Path>,
+) -> Result<(Box<dyn Backend>, Option<String>)> {
+    let want = std::env::var("UMLKIT_LAB_BACKEND").unwrap_or_default();
+    if want != "uml" {
+        match crate::guest_backend::GuestBackend::new(plan, umlkit) {
+            Ok(b) => return Ok((Box::new(b), None)),
+            Err(e) if want == "guest" => return Err(e),
+            Err(e) => {
+                let b = UmlBackend::discover(umlkit)?;
+                let why =
+                    format!("guest backend unavailable ({e}); using the built-in busybox launcher");
+                return Ok((Box::new(b), Some(why)));
+            }
+        }
+    }
+    Ok((Box::new(UmlBackend::discover(umlkit)?), None))
 }
 
 /// The direct backend: `linux.uml` guests on COW files over a per-lab busybox
@@ -153,25 +293,7 @@ impl UmlBackend {
                         .into(),
                 )
             })?;
-        let switch_cmd = if let Ok(s) = std::env::var("UMLKIT_LAB_SWITCH") {
-            s.split_whitespace().map(str::to_string).collect()
-        } else if let Some(u) = umlkit.filter(|u| {
-            Command::new(u)
-                .args(["switch", "--help"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        }) {
-            vec![u.to_string_lossy().into_owned(), "switch".into()]
-        } else if let Some(v) = which("vde_switch") {
-            vec![v.to_string_lossy().into_owned()]
-        } else {
-            return Err(LabError::Run(
-                "no switch: neither `umlkit switch` nor vde_switch (install vde2) is available"
-                    .into(),
-            ));
-        };
+        let switch_cmd = discover_switch(umlkit)?;
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
             .iter()
             .map(PathBuf::from)
@@ -250,69 +372,12 @@ impl Backend for UmlBackend {
         self.build_image(plan)
     }
 
-    fn start_switch(
-        &self,
-        plan: &Plan,
-        sw: &SwitchPlan,
-        rec: &mut dyn FnMut(ProcEntry) -> Result<()>,
-    ) -> Result<()> {
-        std::fs::create_dir_all(sw.dir.parent().expect("switch dir has a parent"))
-            .map_err(io_err("cannot create", &sw.dir))?;
-        let _ = std::fs::remove_file(&sw.pidfile);
-        let mut e = ProcEntry {
-            name: sw.domain.clone(),
-            pidfile: Some(sw.pidfile.clone()),
-            ..Default::default()
-        };
-        rec(e.clone())?;
-        let ports = plan
-            .machines
-            .iter()
-            .map(|m| m.interfaces.len())
-            .sum::<usize>()
-            .max(28)
-            + 4;
-        let mut cmd = Command::new(&self.switch_cmd[0]);
-        cmd.args(&self.switch_cmd[1..])
-            .arg("-s")
-            .arg(&sw.dir)
-            .args(["-n", &ports.to_string()])
-            .arg("-d")
-            .arg("-p")
-            .arg(&sw.pidfile);
-        if sw.hub {
-            cmd.arg("--hub");
-        }
-        let out = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(io_err("cannot run switch", &self.switch_cmd[0]))?;
-        if !out.status.success() {
-            return Err(LabError::Run(format!(
-                "switch for domain {} failed: {}",
-                sw.domain,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(pid) = read_pid(&sw.pidfile) {
-                if sw.ctl().exists() {
-                    e.pid = Some(pid);
-                    return rec(e);
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(LabError::Run(format!(
-                    "switch for domain {} did not come up ({})",
-                    sw.domain,
-                    sw.ctl().display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    fn name(&self) -> &'static str {
+        "uml"
+    }
+
+    fn switch_cmd(&self) -> Vec<String> {
+        self.switch_cmd.clone()
     }
 
     fn start_machine(
@@ -375,10 +440,6 @@ impl Backend for UmlBackend {
         rec(e)
     }
 
-    fn is_ready(&self, m: &MachinePlan) -> bool {
-        m.dir.join("ready").exists()
-    }
-
     fn exec(&self, m: &MachinePlan, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let spool = m.dir.join("exec");
@@ -425,20 +486,27 @@ impl Backend for UmlBackend {
 
     fn mconsole(&self, plan: &Plan, m: &MachinePlan, cmd: &str) -> Result<String> {
         let sock = plan.uml_dir.join(&m.umid).join("mconsole");
-        let tool = which("uml_mconsole").ok_or_else(|| {
-            LabError::Run("uml_mconsole not found (install uml-utilities)".into())
-        })?;
-        let out = Command::new(&tool)
-            .arg(&sock)
-            .args(cmd.split_whitespace())
-            .stdin(Stdio::null())
-            .output()
-            .map_err(io_err("cannot run", &tool))?;
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !out.status.success() || text.starts_with("ERR") {
-            return Err(LabError::Run(format!("{}: mconsole {cmd}: {text}", m.name)));
+        let r = mconsole::send(&sock, cmd, Duration::from_secs(10))
+            .map_err(|e| LabError::Run(format!("{}: mconsole {cmd}: {e}", m.name)))?;
+        if !r.ok() {
+            return Err(LabError::Run(format!(
+                "{}: mconsole {cmd}: {}",
+                m.name, r.text
+            )));
         }
-        Ok(text)
+        Ok(r.text)
+    }
+
+    fn shutdown(&self, plan: &Plan, m: &MachinePlan, _timeout: Duration) {
+        if self.is_ready(m) {
+            let spool = m.dir.join("exec");
+            let _ = std::fs::write(spool.join("shutdown.tmp"), boot::shutdown_command(&m.name))
+                .and_then(|_| {
+                    std::fs::rename(spool.join("shutdown.tmp"), spool.join("shutdown.cmd"))
+                });
+        } else {
+            let _ = self.mconsole(plan, m, "halt");
+        }
     }
 }
 
@@ -566,20 +634,28 @@ pub fn start(
                         t.elapsed().as_secs_f64(),
                         t0.elapsed().as_secs_f64()
                     ));
+                } else if let Some(why) = backend.boot_failure(m) {
+                    return Err(LabError::Run(format!(
+                        "{}: boot failed: {}; console log {}:\n{}",
+                        m.name,
+                        why.trim(),
+                        backend.console_log(m).display(),
+                        tail(&backend.console_log(m), 10)
+                    )));
                 } else if !machine_alive(&state, &m.name) {
                     return Err(LabError::Run(format!(
                         "{} died while booting; console log {}:\n{}",
                         m.name,
-                        m.dir.join("console.log").display(),
-                        tail(&m.dir.join("console.log"), 15)
+                        backend.console_log(m).display(),
+                        tail(&backend.console_log(m), 15)
                     )));
                 } else if t.elapsed() > boot_timeout {
                     return Err(LabError::Run(format!(
                         "{} not ready after {:?}; console log {}:\n{}",
                         m.name,
                         boot_timeout,
-                        m.dir.join("console.log").display(),
-                        tail(&m.dir.join("console.log"), 15)
+                        backend.console_log(m).display(),
+                        tail(&backend.console_log(m), 15)
                     )));
                 } else {
                     still.push((m, t));
@@ -620,6 +696,7 @@ fn wait_entries_gone(entries: &[ProcEntry], timeout: Duration) {
                 || e.pid
                     .or_else(|| e.pidfile.as_deref().and_then(read_pid))
                     .is_some_and(pid_alive)
+                || e.extra_pids.iter().any(|p| pid_alive(*p))
         });
         if !alive {
             return;
@@ -636,6 +713,11 @@ fn kill_entry(e: &ProcEntry) {
     let pid = e.pid.or_else(|| e.pidfile.as_deref().and_then(read_pid));
     if let Some(p) = pid {
         let _ = kill(p, SIGKILL);
+    }
+    for p in &e.extra_pids {
+        if pid_alive(*p) {
+            let _ = kill(*p, SIGKILL);
+        }
     }
 }
 
@@ -656,21 +738,18 @@ pub fn stop(
         .filter(|e| only.is_empty() || only.contains(&e.name))
         .cloned()
         .collect();
-    let mut waiting = Vec::new();
-    for e in &targets {
-        let alive = e.pid.is_some_and(pid_alive);
-        if let (true, Some(m)) = (alive, plan.machine(&e.name)) {
-            if backend.is_ready(m) {
-                let spool = m.dir.join("exec");
-                let f = spool.join("shutdown.cmd");
-                let _ = std::fs::write(spool.join("shutdown.tmp"), boot::shutdown_command(&m.name))
-                    .and_then(|_| std::fs::rename(spool.join("shutdown.tmp"), &f));
-            } else if backend.mconsole(plan, m, "halt").is_err() {
-                kill_entry(e);
+    let waiting: Vec<ProcEntry> = targets
+        .iter()
+        .filter(|e| e.pid.is_some_and(pid_alive))
+        .cloned()
+        .collect();
+    std::thread::scope(|sc| {
+        for e in &waiting {
+            if let Some(m) = plan.machine(&e.name) {
+                sc.spawn(move || backend.shutdown(plan, m, timeout));
             }
-            waiting.push(e.clone());
         }
-    }
+    });
     let pids: Vec<u32> = waiting.iter().filter_map(|e| e.pid).collect();
     if !wait_gone(&pids, timeout) {
         for e in &waiting {
@@ -687,6 +766,11 @@ pub fn stop(
         progress.event(&format!("{} stopped", e.name));
     }
     wait_entries_gone(&targets, Duration::from_secs(5));
+    for e in &targets {
+        if let Some(m) = plan.machine(&e.name) {
+            sweep(plan, Some(m));
+        }
+    }
     state
         .machines
         .retain(|e| !targets.iter().any(|t| t.name == e.name));
@@ -695,11 +779,63 @@ pub fn stop(
             kill_entry(e);
         }
         wait_entries_gone(&state.switches, Duration::from_secs(5));
+        sweep(plan, None);
         state.switches.clear();
         state.extra_switches.clear();
         state.extra_ifaces.clear();
     }
     state.save(plan)
+}
+
+/// Kill every process whose command line places it in this lab: a UML of
+/// the lab (`uml_dir=` under the state folder; `umid=` of `machine` when
+/// given), or a switch/supervisor working in the state folder. UML's
+/// per-address-space host processes run in sessions of their own, so group
+/// kills miss them once their kernel is gone. Repeats until none is left
+/// (bounded).
+pub fn sweep(plan: &Plan, machine: Option<&MachinePlan>) {
+    let sd = plan.state_dir.to_string_lossy().into_owned();
+    let under = |v: &str| v == sd || v.starts_with(&format!("{sd}/"));
+    let me = std::process::id();
+    for _ in 0..50 {
+        let mut found = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let raw = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let in_lab_uml = args
+                .iter()
+                .any(|a| a.strip_prefix("uml_dir=").is_some_and(under));
+            let hit = match machine {
+                None => in_lab_uml || args.iter().skip(1).any(|a| under(a)),
+                Some(m) => {
+                    let umid_ok = args.iter().any(|a| {
+                        a == &format!("umid={}", m.umid) || a == &format!("umid={}", m.name)
+                    });
+                    let sup = format!("{sd}/g/{}", m.name);
+                    (in_lab_uml && umid_ok) || args.iter().skip(1).any(|a| *a == sup)
+                }
+            };
+            if hit && pid_alive(pid) {
+                found.push(pid);
+            }
+        }
+        if found.is_empty() {
+            return;
+        }
+        for pid in found {
+            let _ = umlkit_sys::process::kill(pid, umlkit_sys::process::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Kill everything at once (no shutdown scripts).
@@ -713,6 +849,13 @@ pub fn crash(plan: &Plan, only: &[String]) -> Result<()> {
         kill_entry(e);
     }
     wait_entries_gone(&state.machines, Duration::from_secs(5));
+    for m in plan
+        .machines
+        .iter()
+        .filter(|m| only.is_empty() || only.contains(&m.name))
+    {
+        sweep(plan, Some(m));
+    }
     state
         .machines
         .retain(|e| !(only.is_empty() || only.contains(&e.name)));
@@ -721,6 +864,7 @@ pub fn crash(plan: &Plan, only: &[String]) -> Result<()> {
             kill_entry(e);
         }
         wait_entries_gone(&state.switches, Duration::from_secs(5));
+        sweep(plan, None);
         state.switches.clear();
         state.extra_switches.clear();
         state.extra_ifaces.clear();
@@ -744,6 +888,7 @@ pub fn clean(plan: &Plan) -> Result<()> {
                 }
             }
         }
+        sweep(plan, None);
         std::fs::remove_dir_all(&plan.state_dir)
             .map_err(io_err("cannot remove", &plan.state_dir))?;
     }

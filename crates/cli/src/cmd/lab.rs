@@ -10,6 +10,8 @@ use lab::model::Dialect;
 use lab::plan::Plan;
 use lab::runner::{self, Backend, UmlBackend};
 
+type DynBackend = Box<dyn Backend>;
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Network labs: start, inspect, test and clean Netkit/Kathará labs
@@ -205,7 +207,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             opts,
         } => {
             let (plan, _) = load_plan(&dir, &opts, true)?;
-            let backend = backend()?;
+            let backend = backend(&plan, true)?;
             let waves = lab::plan::select(&plan, &machines)?;
             let p = parallel.unwrap_or_else(|| default_parallel(&plan));
             let t0 = Instant::now();
@@ -217,7 +219,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 waves.len()
             );
             runner::start(
-                &backend,
+                backend.as_ref(),
                 &plan,
                 &waves,
                 p,
@@ -240,7 +242,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
             runner::stop(
-                &backend()?,
+                backend(&plan, false)?.as_ref(),
                 &plan,
                 &machines,
                 Duration::from_secs(timeout),
@@ -264,9 +266,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             opts,
         } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
-            let b = backend()?;
+            let b = backend(&plan, false)?;
             runner::stop(
-                &b,
+                b.as_ref(),
                 &plan,
                 &machines,
                 Duration::from_secs(30),
@@ -275,7 +277,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let waves = lab::plan::select(&plan, &machines)?;
             let p = parallel.unwrap_or_else(|| default_parallel(&plan));
             runner::start(
-                &b,
+                b.as_ref(),
                 &plan,
                 &waves,
                 p,
@@ -291,7 +293,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         LabCmd::Status { dir, json, opts } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
-            let st = runner::status(&backend()?, &plan)?;
+            let st = runner::status(backend(&plan, false)?.as_ref(), &plan)?;
             if json {
                 let v = serde_json::json!({
                     "lab": plan.name, "dir": plan.lab_dir, "dialect": plan.dialect.to_string(),
@@ -353,7 +355,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
                     .join(" ")
             };
-            let out = backend()?.exec(m, &line, Duration::from_secs(timeout))?;
+            let out = backend(&plan, false)?.exec(m, &line, Duration::from_secs(timeout))?;
             print!("{}", out.stdout);
             eprint!("{}", out.stderr);
             Ok(ExitCode::from(out.code.clamp(0, 255) as u8))
@@ -361,7 +363,11 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         LabCmd::Console { dir, machine, opts } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
             let m = running_machine(&plan, &machine)?;
-            let b = backend()?;
+            let b = backend(&plan, false)?;
+            if let Some(mut c) = b.console_command(&plan, m) {
+                let st = c.status().context("cannot run the console")?;
+                return Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8));
+            }
             eprintln!("{machine}: each line runs in the guest (/bin/sh); Ctrl-D ends");
             let stdin = std::io::stdin();
             let mut line = String::new();
@@ -391,7 +397,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             opts,
         } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
-            let name = runner::connect(&backend()?, &plan, &machine, &domain)?;
+            let name = runner::connect(backend(&plan, false)?.as_ref(), &plan, &machine, &domain)?;
             println!("{machine}: {name} plugged into {domain}");
             Ok(ExitCode::SUCCESS)
         }
@@ -402,7 +408,8 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             opts,
         } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
-            let name = runner::disconnect(&backend()?, &plan, &machine, &domain)?;
+            let name =
+                runner::disconnect(backend(&plan, false)?.as_ref(), &plan, &machine, &domain)?;
             println!("{machine}: {name} unplugged from {domain}");
             Ok(ExitCode::SUCCESS)
         }
@@ -534,9 +541,14 @@ fn load_plan(
     Ok((plan, loaded))
 }
 
-fn backend() -> anyhow::Result<UmlBackend> {
+/// The backend for this lab; a fallback note goes to stderr when `verbose`.
+fn backend(plan: &Plan, verbose: bool) -> anyhow::Result<DynBackend> {
     let exe = std::env::current_exe().ok();
-    Ok(UmlBackend::discover(exe.as_deref())?)
+    let (b, note) = runner::backend_for(plan, exe.as_deref())?;
+    if let (true, Some(n)) = (verbose, note) {
+        eprintln!("note: {n}");
+    }
+    Ok(b)
 }
 
 fn running_machine<'a>(plan: &'a Plan, name: &str) -> anyhow::Result<&'a lab::plan::MachinePlan> {
@@ -578,7 +590,7 @@ fn default_parallel(plan: &Plan) -> usize {
 
 fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Result<ExitCode> {
     let (plan, _) = load_plan(dir, opts, false)?;
-    let b = backend()?;
+    let b = backend(&plan, false)?;
     let state = runner::State::load(&plan)?;
     let mut failed = 0usize;
     let mut passed = 0usize;
@@ -714,12 +726,11 @@ fn bench(
     parallel: Option<usize>,
     opts: &LabOpts,
 ) -> anyhow::Result<ExitCode> {
-    let b = backend()?;
     let tmp = std::env::temp_dir().join(format!("umlkit-labbench-{}", std::process::id()));
     let root = opts.state_root.clone().unwrap_or_else(|| tmp.join("state"));
     let mut report = Vec::new();
     for &n in sizes {
-        // n machines: a chain of /24s, every machine on two domains (ring).
+        // n machines on one collision domain, one /16.
         let dir = tmp.join(format!("lab{n}"));
         std::fs::create_dir_all(&dir)?;
         let mut conf = String::from("LAB_DESCRIPTION=\"umlkit bench\"\n");
@@ -744,6 +755,8 @@ fn bench(
             state_root: Some(root.clone()),
         };
         let (plan, _) = load_plan(&dir, &lopts, false)?;
+        let b = backend(&plan, true)?;
+        let b = b.as_ref();
         let p = parallel.unwrap_or_else(|| default_parallel(&plan));
         let mut times = Vec::new();
         let mut rss = 0;
@@ -751,7 +764,7 @@ fn bench(
             runner::clean(&plan)?;
             let t0 = Instant::now();
             let r = runner::start(
-                &b,
+                b,
                 &plan,
                 &plan.waves,
                 p,
@@ -781,7 +794,7 @@ fn bench(
                 }
             }
             times.push(t0.elapsed().as_secs_f64());
-            rss = pss_kb_matching(&format!("uml_dir={}", plan.uml_dir.display()));
+            rss = pss_kb_matching(&plan.state_dir.to_string_lossy());
             runner::clean(&plan)?;
         }
         let med = median(times.clone());
@@ -803,6 +816,8 @@ fn bench(
     std::fs::create_dir_all(&kl)?;
     std::fs::write(kl.join("lab.conf"), "a[0]=d0\n")?;
     let (kplan, _) = load_plan(&kl, &lopts, false)?;
+    let exe = std::env::current_exe().ok();
+    let b = UmlBackend::discover(exe.as_deref())?;
     std::fs::create_dir_all(&kplan.state_dir)?;
     b.prepare(&kplan)?;
     let mut ktimes = Vec::new();

@@ -1,0 +1,200 @@
+//! The lab backend on the guest crate: each machine is a supervised guest
+//! (`guest::Store` rooted in the lab's state folder) booting the default
+//! image (`image::default_image`) with the lab folder as hostfs at
+//! `/hostlab`; the boot steps ([`crate::boot::agent_boot_script`]) and every
+//! `lab exec` go through the guest's exec agent; stop runs the shutdown
+//! scripts and then `Store::halt` (Ctrl-Alt-Del: init powers off).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use guest::{ConsoleMode, DiskSpec, GuestConfig, NetSpec, Store, Transport};
+
+use crate::boot;
+use crate::error::{LabError, Result};
+use crate::plan::{MachinePlan, Plan};
+use crate::runner::{discover_switch, Backend, ExecOutput, ProcEntry};
+
+/// Seconds a guest may take until its agent answers.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Machines as guest-crate guests.
+pub struct GuestBackend {
+    store: Store,
+    switch_cmd: Vec<String>,
+    umlkit: Option<PathBuf>,
+    image: std::sync::OnceLock<PathBuf>,
+}
+
+fn gerr(e: impl std::fmt::Display) -> LabError {
+    LabError::Run(e.to_string())
+}
+
+impl GuestBackend {
+    /// Fails (so the caller can fall back) when the default image cannot be
+    /// built here: no static exec agent.
+    pub fn new(plan: &Plan, umlkit: Option<&Path>) -> Result<GuestBackend> {
+        image::find_agent().map_err(gerr)?;
+        guest::find_kernel(None).map_err(gerr)?;
+        let mut store = Store::open(Some(plan.state_dir.join("g"))).map_err(gerr)?;
+        if let Some(u) = umlkit {
+            store = store.with_supervisor_exe(u.to_path_buf());
+        }
+        // Store::open created the folder; keep a lab that was never started clean.
+        let _ = std::fs::remove_dir(plan.state_dir.join("g"));
+        let _ = std::fs::remove_dir(&plan.state_dir);
+        Ok(GuestBackend {
+            store,
+            switch_cmd: discover_switch(umlkit)?,
+            umlkit: umlkit.map(Path::to_path_buf),
+            image: std::sync::OnceLock::new(),
+        })
+    }
+
+    fn config(&self, plan: &Plan, m: &MachinePlan, image: &Path) -> GuestConfig {
+        let mut cfg = GuestConfig::new(&m.name);
+        cfg.mem_mb = m.mem_mb.max(guest::MIN_MEM_MB);
+        cfg.disks.push(DiskSpec::new(image));
+        cfg.hostfs = Some(plan.lab_dir.clone());
+        cfg.console = ConsoleMode::Pty;
+        let contiguous = m
+            .interfaces
+            .iter()
+            .enumerate()
+            .all(|(i, itf)| itf.index as usize == i);
+        for itf in &m.interfaces {
+            let ctl = plan.switches[itf.switch].ctl();
+            if contiguous {
+                cfg.nets.push(NetSpec {
+                    transport: Transport::Daemon { ctl },
+                    mac: crate::mac::parse_mac(&itf.mac).ok(),
+                });
+            } else {
+                cfg.extra_args.push(format!(
+                    "eth{}=daemon,{},unix,{}",
+                    itf.index,
+                    itf.mac,
+                    ctl.display()
+                ));
+            }
+        }
+        cfg.extra_args.extend(m.kernel_args.iter().cloned());
+        cfg
+    }
+}
+
+fn to_output(o: guest::ExecOutput) -> ExecOutput {
+    ExecOutput {
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        code: o.code,
+    }
+}
+
+impl Backend for GuestBackend {
+    fn name(&self) -> &'static str {
+        "guest"
+    }
+
+    fn prepare(&self, _plan: &Plan) -> Result<()> {
+        if self.image.get().is_none() {
+            let img = image::default_image(&image::DefaultImageOpts::default()).map_err(gerr)?;
+            let _ = self.image.set(img);
+        }
+        Ok(())
+    }
+
+    fn switch_cmd(&self) -> Vec<String> {
+        self.switch_cmd.clone()
+    }
+
+    fn start_machine(
+        &self,
+        plan: &Plan,
+        m: &MachinePlan,
+        rec: &mut dyn FnMut(ProcEntry) -> Result<()>,
+    ) -> Result<()> {
+        self.prepare(plan)?;
+        let image = self.image.get().expect("prepared").clone();
+        let _ = std::fs::remove_dir_all(&m.dir);
+        std::fs::create_dir_all(&m.dir).map_err(crate::error::io_err("cannot create", &m.dir))?;
+        let cfg = self.config(plan, m, &image);
+        let mut e = ProcEntry {
+            name: m.name.clone(),
+            ..Default::default()
+        };
+        rec(e.clone())?;
+        let info = self.store.start(&cfg).map_err(gerr)?;
+        e.pid = Some(info.pid);
+        e.pgid = Some(info.pgid);
+        e.extra_pids = vec![info.supervisor_pid];
+        rec(e)?;
+        // Boot steps run asynchronously; the runner polls `ready`/`boot.error`.
+        let store = self.store.clone();
+        let name = m.name.clone();
+        let dir = m.dir.clone();
+        let script = boot::agent_boot_script(plan, m);
+        let console = self.store.paths(&m.name).console_log();
+        std::thread::spawn(move || {
+            let r = store
+                .wait_ready(&name, READY_TIMEOUT)
+                .map_err(|e| e.to_string())
+                .and_then(|_| {
+                    store
+                        .exec(&name, &["sh", "-c", &script], READY_TIMEOUT)
+                        .map_err(|e| e.to_string())
+                });
+            match r {
+                Ok(o) => {
+                    let mut log = o.stdout.clone();
+                    log.extend_from_slice(&o.stderr);
+                    let _ = std::fs::write(dir.join("boot.log"), log);
+                    let _ = std::fs::write(dir.join("ready"), b"");
+                }
+                Err(e) => {
+                    let tail = crate::runner::tail(&console, 10);
+                    let _ = std::fs::write(dir.join("boot.error"), format!("{e}\n{tail}"));
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn exec(&self, m: &MachinePlan, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
+        self.store
+            .exec(&m.name, &["sh", "-c", cmd], timeout)
+            .map(to_output)
+            .map_err(gerr)
+    }
+
+    fn mconsole(&self, _plan: &Plan, m: &MachinePlan, cmd: &str) -> Result<String> {
+        self.store
+            .mconsole(&m.name, cmd)
+            .map(|r| r.text)
+            .map_err(gerr)
+    }
+
+    fn shutdown(&self, _plan: &Plan, m: &MachinePlan, timeout: Duration) {
+        if self.is_ready(m) {
+            let scripts = boot::shutdown_scripts(&m.name);
+            let _ = self.store.exec(&m.name, &["sh", "-c", &scripts], timeout);
+        }
+        let _ = self
+            .store
+            .halt(&m.name, timeout.min(Duration::from_secs(10)));
+    }
+
+    fn console_command(&self, _plan: &Plan, m: &MachinePlan) -> Option<Command> {
+        let exe = self.umlkit.clone()?;
+        let mut c = Command::new(exe);
+        c.env("UMLKIT_STATE_DIR", self.store.root())
+            .arg("console")
+            .arg(&m.name);
+        Some(c)
+    }
+
+    fn console_log(&self, m: &MachinePlan) -> PathBuf {
+        self.store.paths(&m.name).console_log()
+    }
+}
