@@ -481,3 +481,32 @@ fn lab_bad_lab_conf_fails_cleanly() {
     );
     assert!(!lab.state.exists(), "nothing started");
 }
+
+#[test]
+fn lab_bridge_inside_a_guest() {
+    if std::env::var("UMLKIT_LAB_BACKEND").is_ok_and(|b| b == "uml") {
+        eprintln!("skipped: the built-in image has no kernel modules");
+        return;
+    }
+    let lab = TestLab::new("labbr", &[]);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/labs/bridge");
+    copy_tree(&src, &lab.dir);
+    lab.ok("start", &[]);
+    lab.exec_ok("pc1", "ping -c 2 -W 2 192.168.10.2");
+    lab.exec_ok("pc2", "ping -c 2 -W 2 192.168.10.1");
+    // pc1 and pc2 are on different collision domains: only the bridge joins them.
+    let fdb = lab.exec_ok("sw", "brctl showmacs br0");
+    let info: serde_json::Value = serde_json::from_str(&lab.ok("info", &["--json"])).unwrap();
+    let pc2_mac = info["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "pc2")
+        .unwrap()["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(fdb.contains(&pc2_mac), "bridge learned pc2: {fdb}");
+    let out = lab.ok("test", &[]);
+    assert!(out.contains("3 passed, 0 failed"), "{out}");
+}
