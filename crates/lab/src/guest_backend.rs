@@ -44,6 +44,9 @@ impl GuestBackend {
         // Store::open created the folder; keep a lab that was never started clean.
         let _ = std::fs::remove_dir(plan.state_dir.join("g"));
         let _ = std::fs::remove_dir(&plan.state_dir);
+        if let Some(root) = plan.state_dir.parent() {
+            let _ = std::fs::remove_dir(root);
+        }
         Ok(GuestBackend {
             store,
             switch_cmd: discover_switch(umlkit)?,

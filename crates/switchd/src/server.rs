@@ -387,8 +387,7 @@ impl Server {
             match l.accept() {
                 Ok((stream, _)) => {
                     if self.pending >= MAX_PENDING {
-                        self.log
-                            .peer("too many pending control connections, refusing one");
+                        self.log.peer("too many pending control connections, refusing one");
                         continue;
                     }
                     let _ = stream.set_nonblocking(true);
@@ -460,11 +459,7 @@ impl Server {
             let Some(conn) = self.conns.get_mut(fd as usize).and_then(Option::as_mut) else {
                 return;
             };
-            (
-                conn.stream.read(&mut buf),
-                conn.port.is_some(),
-                conn.dialect,
-            )
+            (conn.stream.read(&mut buf), conn.port.is_some(), conn.dialect)
         };
         match res {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -586,11 +581,7 @@ impl Server {
             let _ = std::fs::remove_file(&path);
             return Err(format!("epoll: {e}"));
         }
-        let module = if addr.is_abstract() {
-            "daemon"
-        } else {
-            "unix prog"
-        };
+        let module = if addr.is_abstract() { "daemon" } else { "unix prog" };
         self.set_ep(
             fd,
             EpIo {
@@ -725,7 +716,10 @@ impl Server {
             let outcome = self
                 .switch
                 .handle_frame(now, from, self.rb.frame(i), &mut self.actions);
-            if let Outcome::Forwarded { moved: Some(m), .. } = outcome {
+            if let Outcome::Forwarded {
+                moved: Some(m), ..
+            } = outcome
+            {
                 self.log.peer(&format!(
                     "MAC {} moved from port {} to port {}",
                     m.mac, m.from, m.to
@@ -771,12 +765,7 @@ impl Server {
             while end < self.outs.len() && self.outs[end].to == to {
                 end += 1;
             }
-            match self
-                .eps
-                .get(to as usize)
-                .and_then(Option::as_ref)
-                .map(|e| &e.sink)
-            {
+            match self.eps.get(to as usize).and_then(Option::as_ref).map(|e| &e.sink) {
                 Some(Sink::Own { sock, .. }) => {
                     let fd = sock.as_fd();
                     let mut pos = start;

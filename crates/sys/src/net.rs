@@ -67,13 +67,7 @@ pub fn unix_socket(kind: SockKind, nonblock: bool) -> io::Result<OwnedFd> {
 pub fn bind_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
     let (sa, len) = to_sockaddr(addr)?;
     // SAFETY: sa is a valid sockaddr_un that lives across the call; len <= its size.
-    cvt(unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            &sa as *const _ as *const libc::sockaddr,
-            len,
-        )
-    })?;
+    cvt(unsafe { libc::bind(fd.as_raw_fd(), &sa as *const _ as *const libc::sockaddr, len) })?;
     Ok(())
 }
 
@@ -81,13 +75,7 @@ pub fn bind_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
 pub fn connect_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
     let (sa, len) = to_sockaddr(addr)?;
     // SAFETY: as in bind_raw.
-    cvt(unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            &sa as *const _ as *const libc::sockaddr,
-            len,
-        )
-    })?;
+    cvt(unsafe { libc::connect(fd.as_raw_fd(), &sa as *const _ as *const libc::sockaddr, len) })?;
     Ok(())
 }
 
@@ -213,12 +201,7 @@ pub fn send_to_raw(fd: BorrowedFd<'_>, buf: &[u8], addr: Option<&[u8]>) -> io::R
         }
         // SAFETY: buf is valid for buf.len() bytes.
         None => unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                buf.as_ptr() as *const libc::c_void,
-                buf.len(),
-                flags,
-            )
+            libc::send(fd.as_raw_fd(), buf.as_ptr() as *const libc::c_void, buf.len(), flags)
         },
     };
     if n < 0 {
@@ -531,11 +514,7 @@ impl SignalFd {
         let sz = std::mem::size_of::<libc::signalfd_siginfo>();
         // SAFETY: info is writable for sz bytes.
         let n = unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                &mut info as *mut _ as *mut libc::c_void,
-                sz,
-            )
+            libc::read(self.fd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, sz)
         };
         if n as usize == sz {
             Some(info.ssi_signo as i32)
@@ -570,13 +549,7 @@ pub fn group_id(name: &str) -> Option<u32> {
     // SAFETY: all pointers are valid for the sizes passed; result is only
     // read after the call.
     let r = unsafe {
-        libc::getgrnam_r(
-            cname.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
+        libc::getgrnam_r(cname.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut result)
     };
     if r != 0 || result.is_null() {
         return None;

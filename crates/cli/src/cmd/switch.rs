@@ -128,11 +128,7 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) => {
             // vde_switch exits 255 when the socket is live
-            let code = if matches!(e, switchd::Error::InUse(_)) {
-                255
-            } else {
-                1
-            };
+            let code = if matches!(e, switchd::Error::InUse(_)) { 255 } else { 1 };
             eprintln!("umlkit switch: {e}");
             return Ok(ExitCode::from(code));
         }
@@ -191,8 +187,7 @@ pub fn bench(b: Bench) -> anyhow::Result<ExitCode> {
     }
 }
 
-const UML_SWITCH_USAGE: &str =
-    "Usage : uml_switch [ -unix control-socket ] [ -hub ] [ -tap tap-device ]\n\
+const UML_SWITCH_USAGE: &str = "Usage : uml_switch [ -unix control-socket ] [ -hub ] [ -tap tap-device ]\n\
 or : uml_switch -compat-v0 [ -unix control-socket data-socket ] [ -hub ] [ -tap tap-device ]\n";
 
 /// `uml_switch` (uml-utilities) drop-in: same options, messages and exit codes.
