@@ -16,7 +16,7 @@ fn interrupted_in_place_merge_resumes_to_the_same_result() {
     let size = 64u64 << 20;
     backing_file(&dir.join("back.img"), size, MTIME);
     ok(&run(Command::new(umlkit()).current_dir(dir).args(["mkcow", "x.cow", "back.img"])));
-    // Many separate runs, one of them larger than a merge window (8 MiB).
+    // Many separate runs, one of them larger than a merge window (1 MiB).
     let mut runs: Vec<(u64, u64)> = (0..40).map(|i| (i * 2500 + 7, 16 + i)).collect();
     runs.push((110_000, 20_000));
     guest_write(&dir.join("x.cow"), &runs, 77, false);

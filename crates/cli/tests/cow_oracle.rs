@@ -214,10 +214,16 @@ fn in_place_merge_identical_to_uml_moo_d() {
     guest_write(&dir.join("x.cow"), &[(0, 9), (700, 300), (2000, 1), (size / 512 - 1, 1)], 5, false);
     guest_write(&dir.join("x.cow"), &[(20, 16), (5000, 8)], 0, true);
     // Same backing under a second name, same mtime.
-    std::fs::copy(dir.join("b1.img"), dir.join("b2.img")).unwrap();
-    set_mtime(&dir.join("b2.img"), MTIME);
+    for b in ["b2.img", "b3.img"] {
+        std::fs::copy(dir.join("b1.img"), dir.join(b)).unwrap();
+        set_mtime(&dir.join(b), MTIME);
+    }
+    // Multi-call, options in the order uml_moo's usage shows (which the C
+    // tool itself rejects).
+    ok(&run(Command::new(multicall(dir, "uml_moo")).current_dir(dir).args(["-b", "b3.img", "-d", "x.cow"])));
     ok(&run(Command::new("uml_moo").current_dir(dir).args(["-d", "x.cow"])));
     ok(&run(Command::new(umlkit()).current_dir(dir).args(["moo", "-d", "x.cow", "-b", "b2.img"])));
     assert!(same_content(&dir.join("b1.img"), &dir.join("b2.img")));
+    assert!(same_content(&dir.join("b1.img"), &dir.join("b3.img")));
     assert!(!dir.join("x.cow.moo-journal").exists());
 }

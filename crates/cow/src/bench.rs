@@ -20,7 +20,7 @@ pub struct MooBench {
     pub size: u64,
     /// Bytes of random data the guest writes.
     pub write: u64,
-    /// Measured runs of each tool (after one warm-up run each).
+    /// Measured runs of each tool (after one warm-up run each); the best is compared.
     pub runs: u32,
     /// Work directory; None = a fresh one under /tmp, removed afterwards.
     pub dir: Option<PathBuf>,
@@ -218,6 +218,11 @@ fn boot(dir: &Path, cow: &Path, timeout: Duration) -> Result<String> {
     Ok(out)
 }
 
+/// Flush dirty pages of earlier runs (`sync`), outside the timed region.
+fn settle() {
+    let _ = Command::new("sync").status();
+}
+
 /// Build the case and run the benchmark.
 pub fn run_moo_bench(cfg: &MooBench) -> Result<MooReport> {
     let uml_moo = tool("uml_moo", "uml-utilities")?;
@@ -279,10 +284,14 @@ fn bench_in(cfg: &MooBench, dir: &Path, uml_moo: &Path, mkfs: &Path) -> Result<M
     let mut c_times = Vec::new();
     let mut our_times = Vec::new();
     for i in 0..=cfg.runs {
-        for p in [&a, &b] {
-            let _ = std::fs::remove_file(p);
-        }
+        // Before each timed run: no old output, no pending writeback (so
+        // neither tool is throttled by the other's dirty pages). Inputs stay
+        // in the page cache (warm).
+        let _ = std::fs::remove_file(&a);
+        settle();
         let tc = run_ok(Command::new(uml_moo).arg(&cowp).arg(&a), &a)?;
+        let _ = std::fs::remove_file(&b);
+        settle();
         let to = run_ok(Command::new(&cfg.umlkit).arg("moo").arg(&cowp).arg(&b), &b)?;
         if i > 0 {
             c_times.push(tc);
@@ -308,6 +317,7 @@ fn bench_in(cfg: &MooBench, dir: &Path, uml_moo: &Path, mkfs: &Path) -> Result<M
         for p in [&copy_img, &copy_cow] {
             let _ = std::fs::remove_file(p);
         }
+        settle();
         let t1 = run_ok(
             Command::new("cp")
                 .arg("--sparse=always")

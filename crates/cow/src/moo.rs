@@ -29,7 +29,7 @@ use crate::{
 /// holes to keep).
 const BLOCK: u64 = 4096;
 /// Bytes processed per read/write window.
-const WINDOW: u64 = 8 << 20;
+const WINDOW: u64 = 1 << 20;
 
 /// Test hook: after this many written chunks, `moo -d` kills itself with
 /// SIGKILL (simulates a crash mid-merge). Only for tests.
