@@ -117,14 +117,14 @@ fn entry_headers(e: &Entry) -> Vec<[u8; BLK]> {
             d[..chunk.len()].copy_from_slice(chunk);
             out.push(d);
         }
-        if e.name.len() % BLK == 0 {
+        if e.name.len().is_multiple_of(BLK) {
             out.push([0u8; BLK]);
         }
     }
     // GNU tar ends a map with a zero-length entry at EOF when the file ends
     // in a hole; do the same so the real size is restored.
     let mut map: Vec<(u64, u64)> = e.map.to_vec();
-    if map.last().map_or(true, |&(o, l)| o + l < e.size) {
+    if map.last().is_none_or(|&(o, l)| o + l < e.size) {
         map.push((e.size, 0));
     }
     let stored: u64 = map.iter().map(|m| m.1).sum();
