@@ -302,3 +302,61 @@ fn kernel_created_cow_matches_umlkit_mkcow() {
         stdout(&o)
     );
 }
+
+#[test]
+fn cow_in_use_by_a_running_guest_is_refused() {
+    let d = testkit::short_tempdir("cowl");
+    let dir = d.path();
+    image(dir, "base.img", "echo GUEST-READY\nsleep 120");
+    ok(&run(Command::new(umlkit())
+        .current_dir(dir)
+        .args(["mkcow", "x.cow", "base.img"])));
+    let log = dir.join("console.log");
+    let logf = std::fs::File::create(&log).unwrap();
+    let mut cmd = Command::new(testkit::kernel());
+    cmd.arg("umid=cowl1")
+        .arg(format!("uml_dir={}", dir.display()))
+        .args([
+            "mem=64M",
+            "con=null",
+            "con0=fd:0,fd:1",
+            "root=/dev/ubda",
+            "rw",
+            "init=/sbin/init",
+        ])
+        .arg(format!("ubd0={}", dir.join("x.cow").display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf);
+    let mut guest = testkit::ProcGuard::spawn("cowl1", cmd);
+    assert!(
+        testkit::wait_until(BOOT_TIMEOUT, || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("GUEST-READY")),
+        "guest did not come up:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    for args in [
+        vec!["moo", "x.cow", "out.img"],
+        vec!["moo", "-d", "x.cow"],
+        vec!["cow", "rebase", "x.cow", "--accept-mtime"],
+        vec!["cow", "pack", "p.tar", "x.cow"],
+        vec!["mkcow", "-f", "x.cow", "base.img"],
+    ] {
+        let o = run(Command::new(umlkit()).current_dir(dir).args(&args));
+        assert_ne!(code(&o), 0, "{args:?} should be refused");
+        assert!(
+            stderr(&o).contains("x.cow is in use"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    for f in ["out.img", "p.tar", "x.cow.moo-journal"] {
+        assert!(!dir.join(f).exists(), "{f} left behind");
+    }
+    guest.kill();
+    // Once the guest is gone the merge works.
+    ok(&run(Command::new(umlkit())
+        .current_dir(dir)
+        .args(["moo", "x.cow", "out.img"])));
+}

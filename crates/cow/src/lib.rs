@@ -135,6 +135,19 @@ impl CowFile {
     }
 }
 
+/// Fail with [`CowError::InUse`] if another process holds an `fcntl` lock
+/// on `f` that conflicts with `kind` (the UML kernel locks its disks).
+pub fn ensure_unlocked(f: &File, path: &Path, kind: umlkit_sys::file::LockKind) -> Result<()> {
+    match umlkit_sys::file::lock_holder(f, kind) {
+        Ok(Some(pid)) => Err(CowError::InUse {
+            path: path.to_path_buf(),
+            pid,
+        }),
+        // A file system without POSIX locks cannot tell; go on.
+        Ok(None) | Err(_) => Ok(()),
+    }
+}
+
 /// Backing size and mtime as the C tools see them: `st_size` (or the device
 /// size for block devices) and `st_mtime`.
 pub fn backing_stat(path: &Path) -> Result<(u64, i64, Metadata)> {
@@ -251,6 +264,9 @@ pub fn mkcow(cow: &Path, backing: &Path, opts: &MkcowOptions) -> Result<CowHeade
         oo.create_new(true);
     }
     let file = oo.open(cow).ctx(Op::OpenCow, cow)?;
+    if existed && !opts.c_compat {
+        ensure_unlocked(&file, cow, umlkit_sys::file::LockKind::Write)?;
+    }
     let r = write_new_header(&file, cow, backing, opts.c_compat);
     if r.is_err() && !existed {
         let _ = std::fs::remove_file(cow);
@@ -380,6 +396,7 @@ pub struct RebaseOptions {
 /// Returns (old header, new header).
 pub fn rebase(path: &Path, opts: &RebaseOptions) -> Result<(CowHeader, CowHeader)> {
     let cow = CowFile::open(path, true)?;
+    ensure_unlocked(&cow.file, path, umlkit_sys::file::LockKind::Write)?;
     let old = cow.header.clone();
     let mut new = old.clone();
     let backing_path = match &opts.backing {

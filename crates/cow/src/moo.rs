@@ -42,6 +42,9 @@ pub struct MooOptions {
     pub backing: Option<PathBuf>,
     /// New-file mode: overwrite an existing output file.
     pub force: bool,
+    /// Refuse to merge while a running guest holds its lock on the COW
+    /// (or, in place, on the backing file). uml_moo does not check.
+    pub check_locks: bool,
 }
 
 /// What a merge did.
@@ -141,6 +144,9 @@ fn read_exact(f: &File, buf: &mut [u8], off: u64, op: Op, path: &Path) -> Result
 /// `out`. Refuses an existing `out` unless `opts.force`.
 pub fn moo_new(cow_path: &Path, out: &Path, opts: &MooOptions) -> Result<MooStats> {
     let cow = CowFile::open(cow_path, false)?;
+    if opts.check_locks {
+        crate::ensure_unlocked(&cow.file, cow_path, umlkit_sys::file::LockKind::Read)?;
+    }
     let backing = opts.backing.clone().unwrap_or_else(|| cow.backing_path());
     validate_backing(&cow, &backing)?;
     let bf = File::open(&backing).ctx(Op::OpenBacking, &backing)?;
@@ -409,6 +415,10 @@ pub fn moo_in_place(cow_path: &Path, opts: &MooOptions) -> Result<MooStats> {
         .write(true)
         .open(&backing)
         .ctx(Op::OpenBacking, &backing)?;
+    if opts.check_locks {
+        crate::ensure_unlocked(&cow.file, cow_path, umlkit_sys::file::LockKind::Read)?;
+        crate::ensure_unlocked(&bf, &backing, umlkit_sys::file::LockKind::Write)?;
+    }
     let bm = cow.read_bitmap()?;
     let n = cow.layout.merge_sectors;
     cow.check_data_area(&bm, n)?;

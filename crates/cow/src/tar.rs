@@ -224,6 +224,7 @@ pub fn pack(out: &Path, cows: &[PathBuf]) -> Result<Vec<String>> {
     };
     for c in cows {
         let cow = CowFile::open(c, false)?;
+        crate::ensure_unlocked(&cow.file, c, umlkit_sys::file::LockKind::Read)?;
         let backing = cow.backing_path();
         validate_backing(&cow, &backing)?;
         let bm = cow.read_bitmap()?;

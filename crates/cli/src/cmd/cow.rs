@@ -123,6 +123,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let opts = MooOptions {
                 backing: a.backing,
                 force: a.force,
+                check_locks: true,
             };
             if a.destructive {
                 let jp = cow::moo::journal_path(&a.files[0]);
@@ -441,6 +442,7 @@ pub fn multicall_moo(args: &[OsString]) -> ExitCode {
     let opts = MooOptions {
         backing,
         force: true,
+        check_locks: false,
     };
     let r = if destructive {
         cow::moo_in_place(&files[0], &opts)
