@@ -365,8 +365,11 @@ pub fn moo_in_place(cow_path: &Path, opts: &MooOptions) -> Result<MooStats> {
     let cow = CowFile::open(cow_path, false)?;
     let backing = opts.backing.clone().unwrap_or_else(|| cow.backing_path());
     let jpath = journal_path(cow_path);
+    // Record the backing file by its canonical path, so a resume may name
+    // it differently (relative, through a link).
+    let canon = std::fs::canonicalize(&backing).unwrap_or_else(|_| backing.clone());
     let expected = Journal {
-        backing: backing.as_os_str().as_bytes().to_vec(),
+        backing: canon.as_os_str().as_bytes().to_vec(),
         size: cow.header.size,
         mtime: cow.header.mtime,
     };
