@@ -25,6 +25,9 @@ pub enum Command {
         backing: PathBuf,
     },
     /// Merge a COW file with its backing file (as uml_moo, much faster)
+    #[command(
+        override_usage = "umlkit moo [-b BACKING] [--force] COW NEW\n       umlkit moo [-b BACKING] -d COW"
+    )]
     Moo(MooArgs),
     /// Inspect, check, repair and move COW files
     Cow {
