@@ -108,6 +108,18 @@ fn unpack_refuses_nested_or_unsafe_names_and_garbage() {
         "{}",
         stderr(&o)
     );
+    ok(&run(Command::new("tar")
+        .current_dir(dir.join("src/sub"))
+        .args(["--format=posix", "-cf", "../../pax.tar", "f"])));
+    let o = run(Command::new(umlkit())
+        .current_dir(dir)
+        .args(["cow", "unpack", "pax.tar", "out2"]));
+    assert_ne!(code(&o), 0);
+    assert!(
+        stderr(&o).contains("pax.tar") && stderr(&o).contains("PAX"),
+        "{}",
+        stderr(&o)
+    );
     std::fs::write(dir.join("junk.tar"), vec![0x41u8; 1024]).unwrap();
     let o = run(Command::new(umlkit())
         .current_dir(dir)
@@ -118,6 +130,19 @@ fn unpack_refuses_nested_or_unsafe_names_and_garbage() {
         "{}",
         stderr(&o)
     );
+    // A failed unpack leaves nothing: a good member followed by a bad one.
+    std::fs::write(dir.join("src/sub/g"), b"more").unwrap();
+    std::fs::create_dir(dir.join("src/sub/d")).unwrap();
+    std::fs::write(dir.join("src/sub/d/h"), b"nested").unwrap();
+    ok(&run(Command::new("tar")
+        .current_dir(dir.join("src/sub"))
+        .args(["-cf", "../../mixed.tar", "g", "d/h"])));
+    let o =
+        run(Command::new(umlkit())
+            .current_dir(dir)
+            .args(["cow", "unpack", "mixed.tar", "out3"]));
+    assert_ne!(code(&o), 0);
+    assert!(!dir.join("out3").exists(), "partial unpack left behind");
     // A touched backing file cannot be packed (the COW would not validate).
     backing_file(&dir.join("b.img"), 1 << 20, MTIME);
     ok(&run(Command::new(umlkit())

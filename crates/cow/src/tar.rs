@@ -405,13 +405,29 @@ pub struct Unpacked {
 /// Unpack an archive made by [`pack`] (or any tar of regular and GNU sparse
 /// files at the top level) into `dir`, make COW backing paths absolute for
 /// `dir` and restore mtimes. Existing files are not overwritten.
+/// On failure the files it created (and `dir`, if it created it) are removed.
 pub fn unpack(input: &Path, dir: &Path) -> Result<Vec<Unpacked>> {
+    let existed = dir.exists();
+    std::fs::create_dir_all(dir).ctx(Op::Other, dir)?;
+    let adir = std::fs::canonicalize(dir).ctx(Op::Other, dir)?;
+    let mut created = Vec::new();
+    let r = unpack_into(input, &adir, &mut created);
+    if r.is_err() {
+        for p in &created {
+            let _ = std::fs::remove_file(p);
+        }
+        if !existed {
+            let _ = std::fs::remove_dir(&adir);
+        }
+    }
+    r
+}
+
+fn unpack_into(input: &Path, adir: &Path, created: &mut Vec<PathBuf>) -> Result<Vec<Unpacked>> {
     let bad = |msg: String| CowError::Archive {
         path: input.to_path_buf(),
         msg,
     };
-    std::fs::create_dir_all(dir).ctx(Op::Other, dir)?;
-    let adir = std::fs::canonicalize(dir).ctx(Op::Other, dir)?;
     let tf = File::open(input).ctx(Op::ReadArchive, input)?;
     let mut pos = 0u64;
     let mut long_name: Option<Vec<u8>> = None;
@@ -440,8 +456,13 @@ pub fn unpack(input: &Path, dir: &Path) -> Result<Vec<Unpacked>> {
                 continue;
             }
             b'x' | b'g' => {
-                pos += data_blocks;
-                continue;
+                // PAX records can override names and sizes or describe
+                // sparse files (GNU.sparse.*); ignoring them could unpack
+                // wrong data, so refuse.
+                return Err(bad(format!(
+                    "PAX extended header at byte {} is not supported (make the archive with `umlkit cow pack`, or GNU tar's default format)",
+                    pos - 512
+                )));
             }
             b'0' | 0 | b'S' => {}
             b'5' => {
@@ -506,6 +527,7 @@ pub fn unpack(input: &Path, dir: &Path) -> Result<Vec<Unpacked>> {
             .mode(0o600)
             .open(&target)
             .ctx(Op::CreateOutput, &target)?;
+        created.push(target.clone());
         of.set_len(real_size).ctx(Op::WriteData, &target)?;
         let mut dpos = pos;
         for &(o, l) in &map {
