@@ -82,6 +82,21 @@ impl CowFile {
 
     /// Read the whole bitmap; a short file is an error naming the COW.
     pub fn read_bitmap(&self) -> Result<Vec<u8>> {
+        // Check the length first: a corrupt header could claim a huge size.
+        let present = self.len.saturating_sub(self.layout.bitmap_offset);
+        if present < self.layout.bitmap_len {
+            return Err(CowError::Io {
+                op: Op::ReadBitmap,
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "truncated bitmap: {} bytes needed at offset {}, {} present",
+                        self.layout.bitmap_len, self.layout.bitmap_offset, present
+                    ),
+                ),
+            });
+        }
         let mut bm = vec![0u8; self.layout.bitmap_len as usize];
         let n = read_full_at(&self.file, &mut bm, self.layout.bitmap_offset)
             .ctx(Op::ReadBitmap, &self.path)?;

@@ -444,9 +444,18 @@ fn unpack_into(input: &Path, adir: &Path, created: &mut Vec<PathBuf>) -> Result<
         let size =
             get_num(&h[124..136]).ok_or_else(|| bad(format!("bad size field at byte {pos}")))?;
         let typ = h[156];
-        let data_blocks = size.div_ceil(BLK as u64) * BLK as u64;
+        let data_blocks = size
+            .checked_next_multiple_of(BLK as u64)
+            .filter(|&d| pos.checked_add(d).is_some())
+            .ok_or_else(|| bad(format!("impossible size {size} at byte {}", pos - 512)))?;
         match typ {
             b'L' => {
+                if size > 65536 {
+                    return Err(bad(format!(
+                        "long name of {size} bytes at byte {}",
+                        pos - 512
+                    )));
+                }
                 let mut v = vec![0u8; size as usize];
                 read_full_at(&tf, &mut v, pos).ctx(Op::ReadArchive, input)?;
                 let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
@@ -534,7 +543,7 @@ fn unpack_into(input: &Path, adir: &Path, created: &mut Vec<PathBuf>) -> Result<
             if l == 0 {
                 continue;
             }
-            if o + l > real_size {
+            if o.checked_add(l).is_none_or(|e| e > real_size) || dpos.checked_add(l).is_none() {
                 return Err(bad(format!(
                     "sparse map of {} goes past its size",
                     target.display()
@@ -545,7 +554,7 @@ fn unpack_into(input: &Path, adir: &Path, created: &mut Vec<PathBuf>) -> Result<
                 path: target.clone(),
                 source,
             })?;
-            dpos += l.div_ceil(BLK as u64) * BLK as u64;
+            dpos = dpos.saturating_add(l.div_ceil(BLK as u64).saturating_mul(BLK as u64));
         }
         of.set_permissions(std::fs::Permissions::from_mode(mode))
             .ctx(Op::WriteData, &target)?;
