@@ -261,3 +261,20 @@ fn rebase_refuses_size_change_and_unmatched_mtime() {
     // Header unchanged by the refused calls.
     ok(&umlkit_in(dir, &["cow", "check", "x.cow"]));
 }
+
+#[test]
+fn huge_claimed_size_is_an_error_not_an_allocation() {
+    let d = testkit::short_tempdir("cowb");
+    setup(d.path());
+    // size field (BE u64 at 12) = 2^58: the bitmap would be 2^46 bytes.
+    corrupt(&d.path().join("x.cow"), 12, &(1u64 << 58).to_be_bytes());
+    for args in [vec!["cow", "info", "x.cow"], vec!["moo", "x.cow", "o.img"]] {
+        let o = umlkit_in(d.path(), &args);
+        assert_ne!(code(&o), 0);
+        let e = stderr(&o);
+        assert!(e.contains("x.cow"), "{e}");
+        assert!(e.contains("truncated bitmap") || e.contains("Size mismatch"), "{e}");
+    }
+    let o = umlkit_in(d.path(), &["cow", "info", "x.cow"]);
+    assert!(stderr(&o).contains("truncated bitmap"), "{}", stderr(&o));
+}
