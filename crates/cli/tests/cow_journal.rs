@@ -45,12 +45,24 @@ fn interrupted_in_place_merge_resumes_to_the_same_result() {
         !same_content(&dir.join("ref.img"), &dir.join("back.img")),
         "merge was not partial"
     );
-    // The backing file changed: the COW no longer validates, so neither
-    // the kernel nor a plain check will use it.
+    // The backing file changed: the COW no longer validates; check says
+    // why and what to do.
     let o = run(Command::new(umlkit())
         .current_dir(dir)
         .args(["cow", "check", "x.cow"]));
     assert_ne!(code(&o), 0);
+    assert!(stderr(&o).contains("was interrupted"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("umlkit moo -d x.cow"), "{}", stderr(&o));
+    let o = run(Command::new(umlkit())
+        .current_dir(dir)
+        .args(["cow", "info", "x.cow"]));
+    ok(&o);
+    assert!(stdout(&o).contains("INTERRUPTED MERGE"), "{}", stdout(&o));
+    // uml_moo refuses the half-merged pair (mtime changed).
+    let o = run(Command::new("uml_moo")
+        .current_dir(dir)
+        .args(["x.cow", "other.img"]));
+    assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("mtime mismatch"), "{}", stderr(&o));
 
     // Resume.

@@ -329,6 +329,8 @@ pub struct CowInfo {
     pub sectors_changed: u64,
     pub percent_changed: f64,
     pub allocated_bytes: u64,
+    /// Path of an interrupted in-place merge's journal, if one exists.
+    pub merge_journal: Option<String>,
 }
 
 /// Inspect a COW file (and how its backing file compares).
@@ -368,6 +370,9 @@ pub fn info(path: &Path) -> Result<CowInfo> {
             changed as f64 * 100.0 / cow.layout.sectors as f64
         },
         allocated_bytes: md.blocks() * 512,
+        merge_journal: Some(moo::journal_path(path))
+            .filter(|j| j.exists())
+            .map(|j| j.display().to_string()),
     })
 }
 
@@ -390,6 +395,18 @@ pub fn error_text(e: &dyn std::error::Error) -> String {
 /// enough, backing size and mtime exactly equal. Returns the backing path.
 pub fn check(path: &Path) -> Result<PathBuf> {
     let cow = CowFile::open(path, false)?;
+    let journal = moo::journal_path(path);
+    if journal.exists() {
+        return Err(CowError::Journal {
+            path: journal,
+            msg: format!(
+                "an in-place merge of {} into {} was interrupted; the backing file is partly merged. Finish it with `umlkit moo -d {}` (add the same -b if one was used)",
+                path.display(),
+                cow.backing_path().display(),
+                path.display()
+            ),
+        });
+    }
     let bm = cow.read_bitmap()?;
     cow.check_data_area(&bm, cow.layout.sectors)?;
     let backing = cow.backing_path();

@@ -283,6 +283,12 @@ fn print_info(i: &cow::CowInfo) {
         i.sectors_changed, i.sectors, i.percent_changed
     );
     println!("allocated on disk: {} bytes", i.allocated_bytes);
+    if let Some(j) = &i.merge_journal {
+        println!(
+            "INTERRUPTED MERGE: journal {j}; finish it with `umlkit moo -d {}`",
+            i.path
+        );
+    }
 }
 
 #[derive(Subcommand, Debug)]
