@@ -517,3 +517,49 @@ fn lab_bridge_inside_a_guest() {
     let out = lab.ok("test", &[]);
     assert!(out.contains("3 passed, 0 failed"), "{out}");
 }
+
+#[test]
+fn lab_two_labs_same_names_never_collide() {
+    let files = [
+        ("lab.conf", "a[0]=lan\nb[0]=lan\n"),
+        (
+            "a.startup",
+            "ip addr add 10.4.0.1/24 dev eth0\nip link set eth0 up\n",
+        ),
+        (
+            "b.startup",
+            "ip addr add 10.4.0.2/24 dev eth0\nip link set eth0 up\n",
+        ),
+    ];
+    let one = TestLab::new("lab2a", &files);
+    // The second lab shares the first one's state root.
+    let mut two = TestLab::new("lab2b", &files);
+    two.state = one.state.clone();
+    one.ok("start", &[]);
+    two.ok("start", &[]);
+    let mac = |l: &TestLab| {
+        l.exec_ok("a", "cat /sys/class/net/eth0/address")
+            .trim()
+            .to_string()
+    };
+    assert_ne!(mac(&one), mac(&two), "per-lab MACs");
+    one.exec_ok("a", "ping -c 1 -W 2 10.4.0.2");
+    two.exec_ok("a", "ping -c 1 -W 2 10.4.0.2");
+    // b of lab one only ever sees lab one's a.
+    let neigh = one.exec_ok(
+        "b",
+        "ping -c 1 -W 2 10.4.0.1 >/dev/null; ip neigh show 10.4.0.1",
+    );
+    assert!(
+        neigh.contains(&mac(&one)) && !neigh.contains(&mac(&two)),
+        "{neigh}"
+    );
+    one.ok("clean", &[]);
+    two.exec_ok("b", "ping -c 1 -W 2 10.4.0.1");
+    let st: serde_json::Value = serde_json::from_str(&two.ok("status", &["--json"])).unwrap();
+    assert!(st["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["state"] == "running"));
+}
