@@ -480,7 +480,22 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             println!("lab {} at {}", plan.name, plan.lab_dir.display());
+            let meta = &loaded.lab.lab;
+            for (k, v) in [
+                ("description", &meta.description),
+                ("version", &meta.version),
+                ("author", &meta.author),
+                ("email", &meta.email),
+                ("web", &meta.web),
+            ] {
+                if let Some(v) = v {
+                    println!("{k}: {v}");
+                }
+            }
             println!("dialect: {}", loaded.dialect_reason);
+            for n in loaded.notes.iter().chain(plan.notes.iter()) {
+                println!("note: {n}");
+            }
             println!("state: {}", plan.state_dir.display());
             for s in &plan.switches {
                 println!(
