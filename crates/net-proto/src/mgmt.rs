@@ -33,6 +33,7 @@ pub const MAX_LINE: usize = 128;
 pub const ENOENT: i32 = 2;
 pub const ENXIO: i32 = 6;
 pub const EBUSY: i32 = 16;
+pub const ENODEV: i32 = 19;
 pub const EEXIST: i32 = 17;
 pub const EINVAL: i32 = 22;
 pub const ENOSYS: i32 = 38;
@@ -47,6 +48,7 @@ pub fn strerror(errno: i32) -> &'static str {
         ENXIO => "No such device or address",
         12 => "Cannot allocate memory",
         EBUSY => "Device or resource busy",
+        ENODEV => "No such device",
         EEXIST => "File exists",
         EINVAL => "Invalid argument",
         ENOSYS => "Function not implemented",

@@ -614,7 +614,7 @@ impl Switch {
         if n == 0 {
             return Err(Error::Invalid);
         }
-        if let Some((q, _)) = self.ports().find(|(q, p)| *q >= n && p.active()) {
+        if let Some((q, _)) = self.ports().find(|(q, _)| *q >= n) {
             return Err(Error::PortActive(q));
         }
         self.ports.resize(n as usize, None);
@@ -679,13 +679,14 @@ impl Switch {
                 Ok(())
             }
             Some(n) => {
-                let p = self
+                // vde_switch answers Success for a port that does not exist
+                let slot = self
                     .ports
                     .get_mut(n as usize)
-                    .ok_or(Error::PortOutOfRange(n))?
-                    .as_mut()
-                    .ok_or(Error::NoSuchPort(n))?;
-                p.counters = Counters::default();
+                    .ok_or(Error::PortOutOfRange(n))?;
+                if let Some(p) = slot.as_mut() {
+                    p.counters = Counters::default();
+                }
                 Ok(())
             }
         }
@@ -748,6 +749,10 @@ impl Switch {
     }
 
     pub fn vlan_del_port(&mut self, vlan: u16, n: u32) -> Result<(), Error> {
+        if self.port(n).is_some_and(|p| p.vlan == vlan) {
+            // the port's untagged VLAN: use port/setvlan instead
+            return Err(Error::PortActive(n));
+        }
         let t = self.vlans.get_mut(&vlan).ok_or(Error::NoSuchVlan(vlan))?;
         if !t.remove(&n) {
             return Err(Error::NoSuchPort(n));

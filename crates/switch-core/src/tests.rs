@@ -187,6 +187,8 @@ fn port_admin_errors() {
     assert_eq!(sw.set_numports(3).unwrap_err().errno(), 98);
     sw.set_numports(8).unwrap();
     assert_eq!(sw.numports(), 8);
+    sw.create_port(7).unwrap();
+    assert_eq!(sw.set_numports(5).unwrap_err().errno(), 98);
     assert_eq!(sw.create_port_auto(), Ok(4));
     assert_eq!(sw.create_vlan(4095).unwrap_err().errno(), 22);
     assert_eq!(sw.create_vlan(0).unwrap_err().errno(), 22);
@@ -198,7 +200,9 @@ fn port_admin_errors() {
     sw.remove_vlan(10).unwrap();
     assert_eq!(sw.remove_vlan(10).unwrap_err().errno(), 6);
     sw.reset_counters(None).unwrap();
-    assert_eq!(sw.reset_counters(Some(7)).unwrap_err().errno(), 6);
+    assert_eq!(sw.reset_counters(Some(7)), Ok(()));
+    assert_eq!(sw.reset_counters(Some(70)).unwrap_err().errno(), 22);
+    assert_eq!(sw.vlan_del_port(0, 1).unwrap_err().errno(), 98);
 }
 
 /// vde.md §4, the verified VLAN example: ports 11 untagged VLAN 0; 12

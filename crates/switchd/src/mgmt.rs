@@ -91,8 +91,11 @@ fn print_vlan(s: &Server, out: &mut String, v: u16, all: bool) {
         }
         let _ = writeln!(
             out,
-            " -- Port {:04} tagged={} active={} status=Forwarding",
-            port, tagged as u8, active as u8
+            " -- Port {:04} tagged={} active={} status={}",
+            port,
+            tagged as u8,
+            active as u8,
+            if active { "Forwarding" } else { "Learning" }
         );
     }
 }
@@ -140,10 +143,10 @@ pub(crate) fn execute(s: &mut Server, line: &str) -> (String, bool, bool) {
             if let Some(d) = &s.opts().vde_dir {
                 let _ = writeln!(out, "ctl dir {}", d.display());
             }
+            let _ = writeln!(out, "std mode {:04o}", s.opts().mode);
             if let Some(u) = &s.opts().uml_ctl {
                 let _ = writeln!(out, "uml_switch ctl {}", u.display());
             }
-            let _ = writeln!(out, "std mode {:04o}", s.opts().mode);
             ok(Some(out))
         }
         C::PortShowInfo => ok(Some(format!(
@@ -204,7 +207,7 @@ pub(crate) fn execute(s: &mut Server, line: &str) -> (String, bool, bool) {
         }
         C::HashFind { mac, vlan } => match s.switch.lookup(mac, vlan) {
             Some(p) => ok(Some(format!("Hash: Addr: {} VLAN {:04} to port: {:03}\n", mac, vlan, p))),
-            None => (m::reply(None, m::ENXIO), false, false),
+            None => (m::reply(Some(""), m::ENODEV), false, false),
         },
         C::HashDelete { mac, vlan } => res(s.switch.delete_mac(mac, vlan)),
         C::VlanCreate(v) => res(s.switch.create_vlan(v)),
@@ -216,10 +219,10 @@ pub(crate) fn execute(s: &mut Server, line: &str) -> (String, bool, bool) {
             match vlan {
                 Some(v) => {
                     if v > switch_core::MAX_VLAN {
-                        return (m::reply(None, m::EINVAL), false, false);
+                        return (m::reply(Some(""), m::EINVAL), false, false);
                     }
                     if !s.switch.vlan_exists(v) {
-                        return (m::reply(None, m::ENXIO), false, false);
+                        return (m::reply(Some(""), m::ENXIO), false, false);
                     }
                     print_vlan(s, &mut out, v, all);
                 }
