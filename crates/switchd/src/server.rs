@@ -26,6 +26,13 @@ const BATCH: usize = 64;
 const BUDGET: usize = 8;
 /// Pending connections (no request yet) kept at most; more are refused.
 const MAX_PENDING: usize = 256;
+/// Frames queued for a destination whose socket buffer is full; the
+/// sources feeding it are paused meanwhile (flow control).
+const PEND_MAX_FRAMES: usize = 1024;
+/// A destination that stays full this long is in "drop mode": its queue is
+/// dropped (counted) and sources resume; frames for it are dropped until
+/// its socket drains.
+const PEND_TIMEOUT: Duration = Duration::from_millis(50);
 /// Management output buffered for a slow reader before it is dropped.
 const MAX_MGMT_OUT: usize = 1 << 20;
 
@@ -106,6 +113,29 @@ struct EpIo {
     module: &'static str,
 }
 
+/// Frames waiting for a full destination socket (per endpoint).
+#[derive(Default)]
+struct PendQ {
+    buf: Vec<u8>,
+    frames: Vec<(u32, u32)>,
+    head: usize,
+    since: Duration,
+    drop_mode: bool,
+    want_write: bool,
+}
+
+impl PendQ {
+    fn active(&self) -> bool {
+        self.head < self.frames.len()
+    }
+
+    fn reset(&mut self) {
+        self.buf.clear();
+        self.frames.clear();
+        self.head = 0;
+    }
+}
+
 struct MgmtConn {
     stream: UnixStream,
     out: Vec<u8>,
@@ -149,6 +179,12 @@ pub struct Server {
     scratch_len: Vec<usize>,
     src_eps: Vec<EndpointId>,
     exit: Option<ExitReason>,
+    // flow control
+    pend: Vec<PendQ>,
+    pend_active: Vec<EndpointId>,
+    /// (paused source, full destination)
+    paused: Vec<(EndpointId, EndpointId)>,
+    newly_full: Vec<EndpointId>,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -313,6 +349,10 @@ impl Server {
             scratch_len: Vec::new(),
             src_eps: Vec::with_capacity(BATCH),
             exit: None,
+            pend: Vec::new(),
+            pend_active: Vec::new(),
+            paused: Vec::new(),
+            newly_full: Vec::new(),
         })
     }
 
@@ -339,7 +379,12 @@ impl Server {
             if now >= deadline {
                 self.switch.gc(now);
             }
-            let wait = self.switch.next_deadline().saturating_sub(self.now());
+            self.expire_pending(now);
+            let mut wait = self.switch.next_deadline().saturating_sub(self.now());
+            for &d in &self.pend_active {
+                let dl = self.pend[d as usize].since + PEND_TIMEOUT;
+                wait = wait.min(dl.saturating_sub(now));
+            }
             let timeout = (wait.as_millis() as i32).clamp(1, 2000);
             self.epoll.wait(&mut events, timeout).map_err(Error::Poll)?;
             for ev in &events {
@@ -368,7 +413,10 @@ impl Server {
             Token::MgmtListener => self.accept_mgmt(),
             Token::Ctl(fd) => self.on_ctl(fd),
             Token::Data(ep) => {
-                if ev.readable || ev.hangup {
+                if ev.writable {
+                    self.flush_pending(ep);
+                }
+                if (ev.readable || ev.hangup) && !self.is_paused(ep) {
                     self.on_data(ep);
                 }
             }
@@ -434,6 +482,16 @@ impl Server {
     }
 
     fn remove_endpoint(&mut self, ep: EndpointId) {
+        if let Some(q) = self.pend.get_mut(ep as usize) {
+            let dropped = q.frames.len() - q.head;
+            *q = PendQ::default();
+            for _ in 0..dropped {
+                self.switch.record_tx(ep, 0, false);
+            }
+        }
+        self.pend_active.retain(|&d| d != ep);
+        self.paused.retain(|p| p.0 != ep);
+        self.resume_paused_by(ep);
         let port = self.switch.disconnect(ep).ok();
         if let Some(io) = self.eps.get_mut(ep as usize).and_then(Option::take) {
             match io.sink {
@@ -530,6 +588,10 @@ impl Server {
             self.eps.resize_with(idx + 1, || None);
         }
         self.eps[idx] = Some(io);
+        if self.pend.len() <= idx {
+            self.pend.resize_with(idx + 1, PendQ::default);
+        }
+        self.pend[idx] = PendQ::default();
     }
 
     fn new_vde_port(&mut self, fd: u32, req: &Request) -> Result<(), String> {
@@ -662,7 +724,7 @@ impl Server {
             self.src_eps.clear();
             self.src_eps.resize(n, ep);
             self.forward_batch(n);
-            if n < BATCH {
+            if n < BATCH || self.is_paused(ep) {
                 return;
             }
         }
@@ -769,29 +831,29 @@ impl Server {
                 Some(Sink::Own { sock, .. }) => {
                     let fd = sock.as_fd();
                     let mut pos = start;
-                    while pos < end {
-                        let cnt = (end - pos).min(sys::MAX_BATCH);
-                        let rb = &self.rb;
-                        let outs = &self.outs;
-                        let scratch = &self.scratch;
-                        let slen = &self.scratch_len;
-                        let res = sys::send_batch(fd, cnt, |j| {
-                            (frame_bytes(rb, outs, scratch, slen, pos + j), None)
-                        });
-                        let sent = res.unwrap_or(0);
-                        for k in pos..pos + cnt {
-                            let len = frame_bytes(rb, outs, scratch, slen, k).len();
-                            self.switch.record_tx(to, len, k < pos + sent);
-                        }
-                        if sent < cnt {
-                            // peer full or gone: drop the rest for it
-                            for k in pos + cnt..end {
+                    if !self.pend[to as usize].active() {
+                        while pos < end {
+                            let cnt = (end - pos).min(sys::MAX_BATCH);
+                            let rb = &self.rb;
+                            let outs = &self.outs;
+                            let scratch = &self.scratch;
+                            let slen = &self.scratch_len;
+                            let sent = sys::send_batch(fd, cnt, |j| {
+                                (frame_bytes(rb, outs, scratch, slen, pos + j), None)
+                            })
+                            .unwrap_or(0);
+                            for k in pos..pos + sent {
                                 let len = frame_bytes(rb, outs, scratch, slen, k).len();
-                                self.switch.record_tx(to, len, false);
+                                self.switch.record_tx(to, len, true);
                             }
-                            break;
+                            pos += sent;
+                            if sent < cnt {
+                                break;
+                            }
                         }
-                        pos += cnt;
+                    }
+                    if pos < end {
+                        self.hold_back(to, pos, end, now);
                     }
                 }
                 Some(Sink::Shared { .. }) => shared_pending = true,
@@ -801,6 +863,175 @@ impl Server {
         }
         if shared_pending {
             self.send_shared();
+        }
+        if !self.newly_full.is_empty() {
+            self.pause_sources();
+        }
+    }
+
+    /// Frames outs[pos..end] for `to` could not be sent now: queue them (the
+    /// sources get paused) unless the destination is in drop mode or its
+    /// queue is full; dropped frames are counted.
+    fn hold_back(&mut self, to: EndpointId, pos: usize, end: usize, now: Duration) {
+        let q = &mut self.pend[to as usize];
+        let was_active = q.active();
+        for k in pos..end {
+            let f = frame_bytes(&self.rb, &self.outs, &self.scratch, &self.scratch_len, k);
+            if q.drop_mode || q.frames.len() - q.head >= PEND_MAX_FRAMES {
+                self.switch.record_tx(to, f.len(), false);
+                continue;
+            }
+            let off = q.buf.len() as u32;
+            q.buf.extend_from_slice(f);
+            q.frames.push((off, f.len() as u32));
+        }
+        if !q.want_write {
+            q.want_write = true;
+            self.update_interest(to);
+        }
+        let q = &mut self.pend[to as usize];
+        if q.active() {
+            if !was_active {
+                q.since = now;
+                self.pend_active.push(to);
+            }
+            self.newly_full.push(to);
+        }
+    }
+
+    /// Pause the data-socket sources of the current batch: each waits for
+    /// the destinations that filled up.
+    fn pause_sources(&mut self) {
+        let mut i = 0;
+        while i < self.src_eps.len() {
+            let src = self.src_eps[i];
+            i += 1;
+            if i > 1 && self.src_eps[i - 2] == src {
+                continue;
+            }
+            let own = matches!(
+                self.eps.get(src as usize).and_then(Option::as_ref),
+                Some(EpIo {
+                    sink: Sink::Own { .. },
+                    ..
+                })
+            );
+            if !own {
+                continue; // shared-socket sources cannot be paused one by one
+            }
+            let was = self.is_paused(src);
+            for k in 0..self.newly_full.len() {
+                let d = self.newly_full[k];
+                if !self.paused.contains(&(src, d)) {
+                    self.paused.push((src, d));
+                }
+            }
+            if !was {
+                self.update_interest(src);
+            }
+        }
+        self.newly_full.clear();
+    }
+
+    fn is_paused(&self, ep: EndpointId) -> bool {
+        !self.paused.is_empty() && self.paused.iter().any(|p| p.0 == ep)
+    }
+
+    fn resume_paused_by(&mut self, dest: EndpointId) {
+        let mut srcs: Vec<EndpointId> = Vec::new();
+        self.paused.retain(|&(s, d)| {
+            if d == dest {
+                srcs.push(s);
+                false
+            } else {
+                true
+            }
+        });
+        for s in srcs {
+            if !self.is_paused(s) {
+                self.update_interest(s);
+            }
+        }
+    }
+
+    /// Epoll interest of a data socket: read unless paused, write while
+    /// frames wait for it.
+    fn update_interest(&mut self, ep: EndpointId) {
+        let Some(Some(EpIo {
+            sink: Sink::Own { sock, .. },
+            ..
+        })) = self.eps.get(ep as usize)
+        else {
+            return;
+        };
+        let write = self.pend.get(ep as usize).is_some_and(|q| q.want_write);
+        let read = !self.is_paused(ep);
+        let _ = self.epoll.modify(
+            sock.as_fd(),
+            Token::Data(ep).encode(),
+            Interest { read, write },
+        );
+    }
+
+    /// The destination's socket has room again: send what waits for it.
+    fn flush_pending(&mut self, d: EndpointId) {
+        let fd = match self.eps.get(d as usize).and_then(Option::as_ref) {
+            Some(EpIo {
+                sink: Sink::Own { sock, .. },
+                ..
+            }) => sock.as_fd(),
+            _ => return,
+        };
+        let Some(q) = self.pend.get_mut(d as usize) else {
+            return;
+        };
+        while q.active() {
+            let cnt = (q.frames.len() - q.head).min(sys::MAX_BATCH);
+            let (buf, frames, head) = (&q.buf, &q.frames, q.head);
+            let sent = sys::send_batch(fd, cnt, |j| {
+                let (off, len) = frames[head + j];
+                (&buf[off as usize..(off + len) as usize], None)
+            })
+            .unwrap_or(0);
+            for j in 0..sent {
+                self.switch.record_tx(d, q.frames[q.head + j].1 as usize, true);
+            }
+            q.head += sent;
+            if sent < cnt {
+                return; // still full: wait for the next EPOLLOUT
+            }
+        }
+        q.reset();
+        q.drop_mode = false;
+        q.want_write = false;
+        self.pend_active.retain(|&x| x != d);
+        self.update_interest(d);
+        self.resume_paused_by(d);
+    }
+
+    /// Destinations full for longer than PEND_TIMEOUT: drop their queue,
+    /// enter drop mode, let the sources go on.
+    fn expire_pending(&mut self, now: Duration) {
+        let mut i = 0;
+        while i < self.pend_active.len() {
+            let d = self.pend_active[i];
+            let q = &mut self.pend[d as usize];
+            if now.saturating_sub(q.since) < PEND_TIMEOUT {
+                i += 1;
+                continue;
+            }
+            let dropped: Vec<u32> = q.frames[q.head..].iter().map(|f| f.1).collect();
+            q.reset();
+            q.drop_mode = true;
+            for len in dropped {
+                self.switch.record_tx(d, len as usize, false);
+            }
+            self.pend_active.swap_remove(i);
+            self.resume_paused_by(d);
+            self.log.peer(&format!(
+                "endpoint {d}: socket full for {} ms, dropping its frames until it drains",
+                PEND_TIMEOUT.as_millis()
+            ));
         }
     }
 
