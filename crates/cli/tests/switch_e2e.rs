@@ -44,17 +44,18 @@ fn two_uml_guests_ping_through_umlkit_switch() {
     std::fs::create_dir(&uml_dir).unwrap();
     let vde_arg = format!("eth0=vde,{}", sw.dir.display());
     let daemon_arg = format!("eth0=daemon,,unix,{}", sw.dir.join("ctl").display());
-    let boot = |umid: &'static str, img: std::path::PathBuf, eth: String, uml_dir: std::path::PathBuf| {
-        std::thread::spawn(move || {
-            let ubd = format!("ubd0={}", img.display());
-            testkit::boot_to_poweroff(
-                &uml_dir,
-                umid,
-                &[&ubd, "init=/sbin/init", &eth],
-                Duration::from_secs(120),
-            )
-        })
-    };
+    let boot =
+        |umid: &'static str, img: std::path::PathBuf, eth: String, uml_dir: std::path::PathBuf| {
+            std::thread::spawn(move || {
+                let ubd = format!("ubd0={}", img.display());
+                testkit::boot_to_poweroff(
+                    &uml_dir,
+                    umid,
+                    &[&ubd, "init=/sbin/init", &eth],
+                    Duration::from_secs(120),
+                )
+            })
+        };
     let umid1 = Box::leak(format!("swe1-{}", std::process::id()).into_boxed_str());
     let umid2 = Box::leak(format!("swe2-{}", std::process::id()).into_boxed_str());
     let t1 = boot(umid1, img1, vde_arg, uml_dir.clone());
@@ -62,7 +63,10 @@ fn two_uml_guests_ping_through_umlkit_switch() {
     let (st1, out1) = t1.join().unwrap();
     let (st2, out2) = t2.join().unwrap();
     let ports = sw.mgmt("port/allprint");
-    let both = format!("guest 1 (eth=vde):\n{out1}\n\nguest 2 (eth=daemon):\n{out2}\n\nswitch:\n{ports}\n{}", sw.log());
+    let both = format!(
+        "guest 1 (eth=vde):\n{out1}\n\nguest 2 (eth=daemon):\n{out2}\n\nswitch:\n{ports}\n{}",
+        sw.log()
+    );
     assert!(out1.contains("vde backend"), "{both}");
     assert!(out2.contains("daemon backend"), "{both}");
     for (me, out) in [(1, &out1), (2, &out2)] {
@@ -76,7 +80,12 @@ fn two_uml_guests_ping_through_umlkit_switch() {
     let busy = ports
         .lines()
         .filter(|l| l.starts_with(" IN:  pkts"))
-        .filter(|l| l.split_whitespace().nth(2).and_then(|n| n.parse::<u64>().ok()) > Some(0))
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .and_then(|n| n.parse::<u64>().ok())
+                > Some(0)
+        })
         .count();
     assert!(busy >= 2, "{both}");
 }

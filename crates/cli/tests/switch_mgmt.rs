@@ -142,10 +142,19 @@ fn unixterm_drives_the_console_and_shutdown_stops_the_switch() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("VDE switch V.2.3.2\n"), "{text}");
-    assert!(text.contains("Numports=32\nHUB=false\ncounters=true\n.\n1000 Success\n"), "{text}");
-    assert!(text.contains(&format!("mgmt {} perm 0600", sw.mgmt.display())), "{text}");
+    assert!(
+        text.contains("Numports=32\nHUB=false\ncounters=true\n.\n1000 Success\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("mgmt {} perm 0600", sw.mgmt.display())),
+        "{text}"
+    );
     // (unixterm exits on the hangup, it may not show "9999 END OF SESSION")
-    let st = sw.guard.wait_timeout(WAIT).expect("switch exits after shutdown");
+    let st = sw
+        .guard
+        .wait_timeout(WAIT)
+        .expect("switch exits after shutdown");
     assert!(st.success());
     assert!(!sw.dir.exists(), "switch directory removed at shutdown");
     assert!(!sw.mgmt.exists());
@@ -159,7 +168,7 @@ fn console_survives_garbage_and_oversized_lines() {
     read_until_prompt(&mut s);
     s.write_all(&[0xff, 0xfe, 0x00, b'\n']).unwrap();
     assert!(read_until_prompt(&mut s).contains("1038 Function not implemented"));
-    s.write_all(&vec![b'x'; 100]).unwrap();
+    s.write_all(&[b'x'; 100]).unwrap();
     let r = read_until_prompt(&mut s);
     assert!(r.contains("1038"), "{r}");
     drop(s);

@@ -29,8 +29,14 @@ fn uml_v3_clients_learn_and_flood_like_uml_switch() {
     assert_eq!(a.reply, b.reply);
 
     a.send(&frame([0xff; 6], mac(1), b"bcast"));
-    assert_eq!(b.recv_one().map(|f| f[14..].to_vec()), Some(b"bcast".to_vec()));
-    assert_eq!(c.recv_one().map(|f| f[14..].to_vec()), Some(b"bcast".to_vec()));
+    assert_eq!(
+        b.recv_one().map(|f| f[14..].to_vec()),
+        Some(b"bcast".to_vec())
+    );
+    assert_eq!(
+        c.recv_one().map(|f| f[14..].to_vec()),
+        Some(b"bcast".to_vec())
+    );
     assert!(a.recv_all().is_empty());
 
     a.send(&frame(mac(2), mac(1), b"unknown"));
@@ -88,7 +94,10 @@ fn daemon_transport_on_dir_ctl_and_uml_socket_share_one_fabric() {
     let ports = sw.mgmt("port/print");
     assert!(ports.contains("module daemon      : "), "{ports}");
     assert!(ports.contains("module uml_switch  : "), "{ports}");
-    assert!(ports.contains("module unix prog   : test client"), "{ports}");
+    assert!(
+        ports.contains("module unix prog   : test client"),
+        "{ports}"
+    );
 }
 
 fn raw_request(path: &Path, bytes: &[u8]) -> Vec<u8> {
@@ -164,7 +173,9 @@ fn connection_flood_past_the_port_limit_is_refused_at_once() {
     assert!(Client::vde(&sw.dir, 99).is_err());
     // a port is reused once its client leaves
     held.pop();
-    assert!(testkit::wait_until(WAIT, || Client::vde(&sw.dir, 0).map(|c| held.push(c)).is_ok()));
+    assert!(testkit::wait_until(WAIT, || Client::vde(&sw.dir, 0)
+        .map(|c| held.push(c))
+        .is_ok()));
     let ports = sw.mgmt("port/print");
     assert_eq!(ports.matches("ACTIVE - Unnamed").count(), 3, "{ports}");
 }
@@ -181,7 +192,10 @@ fn runt_and_giant_frames_are_dropped_and_counted() {
     let got = b.recv_all();
     assert_eq!(got, vec![frame([0xff; 6], mac(1), b"")]);
     let stats = sw.mgmt("port/stats 1");
-    assert!(stats.contains("Port 0001 in_pkts=1 in_bytes=14 in_drops=3"), "{stats}");
+    assert!(
+        stats.contains("Port 0001 in_pkts=1 in_bytes=14 in_drops=3"),
+        "{stats}"
+    );
 }
 
 /// A peer that never reads: its frames are dropped and counted, the
@@ -222,7 +236,11 @@ fn full_peer_buffer_drops_and_never_blocks() {
     }
     assert!(seen);
     let stats = sw.mgmt("port/stats");
-    let line2 = stats.lines().find(|l| l.starts_with("Port 0002")).unwrap().to_string();
+    let line2 = stats
+        .lines()
+        .find(|l| l.starts_with("Port 0002"))
+        .unwrap()
+        .to_string();
     let drops: u64 = line2.rsplit("out_drops=").next().unwrap().parse().unwrap();
     assert!(drops > 0, "{stats}");
     // the port's counters add up to what came in for it
@@ -271,7 +289,10 @@ fn uml_switch_dropin_behaves_like_the_c_tool() {
     assert_eq!(b.recv_one().unwrap()[14..], *b"hi");
     drop(a);
     drop(b);
-    assert!(testkit::wait_until(WAIT, || read("out1").matches("Disconnect").count() == 2));
+    assert!(testkit::wait_until(WAIT, || read("out1")
+        .matches("Disconnect")
+        .count()
+        == 2));
     assert_eq!(read("out1").matches("New connection").count(), 2);
 
     // a live socket is refused with uml_switch's words
@@ -292,7 +313,9 @@ fn uml_switch_dropin_behaves_like_the_c_tool() {
 
     // SIGINT: message, socket removed, death by the signal
     umlkit_sys::process::kill(second.pid(), umlkit_sys::process::SIGINT).unwrap();
-    let st = second.wait_timeout(WAIT).expect("uml_switch exits on SIGINT");
+    let st = second
+        .wait_timeout(WAIT)
+        .expect("uml_switch exits on SIGINT");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(st.signal(), Some(2));
     assert!(read("out2").ends_with("Caught signal 2, cleaning up and exiting\n"));
@@ -301,7 +324,8 @@ fn uml_switch_dropin_behaves_like_the_c_tool() {
     // usage and unsupported options
     let out = Command::new(&link).arg("-bogus").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).starts_with("Usage : uml_switch [ -unix control-socket ]"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("Usage : uml_switch [ -unix control-socket ]"));
     let out = Command::new(&link).args(["-tap", "tap0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("-tap is not supported"));
@@ -337,10 +361,19 @@ fn uml_switch_socket_accepts_v1_and_v0_requests() {
         }
         let sw_addr = std::os::unix::net::SocketAddr::from_abstract_name(&peer.reply[3..]).unwrap();
         // v0 sends no reply; wait until the port exists, then talk
-        assert!(testkit::wait_until(WAIT, || sw.mgmt("port/print").matches("module uml_switch").count() == 2));
-        data.send_to_addr(&frame([0xff; 6], mac(9), b"old"), &sw_addr).unwrap();
+        assert!(testkit::wait_until(WAIT, || sw
+            .mgmt("port/print")
+            .matches("module uml_switch")
+            .count()
+            == 2));
+        data.send_to_addr(&frame([0xff; 6], mac(9), b"old"), &sw_addr)
+            .unwrap();
         assert_eq!(peer.recv_one().unwrap()[14..], *b"old");
         drop(ctl);
-        assert!(testkit::wait_until(WAIT, || sw.mgmt("port/print").matches("module uml_switch").count() == 1));
+        assert!(testkit::wait_until(WAIT, || sw
+            .mgmt("port/print")
+            .matches("module uml_switch")
+            .count()
+            == 1));
     }
 }

@@ -14,7 +14,7 @@ use testkit::ProcGuard;
 
 /// A `vde_plug URL` stream client: frames with 2-byte big-endian lengths.
 struct Plug {
-    guard: ProcGuard,
+    _guard: ProcGuard,
     stdin: ChildStdin,
     rx: mpsc::Receiver<Vec<u8>>,
 }
@@ -31,7 +31,11 @@ impl Plug {
         let stdout = guard.child_mut().stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || reader(stdout, tx));
-        Plug { guard, stdin, rx }
+        Plug {
+            _guard: guard,
+            stdin,
+            rx,
+        }
     }
 
     fn send(&mut self, f: &[u8]) {
@@ -75,7 +79,8 @@ fn reader(mut out: ChildStdout, tx: mpsc::Sender<Vec<u8>>) {
 
 fn wait_ports(sw: &Sw, n: usize) {
     assert!(
-        testkit::wait_until(WAIT, || sw.mgmt("port/print").matches(" ACTIVE - ").count() == n),
+        testkit::wait_until(WAIT, || sw.mgmt("port/print").matches(" ACTIVE - ").count()
+            == n),
         "{}",
         sw.mgmt("port/print")
     );
@@ -91,7 +96,12 @@ fn vde_plug_stream_clients_exchange_frames() {
     let c = Plug::start(&format!("{dir}[0]"));
     wait_ports(&sw, 3);
     let ports = sw.mgmt("port/print");
-    assert!(ports.contains("Port 0000 ") && ports.contains("Port 0001 ") && ports.contains("Port 0007 "), "{ports}");
+    assert!(
+        ports.contains("Port 0000 ")
+            && ports.contains("Port 0001 ")
+            && ports.contains("Port 0007 "),
+        "{ports}"
+    );
     assert!(ports.contains(": vdeplug: user=root pid="), "{ports}");
 
     let bc = frame([0xff; 6], mac(1), b"broadcast from a");
@@ -127,18 +137,28 @@ fn refused_port_requests_fail_promptly() {
     let dir = sw.dir.display().to_string();
     for url in [format!("{dir}[99]"), format!("{dir}[4]")] {
         let mut cmd = Command::new("vde_plug");
-        cmd.arg(&url).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.arg(&url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut g = ProcGuard::spawn("vde_plug", cmd);
-        let st = g.wait_timeout(WAIT).unwrap_or_else(|| panic!("vde_plug {url} hangs"));
+        let st = g
+            .wait_timeout(WAIT)
+            .unwrap_or_else(|| panic!("vde_plug {url} hangs"));
         assert!(!st.success(), "{url}");
     }
     // fill the switch (ports 1..3), the next automatic request fails too
     let _held: Vec<Plug> = (0..3).map(|_| Plug::start(&dir)).collect();
     wait_ports(&sw, 3);
     let mut cmd = Command::new("vde_plug");
-    cmd.arg(&dir).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut g = ProcGuard::spawn("vde_plug", cmd);
-    let st = g.wait_timeout(WAIT).expect("vde_plug on a full switch hangs");
+    let st = g
+        .wait_timeout(WAIT)
+        .expect("vde_plug on a full switch hangs");
     assert!(!st.success());
     assert!(sw.log().contains("port request refused"));
 }
@@ -152,7 +172,11 @@ fn dpipe_cable_to_c_vde_switch() {
     let tmp = testkit::short_tempdir("swc");
     let cdir = tmp.path().join("csw");
     let mut cmd = Command::new("vde_switch");
-    cmd.arg("-s").arg(&cdir).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.arg("-s")
+        .arg(&cdir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut csw = ProcGuard::spawn("vde_switch", cmd);
     let _keep_stdin = csw.child_mut().stdin.take();
     assert!(testkit::wait_until(WAIT, || cdir.join("ctl").exists()));
@@ -190,7 +214,10 @@ fn dpipe_cable_to_c_vde_switch() {
     };
     assert_eq!(f, back);
     let hash = sw.mgmt("hash/print");
-    assert!(hash.contains("Addr: 02:00:00:00:00:0b VLAN 0000 to port: 001"), "{hash}");
+    assert!(
+        hash.contains("Addr: 02:00:00:00:00:0b VLAN 0000 to port: 001"),
+        "{hash}"
+    );
 }
 
 #[test]
@@ -205,7 +232,13 @@ fn stale_socket_replaced_live_refused_sigterm_cleans_up() {
         .unwrap();
     assert_eq!(out.status.code(), Some(255));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("Could not bind to socket '{}'", sw.dir.join("ctl").display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "Could not bind to socket '{}'",
+            sw.dir.join("ctl").display()
+        )),
+        "{err}"
+    );
     let _c = Client::vde(&sw.dir, 0).unwrap();
     // SIGTERM: clean exit, sockets and the directory removed
     umlkit_sys::process::kill(sw.guard.pid(), umlkit_sys::process::SIGTERM).unwrap();
@@ -249,7 +282,13 @@ fn socket_and_directory_modes_follow_vde_switch() {
     assert_eq!(std::fs::metadata(&sw.dir).unwrap().gid(), 0);
     // an unknown group is a clear error
     let out = Command::new(testkit::umlkit_bin())
-        .args(["switch", "-s", "/tmp/never-created-umlkit", "-g", "no-such-group-x"])
+        .args([
+            "switch",
+            "-s",
+            "/tmp/never-created-umlkit",
+            "-g",
+            "no-such-group-x",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -217,7 +217,11 @@ impl Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for &b in bytes {
             h ^= b as u64;
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -567,8 +571,7 @@ impl Switch {
     pub fn gc(&mut self, now: Duration) -> usize {
         self.last_gc = now;
         let before = self.table.len();
-        self.table
-            .retain(|_, v| now.saturating_sub(v.1) <= EXPIRE);
+        self.table.retain(|_, v| now.saturating_sub(v.1) <= EXPIRE);
         before - self.table.len()
     }
 
@@ -700,7 +703,9 @@ impl Switch {
         if vlan != NOVLAN && !self.vlans.contains_key(&vlan) {
             return Err(Error::NoSuchVlan(vlan));
         }
-        let port = self.ports[n as usize].as_mut().ok_or(Error::NoSuchPort(n))?;
+        let port = self.ports[n as usize]
+            .as_mut()
+            .ok_or(Error::NoSuchPort(n))?;
         port.vlan = vlan;
         if let Some(t) = self.vlans.get_mut(&vlan) {
             t.remove(&n);

@@ -100,7 +100,9 @@ pub enum Error {
     #[error("Could not bind to socket '{path}': {source}")]
     Bind { path: PathBuf, source: io::Error },
     /// A live server answers on the socket.
-    #[error("Could not bind to socket '{0}': Address already in use (another switch is running on it)")]
+    #[error(
+        "Could not bind to socket '{0}': Address already in use (another switch is running on it)"
+    )]
     InUse(PathBuf),
     #[error("socket path too long (max 107 bytes): {0}")]
     PathTooLong(PathBuf),

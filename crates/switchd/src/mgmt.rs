@@ -30,10 +30,22 @@ fn print_port(s: &Server, out: &mut String, n: u32, p: &Port) {
         user_str(p.user)
     );
     let c = &p.counters;
-    let _ = writeln!(out, " IN:  pkts {:10}          bytes {:20}", c.in_pkts, c.in_bytes);
-    let _ = writeln!(out, " OUT: pkts {:10}          bytes {:20}", c.out_pkts, c.out_bytes);
+    let _ = writeln!(
+        out,
+        " IN:  pkts {:10}          bytes {:20}",
+        c.in_pkts, c.in_bytes
+    );
+    let _ = writeln!(
+        out,
+        " OUT: pkts {:10}          bytes {:20}",
+        c.out_pkts, c.out_bytes
+    );
     for &ep in &p.endpoints {
-        let descr = s.switch.endpoint(ep).map(|e| e.descr.as_str()).unwrap_or("");
+        let descr = s
+            .switch
+            .endpoint(ep)
+            .map(|e| e.descr.as_str())
+            .unwrap_or("");
         let _ = writeln!(
             out,
             "  -- endpoint ID {:04} module {:<12}: {}",
@@ -206,7 +218,10 @@ pub(crate) fn execute(s: &mut Server, line: &str) -> (String, bool, bool) {
             ok(Some(out))
         }
         C::HashFind { mac, vlan } => match s.switch.lookup(mac, vlan) {
-            Some(p) => ok(Some(format!("Hash: Addr: {} VLAN {:04} to port: {:03}\n", mac, vlan, p))),
+            Some(p) => ok(Some(format!(
+                "Hash: Addr: {} VLAN {:04} to port: {:03}\n",
+                mac, vlan, p
+            ))),
             None => (m::reply(Some(""), m::ENODEV), false, false),
         },
         C::HashDelete { mac, vlan } => res(s.switch.delete_mac(mac, vlan)),

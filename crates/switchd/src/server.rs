@@ -185,6 +185,9 @@ pub struct Server {
     /// (paused source, full destination)
     paused: Vec<(EndpointId, EndpointId)>,
     newly_full: Vec<EndpointId>,
+    /// Frames moved since the last wait (for busy polling).
+    busy: bool,
+    spin: Duration,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -353,6 +356,13 @@ impl Server {
             pend_active: Vec::new(),
             paused: Vec::new(),
             newly_full: Vec::new(),
+            busy: false,
+            spin: Duration::from_micros(
+                std::env::var("UMLKIT_SWITCH_SPIN_US")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            ),
         })
     }
 
@@ -386,7 +396,19 @@ impl Server {
                 wait = wait.min(dl.saturating_sub(now));
             }
             let timeout = (wait.as_millis() as i32).clamp(1, 2000);
-            self.epoll.wait(&mut events, timeout).map_err(Error::Poll)?;
+            // Busy-poll briefly after traffic before sleeping: saves the
+            // sleep/wake-up cost per small batch under load.
+            events.clear();
+            if self.busy && !self.spin.is_zero() {
+                let t0 = Instant::now();
+                while events.is_empty() && t0.elapsed() < self.spin {
+                    self.epoll.wait(&mut events, 0).map_err(Error::Poll)?;
+                }
+            }
+            if events.is_empty() {
+                self.epoll.wait(&mut events, timeout).map_err(Error::Poll)?;
+            }
+            self.busy = false;
             for ev in &events {
                 self.dispatch(*ev);
             }
@@ -435,7 +457,8 @@ impl Server {
             match l.accept() {
                 Ok((stream, _)) => {
                     if self.pending >= MAX_PENDING {
-                        self.log.peer("too many pending control connections, refusing one");
+                        self.log
+                            .peer("too many pending control connections, refusing one");
                         continue;
                     }
                     let _ = stream.set_nonblocking(true);
@@ -517,7 +540,11 @@ impl Server {
             let Some(conn) = self.conns.get_mut(fd as usize).and_then(Option::as_mut) else {
                 return;
             };
-            (conn.stream.read(&mut buf), conn.port.is_some(), conn.dialect)
+            (
+                conn.stream.read(&mut buf),
+                conn.port.is_some(),
+                conn.dialect,
+            )
         };
         match res {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -643,7 +670,11 @@ impl Server {
             let _ = std::fs::remove_file(&path);
             return Err(format!("epoll: {e}"));
         }
-        let module = if addr.is_abstract() { "daemon" } else { "unix prog" };
+        let module = if addr.is_abstract() {
+            "daemon"
+        } else {
+            "unix prog"
+        };
         self.set_ep(
             fd,
             EpIo {
@@ -763,6 +794,7 @@ impl Server {
     /// Run the frames of the receive batch through the switch and send the
     /// results, one `sendmmsg` per destination socket.
     fn forward_batch(&mut self, n: usize) {
+        self.busy = true;
         let now = self.now();
         self.outs.clear();
         for i in 0..n {
@@ -778,10 +810,7 @@ impl Server {
             let outcome = self
                 .switch
                 .handle_frame(now, from, self.rb.frame(i), &mut self.actions);
-            if let Outcome::Forwarded {
-                moved: Some(m), ..
-            } = outcome
-            {
+            if let Outcome::Forwarded { moved: Some(m), .. } = outcome {
                 self.log.peer(&format!(
                     "MAC {} moved from port {} to port {}",
                     m.mac, m.from, m.to
@@ -827,7 +856,12 @@ impl Server {
             while end < self.outs.len() && self.outs[end].to == to {
                 end += 1;
             }
-            match self.eps.get(to as usize).and_then(Option::as_ref).map(|e| &e.sink) {
+            match self
+                .eps
+                .get(to as usize)
+                .and_then(Option::as_ref)
+                .map(|e| &e.sink)
+            {
                 Some(Sink::Own { sock, .. }) => {
                     let fd = sock.as_fd();
                     let mut pos = start;
@@ -994,7 +1028,8 @@ impl Server {
             })
             .unwrap_or(0);
             for j in 0..sent {
-                self.switch.record_tx(d, q.frames[q.head + j].1 as usize, true);
+                self.switch
+                    .record_tx(d, q.frames[q.head + j].1 as usize, true);
             }
             q.head += sent;
             if sent < cnt {

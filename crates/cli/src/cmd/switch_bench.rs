@@ -47,13 +47,19 @@ fn build_vdeblast(src: Option<PathBuf>, out_dir: &Path) -> anyhow::Result<PathBu
         .or_else(|| std::env::var_os("UMLKIT_VDEBLAST").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/work/shared/bench/vdeblast.c"));
     if !src.exists() {
-        bail!("vdeblast not found at {} (give --vdeblast PATH)", src.display());
+        bail!(
+            "vdeblast not found at {} (give --vdeblast PATH)",
+            src.display()
+        );
     }
     if src.extension().is_none_or(|e| e != "c") {
         return Ok(src);
     }
     if which("gcc").is_none() {
-        bail!("gcc is needed to build {} (apt-get install gcc)", src.display());
+        bail!(
+            "gcc is needed to build {} (apt-get install gcc)",
+            src.display()
+        );
     }
     if !Path::new("/usr/include/libvdeplug.h").exists() {
         bail!(
@@ -97,8 +103,8 @@ impl Drop for Running {
 impl Running {
     /// utime+stime of the switch process, in seconds.
     fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
         let f: Vec<&str> = after.split_whitespace().collect();
         let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
@@ -241,7 +247,11 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
             for &w in &order {
                 let sw = switches[w];
                 let cpu0 = sw.cpu_secs();
-                let line = blast(&exe, sw, &[a.frames.to_string(), size.to_string(), "blast".into()])?;
+                let line = blast(
+                    &exe,
+                    sw,
+                    &[a.frames.to_string(), size.to_string(), "blast".into()],
+                )?;
                 let cpu = sw.cpu_secs() - cpu0;
                 let received = field(&line, "received").unwrap_or(0.0);
                 eprintln!("round {} {:<10} {}", round + 1, sw.name, line);
@@ -255,7 +265,11 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
         }
         for &w in &order {
             let sw = switches[w];
-            let line = blast(&exe, sw, &[a.pingpong.to_string(), "64".into(), "pingpong".into()])?;
+            let line = blast(
+                &exe,
+                sw,
+                &[a.pingpong.to_string(), "64".into(), "pingpong".into()],
+            )?;
             eprintln!("round {} {:<10} {}", round + 1, sw.name, line);
             if let Some(v) = field(&line, "rtt_p50_us") {
                 rtt[w].push(v);

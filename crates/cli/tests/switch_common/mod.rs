@@ -46,7 +46,9 @@ impl Sw {
             .stderr(std::fs::File::create(&log).unwrap());
         let guard = ProcGuard::spawn("umlkit-switch", cmd);
         assert!(
-            testkit::wait_until(WAIT, || dir.join("ctl").exists() && mgmt.exists() && uml.exists()),
+            testkit::wait_until(WAIT, || dir.join("ctl").exists()
+                && mgmt.exists()
+                && uml.exists()),
             "switch did not start: {}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
