@@ -92,6 +92,14 @@ fn print_stats(s: &Server, port: Option<u32>) -> (String, i32) {
             n, c.in_pkts, c.in_bytes, c.in_drops, c.out_pkts, c.out_bytes, c.out_drops
         );
     }
+    if port.is_none() {
+        let st = s.stats;
+        let _ = writeln!(
+            out,
+            "Loop waits={} recv_calls={} frames_in={} send_calls={} frames_out={} mac_table_full={}",
+            st.waits, st.recv_calls, st.frames_in, st.send_calls, st.frames_out, s.switch.table_full
+        );
+    }
     (out, 0)
 }
 

@@ -32,7 +32,7 @@ const PEND_MAX_FRAMES: usize = 1024;
 /// A destination that stays full this long is in "drop mode": its queue is
 /// dropped (counted) and sources resume; frames for it are dropped until
 /// its socket drains.
-const PEND_TIMEOUT: Duration = Duration::from_millis(50);
+const PEND_TIMEOUT: Duration = Duration::from_millis(200);
 /// Management output buffered for a slow reader before it is dropped.
 const MAX_MGMT_OUT: usize = 1 << 20;
 
@@ -188,6 +188,17 @@ pub struct Server {
     /// Frames moved since the last wait (for busy polling).
     busy: bool,
     spin: Duration,
+    pub(crate) stats: LoopStats,
+}
+
+/// Event loop counters (shown by `port/stats`): how well batching works.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LoopStats {
+    pub waits: u64,
+    pub recv_calls: u64,
+    pub frames_in: u64,
+    pub send_calls: u64,
+    pub frames_out: u64,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -357,6 +368,7 @@ impl Server {
             paused: Vec::new(),
             newly_full: Vec::new(),
             busy: false,
+            stats: LoopStats::default(),
             spin: Duration::from_micros(
                 std::env::var("UMLKIT_SWITCH_SPIN_US")
                     .ok()
@@ -408,6 +420,7 @@ impl Server {
             if events.is_empty() {
                 self.epoll.wait(&mut events, timeout).map_err(Error::Poll)?;
             }
+            self.stats.waits += 1;
             self.busy = false;
             for ev in &events {
                 self.dispatch(*ev);
@@ -794,7 +807,11 @@ impl Server {
     /// Run the frames of the receive batch through the switch and send the
     /// results, one `sendmmsg` per destination socket.
     fn forward_batch(&mut self, n: usize) {
-        self.busy = true;
+        // spin before sleeping only after small batches (latency-bound
+        // traffic); big batches mean load, where spinning steals CPU
+        self.busy = n < 4;
+        self.stats.recv_calls += 1;
+        self.stats.frames_in += n as u64;
         let now = self.now();
         self.outs.clear();
         for i in 0..n {
@@ -876,6 +893,8 @@ impl Server {
                                 (frame_bytes(rb, outs, scratch, slen, pos + j), None)
                             })
                             .unwrap_or(0);
+                            self.stats.send_calls += 1;
+                            self.stats.frames_out += sent as u64;
                             for k in pos..pos + sent {
                                 let len = frame_bytes(rb, outs, scratch, slen, k).len();
                                 self.switch.record_tx(to, len, true);

@@ -186,6 +186,23 @@ fn blast(exe: &Path, sw: &Running, args: &[String]) -> anyhow::Result<String> {
     Ok(line)
 }
 
+/// The same blast with the two clients wired straight to each other
+/// (libvdeplug ptp://, no switch): the ceiling any switch can reach here.
+fn direct(exe: &Path, tmp: &Path, args: &[String]) -> anyhow::Result<String> {
+    let p = tmp.join("ptp");
+    let _ = std::fs::remove_file(&p);
+    let url = format!("ptp://{}", p.display());
+    let out = Command::new(exe)
+        .arg(&url)
+        .arg(&url)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let _ = std::fs::remove_file(&p);
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
@@ -240,6 +257,7 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
         .map(|_| sizes.iter().map(|_| Acc::default()).collect())
         .collect();
     let mut rtt: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut ceiling: Vec<Vec<f64>> = sizes.iter().map(|_| Vec::new()).collect();
     let switches = [&vde, &uk];
     for round in 0..a.rounds.max(1) {
         let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -262,6 +280,15 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
                     e.cpu_us.push(cpu * 1e6 / received);
                 }
             }
+            let line = direct(
+                &exe,
+                tmp,
+                &[a.frames.to_string(), size.to_string(), "blast".into()],
+            )?;
+            eprintln!("round {} {:<10} {}", round + 1, "direct", line);
+            if let Some(k) = field(&line, "rx_kpps") {
+                ceiling[si].push(k);
+            }
         }
         for &w in &order {
             let sw = switches[w];
@@ -281,8 +308,13 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
         a.frames, a.rounds
     );
     println!(
-        "{:>6} | {:>22} | {:>22} | {:>8} | {:>10}",
-        "size", "vde_switch kpps (loss)", "umlkit kpps (loss)", "ratio", "loss delta"
+        "{:>6} | {:>22} | {:>22} | {:>8} | {:>10} | {:>22}",
+        "size",
+        "vde_switch kpps (loss)",
+        "umlkit kpps (loss)",
+        "ratio",
+        "loss delta",
+        "no-switch ceiling kpps"
     );
     let mut ok = true;
     for (si, size) in sizes.iter().enumerate() {
@@ -290,15 +322,18 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
         let (uk_, ul) = (median(&mut acc[1][si].kpps), median(&mut acc[1][si].loss));
         let ratio = uk_ / vk;
         ok &= ratio >= 2.5 && ul <= vl + 1.0;
+        let ceil = median(&mut ceiling[si]);
         println!(
-            "{:>6} | {:>13.1} ({:>5.2}%) | {:>13.1} ({:>5.2}%) | {:>7.2}x | {:>+9.2}pt",
+            "{:>6} | {:>13.1} ({:>5.2}%) | {:>13.1} ({:>5.2}%) | {:>7.2}x | {:>+9.2}pt | {:>8.1} (umlkit {:>3.0}%)",
             size,
             vk,
             vl,
             uk_,
             ul,
             ratio,
-            ul - vl
+            ul - vl,
+            ceil,
+            100.0 * uk_ / ceil
         );
     }
     let (vr, ur) = (median(&mut rtt[0]), median(&mut rtt[1]));
