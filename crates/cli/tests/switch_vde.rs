@@ -324,3 +324,46 @@ fn vlan_table_like_vde_switch() {
     let v = sw.mgmt("vlan/print 10");
     assert!(v.contains("VLAN 0010\n -- Port 0012 tagged=0 active=1 status=Forwarding\n -- Port 0013 tagged=1 active=1 status=Forwarding\n"), "{v}");
 }
+
+/// `-d -p PIDFILE`: the foreground process returns at once, the daemon
+/// serves and writes its pid; SIGTERM to that pid cleans everything up.
+#[test]
+fn daemon_mode_writes_pidfile_and_cleans_up() {
+    let tmp = testkit::short_tempdir("swd");
+    let dir = tmp.path().join("sw");
+    let pidfile = tmp.path().join("sw.pid");
+    let mut cmd = Command::new(testkit::umlkit_bin());
+    cmd.arg("switch")
+        .arg("-s")
+        .arg(&dir)
+        .arg("-d")
+        .arg("-p")
+        .arg(&pidfile)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut g = ProcGuard::spawn("umlkit-switch-d", cmd);
+    let st = g.wait_timeout(WAIT).expect("foreground part returns");
+    assert!(st.success());
+    assert!(testkit::wait_until(WAIT, || std::fs::read_to_string(&pidfile)
+        .is_ok_and(|s| s.ends_with('\n'))));
+    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    // make sure the daemon is killed even if an assertion fails
+    struct KillPid(u32);
+    impl Drop for KillPid {
+        fn drop(&mut self) {
+            let _ = umlkit_sys::process::kill(self.0, umlkit_sys::process::SIGKILL);
+        }
+    }
+    let _k = KillPid(pid);
+    assert!(umlkit_sys::process::process_exists(pid));
+    let a = Client::vde(&dir, 0).unwrap();
+    let b = Client::vde(&dir, 0).unwrap();
+    a.send(&frame([0xff; 6], mac(1), b"from a daemon"));
+    assert_eq!(b.recv_one().unwrap()[14..], *b"from a daemon");
+    drop((a, b));
+    umlkit_sys::process::kill(pid, umlkit_sys::process::SIGTERM).unwrap();
+    assert!(testkit::wait_until(WAIT, || !umlkit_sys::process::process_exists(pid)));
+    assert!(!dir.exists());
+    assert!(!pidfile.exists());
+}

@@ -37,7 +37,10 @@ impl Logger {
         if self.syslog {
             umlkit_sys::net::syslog(prio, msg);
         } else {
-            eprintln!("{}{}", self.prefix, msg);
+            // one write(2) per line, so lines of concurrent writers never mix
+            use std::io::Write;
+            let line = format!("{}{}\n", self.prefix, msg);
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
     }
 

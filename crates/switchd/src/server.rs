@@ -155,7 +155,8 @@ pub struct Server {
     opts: Options,
     pub(crate) log: Logger,
     epoll: Epoll,
-    signals: SignalFd,
+    /// Created in [`Server::run`] (a signalfd does not survive daemonizing).
+    signals: Option<SignalFd>,
     vde_listener: Option<UnixListener>,
     uml_listener: Option<UnixListener>,
     mgmt_listener: Option<UnixListener>,
@@ -258,8 +259,6 @@ impl Server {
             return Err(Error::NothingToServe);
         }
         let epoll = Epoll::new().map_err(Error::Poll)?;
-        let signals = SignalFd::new(&[libc_sig::SIGINT, libc_sig::SIGTERM, libc_sig::SIGHUP])
-            .map_err(Error::Poll)?;
         let mut cleanup = Vec::new();
         let mut vde_listener = None;
         if let Some(dir) = &opts.vde_dir {
@@ -312,9 +311,6 @@ impl Server {
             cleanup.push(path.clone());
             mgmt_listener = Some(l);
         }
-        epoll
-            .add(signals.fd(), Token::Signal.encode(), Interest::READ)
-            .map_err(Error::Poll)?;
         for (l, t) in [
             (&vde_listener, Token::VdeListener),
             (&uml_listener, Token::UmlListener),
@@ -342,7 +338,7 @@ impl Server {
             opts,
             log,
             epoll,
-            signals,
+            signals: None,
             vde_listener,
             uml_listener,
             mgmt_listener,
@@ -394,6 +390,12 @@ impl Server {
     /// Serve until shutdown or a signal, then remove the sockets (and the
     /// switch directory if it is empty).
     pub fn run(mut self) -> Result<ExitReason, Error> {
+        let signals = SignalFd::new(&[libc_sig::SIGINT, libc_sig::SIGTERM, libc_sig::SIGHUP])
+            .map_err(Error::Poll)?;
+        self.epoll
+            .add(signals.fd(), Token::Signal.encode(), Interest::READ)
+            .map_err(Error::Poll)?;
+        self.signals = Some(signals);
         let mut events = Vec::with_capacity(256);
         let reason = loop {
             let now = self.now();
@@ -439,7 +441,7 @@ impl Server {
         };
         match tok {
             Token::Signal => {
-                if let Some(sig) = self.signals.read() {
+                if let Some(sig) = self.signals.as_ref().and_then(SignalFd::read) {
                     self.exit = Some(ExitReason::Signal(sig));
                 }
             }
