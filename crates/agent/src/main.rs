@@ -1,7 +1,265 @@
 //! `umlkit-agent`: the exec agent that runs inside a guest booted from the
-//! default image. It is built as a fully static binary and copied into the image.
+//! default image. It is built as a fully static binary and copied into the
+//! image; the image's init respawns it on the serial line given as argument
+//! (default `/dev/ttyS1`), which it puts in raw mode. Protocol: see the
+//! library part of this crate (`umlkit_agent`).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use umlkit_agent::{Decoder, ExecRequest, Frame, Kind, MAX_PAYLOAD};
+
+type Writer = Arc<Mutex<File>>;
+
+/// Where stdin bytes of a running exec go, and how to signal it.
+struct Running {
+    stdin: Option<Box<dyn Write + Send>>,
+    pid: u32,
+}
+
+type Table = Arc<Mutex<HashMap<u32, Running>>>;
+
+fn send(w: &Writer, f: &Frame) {
+    let bytes = f.encode();
+    let mut g = w.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = g.write_all(&bytes);
+}
+
+fn pump(mut r: impl Read, w: &Writer, id: u32, kind: Kind) {
+    let mut buf = vec![0u8; 16384.min(MAX_PAYLOAD)];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => send(w, &Frame::new(kind, id, buf[..n].to_vec())),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break, // EIO on a pty once the last writer is gone
+        }
+    }
+}
+
+fn code_of(st: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+}
+
+fn build_command(req: &ExecRequest) -> Command {
+    use std::os::unix::ffi::OsStrExt;
+    let os = |b: &Vec<u8>| std::ffi::OsStr::from_bytes(b).to_os_string();
+    let mut cmd = Command::new(os(&req.argv[0]));
+    cmd.args(req.argv[1..].iter().map(os));
+    cmd.env_clear()
+        .env("PATH", "/sbin:/bin:/usr/sbin:/usr/bin")
+        .env("HOME", "/root")
+        .env("TERM", if req.tty { "xterm" } else { "dumb" })
+        .current_dir("/");
+    for e in &req.env {
+        let e = os(e);
+        let s = e.as_bytes();
+        if let Some(p) = s.iter().position(|&c| c == b'=') {
+            cmd.env(
+                std::ffi::OsStr::from_bytes(&s[..p]),
+                std::ffi::OsStr::from_bytes(&s[p + 1..]),
+            );
+        }
+    }
+    cmd
+}
+
+fn start(id: u32, req: ExecRequest, w: Writer, table: Table) {
+    let mut cmd = build_command(&req);
+    if req.tty {
+        let pty = match umlkit_sys::process::open_pty() {
+            Ok(p) => p,
+            Err(e) => {
+                return send(
+                    &w,
+                    &Frame::new(Kind::Error, id, format!("pty: {e}").into_bytes()),
+                )
+            }
+        };
+        let _ = umlkit_sys::process::set_winsize(pty.master.as_fd(), 24, 80);
+        let (a, b, c) = match (
+            pty.slave.try_clone(),
+            pty.slave.try_clone(),
+            pty.slave.try_clone(),
+        ) {
+            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+            _ => return send(&w, &Frame::new(Kind::Error, id, b"dup failed".to_vec())),
+        };
+        cmd.stdin(a).stdout(b).stderr(c);
+        umlkit_sys::process::setsid_on_spawn(&mut cmd, true);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return spawn_failed(&w, id, &req, e),
+        };
+        drop(pty.slave);
+        drop(cmd);
+        let reader = match pty.master.try_clone() {
+            Ok(r) => r,
+            Err(e) => return send(&w, &Frame::new(Kind::Error, id, e.to_string().into_bytes())),
+        };
+        table.lock().unwrap().insert(
+            id,
+            Running {
+                stdin: Some(Box::new(pty.master)),
+                pid: child.id(),
+            },
+        );
+        let w2 = w.clone();
+        let out = std::thread::spawn(move || pump(reader, &w2, id, Kind::Stdout));
+        let st = child.wait();
+        // the pty reads EIO once every holder of the slave is gone
+        table.lock().unwrap().remove(&id);
+        let _ = out.join();
+        let code = st.map(code_of).unwrap_or(255);
+        send(&w, &Frame::exit(id, code));
+    } else {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => return spawn_failed(&w, id, &req, e),
+        };
+        let stdin = child
+            .stdin
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Write + Send>);
+        table.lock().unwrap().insert(
+            id,
+            Running {
+                stdin,
+                pid: child.id(),
+            },
+        );
+        let (w1, w2) = (w.clone(), w.clone());
+        let so = child.stdout.take().expect("piped stdout");
+        let se = child.stderr.take().expect("piped stderr");
+        let t1 = std::thread::spawn(move || pump(so, &w1, id, Kind::Stdout));
+        let t2 = std::thread::spawn(move || pump(se, &w2, id, Kind::Stderr));
+        let _ = t1.join();
+        let _ = t2.join();
+        let st = child.wait();
+        table.lock().unwrap().remove(&id);
+        send(&w, &Frame::exit(id, st.map(code_of).unwrap_or(255)));
+    }
+}
+
+fn spawn_failed(w: &Writer, id: u32, req: &ExecRequest, e: std::io::Error) {
+    let msg = format!(
+        "umlkit-agent: cannot run {}: {e}\n",
+        String::from_utf8_lossy(&req.argv[0])
+    );
+    send(w, &Frame::new(Kind::Stderr, id, msg.into_bytes()));
+    let code = if e.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
+    send(w, &Frame::exit(id, code));
+}
 
 fn main() {
-    eprintln!("umlkit-agent: not built yet");
-    std::process::exit(1);
+    let dev = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "/dev/ttyS1".into());
+    umlkit_sys::process::ignore_sigpipe();
+    let line = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&dev)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            // no serial line for the agent (e.g. a foreground guest): stay
+            // idle rather than exit and be respawned in a loop by init
+            eprintln!("umlkit-agent: cannot open {dev}: {e}");
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+    };
+    if umlkit_sys::process::is_tty(line.as_fd()) {
+        if let Err(e) = umlkit_sys::process::make_raw(line.as_fd()) {
+            eprintln!("umlkit-agent: cannot put {dev} in raw mode: {e}");
+        }
+    }
+    let mut reader = line.try_clone().expect("dup line");
+    let w: Writer = Arc::new(Mutex::new(line));
+    let table: Table = Arc::new(Mutex::new(HashMap::new()));
+    send(
+        &w,
+        &Frame::new(
+            Kind::Hello,
+            0,
+            format!("umlkit-agent {}", env!("CARGO_PKG_VERSION")).into_bytes(),
+        ),
+    );
+    let mut dec = Decoder::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                eprintln!("umlkit-agent: read {dev}: {e}");
+                std::process::exit(1);
+            }
+        };
+        dec.push(&buf[..n]);
+        loop {
+            let f = match dec.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("umlkit-agent: {e}");
+                    continue;
+                }
+            };
+            match f.kind {
+                Kind::Exec => match ExecRequest::decode(&f.payload) {
+                    Ok(req) => {
+                        let (w, t) = (w.clone(), table.clone());
+                        std::thread::spawn(move || start(f.id, req, w, t));
+                    }
+                    Err(e) => send(
+                        &w,
+                        &Frame::new(Kind::Error, f.id, e.to_string().into_bytes()),
+                    ),
+                },
+                Kind::Stdin => {
+                    let mut t = table.lock().unwrap();
+                    if let Some(r) = t.get_mut(&f.id) {
+                        if let Some(s) = r.stdin.as_mut() {
+                            if s.write_all(&f.payload).is_err() {
+                                r.stdin = None;
+                            }
+                        }
+                    }
+                }
+                Kind::Eof => {
+                    if let Some(r) = table.lock().unwrap().get_mut(&f.id) {
+                        if let Some(mut s) = r.stdin.take() {
+                            // a pty has no half-close: send ^D instead
+                            let _ = s.write_all(b"");
+                        }
+                    }
+                }
+                Kind::Signal => {
+                    if let (Some(r), Ok(sig)) = (table.lock().unwrap().get(&f.id), f.code()) {
+                        let _ = umlkit_sys::process::kill(r.pid, sig);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }

@@ -1,23 +1,793 @@
-//! `umlkit` subcommands of the guest area.
+//! `umlkit` subcommands of the guest area: images, guests (run, ps, exec,
+//! console, logs, halt, reboot, kill, rm, disk), mconsole, and the
+//! `uml_mconsole` multi-call entry point.
 
+use std::ffi::OsString;
+use std::io::{BufRead, Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
+use anyhow::{bail, Context};
 use clap::Subcommand;
+use guest::{ConsoleMode, DiskSpec, GuestConfig, NetSpec, Store};
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Placeholder until the guest area lands
-    #[command(name = "guest-placeholder", hide = true)]
-    Placeholder,
+    /// Disk images: sparse ext4 without root, the default busybox image
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+    /// Boot a guest (foreground on this terminal, or --detach under a supervisor)
+    Run(RunArgs),
+    /// List guests (state dir: $UMLKIT_STATE_DIR, $XDG_RUNTIME_DIR/umlkit or ~/.umlkit/run)
+    Ps {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command in a guest through its exec agent; exits with its status
+    Exec {
+        name: String,
+        /// Run on a pty (interactive programs; stdout and stderr merged)
+        #[arg(short, long)]
+        tty: bool,
+        /// Forward stdin (implied by --tty)
+        #[arg(short, long)]
+        interactive: bool,
+        /// Give up after this many seconds (0 = never)
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
+        /// Command and arguments
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Attach to a detached guest's console (detach with Ctrl-])
+    Console { name: String },
+    /// Print a guest's console log
+    Logs {
+        name: String,
+        /// Keep printing new output while the guest runs
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stop a guest cleanly: mconsole cad (init powers off), then halt, SIGTERM, SIGKILL
+    Halt {
+        name: String,
+        /// Seconds to wait after each step
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Reboot a guest (mconsole reboot)
+    Reboot { name: String },
+    /// Kill a guest's processes at once (SIGKILL to its process group)
+    Kill { name: String },
+    /// Remove a stopped guest's state (COW files, logs)
+    Rm {
+        name: String,
+        /// Kill it first if it runs
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Hot-plug disks
+    Disk {
+        #[command(subcommand)]
+        cmd: DiskCmd,
+    },
+    /// Talk to a guest's management console (interactive without COMMAND)
+    Mconsole {
+        /// Guest name, umid (~/.uml/UMID/mconsole) or socket path
+        target: String,
+        /// Command words, e.g. `config ubd0`
+        command: Vec<String>,
+    },
+    /// Per-guest supervisor (started by `run --detach`)
+    #[command(hide = true)]
+    Supervise { dir: PathBuf },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Guest name (also umid and host name)
+    #[arg(long)]
+    name: Option<String>,
+    /// Memory, e.g. 64M
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    mem: u64,
+    /// IMAGE[:cow=PATH|:ro|:nocow]; repeatable; default: the default image with an automatic COW
+    #[arg(long)]
+    disk: Vec<String>,
+    /// SWITCH[,mac=..][,vde][,port=N]: a switch dir (DIR/ctl) or control socket; repeatable
+    #[arg(long)]
+    net: Vec<String>,
+    /// Share this host directory (mounted at /hostlab by the default image)
+    #[arg(long)]
+    hostfs: Option<PathBuf>,
+    /// Console: stdio (foreground default), pty (detached default), none
+    #[arg(long, value_parser = parse_console)]
+    console: Option<ConsoleMode>,
+    /// Run under a supervisor in the background
+    #[arg(short, long)]
+    detach: bool,
+    /// With --detach: wait until the exec agent is up
+    #[arg(long)]
+    wait: bool,
+    /// UML kernel (default: $UMLKIT_KERNEL, linux.uml, linux)
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Print the kernel command line and exit
+    #[arg(long)]
+    dry_run: bool,
+    /// Extra kernel arguments, e.g. umlkit.ip.eth0=10.0.0.1/24
+    #[arg(last = true)]
+    kernel_args: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DiskCmd {
+    /// Add IMAGE to a running guest on the first free ubd slot
+    Add {
+        name: String,
+        image: PathBuf,
+        /// Read-only
+        #[arg(long)]
+        ro: bool,
+        /// Explicit COW file (default: automatic, in the guest's state dir)
+        #[arg(long)]
+        cow: Option<PathBuf>,
+    },
+    /// Remove ubdN from a running guest
+    Remove { name: String, dev: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Create a sparse ext4 image (mkfs.ext4 -d; no root, loop device or mount)
+    Create {
+        /// Image file to create (must not exist)
+        out: PathBuf,
+        /// Size, e.g. 512M, 2G
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        /// Fill the filesystem with this directory tree
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
+    /// Build (or reuse from the cache) the default busybox guest image; print its path
+    Default {
+        /// Write the image here instead of the cache
+        out: Option<PathBuf>,
+        /// Image size (sparse)
+        #[arg(long, value_parser = parse_size)]
+        size: Option<u64>,
+        /// Static exec agent (default: $UMLKIT_AGENT, next to umlkit, or target/x86_64-unknown-linux-gnu/release)
+        #[arg(long)]
+        agent: Option<PathBuf>,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    image::parse_size(s).ok_or_else(|| format!("invalid size '{s}' (examples: 64M, 512M, 2G)"))
+}
+
+fn parse_console(s: &str) -> Result<ConsoleMode, String> {
+    match s {
+        "stdio" => Ok(ConsoleMode::Stdio),
+        "pty" => Ok(ConsoleMode::Pty),
+        "none" => Ok(ConsoleMode::None),
+        _ => Err(format!("invalid console '{s}' (stdio, pty or none)")),
+    }
+}
+
+fn store() -> anyhow::Result<Store> {
+    Ok(Store::open(None)?)
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Placeholder => anyhow::bail!("the guest area is not built yet"),
+        Command::Image { cmd } => image_cmd(cmd),
+        Command::Run(a) => run_guest(a),
+        Command::Ps { json } => ps(json),
+        Command::Exec {
+            name,
+            tty,
+            interactive,
+            timeout,
+            cmd,
+        } => exec(&name, tty, interactive || tty, timeout, &cmd),
+        Command::Console { name } => console(&name),
+        Command::Logs { name, follow } => logs(&name, follow),
+        Command::Halt { name, timeout } => {
+            let e = store()?.halt(&name, Duration::from_secs(timeout))?;
+            println!("{name}: {e}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reboot { name } => {
+            store()?.reboot(&name)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Kill { name } => {
+            store()?.kill(&name)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rm { name, force } => {
+            let s = store()?;
+            if force {
+                s.kill(&name)?;
+            }
+            s.cleanup(&name)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Disk { cmd } => match cmd {
+            DiskCmd::Add {
+                name,
+                image,
+                ro,
+                cow,
+            } => {
+                let d = DiskSpec {
+                    image,
+                    cow,
+                    readonly: ro,
+                    no_cow: false,
+                };
+                println!("{}", store()?.disk_add(&name, &d)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            DiskCmd::Remove { name, dev } => {
+                store()?.disk_remove(&name, &dev)?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Mconsole { target, command } => {
+            let path = resolve_target(&target);
+            Ok(ExitCode::from(mconsole_session(
+                path, &target, &command, false,
+            )))
+        }
+        Command::Supervise { dir } => {
+            let code = guest::supervisor::run(&dir, false)?;
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
     }
 }
 
-pub fn multicall_mconsole(_args: &[std::ffi::OsString]) -> ExitCode {
-    eprintln!("uml_mconsole: not built yet");
-    ExitCode::from(1)
+fn image_cmd(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ImageCmd::Create { out, size, from } => {
+            image::create(&out, size, from.as_deref())
+                .with_context(|| format!("cannot create image {}", out.display()))?;
+            println!("{}", out.display());
+        }
+        ImageCmd::Default { out, size, agent } => {
+            let opts = image::DefaultImageOpts {
+                out,
+                size_bytes: size,
+                agent,
+                ..Default::default()
+            };
+            let p = image::default_image(&opts).context("cannot build the default image")?;
+            println!("{}", p.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_guest(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let name = a
+        .name
+        .unwrap_or_else(|| format!("uml-{:04x}", std::process::id() & 0xffff));
+    let mut cfg = GuestConfig::new(&name);
+    cfg.mem_mb = u32::try_from(a.mem >> 20).unwrap_or(u32::MAX);
+    for d in &a.disk {
+        cfg.disks
+            .push(DiskSpec::parse(d).map_err(|e| anyhow::anyhow!("--disk {d}: {e}"))?);
+    }
+    if cfg.disks.is_empty() {
+        let img =
+            image::default_image(&Default::default()).context("cannot build the default image")?;
+        cfg.disks.push(DiskSpec::new(img));
+    }
+    for n in &a.net {
+        cfg.nets
+            .push(NetSpec::parse(n).map_err(|e| anyhow::anyhow!("--net {n}: {e}"))?);
+    }
+    cfg.hostfs = a.hostfs;
+    cfg.kernel = a.kernel;
+    cfg.extra_args = a.kernel_args;
+    cfg.console = a.console.unwrap_or(if a.detach {
+        ConsoleMode::Pty
+    } else {
+        ConsoleMode::Stdio
+    });
+    if a.detach && cfg.console == ConsoleMode::Stdio {
+        bail!("--console stdio needs the foreground: drop --detach or use --console pty");
+    }
+    let store = store()?;
+    if a.dry_run {
+        let kernel = guest::find_kernel(cfg.kernel.as_deref())?;
+        let p = store.paths(&name);
+        let layout = guest::Layout {
+            dir: p.dir.clone(),
+            uml_dir: p.uml_dir(),
+            agent_fd: Some(guest::supervisor::AGENT_FD),
+        };
+        let args = guest::kernel_args(&cfg, &layout);
+        println!("{} {}", kernel.display(), args.join(" "));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.detach {
+        let info = store.start(&cfg)?;
+        if a.wait {
+            store.wait_ready(&name, Duration::from_secs(120))?;
+        }
+        println!(
+            "{} pid {} (console: umlkit console {name}; exec: umlkit exec {name} -- CMD)",
+            info.name, info.pid
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let code = store.run_foreground(&cfg)?;
+        Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    }
+}
+
+fn fmt_dur(s: Option<f64>) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) if s < 120.0 => format!("{s:.1}s"),
+        Some(s) if s < 7200.0 => format!("{:.0}m", s / 60.0),
+        Some(s) => format!("{:.1}h", s / 3600.0),
+    }
+}
+
+fn ps(json: bool) -> anyhow::Result<ExitCode> {
+    let list = store()?.list()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16} {:<22} {:>7} {:>7} {:>8} {:>8} {:<5} {:<5} CONSOLE",
+        "NAME", "STATE", "PID", "UPTIME", "RSS", "PSS", "DISKS", "NETS"
+    );
+    for g in list {
+        let state = match (&g.ending, g.phase) {
+            (Some(e), _) => e.to_string(),
+            (None, p) => p.to_string(),
+        };
+        println!(
+            "{:<16} {:<22} {:>7} {:>7} {:>7}M {:>7}M {:<5} {:<5} {}",
+            g.name,
+            state,
+            g.pid.map(|p| p.to_string()).unwrap_or("-".into()),
+            fmt_dur(g.uptime_s),
+            g.rss_kb / 1024,
+            g.pss_kb / 1024,
+            g.disks.len(),
+            g.interfaces.len(),
+            g.console
+                .map(|c| c.display().to_string())
+                .unwrap_or("-".into())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct RawGuard(Option<umlkit_sys::process::Termios>);
+impl RawGuard {
+    fn new(on: bool) -> RawGuard {
+        let stdin = std::io::stdin();
+        if on && umlkit_sys::process::is_tty(stdin.as_fd()) {
+            RawGuard(umlkit_sys::process::make_raw(stdin.as_fd()).ok())
+        } else {
+            RawGuard(None)
+        }
+    }
+}
+impl Drop for RawGuard {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            let _ = umlkit_sys::process::restore_termios(std::io::stdin().as_fd(), t);
+        }
+    }
+}
+
+fn exec(
+    name: &str,
+    tty: bool,
+    stdin: bool,
+    timeout: u64,
+    cmd: &[String],
+) -> anyhow::Result<ExitCode> {
+    let store = store()?;
+    let mut env = Vec::new();
+    if tty {
+        if let Ok(t) = std::env::var("TERM") {
+            env.push(format!("TERM={t}").into_bytes());
+        }
+    }
+    let req = guest::ExecRequest {
+        argv: cmd.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        env,
+        tty,
+    };
+    let mut sess = store.exec_session(name, &req)?;
+    let mut h = sess.stdin_handle()?;
+    let _raw = RawGuard::new(tty);
+    if stdin {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16384];
+            let mut i = std::io::stdin().lock();
+            loop {
+                match i.read(&mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = h.eof();
+                        return;
+                    }
+                    Ok(n) => {
+                        if h.write(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    } else {
+        h.eof()?;
+    }
+    let deadline = (timeout > 0).then(|| Instant::now() + Duration::from_secs(timeout));
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    loop {
+        match sess.next_event(deadline)? {
+            guest::Event::Stdout(d) => {
+                out.write_all(&d)?;
+                out.flush()?;
+            }
+            guest::Event::Stderr(d) => {
+                err.write_all(&d)?;
+            }
+            guest::Event::Exit(c) => return Ok(ExitCode::from(c.clamp(0, 255) as u8)),
+        }
+    }
+}
+
+fn console(name: &str) -> anyhow::Result<ExitCode> {
+    let store = store()?;
+    let s = store.status(name)?;
+    let sock = s.console.ok_or_else(|| {
+        anyhow::anyhow!(
+            "guest '{name}' has no console to attach to (not running, or --console none/stdio)"
+        )
+    })?;
+    let mut c = std::os::unix::net::UnixStream::connect(&sock)
+        .with_context(|| format!("cannot connect to {}", sock.display()))?;
+    eprint!("[attached to {name}; detach with Ctrl-]]\r\n");
+    let raw = RawGuard::new(true);
+    let mut rd = c.try_clone()?;
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut o = std::io::stdout();
+        while let Ok(n) = rd.read(&mut buf) {
+            if n == 0 || o.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            let _ = o.flush();
+        }
+    });
+    let mut buf = [0u8; 1024];
+    let mut i = std::io::stdin().lock();
+    loop {
+        if t.is_finished() {
+            drop(raw);
+            eprintln!("\r\n[{name}: console closed]");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let n = i.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(p) = buf[..n].iter().position(|&b| b == 0x1d) {
+            let _ = c.write_all(&buf[..p]);
+            break;
+        }
+        if c.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    drop(raw);
+    eprintln!("\r\n[detached from {name}]");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn logs(name: &str, follow: bool) -> anyhow::Result<ExitCode> {
+    let store = store()?;
+    store.status(name)?;
+    let path = store.paths(name).console_log();
+    let mut f =
+        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut out = std::io::stdout();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n > 0 {
+            out.write_all(&buf[..n])?;
+            continue;
+        }
+        out.flush()?;
+        if !follow || !store.status(name).map(|s| s.alive()).unwrap_or(false) {
+            // one last read after the guest ended
+            std::io::copy(&mut f, &mut out)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// ----- mconsole -----
+
+/// A mconsole target for `umlkit mconsole`: an existing socket path, a guest
+/// of our store, else uml_mconsole's resolution.
+fn resolve_target(target: &str) -> PathBuf {
+    let p = Path::new(target);
+    if p.exists() && !p.is_dir() {
+        return p.to_path_buf();
+    }
+    if let Ok(s) = Store::open(None) {
+        let g = s.paths(target);
+        if guest_name_ok(target) && g.mconsole().exists() {
+            return g.mconsole();
+        }
+    }
+    resolve_uml_mconsole(target, false).unwrap_or_default()
+}
+
+fn guest_name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+}
+
+fn strerror(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// uml_mconsole's socket resolution (warnings on stderr when `warn`).
+fn resolve_uml_mconsole(name: &str, warn: bool) -> Option<PathBuf> {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let home_uml = format!("{home}/.uml");
+    let mut cands: Vec<String> = Vec::new();
+    let skip1 = name.starts_with(&home_uml);
+    let step1 = format!("{home_uml}/{name}/mconsole");
+    if !skip1 {
+        cands.push(step1.clone());
+    }
+    if !name.starts_with("/tmp/uml/") {
+        cands.push(format!("/tmp/uml/{name}/mconsole"));
+    }
+    cands.push(name.to_string());
+    if skip1 {
+        cands.push(step1);
+    }
+    for c in cands {
+        match std::fs::metadata(&c) {
+            Ok(_) => return Some(PathBuf::from(c)),
+            Err(e) => {
+                if warn {
+                    eprintln!("Warning: couldn't stat file: {c} - {}", strerror(&e));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn uml_pid(name: &str) -> Option<u32> {
+    let home = std::env::var("HOME").unwrap_or_default();
+    for p in [
+        format!("{home}/.uml/{name}/pid"),
+        format!("/tmp/uml/{name}/{name}/pid"),
+        format!(".//{name}/pid"),
+    ] {
+        if let Ok(s) = std::fs::read_to_string(&p) {
+            if let Ok(pid) = s.trim().parse() {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+const LOCAL_HELP: &str = "Additional local mconsole commands:
+    quit - Quit mconsole
+    switch <socket-name> - Switch control to the given machine
+    log -f <filename> - use contents of <filename> as UML log messages
+    mconsole-version - version of this mconsole program
+    int  - Interrupt UML session
+";
+
+struct Session {
+    path: PathBuf,
+    name: String,
+}
+
+impl Session {
+    /// Send one command, print `OK ...`/`ERR ...`; returns uml_mconsole's status.
+    fn send(&self, cmd: &str) -> u8 {
+        let shown = self.path.display().to_string();
+        let client = match mconsole::Client::new(&self.path) {
+            Ok(c) => c,
+            Err(mconsole::Error::NoSocket(_, e)) | Err(mconsole::Error::Socket(e)) => {
+                eprintln!("Sending command to '{shown}' : {}", strerror(&e));
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("Sending command to '{shown}' : {e}");
+                return 1;
+            }
+        };
+        match client.command(cmd) {
+            Ok(r) => {
+                println!("{}", r.line());
+                r.exit_code()
+            }
+            Err(mconsole::Error::Send(_, e)) => {
+                eprintln!("Sending command to '{shown}' : {}", strerror(&e));
+                1
+            }
+            Err(e) => {
+                eprintln!("uml_mconsole: {e}");
+                1
+            }
+        }
+    }
+
+    fn log_text(&self, text: &str) -> u8 {
+        let mut code = 0;
+        let bytes = text.as_bytes();
+        for chunk in bytes.chunks(506) {
+            code = self.send(&format!("log {}", String::from_utf8_lossy(chunk)));
+        }
+        if !text.ends_with('\n') {
+            code = self.send("log \n");
+        }
+        code
+    }
+
+    /// Handle one command line (local commands first); None = quit.
+    fn line(&mut self, line: &str) -> Option<u8> {
+        let line = line.trim_end();
+        let word = line.split_whitespace().next().unwrap_or("");
+        if line.starts_with("quit") {
+            return None;
+        }
+        Some(if line.starts_with("mconsole-version") {
+            println!("uml_mconsole client version 2");
+            0
+        } else if line.starts_with("help") {
+            let c = self.send("help");
+            print!("{LOCAL_HELP}");
+            c
+        } else if let Some(n) = line.strip_prefix("switch") {
+            let n = n.trim();
+            match resolve_uml_mconsole(n, true) {
+                Some(p) => {
+                    self.path = p;
+                    self.name = n.to_string();
+                    println!("Switched to '{n}'");
+                    0
+                }
+                None => {
+                    eprintln!("Couldn't switch to '{n}'");
+                    1
+                }
+            }
+        } else if word == "int" {
+            match uml_pid(&self.name) {
+                Some(pid) => {
+                    let _ = umlkit_sys::process::kill(pid, umlkit_sys::process::SIGINT);
+                    0
+                }
+                None => {
+                    println!("Cannot determine the PID of your UML session, not sending signal.");
+                    1
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("log") {
+            let rest = rest.strip_prefix(' ').unwrap_or(rest);
+            if let Some(f) = rest.strip_prefix("-f ") {
+                match std::fs::read_to_string(f.trim()) {
+                    Ok(t) => self.log_text(&t),
+                    Err(e) => {
+                        eprintln!("Couldn't open '{}' : {}", f.trim(), strerror(&e));
+                        1
+                    }
+                }
+            } else {
+                self.log_text(rest)
+            }
+        } else if let Some(rest) = line.strip_prefix("config ubd") {
+            self.send(&format!("config ubd{}", absolutize_ubd(rest)))
+        } else {
+            self.send(line)
+        })
+    }
+}
+
+/// `0=a,b` -> `0=/cwd/a,/cwd/b` (file names of a ubd config made absolute).
+fn absolutize_ubd(rest: &str) -> String {
+    let Some((dev, files)) = rest.split_once('=') else {
+        return rest.to_string();
+    };
+    let abs: Vec<String> = files
+        .split(',')
+        .map(|f| {
+            if f.is_empty() || f.starts_with('/') {
+                f.to_string()
+            } else {
+                std::path::absolute(f)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or(f.to_string())
+            }
+        })
+        .collect();
+    format!("{dev}={}", abs.join(","))
+}
+
+fn mconsole_session(path: PathBuf, name: &str, words: &[String], _warned: bool) -> u8 {
+    let mut s = Session {
+        path,
+        name: name.to_string(),
+    };
+    if !words.is_empty() {
+        let line = words.join(" ");
+        return s.line(line.trim_end()).unwrap_or(0);
+    }
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        let shown: String = if s.path.as_os_str().is_empty() {
+            "[None]".into()
+        } else {
+            s.name.chars().take(10).collect()
+        };
+        print!("({shown}) ");
+        let _ = std::io::stdout().flush();
+        match lines.next() {
+            Some(Ok(l)) => {
+                if l.trim().is_empty() {
+                    continue;
+                }
+                if s.line(&l).is_none() {
+                    return 0;
+                }
+            }
+            _ => {
+                println!();
+                return 0;
+            }
+        }
+    }
+}
+
+/// `uml_mconsole socket-name [command...]` (argv without argv[0]).
+pub fn multicall_mconsole(args: &[OsString]) -> ExitCode {
+    if args.is_empty() {
+        eprintln!("Usage : uml_mconsole socket-name [command]");
+        return ExitCode::from(1);
+    }
+    let name = args[0].to_string_lossy().into_owned();
+    let path = resolve_uml_mconsole(&name, true).unwrap_or_default();
+    let words: Vec<String> = args[1..]
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    ExitCode::from(mconsole_session(path, &name, &words, true))
 }

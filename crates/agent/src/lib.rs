@@ -1,0 +1,296 @@
+//! The exec-agent wire protocol (pure: bytes in, frames out, and back), shared
+//! by the agent inside the guest (`src/main.rs`, built as a static binary)
+//! and the supervisor/clients on the host (`guest` crate).
+//!
+//! The agent talks over a dedicated serial line (`ssl1`, guest `/dev/ttyS1`
+//! in raw mode); on the host the guest's supervisor owns the other end and
+//! exposes `<statedir>/<name>/exec.sock` to clients, which speak the same
+//! framing. Each frame:
+//!
+//! ```text
+//! +0 u8   magic 0xA5
+//! +1 u8   kind (see [`Kind`])
+//! +2 u32  id   little-endian; the request id an exec and its output share
+//! +6 u32  len  little-endian payload length (<= MAX_PAYLOAD)
+//! +10     payload
+//! ```
+//!
+//! Binary output is carried as is (length-prefixed), and ids multiplex any
+//! number of concurrent execs on one line. Exec payload: `u8 flags` (bit 0 =
+//! tty), `u32 argc`, then `argc` × (`u32 len`, bytes), `u32 envc`, then
+//! `envc` × (`u32 len`, `KEY=VALUE` bytes). Exit payload: `i32` code
+//! (128 + signal when the process was killed by a signal).
+
+/// First byte of every frame.
+pub const MAGIC: u8 = 0xA5;
+/// Largest payload of one frame; output is split into frames of at most this.
+pub const MAX_PAYLOAD: usize = 1 << 16;
+/// Header size.
+pub const HEADER: usize = 10;
+
+/// Frame kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// agent -> host, id 0: the agent is up; payload = version text.
+    Hello = 1,
+    /// host -> agent: start a process (payload: [`ExecRequest`]).
+    Exec = 2,
+    /// host -> agent: bytes for the process's stdin.
+    Stdin = 3,
+    /// host -> agent: close the process's stdin.
+    Eof = 4,
+    /// agent -> host: bytes the process wrote to stdout (the pty in tty mode).
+    Stdout = 5,
+    /// agent -> host: bytes the process wrote to stderr.
+    Stderr = 6,
+    /// agent -> host: the process ended (payload i32 code); last frame of an id.
+    Exit = 7,
+    /// agent -> host: the exec failed (payload: message); last frame of an id.
+    Error = 8,
+    /// host -> agent: send a signal (payload i32) to the process.
+    Signal = 9,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Hello,
+            2 => Kind::Exec,
+            3 => Kind::Stdin,
+            4 => Kind::Eof,
+            5 => Kind::Stdout,
+            6 => Kind::Stderr,
+            7 => Kind::Exit,
+            8 => Kind::Error,
+            9 => Kind::Signal,
+            _ => return None,
+        })
+    }
+}
+
+/// Protocol errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtoError {
+    #[error("bad frame magic {0:#04x} (stream out of sync)")]
+    BadMagic(u8),
+    #[error("unknown frame kind {0}")]
+    BadKind(u8),
+    #[error("frame payload of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("malformed {0} payload")]
+    Malformed(&'static str),
+}
+
+/// One frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub kind: Kind,
+    pub id: u32,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    pub fn new(kind: Kind, id: u32, payload: Vec<u8>) -> Frame {
+        Frame { kind, id, payload }
+    }
+
+    /// An exit frame.
+    pub fn exit(id: u32, code: i32) -> Frame {
+        Frame::new(Kind::Exit, id, code.to_le_bytes().to_vec())
+    }
+
+    /// The code of an exit or signal frame.
+    pub fn code(&self) -> Result<i32, ProtoError> {
+        let b: [u8; 4] = self
+            .payload
+            .as_slice()
+            .try_into()
+            .map_err(|_| ProtoError::Malformed("exit/signal"))?;
+        Ok(i32::from_le_bytes(b))
+    }
+
+    /// Append the encoded frame to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(MAGIC);
+        out.push(self.kind as u8);
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&(self.payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.payload);
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(HEADER + self.payload.len());
+        self.encode_into(&mut v);
+        v
+    }
+}
+
+/// Incremental decoder: push bytes as they arrive, pull whole frames.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 1 << 20 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete frame, `Ok(None)` when more bytes are needed.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtoError> {
+        let b = &self.buf[self.pos..];
+        if b.len() < HEADER {
+            return Ok(None);
+        }
+        if b[0] != MAGIC {
+            // skip the bad byte so a caller may resynchronise
+            self.pos += 1;
+            return Err(ProtoError::BadMagic(b[0]));
+        }
+        let kind = Kind::from_u8(b[1]).ok_or(ProtoError::BadKind(b[1]))?;
+        let id = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let len = u32::from_le_bytes([b[6], b[7], b[8], b[9]]) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(ProtoError::TooLarge(len));
+        }
+        if b.len() < HEADER + len {
+            return Ok(None);
+        }
+        let payload = b[HEADER..HEADER + len].to_vec();
+        self.pos += HEADER + len;
+        Ok(Some(Frame { kind, id, payload }))
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecRequest {
+    pub argv: Vec<Vec<u8>>,
+    /// `KEY=VALUE` entries added to the agent's default environment.
+    pub env: Vec<Vec<u8>>,
+    /// Run on a fresh pty (stdout and stderr merged, job control works).
+    pub tty: bool,
+}
+
+fn put_list(out: &mut Vec<u8>, items: &[Vec<u8>]) {
+    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for i in items {
+        out.extend_from_slice(&(i.len() as u32).to_le_bytes());
+        out.extend_from_slice(i);
+    }
+}
+
+fn get_u32(b: &[u8], pos: &mut usize) -> Result<u32, ProtoError> {
+    let s = b.get(*pos..*pos + 4).ok_or(ProtoError::Malformed("exec"))?;
+    *pos += 4;
+    Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn get_list(b: &[u8], pos: &mut usize) -> Result<Vec<Vec<u8>>, ProtoError> {
+    let n = get_u32(b, pos)? as usize;
+    if n > b.len() {
+        return Err(ProtoError::Malformed("exec"));
+    }
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let l = get_u32(b, pos)? as usize;
+        let s = b.get(*pos..*pos + l).ok_or(ProtoError::Malformed("exec"))?;
+        *pos += l;
+        v.push(s.to_vec());
+    }
+    Ok(v)
+}
+
+impl ExecRequest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![u8::from(self.tty)];
+        put_list(&mut out, &self.argv);
+        put_list(&mut out, &self.env);
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Result<ExecRequest, ProtoError> {
+        let flags = *b.first().ok_or(ProtoError::Malformed("exec"))?;
+        let mut pos = 1;
+        let argv = get_list(b, &mut pos)?;
+        let env = get_list(b, &mut pos)?;
+        if pos != b.len() || argv.is_empty() {
+            return Err(ProtoError::Malformed("exec"));
+        }
+        Ok(ExecRequest {
+            argv,
+            env,
+            tty: flags & 1 != 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_split_anywhere() {
+        let frames = vec![
+            Frame::new(Kind::Hello, 0, b"umlkit-agent 1".to_vec()),
+            Frame::new(Kind::Stdout, 7, (0..=255u8).collect()),
+            Frame::exit(7, -1),
+            Frame::new(Kind::Eof, 3, vec![]),
+        ];
+        let mut bytes = Vec::new();
+        for f in &frames {
+            f.encode_into(&mut bytes);
+        }
+        for split in 0..bytes.len() {
+            let mut d = Decoder::new();
+            let mut got = Vec::new();
+            d.push(&bytes[..split]);
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push(f);
+            }
+            d.push(&bytes[split..]);
+            while let Some(f) = d.next_frame().unwrap() {
+                got.push(f);
+            }
+            assert_eq!(got, frames, "split at {split}");
+        }
+        assert_eq!(frames[2].code().unwrap(), -1);
+    }
+
+    #[test]
+    fn exec_request_round_trip() {
+        let r = ExecRequest {
+            argv: vec![b"sh".to_vec(), b"-c".to_vec(), b"echo \0x".to_vec()],
+            env: vec![b"A=1".to_vec()],
+            tty: true,
+        };
+        assert_eq!(ExecRequest::decode(&r.encode()).unwrap(), r);
+        assert!(ExecRequest::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+        assert!(ExecRequest::decode(&[0, 255, 255, 255, 255]).is_err());
+    }
+
+    #[test]
+    fn bad_magic_and_size() {
+        let mut d = Decoder::new();
+        d.push(&[0u8; 12]);
+        assert_eq!(d.next_frame(), Err(ProtoError::BadMagic(0)));
+        let mut d = Decoder::new();
+        let mut f = Frame::new(Kind::Stdin, 1, vec![]).encode();
+        f[6..10].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
+        d.push(&f);
+        assert_eq!(d.next_frame(), Err(ProtoError::TooLarge(MAX_PAYLOAD + 1)));
+    }
+}

@@ -1,0 +1,644 @@
+//! The guest store: a state root holding one directory per guest, and the
+//! operations on guests (start, wait_ready, exec, halt, kill, list, cleanup).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use umlkit_sys::process as sp;
+
+use crate::config::{valid_name, DiskSpec, GuestConfig, Transport, MIN_MEM_MB};
+use crate::exec::{ExecOutput, ExecRequest, ExecSession};
+use crate::state::{now_ms, Ending, GuestPaths, State};
+use crate::supervisor::group_members;
+use crate::Error;
+
+/// What `start` returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuestInfo {
+    pub name: String,
+    pub dir: PathBuf,
+    pub pid: u32,
+    pub pgid: u32,
+    pub supervisor_pid: u32,
+    pub mconsole: PathBuf,
+    pub exec_sock: PathBuf,
+    pub console_sock: PathBuf,
+}
+
+/// Life-cycle phase shown by `ps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// The kernel runs, the agent has not said hello yet.
+    Booting,
+    /// The agent is up: exec works.
+    Running,
+    Halted,
+    Killed,
+    Crashed,
+    /// The state says running but neither supervisor nor kernel exists
+    /// (e.g. both were SIGKILLed, or the host rebooted).
+    Dead,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self).ok();
+        write!(f, "{}", s.as_ref().and_then(|v| v.as_str()).unwrap_or("?"))
+    }
+}
+
+/// One line of `ps`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuestStatus {
+    pub name: String,
+    pub phase: Phase,
+    pub pid: Option<u32>,
+    pub pgid: Option<u32>,
+    pub supervisor_pid: u32,
+    pub uptime_s: Option<f64>,
+    /// Boot time: start to agent hello.
+    pub boot_s: Option<f64>,
+    /// Sum of VmRSS of the kernel's processes (KiB).
+    pub rss_kb: u64,
+    /// Sum of Pss of the kernel's processes (KiB).
+    pub pss_kb: u64,
+    pub processes: Vec<u32>,
+    pub disks: Vec<String>,
+    pub interfaces: Vec<String>,
+    pub console: Option<PathBuf>,
+    pub ending: Option<Ending>,
+    pub mem_mb: u32,
+}
+
+impl GuestStatus {
+    pub fn alive(&self) -> bool {
+        matches!(self.phase, Phase::Booting | Phase::Running)
+    }
+}
+
+/// A directory of guests.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    supervisor: Option<PathBuf>,
+}
+
+fn kb_field(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// The default state root: `$UMLKIT_STATE_DIR`, else
+    /// `$XDG_RUNTIME_DIR/umlkit`, else `$HOME/.umlkit/run`.
+    pub fn default_root() -> PathBuf {
+        if let Some(d) = std::env::var_os("UMLKIT_STATE_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d);
+        }
+        if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d).join("umlkit");
+        }
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+        PathBuf::from(home).join(".umlkit/run")
+    }
+
+    /// Open (creating it) the state root.
+    pub fn open(state_root: Option<PathBuf>) -> Result<Store, Error> {
+        let root = state_root.unwrap_or_else(Store::default_root);
+        std::fs::create_dir_all(&root)
+            .map_err(|e| Error::io(&root, "cannot create the state dir", e))?;
+        let root = std::path::absolute(&root).unwrap_or(root);
+        Ok(Store {
+            root,
+            supervisor: None,
+        })
+    }
+
+    /// Use this `umlkit` executable to run supervisors (`EXE supervise DIR`).
+    pub fn with_supervisor_exe(mut self, exe: PathBuf) -> Store {
+        self.supervisor = Some(exe);
+        self
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn paths(&self, name: &str) -> GuestPaths {
+        GuestPaths::new(&self.root, name)
+    }
+
+    fn supervisor_exe(&self) -> Result<PathBuf, Error> {
+        if let Some(p) = &self.supervisor {
+            return Ok(p.clone());
+        }
+        if let Some(p) = std::env::var_os("UMLKIT_BIN") {
+            return Ok(PathBuf::from(p));
+        }
+        if let Ok(exe) = std::env::current_exe() {
+            if exe.file_name().is_some_and(|n| n == "umlkit") {
+                return Ok(exe);
+            }
+            // test binaries live in target/<profile>/deps
+            for d in exe.ancestors().skip(1).take(2) {
+                let c = d.join("umlkit");
+                if c.is_file() {
+                    return Ok(c);
+                }
+            }
+        }
+        crate::which("umlkit").ok_or(Error::NoSupervisor)
+    }
+
+    /// Validate `cfg`, make its paths absolute, resolve the kernel, refuse a
+    /// running duplicate, and write the guest dir with `config.json`.
+    pub fn prepare(&self, cfg: &GuestConfig) -> Result<(GuestPaths, GuestConfig), Error> {
+        if !valid_name(&cfg.name) {
+            return Err(Error::BadName(cfg.name.clone()));
+        }
+        let paths = self.paths(&cfg.name);
+        paths.check_socket_paths()?;
+        if cfg.mem_mb < MIN_MEM_MB {
+            return Err(Error::MemTooSmall(cfg.mem_mb));
+        }
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let mut c = cfg.clone();
+        c.kernel = Some(crate::find_kernel(cfg.kernel.as_deref())?);
+        for d in &mut c.disks {
+            d.image = abs(&d.image);
+            if !d.image.is_file() {
+                return Err(Error::Missing {
+                    what: "disk image",
+                    path: d.image.clone(),
+                });
+            }
+            d.cow = d.cow.as_deref().map(abs);
+        }
+        for n in &mut c.nets {
+            let (what, p) = match &mut n.transport {
+                Transport::Daemon { ctl } => ("switch control socket", ctl),
+                Transport::Vde { dir, .. } => ("VDE switch directory", dir),
+            };
+            *p = abs(p);
+            if p.symlink_metadata().is_err() {
+                return Err(Error::Missing {
+                    what,
+                    path: p.clone(),
+                });
+            }
+        }
+        if let Some(h) = &mut c.hostfs {
+            *h = abs(h);
+            if !h.is_dir() {
+                return Err(Error::Missing {
+                    what: "hostfs directory",
+                    path: h.clone(),
+                });
+            }
+        }
+        if paths.dir.exists() {
+            if let Ok(st) = self.status(&cfg.name) {
+                if st.alive() {
+                    return Err(Error::AlreadyRunning(cfg.name.clone()));
+                }
+            }
+            self.remove_dir(&paths)?;
+        }
+        std::fs::create_dir_all(&paths.dir)
+            .map_err(|e| Error::io(&paths.dir, "cannot create", e))?;
+        let text = serde_json::to_string_pretty(&c).expect("config serializes");
+        std::fs::write(paths.config(), text)
+            .map_err(|e| Error::io(&paths.config(), "cannot write", e))?;
+        Ok((paths, c))
+    }
+
+    /// Start a guest detached, under its own supervisor. Returns once the
+    /// kernel process runs (use [`Store::wait_ready`] for exec).
+    pub fn start(&self, cfg: &GuestConfig) -> Result<GuestInfo, Error> {
+        let exe = self.supervisor_exe()?;
+        let (paths, _) = self.prepare(cfg)?;
+        let log = std::fs::File::create(paths.supervisor_log())
+            .map_err(|e| Error::io(&paths.supervisor_log(), "cannot create", e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| Error::io(&paths.supervisor_log(), "dup", e))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("supervise")
+            .arg(&paths.dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        sp::setsid_on_spawn(&mut cmd, false);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io(&exe, "cannot start the supervisor", e))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let result = loop {
+            if let Ok(st) = State::load(&paths.state()) {
+                if let Some(err) = st.error {
+                    break Err(Error::NotRunning(cfg.name.clone(), err));
+                }
+                if let (Some(pid), Some(pgid)) = (st.pid, st.pgid) {
+                    break Ok(GuestInfo {
+                        name: cfg.name.clone(),
+                        dir: paths.dir.clone(),
+                        pid,
+                        pgid,
+                        supervisor_pid: st.supervisor_pid,
+                        mconsole: paths.mconsole(),
+                        exec_sock: paths.exec_sock(),
+                        console_sock: paths.console_sock(),
+                    });
+                }
+            }
+            if let Ok(Some(st)) = child.try_wait() {
+                let log = std::fs::read_to_string(paths.supervisor_log()).unwrap_or_default();
+                break Err(Error::NotRunning(
+                    cfg.name.clone(),
+                    format!("the supervisor exited ({st}): {}", log.trim()),
+                ));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break Err(Error::Timeout(
+                    cfg.name.clone(),
+                    "the supervisor to start the kernel".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // reap the supervisor whenever it ends (we may be a long-lived process)
+        std::thread::spawn(move || child.wait());
+        result
+    }
+
+    /// Run a guest in the foreground of this process (console on stdio unless
+    /// `cfg.console` says otherwise); returns the kernel's exit code.
+    pub fn run_foreground(&self, cfg: &GuestConfig) -> Result<i32, Error> {
+        let (paths, _) = self.prepare(cfg)?;
+        crate::supervisor::run(&paths.dir, true)
+    }
+
+    fn load(&self, name: &str) -> Result<(GuestPaths, State), Error> {
+        if !valid_name(name) {
+            return Err(Error::BadName(name.to_string()));
+        }
+        let paths = self.paths(name);
+        if !paths.dir.is_dir() {
+            return Err(Error::Unknown(name.to_string()));
+        }
+        match State::load(&paths.state()) {
+            Ok(st) => Ok((paths, st)),
+            Err(e) => {
+                if paths.config().exists() && !paths.state().exists() {
+                    Err(Error::NotRunning(
+                        name.to_string(),
+                        "never started (no state.json)".into(),
+                    ))
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Status of one guest.
+    pub fn status(&self, name: &str) -> Result<GuestStatus, Error> {
+        let (paths, st) = self.load(name)?;
+        Ok(self.status_of(&paths, &st))
+    }
+
+    fn status_of(&self, paths: &GuestPaths, st: &State) -> GuestStatus {
+        let sup_alive = sp::process_exists(st.supervisor_pid);
+        let kern_alive = st.pid.is_some_and(sp::process_exists);
+        let phase = match &st.ending {
+            Some(Ending::Halted) => Phase::Halted,
+            Some(Ending::Killed) => Phase::Killed,
+            Some(Ending::Crashed { .. }) => Phase::Crashed,
+            None if kern_alive || sup_alive => {
+                if st.ready_unix_ms.is_some() {
+                    Phase::Running
+                } else {
+                    Phase::Booting
+                }
+            }
+            None => Phase::Dead,
+        };
+        let alive = matches!(phase, Phase::Booting | Phase::Running);
+        let processes = match (alive, st.pgid) {
+            (true, Some(g)) => group_members(g),
+            _ => vec![],
+        };
+        let (mut rss, mut pss) = (0, 0);
+        for p in &processes {
+            if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/status")) {
+                rss += kb_field(&s, "VmRSS:");
+            }
+            if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")) {
+                pss += kb_field(&s, "Pss:");
+            }
+        }
+        let now = now_ms();
+        let end = st.ended_unix_ms.unwrap_or(now);
+        let disks = st
+            .cmdline
+            .iter()
+            .filter(|a| a.starts_with("ubd"))
+            .cloned()
+            .collect();
+        let interfaces = st
+            .cmdline
+            .iter()
+            .filter(|a| a.starts_with("eth"))
+            .cloned()
+            .collect();
+        GuestStatus {
+            name: st.name.clone(),
+            phase,
+            pid: st.pid,
+            pgid: st.pgid,
+            supervisor_pid: st.supervisor_pid,
+            uptime_s: st
+                .pid
+                .map(|_| end.saturating_sub(st.started_unix_ms) as f64 / 1000.0),
+            boot_s: st
+                .ready_unix_ms
+                .map(|r| r.saturating_sub(st.started_unix_ms) as f64 / 1000.0),
+            rss_kb: rss,
+            pss_kb: pss,
+            processes,
+            disks,
+            interfaces,
+            console: (alive && paths.console_sock().exists()).then(|| paths.console_sock()),
+            ending: st.ending.clone(),
+            mem_mb: st.config.mem_mb,
+        }
+    }
+
+    /// All guests of this store, sorted by name (dead ones included).
+    pub fn list(&self) -> Result<Vec<GuestStatus>, Error> {
+        let mut v = Vec::new();
+        let rd =
+            std::fs::read_dir(&self.root).map_err(|e| Error::io(&self.root, "cannot list", e))?;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !valid_name(&name) {
+                continue;
+            }
+            let paths = self.paths(&name);
+            if let Ok(st) = State::load(&paths.state()) {
+                v.push(self.status_of(&paths, &st));
+            }
+        }
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(v)
+    }
+
+    /// Wait until the guest's exec agent is up.
+    pub fn wait_ready(&self, name: &str, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (paths, st) = self.load(name)?;
+            let s = self.status_of(&paths, &st);
+            match s.phase {
+                Phase::Running => return Ok(()),
+                Phase::Booting => {}
+                _ => {
+                    let log = std::fs::read_to_string(paths.console_log()).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    let ending = st.ending.unwrap_or(Ending::Crashed {
+                        exit_code: None,
+                        signal: None,
+                    });
+                    let extra = if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; console: {}", tail.join(" | "))
+                    };
+                    return Err(Error::Ended(name.to_string(), ending, extra));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(name.to_string(), "the guest agent".into()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Run a command in the guest and collect its output and exit code.
+    pub fn exec<S: AsRef<str>>(
+        &self,
+        name: &str,
+        argv: &[S],
+        timeout: Duration,
+    ) -> Result<ExecOutput, Error> {
+        let (paths, _) = self.load(name)?;
+        let argv: Vec<String> = argv.iter().map(|s| s.as_ref().to_string()).collect();
+        crate::exec::run(name, &paths.exec_sock(), &argv, timeout)
+    }
+
+    /// Start an interactive/streaming exec.
+    pub fn exec_session(&self, name: &str, req: &ExecRequest) -> Result<ExecSession, Error> {
+        let (paths, _) = self.load(name)?;
+        ExecSession::start(name, &paths.exec_sock(), req)
+    }
+
+    /// Send one mconsole command; an `ERR` reply becomes an error.
+    pub fn mconsole(&self, name: &str, cmd: &str) -> Result<mconsole::Response, Error> {
+        let (paths, _) = self.load(name)?;
+        let r = mconsole::send(&paths.mconsole(), cmd, Duration::from_secs(10))
+            .map_err(|e| Error::Mconsole(name.to_string(), e))?;
+        if !r.ok() {
+            return Err(Error::MconsoleErr(
+                name.to_string(),
+                cmd.to_string(),
+                r.text,
+            ));
+        }
+        Ok(r)
+    }
+
+    /// Wait until the guest has ended (state written, processes gone).
+    fn wait_ended(&self, name: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(s) = self.status(name) {
+                if !s.alive() && s.pgid.into_iter().all(|g| group_members(g).is_empty()) {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stop a guest: mconsole `cad` (the default image's init powers off
+    /// cleanly), then mconsole `halt`, then SIGTERM, then SIGKILL, each after
+    /// `timeout`. No host process is left behind. Returns how it ended.
+    pub fn halt(&self, name: &str, timeout: Duration) -> Result<Ending, Error> {
+        let s = self.status(name)?;
+        if s.alive() {
+            let (paths, st) = self.load(name)?;
+            let steps: [&dyn Fn(); 2] = [
+                &|| {
+                    let _ = mconsole::send(&paths.mconsole(), "cad", Duration::from_secs(2));
+                },
+                &|| {
+                    let _ = mconsole::send(&paths.mconsole(), "halt", Duration::from_secs(2));
+                },
+            ];
+            let mut done = false;
+            for step in steps {
+                step();
+                if self.wait_ended(name, timeout) {
+                    done = true;
+                    break;
+                }
+            }
+            if !done {
+                let _ = std::fs::write(paths.stop_marker(), b"");
+                if let Some(g) = st.pgid {
+                    let _ = sp::kill_group(g, sp::SIGTERM);
+                }
+                if !self.wait_ended(name, timeout) {
+                    self.force_kill(&paths, &st);
+                }
+            }
+        }
+        let s = self.status(name)?;
+        Ok(s.ending.unwrap_or(Ending::Crashed {
+            exit_code: None,
+            signal: None,
+        }))
+    }
+
+    fn force_kill(&self, paths: &GuestPaths, st: &State) {
+        let _ = std::fs::write(paths.stop_marker(), b"");
+        if let Some(g) = st.pgid {
+            let _ = sp::kill_group(g, sp::SIGKILL);
+        }
+        if self.wait_ended(&st.name, Duration::from_secs(3)) {
+            return;
+        }
+        // the supervisor is gone or stuck: finish its job
+        if sp::process_exists(st.supervisor_pid) {
+            let _ = sp::kill(st.supervisor_pid, sp::SIGKILL);
+        }
+        if let Some(g) = st.pgid {
+            for _ in 0..100 {
+                if group_members(g).is_empty() {
+                    break;
+                }
+                let _ = sp::kill_group(g, sp::SIGKILL);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if let Ok(mut cur) = State::load(&paths.state()) {
+            if cur.ending.is_none() {
+                cur.ending = Some(Ending::Killed);
+                cur.ended_unix_ms = Some(now_ms());
+                let _ = cur.save(&paths.state());
+            }
+        }
+    }
+
+    /// SIGKILL the guest's processes at once.
+    pub fn kill(&self, name: &str) -> Result<(), Error> {
+        let (paths, st) = self.load(name)?;
+        if self.status_of(&paths, &st).alive() {
+            self.force_kill(&paths, &st);
+        }
+        Ok(())
+    }
+
+    /// Reboot through mconsole (the kernel re-executes itself in place).
+    pub fn reboot(&self, name: &str) -> Result<(), Error> {
+        self.mconsole(name, "reboot").map(|_| ())
+    }
+
+    /// Remove a stopped guest's state dir (COWs, logs, stale uml_dir).
+    pub fn cleanup(&self, name: &str) -> Result<(), Error> {
+        let (paths, st) = match self.load(name) {
+            Ok(x) => x,
+            Err(Error::NotRunning(..)) | Err(Error::BadState(..)) => {
+                return self.remove_dir(&self.paths(name));
+            }
+            Err(e) => return Err(e),
+        };
+        if self.status_of(&paths, &st).alive() {
+            return Err(Error::StillRunning(name.to_string()));
+        }
+        self.remove_dir(&paths)
+    }
+
+    fn remove_dir(&self, paths: &GuestPaths) -> Result<(), Error> {
+        std::fs::remove_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, "cannot remove", e))
+    }
+
+    /// Hot-plug a disk on the first free ubd slot (1..15); returns `ubdN`.
+    /// Without an explicit COW, an automatic one is made in the guest dir.
+    pub fn disk_add(&self, name: &str, disk: &DiskSpec) -> Result<String, Error> {
+        let (paths, _) = self.load(name)?;
+        let image = std::path::absolute(&disk.image).unwrap_or(disk.image.clone());
+        if !image.is_file() {
+            return Err(Error::Missing {
+                what: "disk image",
+                path: image,
+            });
+        }
+        for n in 1..16 {
+            let r = self.mconsole(name, &format!("config ubd{n}"))?;
+            if !r.text.is_empty() {
+                continue;
+            }
+            let spec = if disk.readonly {
+                format!("ubd{n}r={}", image.display())
+            } else if disk.no_cow {
+                format!("ubd{n}={}", image.display())
+            } else {
+                let cow = disk
+                    .cow
+                    .as_deref()
+                    .map(|c| std::path::absolute(c).unwrap_or(c.to_path_buf()))
+                    .unwrap_or_else(|| paths.dir.join(format!("hot-ubd{n}.cow")));
+                let _ = std::fs::remove_file(paths.dir.join(format!("hot-ubd{n}.cow")));
+                format!("ubd{n}={},{}", cow.display(), image.display())
+            };
+            self.mconsole(name, &format!("config {spec}"))?;
+            return Ok(format!("ubd{n}"));
+        }
+        Err(Error::MconsoleErr(
+            name.to_string(),
+            "config ubd".into(),
+            "no free ubd slot".into(),
+        ))
+    }
+
+    /// Hot-unplug `ubdN` (or `ubdX` with a letter).
+    pub fn disk_remove(&self, name: &str, dev: &str) -> Result<(), Error> {
+        let n = dev.strip_prefix("ubd").unwrap_or(dev);
+        let n = match n.parse::<u32>() {
+            Ok(v) => v,
+            Err(_) if n.len() == 1 && n.as_bytes()[0].is_ascii_lowercase() => {
+                u32::from(n.as_bytes()[0] - b'a')
+            }
+            Err(_) => {
+                return Err(Error::MconsoleErr(
+                    name.into(),
+                    format!("remove {dev}"),
+                    "expected ubdN or ubdX".into(),
+                ))
+            }
+        };
+        self.mconsole(name, &format!("remove ubd{n}")).map(|_| ())
+    }
+}

@@ -1,0 +1,428 @@
+//! The per-guest supervisor: starts the kernel in its own process group,
+//! owns the host end of the agent's serial line and the console pty, serves
+//! `exec.sock` and `console.sock`, writes `console.log` and `state.json`,
+//! and records how the guest ended. Runs detached (`umlkit supervise DIR`,
+//! a session leader) or in the foreground of `umlkit run`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use umlkit_agent::{Decoder, Frame, Kind};
+use umlkit_sys::process as sp;
+
+use crate::config::{kernel_args, ConsoleMode, GuestConfig, Layout};
+use crate::state::{now_ms, Ending, GuestPaths, State};
+use crate::Error;
+
+/// Host fd number of the agent's serial line inside the kernel process.
+pub const AGENT_FD: i32 = 3;
+
+type Shared<T> = Arc<Mutex<T>>;
+
+struct Route {
+    client: Shared<UnixStream>,
+    cid: u32,
+}
+
+struct Hub {
+    agent: Shared<UnixStream>,
+    routes: Shared<HashMap<u32, Route>>,
+    next_id: Mutex<u32>,
+    ready: AtomicBool,
+    dead: AtomicBool,
+    state: Shared<State>,
+    state_path: PathBuf,
+}
+
+impl Hub {
+    fn save(&self) {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = st.save(&self.state_path) {
+            eprintln!("umlkit supervise: {e}");
+        }
+    }
+    fn to_agent(&self, f: &Frame) -> bool {
+        let mut a = self.agent.lock().unwrap_or_else(|e| e.into_inner());
+        a.write_all(&f.encode()).is_ok()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Agent -> clients.
+fn agent_reader(hub: Arc<Hub>, mut rd: UnixStream) {
+    let mut dec = Decoder::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = match rd.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        dec.push(&buf[..n]);
+        loop {
+            let f = match dec.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(_) => continue, // skip garbage (e.g. echo before raw mode)
+            };
+            if f.kind == Kind::Hello {
+                let restarted = hub.ready.swap(true, Ordering::SeqCst);
+                if restarted {
+                    // the agent was restarted: pending execs are lost
+                    let mut r = lock(&hub.routes);
+                    for (_, route) in r.drain() {
+                        let e = Frame::new(
+                            Kind::Error,
+                            route.cid,
+                            b"the guest agent restarted".to_vec(),
+                        );
+                        let _ = lock(&route.client).write_all(&e.encode());
+                    }
+                } else {
+                    lock(&hub.state).ready_unix_ms = Some(now_ms());
+                    hub.save();
+                }
+                continue;
+            }
+            let last = matches!(f.kind, Kind::Exit | Kind::Error);
+            let route = {
+                let mut r = lock(&hub.routes);
+                if last {
+                    r.remove(&f.id)
+                } else {
+                    r.get(&f.id).map(|x| Route {
+                        client: x.client.clone(),
+                        cid: x.cid,
+                    })
+                }
+            };
+            if let Some(route) = route {
+                let out = Frame::new(f.kind, route.cid, f.payload);
+                let _ = lock(&route.client).write_all(&out.encode());
+            }
+        }
+    }
+}
+
+/// One exec client.
+fn exec_client(hub: Arc<Hub>, mut rd: UnixStream) {
+    let wr = match rd.try_clone() {
+        Ok(w) => Arc::new(Mutex::new(w)),
+        Err(_) => return,
+    };
+    let mut mine: HashMap<u32, u32> = HashMap::new(); // cid -> gid
+    let mut dec = Decoder::new();
+    let mut buf = vec![0u8; 65536];
+    'outer: loop {
+        let n = match rd.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        dec.push(&buf[..n]);
+        loop {
+            let f = match dec.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(_) => break 'outer,
+            };
+            match f.kind {
+                Kind::Exec => {
+                    let deadline = Instant::now() + Duration::from_secs(300);
+                    while !hub.ready.load(Ordering::SeqCst)
+                        && !hub.dead.load(Ordering::SeqCst)
+                        && Instant::now() < deadline
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    if !hub.ready.load(Ordering::SeqCst) || hub.dead.load(Ordering::SeqCst) {
+                        let e = Frame::new(
+                            Kind::Error,
+                            f.id,
+                            b"the guest is not running (or its agent never started)".to_vec(),
+                        );
+                        let _ = lock(&wr).write_all(&e.encode());
+                        continue;
+                    }
+                    let gid = {
+                        let mut g = lock(&hub.next_id);
+                        *g = g.wrapping_add(1).max(1);
+                        *g
+                    };
+                    lock(&hub.routes).insert(
+                        gid,
+                        Route {
+                            client: wr.clone(),
+                            cid: f.id,
+                        },
+                    );
+                    mine.insert(f.id, gid);
+                    if !hub.to_agent(&Frame::new(Kind::Exec, gid, f.payload)) {
+                        lock(&hub.routes).remove(&gid);
+                        let e =
+                            Frame::new(Kind::Error, f.id, b"cannot reach the guest agent".to_vec());
+                        let _ = lock(&wr).write_all(&e.encode());
+                    }
+                }
+                Kind::Stdin | Kind::Eof | Kind::Signal => {
+                    if let Some(&gid) = mine.get(&f.id) {
+                        hub.to_agent(&Frame::new(f.kind, gid, f.payload));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // client gone: kill what it still runs
+    for gid in mine.values() {
+        if lock(&hub.routes).remove(gid).is_some() {
+            hub.to_agent(&Frame::new(Kind::Signal, *gid, 9i32.to_le_bytes().to_vec()));
+        }
+    }
+}
+
+fn serve_exec(hub: Arc<Hub>, l: UnixListener) {
+    for c in l.incoming().flatten() {
+        let h = hub.clone();
+        std::thread::spawn(move || exec_client(h, c));
+    }
+}
+
+/// pty master -> console.log + attached clients.
+fn console_pump(mut master: File, mut log: File, clients: Shared<Vec<UnixStream>>) {
+    let mut buf = vec![0u8; 16384];
+    loop {
+        let n = match master.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                // EIO while no process holds the slave: wait and retry
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let _ = log.write_all(&buf[..n]);
+        lock(&clients).retain_mut(|c| c.write_all(&buf[..n]).is_ok());
+    }
+}
+
+fn serve_console(l: UnixListener, master: File, clients: Shared<Vec<UnixStream>>) {
+    for c in l.incoming().flatten() {
+        let Ok(w) = c.try_clone() else { continue };
+        lock(&clients).push(w);
+        let Ok(mut m) = master.try_clone() else {
+            continue;
+        };
+        let mut c = c;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 || m.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+fn bind(path: &Path) -> Result<UnixListener, Error> {
+    let _ = std::fs::remove_file(path);
+    UnixListener::bind(path).map_err(|e| Error::io(path, "cannot listen on", e))
+}
+
+/// Processes whose process group is `pgid` (from /proc).
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let mut v = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return v;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // fields after the ")" : state ppid pgrp ...
+            if let Some(rest) = stat.rsplit_once(')').map(|x| x.1) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                if f.get(2).and_then(|s| s.parse::<u32>().ok()) == Some(pgid) {
+                    v.push(pid);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Run the supervisor for the guest in `dir` (its `config.json` must exist).
+/// Returns the kernel's exit status as a process exit code.
+pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::BadState(dir.to_path_buf(), "not a guest dir".into()))?
+        .to_string();
+    let root = dir.parent().unwrap_or(Path::new("/"));
+    let paths = GuestPaths::new(root, &name);
+    let text = std::fs::read_to_string(paths.config())
+        .map_err(|e| Error::io(&paths.config(), "cannot read", e))?;
+    let cfg: GuestConfig =
+        serde_json::from_str(&text).map_err(|e| Error::BadState(paths.config(), e.to_string()))?;
+    if !foreground {
+        let _ = sp::setsid();
+    }
+    sp::ignore_sigpipe();
+    let kernel = crate::find_kernel(cfg.kernel.as_deref())?;
+    let uml_dir = paths.uml_dir();
+    std::fs::create_dir_all(&uml_dir).map_err(|e| Error::io(&uml_dir, "cannot create", e))?;
+    let layout = Layout {
+        dir: paths.dir.clone(),
+        uml_dir: uml_dir.clone(),
+        agent_fd: Some(AGENT_FD),
+    };
+    // fresh automatic COWs at each start
+    for (i, d) in cfg.disks.iter().enumerate() {
+        if d.cow.is_none() && !d.readonly && !d.no_cow {
+            let _ = std::fs::remove_file(crate::config::auto_cow(&paths.dir, i));
+        }
+    }
+    let args = kernel_args(&cfg, &layout);
+    let _ = std::fs::remove_file(paths.stop_marker());
+    let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io(dir, "socketpair", e))?;
+    let mut cmd = Command::new(&kernel);
+    cmd.args(&args);
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    sp::pass_fd(&mut cmd, theirs.as_raw_fd(), AGENT_FD);
+    let log_path = paths.console_log();
+    let mut pty_master = None;
+    match (cfg.console, foreground) {
+        (ConsoleMode::Stdio, true) => {}
+        (ConsoleMode::Pty, _) | (ConsoleMode::Stdio, false) => {
+            let pty = sp::open_pty().map_err(|e| Error::io(dir, "cannot open a pty", e))?;
+            let _ = sp::set_winsize(std::os::fd::AsFd::as_fd(&pty.master), 25, 80);
+            let c = |f: &File| f.try_clone().map_err(|e| Error::io(dir, "dup", e));
+            cmd.stdin(c(&pty.slave)?)
+                .stdout(c(&pty.slave)?)
+                .stderr(c(&pty.slave)?);
+            pty_master = Some(pty.master);
+        }
+        (ConsoleMode::None, _) => {
+            let f =
+                File::create(&log_path).map_err(|e| Error::io(&log_path, "cannot create", e))?;
+            let g = f.try_clone().map_err(|e| Error::io(&log_path, "dup", e))?;
+            cmd.stdin(Stdio::null()).stdout(f).stderr(g);
+        }
+    }
+    let mut state = State {
+        name: name.clone(),
+        supervisor_pid: std::process::id(),
+        pid: None,
+        pgid: None,
+        started_unix_ms: now_ms(),
+        ready_unix_ms: None,
+        ended_unix_ms: None,
+        ending: None,
+        kernel: kernel.clone(),
+        cmdline: args.clone(),
+        config: cfg.clone(),
+        error: None,
+    };
+    let exec_l = bind(&paths.exec_sock())?;
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            state.error = Some(format!("cannot start {}: {e}", kernel.display()));
+            state.ending = Some(Ending::Crashed {
+                exit_code: None,
+                signal: None,
+            });
+            state.ended_unix_ms = Some(now_ms());
+            state.save(&paths.state())?;
+            let _ = std::fs::remove_file(paths.exec_sock());
+            return Err(Error::io(&kernel, "cannot start the kernel", e));
+        }
+    };
+    drop(cmd);
+    drop(theirs);
+    let pid = child.id();
+    state.pid = Some(pid);
+    state.pgid = Some(pid);
+    let state_path = paths.state();
+    state.save(&state_path)?;
+    let hub = Arc::new(Hub {
+        agent: Arc::new(Mutex::new(
+            ours.try_clone().map_err(|e| Error::io(dir, "dup", e))?,
+        )),
+        routes: Arc::new(Mutex::new(HashMap::new())),
+        next_id: Mutex::new(0),
+        ready: AtomicBool::new(false),
+        dead: AtomicBool::new(false),
+        state: Arc::new(Mutex::new(state)),
+        state_path: state_path.clone(),
+    });
+    {
+        let h = hub.clone();
+        std::thread::spawn(move || agent_reader(h, ours));
+        let h = hub.clone();
+        std::thread::spawn(move || serve_exec(h, exec_l));
+    }
+    if let Some(master) = pty_master {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::io(&log_path, "cannot create", e))?;
+        let clients: Shared<Vec<UnixStream>> = Arc::new(Mutex::new(Vec::new()));
+        let l = bind(&paths.console_sock())?;
+        let m2 = master.try_clone().map_err(|e| Error::io(dir, "dup", e))?;
+        let c2 = clients.clone();
+        std::thread::spawn(move || console_pump(master, log, c2));
+        std::thread::spawn(move || serve_console(l, m2, clients));
+    }
+    let status = child.wait().map_err(|e| Error::io(&kernel, "wait", e))?;
+    hub.dead.store(true, Ordering::SeqCst);
+    use std::os::unix::process::ExitStatusExt;
+    let stop_requested = paths.stop_marker().exists();
+    let ending = match (status.code(), status.signal()) {
+        (Some(0), _) => Ending::Halted,
+        _ if stop_requested => Ending::Killed,
+        (code, signal) => Ending::Crashed {
+            exit_code: code,
+            signal,
+        },
+    };
+    // helpers the kernel started (vde_plug, port-helper...) must not outlive it
+    for _ in 0..50 {
+        if group_members(pid).is_empty() {
+            break;
+        }
+        let _ = sp::kill_group(pid, sp::SIGKILL);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    {
+        let mut st = lock(&hub.state);
+        st.ending = Some(ending);
+        st.ended_unix_ms = Some(now_ms());
+    }
+    hub.save();
+    let _ = std::fs::remove_file(paths.exec_sock());
+    let _ = std::fs::remove_file(paths.console_sock());
+    let _ = std::fs::remove_file(paths.stop_marker());
+    // give console_pump a moment to flush the last output
+    std::thread::sleep(Duration::from_millis(50));
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
