@@ -104,6 +104,10 @@ fn raw_request(path: &Path, bytes: &[u8]) -> Vec<u8> {
     let mut s = UnixStream::connect(path).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
     let _ = s.write_all(bytes);
+    if bytes.is_empty() {
+        // nothing to say: EOF
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     out
@@ -414,4 +418,17 @@ fn slow_reader_gets_every_frame_through_flow_control() {
     assert_eq!(got, total, "{}", sw.mgmt("port/stats"));
     let stats = sw.mgmt("port/stats 2");
     assert!(stats.contains("out_drops=0"), "{stats}");
+}
+
+/// A client that connects and never sends its request is closed after the
+/// handshake timeout (10 s), so idle connections cannot pile up.
+#[test]
+fn idle_control_connection_is_closed() {
+    let sw = Sw::start(&[]);
+    let mut idle = UnixStream::connect(sw.dir.join("ctl")).unwrap();
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(idle.read(&mut buf).unwrap(), 0);
+    assert!(sw.log().contains("sent no request in time"));
 }

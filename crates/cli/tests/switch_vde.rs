@@ -345,9 +345,15 @@ fn daemon_mode_writes_pidfile_and_cleans_up() {
     let mut g = ProcGuard::spawn("umlkit-switch-d", cmd);
     let st = g.wait_timeout(WAIT).expect("foreground part returns");
     assert!(st.success());
-    assert!(testkit::wait_until(WAIT, || std::fs::read_to_string(&pidfile)
-        .is_ok_and(|s| s.ends_with('\n'))));
-    let pid: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(testkit::wait_until(WAIT, || std::fs::read_to_string(
+        &pidfile
+    )
+    .is_ok_and(|s| s.ends_with('\n'))));
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // make sure the daemon is killed even if an assertion fails
     struct KillPid(u32);
     impl Drop for KillPid {
@@ -363,7 +369,9 @@ fn daemon_mode_writes_pidfile_and_cleans_up() {
     assert_eq!(b.recv_one().unwrap()[14..], *b"from a daemon");
     drop((a, b));
     umlkit_sys::process::kill(pid, umlkit_sys::process::SIGTERM).unwrap();
-    assert!(testkit::wait_until(WAIT, || !umlkit_sys::process::process_exists(pid)));
+    assert!(testkit::wait_until(WAIT, || {
+        !umlkit_sys::process::process_exists(pid)
+    }));
     assert!(!dir.exists());
     assert!(!pidfile.exists());
 }

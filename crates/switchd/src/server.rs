@@ -33,6 +33,8 @@ const PEND_MAX_FRAMES: usize = 1024;
 /// dropped (counted) and sources resume; frames for it are dropped until
 /// its socket drains.
 const PEND_TIMEOUT: Duration = Duration::from_millis(200);
+/// A control connection must send its request within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Management output buffered for a slow reader before it is dropped.
 const MAX_MGMT_OUT: usize = 1 << 20;
 
@@ -98,6 +100,8 @@ struct CtlConn {
     dialect: Dialect,
     /// Endpoint created for it (its id is the fd number).
     port: Option<u32>,
+    /// When it was accepted (pending connections time out).
+    since: Duration,
 }
 
 /// Where frames for an endpoint go.
@@ -402,6 +406,7 @@ impl Server {
             let deadline = self.switch.next_deadline();
             if now >= deadline {
                 self.switch.gc(now);
+                self.expire_handshakes(now);
             }
             self.expire_pending(now);
             let mut wait = self.switch.next_deadline().saturating_sub(self.now());
@@ -493,6 +498,7 @@ impl Server {
                         stream,
                         dialect,
                         port: None,
+                        since: self.start.elapsed(),
                     });
                     self.pending += 1;
                 }
@@ -504,6 +510,29 @@ impl Server {
                     return;
                 }
             }
+        }
+    }
+
+    /// Close control connections that sent no request in time.
+    fn expire_handshakes(&mut self, now: Duration) {
+        if self.pending == 0 {
+            return;
+        }
+        let stale: Vec<u32> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(fd, c)| match c {
+                Some(c) if c.port.is_none() && now.saturating_sub(c.since) > HANDSHAKE_TIMEOUT => {
+                    Some(fd as u32)
+                }
+                _ => None,
+            })
+            .collect();
+        for fd in stale {
+            self.log
+                .peer("control connection sent no request in time, closed");
+            self.close_ctl(fd);
         }
     }
 
