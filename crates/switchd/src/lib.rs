@@ -75,7 +75,10 @@ impl Default for Options {
             mgmt_mode: 0o600,
             group: None,
             flavor: Flavor::Umlkit,
-            sock_buf: 4 << 20,
+            sock_buf: std::env::var("UMLKIT_SWITCH_SOCKBUF")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(4 << 20),
         }
     }
 }
