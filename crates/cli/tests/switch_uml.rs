@@ -401,7 +401,7 @@ fn slow_reader_gets_every_frame_through_flow_control() {
                 Ok(_) => got += 1,
                 Err(_) => break,
             }
-            if got % 2000 == 0 {
+            if got.is_multiple_of(2000) {
                 // a reader that keeps pausing
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
