@@ -264,6 +264,27 @@ fn stale_socket_replaced_live_refused_sigterm_cleans_up() {
     assert!(Client::uml(&sw2.uml).is_ok());
 }
 
+/// A regular file where the control socket should be is never deleted.
+#[test]
+fn a_regular_file_in_the_way_is_not_removed() {
+    let tmp = testkit::short_tempdir("swf");
+    let ctl = tmp.path().join("uml.ctl");
+    std::fs::write(&ctl, "precious").unwrap();
+    let out = Command::new(testkit::umlkit_bin())
+        .arg("switch")
+        .arg("-u")
+        .arg(&ctl)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&ctl.display().to_string()) && err.contains("not a socket"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&ctl).unwrap(), "precious");
+}
+
 fn mode_of(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }

@@ -81,3 +81,22 @@ impl Logger {
         self.suppressed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_messages_are_rate_limited() {
+        let mut l = Logger::new("test: ");
+        for i in 0..200 {
+            l.peer(&format!("peer message {i}"));
+        }
+        // a burst of RATE passes, the rest is counted, not printed
+        assert!(
+            l.suppressed() >= 200 - 2 * RATE as u64,
+            "{}",
+            l.suppressed()
+        );
+    }
+}

@@ -227,6 +227,17 @@ fn bind_listener(path: &Path) -> Result<UnixListener, Error> {
         match sys::connect_raw(probe.as_fd(), addr.as_bytes()) {
             Ok(()) => return Err(Error::InUse(path.into())),
             Err(ce) if ce.raw_os_error() == Some(libc_econnrefused()) => {
+                // only ever replace a stale *socket*, never another file
+                use std::os::unix::fs::FileTypeExt;
+                let is_socket = std::fs::symlink_metadata(path)
+                    .map(|m| m.file_type().is_socket())
+                    .unwrap_or(false);
+                if !is_socket {
+                    return Err(io_at(path)(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "a file that is not a socket is in the way",
+                    )));
+                }
                 std::fs::remove_file(path).map_err(io_at(path))?;
                 sys::bind_raw(sock.as_fd(), addr.as_bytes()).map_err(io_at(path))?;
             }
