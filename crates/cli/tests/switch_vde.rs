@@ -324,7 +324,15 @@ fn vlan_table_like_vde_switch() {
     let a = Client::vde(&sw.dir, 11).unwrap();
     let b = Client::vde(&sw.dir, 12).unwrap();
     let c = Client::vde(&sw.dir, 13).unwrap();
-    for cmd in ["vlan/create 10", "port/setvlan 12 10", "vlan/addport 10 13"] {
+    // and a pure trunk: port 14 only tagged in VLAN 10
+    let d = Client::vde(&sw.dir, 14).unwrap();
+    for cmd in [
+        "vlan/create 10",
+        "port/setvlan 12 10",
+        "vlan/addport 10 13",
+        "vlan/addport 10 14",
+        "port/setvlan 14 4095",
+    ] {
         assert!(sw.mgmt(cmd).starts_with("1000 Success"), "{cmd}");
     }
     let bc = [0xff; 6];
@@ -332,18 +340,24 @@ fn vlan_table_like_vde_switch() {
     a.send(&frame(bc, ma, b"fromA"));
     assert_eq!(c.recv_all(), vec![frame(bc, ma, b"fromA")]);
     assert!(b.recv_all().is_empty());
+    assert!(d.recv_all().is_empty());
     b.send(&frame(bc, mb, b"fromB"));
     assert_eq!(c.recv_all(), vec![tagged(bc, mb, 10, b"fromB")]);
+    assert_eq!(d.recv_all(), vec![tagged(bc, mb, 10, b"fromB")]);
     assert!(a.recv_all().is_empty());
     c.send(&tagged(bc, mc, 10, b"fromC"));
     assert_eq!(b.recv_all(), vec![frame(bc, mc, b"fromC")]);
+    assert_eq!(d.recv_all(), vec![tagged(bc, mc, 10, b"fromC")]);
     assert!(a.recv_all().is_empty());
+    // untagged frames on the NOVLAN trunk are dropped
+    d.send(&frame(bc, mac(4), b"untagged on trunk"));
+    assert!(a.recv_all().is_empty() && c.recv_all().is_empty());
     c.send(&tagged(mb, mc, 10, b"C->B"));
     assert_eq!(b.recv_all(), vec![frame(mb, mc, b"C->B")]);
     b.send(&frame(mc, mb, b"B->C"));
     assert_eq!(c.recv_all(), vec![tagged(mc, mb, 10, b"B->C")]);
     let v = sw.mgmt("vlan/print 10");
-    assert!(v.contains("VLAN 0010\n -- Port 0012 tagged=0 active=1 status=Forwarding\n -- Port 0013 tagged=1 active=1 status=Forwarding\n"), "{v}");
+    assert!(v.contains("VLAN 0010\n -- Port 0012 tagged=0 active=1 status=Forwarding\n -- Port 0013 tagged=1 active=1 status=Forwarding\n -- Port 0014 tagged=1 active=1 status=Forwarding\n"), "{v}");
 }
 
 /// `-d -p PIDFILE`: the foreground process returns at once, the daemon

@@ -370,8 +370,8 @@ impl Server {
             rb: RecvBatch::new(BATCH, SLOT),
             actions: Vec::with_capacity(BATCH * 8),
             outs: Vec::with_capacity(BATCH * 8),
-            scratch: Vec::new(),
-            scratch_len: Vec::new(),
+            scratch: vec![[0u8; SLOT]; 2 * BATCH],
+            scratch_len: vec![0; 2 * BATCH],
             src_eps: Vec::with_capacity(BATCH),
             exit: None,
             pend: Vec::new(),
@@ -889,23 +889,29 @@ impl Server {
         // group by destination, keeping frame order within a destination
         self.outs
             .sort_unstable_by_key(|o| ((o.to as u64) << 32) | o.frame as u64);
-        // prepare rewritten frames
-        if self.scratch.len() < self.outs.len() {
-            self.scratch.resize(self.outs.len(), [0u8; SLOT]);
-            self.scratch_len.resize(self.outs.len(), 0);
+        // prepare rewritten frames: at most one tagged and one untagged
+        // copy per received frame (all tagged egress of a frame carries the
+        // same VLAN), so the scratch space is fixed: 2 slots per frame
+        for l in &mut self.scratch_len[..2 * n] {
+            *l = 0;
         }
-        for (k, o) in self.outs.iter().enumerate() {
-            let f = self.rb.frame(o.frame as usize);
-            self.scratch_len[k] = match o.egress {
-                Egress::AsIs => 0,
-                Egress::Tag(v) if f.len() + eth::TAG_LEN <= SLOT => {
-                    eth::insert_tag(f, v, &mut self.scratch[k])
+        for o in &self.outs {
+            let i = o.frame as usize;
+            let f = self.rb.frame(i);
+            match o.egress {
+                Egress::Tag(v)
+                    if self.scratch_len[2 * i] == 0 && f.len() + eth::TAG_LEN <= SLOT =>
+                {
+                    self.scratch_len[2 * i] = eth::insert_tag(f, v, &mut self.scratch[2 * i]);
                 }
-                Egress::Untag if f.len() >= eth::HEADER_LEN + eth::TAG_LEN => {
-                    eth::strip_tag(f, &mut self.scratch[k])
+                Egress::Untag
+                    if self.scratch_len[2 * i + 1] == 0
+                        && f.len() >= eth::HEADER_LEN + eth::TAG_LEN =>
+                {
+                    self.scratch_len[2 * i + 1] = eth::strip_tag(f, &mut self.scratch[2 * i + 1]);
                 }
-                _ => 0,
-            };
+                _ => {}
+            }
         }
         let mut start = 0;
         let mut shared_pending = false;
@@ -1354,10 +1360,16 @@ fn frame_bytes<'a>(
     slen: &[usize],
     k: usize,
 ) -> &'a [u8] {
-    if slen[k] > 0 {
-        &scratch[k][..slen[k]]
+    let i = outs[k].frame as usize;
+    let slot = match outs[k].egress {
+        Egress::AsIs => return rb.frame(i),
+        Egress::Tag(_) => 2 * i,
+        Egress::Untag => 2 * i + 1,
+    };
+    if slen[slot] > 0 {
+        &scratch[slot][..slen[slot]]
     } else {
-        rb.frame(outs[k].frame as usize)
+        rb.frame(i)
     }
 }
 
