@@ -29,6 +29,8 @@ const MAX_PENDING: usize = 256;
 /// Frames queued for a destination whose socket buffer is full; the
 /// sources feeding it are paused meanwhile (flow control).
 const PEND_MAX_FRAMES: usize = 1024;
+/// Bytes queued for all destinations together, at most.
+const PEND_MAX_TOTAL: usize = 32 << 20;
 /// A destination that stays full this long is in "drop mode": its queue is
 /// dropped (counted) and sources resume; frames for it are dropped until
 /// its socket drains.
@@ -134,6 +136,11 @@ impl PendQ {
     }
 
     fn reset(&mut self) {
+        if self.buf.capacity() > 1 << 16 {
+            // give back the memory of a big backlog
+            self.buf = Vec::new();
+            self.frames = Vec::new();
+        }
         self.buf.clear();
         self.frames.clear();
         self.head = 0;
@@ -190,6 +197,8 @@ pub struct Server {
     /// (paused source, full destination)
     paused: Vec<(EndpointId, EndpointId)>,
     newly_full: Vec<EndpointId>,
+    /// Bytes in all pending queues.
+    pend_total: usize,
     /// Frames moved since the last wait (for busy polling).
     busy: bool,
     spin: Duration,
@@ -378,6 +387,7 @@ impl Server {
             pend_active: Vec::new(),
             paused: Vec::new(),
             newly_full: Vec::new(),
+            pend_total: 0,
             busy: false,
             stats: LoopStats::default(),
             spin: Duration::from_micros(
@@ -561,10 +571,11 @@ impl Server {
 
     fn remove_endpoint(&mut self, ep: EndpointId) {
         if let Some(q) = self.pend.get_mut(ep as usize) {
-            let dropped = q.frames.len() - q.head;
+            let dropped: Vec<u32> = q.frames[q.head..].iter().map(|f| f.1).collect();
             *q = PendQ::default();
-            for _ in 0..dropped {
-                self.switch.record_tx(ep, 0, false);
+            for len in dropped {
+                self.pend_total -= len as usize;
+                self.switch.record_tx(ep, len as usize, false);
             }
         }
         self.pend_active.retain(|&d| d != ep);
@@ -978,10 +989,14 @@ impl Server {
         let was_active = q.active();
         for k in pos..end {
             let f = frame_bytes(&self.rb, &self.outs, &self.scratch, &self.scratch_len, k);
-            if q.drop_mode || q.frames.len() - q.head >= PEND_MAX_FRAMES {
+            if q.drop_mode
+                || q.frames.len() - q.head >= PEND_MAX_FRAMES
+                || self.pend_total + f.len() > PEND_MAX_TOTAL
+            {
                 self.switch.record_tx(to, f.len(), false);
                 continue;
             }
+            self.pend_total += f.len();
             let off = q.buf.len() as u32;
             q.buf.extend_from_slice(f);
             q.frames.push((off, f.len() as u32));
@@ -1095,8 +1110,9 @@ impl Server {
             })
             .unwrap_or(0);
             for j in 0..sent {
-                self.switch
-                    .record_tx(d, q.frames[q.head + j].1 as usize, true);
+                let len = q.frames[q.head + j].1 as usize;
+                self.pend_total -= len;
+                self.switch.record_tx(d, len, true);
             }
             q.head += sent;
             if sent < cnt {
@@ -1126,6 +1142,7 @@ impl Server {
             q.reset();
             q.drop_mode = true;
             for len in dropped {
+                self.pend_total -= len as usize;
                 self.switch.record_tx(d, len as usize, false);
             }
             self.pend_active.swap_remove(i);
