@@ -52,14 +52,22 @@ impl Sw {
             "switch did not start: {}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        Sw {
+        // modes are set right after bind: wait until the switch serves
+        assert!(
+            testkit::wait_until(WAIT, || UnixStream::connect(&mgmt).is_ok()),
+            "switch does not answer: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let sw = Sw {
             guard,
             tmp,
             dir,
             mgmt,
             uml,
             log,
-        }
+        };
+        sw.mgmt("");
+        sw
     }
 
     pub fn log(&self) -> String {
