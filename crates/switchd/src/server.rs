@@ -229,13 +229,13 @@ fn bind_listener(path: &Path) -> Result<UnixListener, Error> {
     let sock = sys::unix_socket(SockKind::Stream, true).map_err(Error::Socket)?;
     let _ = sys::set_reuseaddr(sock.as_fd());
     if let Err(e) = sys::bind_raw(sock.as_fd(), addr.as_bytes()) {
-        if e.raw_os_error() != Some(libc_eaddrinuse()) {
+        if e.kind() != io::ErrorKind::AddrInUse {
             return Err(io_at(path)(e));
         }
         let probe = sys::unix_socket(SockKind::Stream, false).map_err(Error::Socket)?;
         match sys::connect_raw(probe.as_fd(), addr.as_bytes()) {
             Ok(()) => return Err(Error::InUse(path.into())),
-            Err(ce) if ce.raw_os_error() == Some(libc_econnrefused()) => {
+            Err(ce) if ce.kind() == io::ErrorKind::ConnectionRefused => {
                 // only ever replace a stale *socket*, never another file
                 use std::os::unix::fs::FileTypeExt;
                 let is_socket = std::fs::symlink_metadata(path)
@@ -255,13 +255,6 @@ fn bind_listener(path: &Path) -> Result<UnixListener, Error> {
     }
     sys::listen(sock.as_fd(), 128).map_err(io_at(path))?;
     Ok(UnixListener::from(sock))
-}
-
-fn libc_eaddrinuse() -> i32 {
-    98
-}
-fn libc_econnrefused() -> i32 {
-    111
 }
 
 fn set_perm(path: &Path, mode: u32, uid: Option<u32>, gid: Option<u32>) -> Result<(), Error> {
@@ -415,8 +408,7 @@ impl Server {
     /// Serve until shutdown or a signal, then remove the sockets (and the
     /// switch directory if it is empty).
     pub fn run(mut self) -> Result<ExitReason, Error> {
-        let signals = SignalFd::new(&[libc_sig::SIGINT, libc_sig::SIGTERM, libc_sig::SIGHUP])
-            .map_err(Error::Poll)?;
+        let signals = SignalFd::new(&[SIGINT, SIGTERM, SIGHUP]).map_err(Error::Poll)?;
         self.epoll
             .add(signals.fd(), Token::Signal.encode(), Interest::READ)
             .map_err(Error::Poll)?;
@@ -1390,12 +1382,7 @@ fn frame_bytes<'a>(
     }
 }
 
-/// Signal numbers (Linux).
-mod libc_sig {
-    pub const SIGHUP: i32 = 1;
-    pub const SIGINT: i32 = 2;
-    pub const SIGTERM: i32 = 15;
-}
+use sys::{SIGHUP, SIGINT, SIGTERM};
 
 #[cfg(test)]
 mod tests {

@@ -640,7 +640,7 @@ pub fn syslog(priority: i32, msg: &str) {
     unsafe { libc::syslog(priority, c"%s".as_ptr(), c.as_ptr()) };
 }
 
-pub use libc::{LOG_ERR, LOG_INFO, LOG_WARNING};
+pub use libc::{LOG_ERR, LOG_INFO, LOG_WARNING, SIGHUP, SIGINT, SIGTERM};
 
 /// Microseconds part of the current time of day (used in abstract names
 /// the way UML and uml_switch build them).
