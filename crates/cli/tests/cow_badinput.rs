@@ -60,7 +60,10 @@ fn unknown_version() {
     let d = testkit::short_tempdir("cowb");
     setup(d.path());
     corrupt(&d.path().join("x.cow"), 4, &[0, 0, 0, 7]);
-    expect_fail(&umlkit_in(d.path(), &["moo", "x.cow", "out.img"]), &["x.cow", "unknown COW version 7"]);
+    expect_fail(
+        &umlkit_in(d.path(), &["moo", "x.cow", "out.img"]),
+        &["x.cow", "unknown COW version 7"],
+    );
 }
 
 #[test]
@@ -72,7 +75,10 @@ fn truncated_header_and_bitmap() {
     std::fs::write(&p, &full[..1000]).unwrap();
     expect_fail(
         &umlkit_in(d.path(), &["cow", "info", "x.cow"]),
-        &["x.cow", "truncated v3 header: 4128 bytes needed, 1000 present"],
+        &[
+            "x.cow",
+            "truncated v3 header: 4128 bytes needed, 1000 present",
+        ],
     );
     std::fs::write(&p, &full[..8192 + 100]).unwrap();
     expect_fail(
@@ -95,8 +101,15 @@ fn data_area_shorter_than_bitmap_says() {
         .unwrap()
         .set_len(data_offset + 1010 * 512)
         .unwrap();
-    for args in [vec!["moo", "x.cow", "out.img"], vec!["moo", "-d", "x.cow"], vec!["cow", "check", "x.cow"]] {
-        expect_fail(&umlkit_in(d.path(), &args), &["x.cow", "data area too short", "sector 1063"]);
+    for args in [
+        vec!["moo", "x.cow", "out.img"],
+        vec!["moo", "-d", "x.cow"],
+        vec!["cow", "check", "x.cow"],
+    ] {
+        expect_fail(
+            &umlkit_in(d.path(), &args),
+            &["x.cow", "data area too short", "sector 1063"],
+        );
     }
     assert_eq!(list(d.path()), vec!["back.img", "x.cow"]);
 }
@@ -108,7 +121,10 @@ fn missing_or_shorter_backing() {
     let dir = d.path();
     std::fs::rename(dir.join("back.img"), dir.join("moved.img")).unwrap();
     let o = umlkit_in(dir, &["moo", "x.cow", "out.img"]);
-    expect_fail(&o, &["cannot stat backing file", "back.img", "No such file"]);
+    expect_fail(
+        &o,
+        &["cannot stat backing file", "back.img", "No such file"],
+    );
     let o = umlkit_in(dir, &["cow", "check", "x.cow"]);
     expect_fail(&o, &["back.img", "rebase x.cow --backing"]);
     std::fs::rename(dir.join("moved.img"), dir.join("back.img")).unwrap();
@@ -120,7 +136,10 @@ fn missing_or_shorter_backing() {
         .unwrap();
     set_mtime(&dir.join("back.img"), MTIME);
     let o = umlkit_in(dir, &["moo", "x.cow", "out.img"]);
-    expect_fail(&o, &["Size mismatch (4194304 vs 2097152)", "back.img", "x.cow"]);
+    expect_fail(
+        &o,
+        &["Size mismatch (4194304 vs 2097152)", "back.img", "x.cow"],
+    );
     assert!(!dir.join("out.img").exists());
 }
 
@@ -133,8 +152,12 @@ fn backing_path_too_long() {
     expect_fail(&o, &["too long", "4096 bytes", "4095"]);
     assert!(!dir.join("x.cow").exists());
     // Absolutized name over the limit: a deep relative path.
-    let o = run(Command::new("uml_mkcow").current_dir(dir).args(["c.cow", &long]));
-    let m = run(Command::new(multicall(dir, "uml_mkcow")).current_dir(dir).args(["m.cow", &long]));
+    let o = run(Command::new("uml_mkcow")
+        .current_dir(dir)
+        .args(["c.cow", &long]));
+    let m = run(Command::new(multicall(dir, "uml_mkcow"))
+        .current_dir(dir)
+        .args(["m.cow", &long]));
     assert_eq!(code(&o), code(&m));
     assert_eq!(stdout(&o), stdout(&m).replace("m.cow", "c.cow"));
     assert_eq!(stderr(&o), stderr(&m));
@@ -150,10 +173,15 @@ fn new_file_exists_refused_unless_force() {
     expect_fail(&o, &["out.img", "already exists", "--force"]);
     assert_eq!(std::fs::read(dir.join("out.img")).unwrap(), b"precious");
     ok(&umlkit_in(dir, &["moo", "--force", "x.cow", "out.img"]));
-    assert_eq!(std::fs::metadata(dir.join("out.img")).unwrap().len(), 4 << 20);
+    assert_eq!(
+        std::fs::metadata(dir.join("out.img")).unwrap().len(),
+        4 << 20
+    );
     // uml_moo multi-call keeps uml_moo's behaviour: it overwrites.
     std::fs::write(dir.join("out2.img"), b"old").unwrap();
-    ok(&run(Command::new(multicall(dir, "uml_moo")).current_dir(dir).args(["x.cow", "out2.img"])));
+    ok(&run(Command::new(multicall(dir, "uml_moo"))
+        .current_dir(dir)
+        .args(["x.cow", "out2.img"])));
     assert!(same_content(&dir.join("out.img"), &dir.join("out2.img")));
 }
 
@@ -167,12 +195,23 @@ fn disk_full_leaves_nothing_behind() {
     let small = dir.join("small");
     let _mnt = Tmpfs::mount(&small, "2M");
     let out = small.join("out.img");
-    let o = run(Command::new(umlkit()).current_dir(dir).arg("moo").arg("x.cow").arg(&out));
+    let o = run(Command::new(umlkit())
+        .current_dir(dir)
+        .arg("moo")
+        .arg("x.cow")
+        .arg(&out));
     expect_fail(&o, &["out.img", "No space left on device"]);
     assert!(list(&small).is_empty(), "left behind: {:?}", list(&small));
-    let o = run(Command::new(multicall(dir, "uml_moo")).current_dir(dir).arg("x.cow").arg(&out));
+    let o = run(Command::new(multicall(dir, "uml_moo"))
+        .current_dir(dir)
+        .arg("x.cow")
+        .arg(&out));
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("Writing data: No space left on device"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Writing data: No space left on device"),
+        "{}",
+        stderr(&o)
+    );
     assert!(list(&small).is_empty());
     // pack into the full file system too.
     let o = run(Command::new(umlkit())
@@ -205,10 +244,37 @@ fn rebase_refuses_size_change_and_unmatched_mtime() {
     let o = umlkit_in(dir, &["cow", "rebase", "x.cow", "--backing", "other.img"]);
     expect_fail(&o, &["mtime mismatch", "other.img", "--accept-mtime"]);
     backing_file(&dir.join("small.img"), 1 << 20, MTIME);
-    let o = umlkit_in(dir, &["cow", "rebase", "x.cow", "--backing", "small.img", "--accept-mtime"]);
+    let o = umlkit_in(
+        dir,
+        &[
+            "cow",
+            "rebase",
+            "x.cow",
+            "--backing",
+            "small.img",
+            "--accept-mtime",
+        ],
+    );
     expect_fail(&o, &["Size mismatch", "small.img"]);
     let o = umlkit_in(dir, &["cow", "rebase", "x.cow"]);
     assert_eq!(code(&o), 2, "clap usage error: {}", stderr(&o));
     // Header unchanged by the refused calls.
     ok(&umlkit_in(dir, &["cow", "check", "x.cow"]));
+}
+
+#[test]
+fn huge_claimed_size_is_an_error_not_an_allocation() {
+    let d = testkit::short_tempdir("cowb");
+    setup(d.path());
+    // size field (BE u64 at 12) = 2^58: the bitmap would be 2^46 bytes.
+    corrupt(&d.path().join("x.cow"), 12, &(1u64 << 58).to_be_bytes());
+    for args in [vec!["cow", "info", "x.cow"], vec!["moo", "x.cow", "o.img"]] {
+        let o = umlkit_in(d.path(), &args);
+        assert_ne!(code(&o), 0);
+        let e = stderr(&o);
+        assert!(e.contains("x.cow"), "{e}");
+        assert!(e.contains("truncated bitmap") || e.contains("Size mismatch"), "{e}");
+    }
+    let o = umlkit_in(d.path(), &["cow", "info", "x.cow"]);
+    assert!(stderr(&o).contains("truncated bitmap"), "{}", stderr(&o));
 }

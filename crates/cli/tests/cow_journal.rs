@@ -15,8 +15,10 @@ fn interrupted_in_place_merge_resumes_to_the_same_result() {
     let dir = d.path();
     let size = 64u64 << 20;
     backing_file(&dir.join("back.img"), size, MTIME);
-    ok(&run(Command::new(umlkit()).current_dir(dir).args(["mkcow", "x.cow", "back.img"])));
-    // Many separate runs, one of them larger than a merge window (8 MiB).
+    ok(&run(Command::new(umlkit())
+        .current_dir(dir)
+        .args(["mkcow", "x.cow", "back.img"])));
+    // Many separate runs, one of them larger than a merge window (1 MiB).
     let mut runs: Vec<(u64, u64)> = (0..40).map(|i| (i * 2500 + 7, 16 + i)).collect();
     runs.push((110_000, 20_000));
     guest_write(&dir.join("x.cow"), &runs, 77, false);
@@ -24,7 +26,9 @@ fn interrupted_in_place_merge_resumes_to_the_same_result() {
     let cow_before = std::fs::read(dir.join("x.cow")).unwrap();
 
     // Reference: uml_moo to a new file before anything changes.
-    ok(&run(Command::new("uml_moo").current_dir(dir).args(["x.cow", "ref.img"])));
+    ok(&run(Command::new("uml_moo")
+        .current_dir(dir)
+        .args(["x.cow", "ref.img"])));
 
     // Interrupted merge: the process kills itself (SIGKILL) after 5 chunks.
     let o = run(Command::new(umlkit())
@@ -33,24 +37,51 @@ fn interrupted_in_place_merge_resumes_to_the_same_result() {
         .env("UMLKIT_MOO_KILL_AFTER_CHUNKS", "5"));
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(o.status.signal(), Some(9), "expected SIGKILL: {o:?}");
-    assert!(dir.join("x.cow.moo-journal").exists(), "journal missing after the crash");
-    assert!(!same_content(&dir.join("ref.img"), &dir.join("back.img")), "merge was not partial");
-    // The backing file changed: the COW no longer validates, so neither
-    // the kernel nor a plain check will use it.
-    let o = run(Command::new(umlkit()).current_dir(dir).args(["cow", "check", "x.cow"]));
+    assert!(
+        dir.join("x.cow.moo-journal").exists(),
+        "journal missing after the crash"
+    );
+    assert!(
+        !same_content(&dir.join("ref.img"), &dir.join("back.img")),
+        "merge was not partial"
+    );
+    // The backing file changed: the COW no longer validates; check says
+    // why and what to do.
+    let o = run(Command::new(umlkit())
+        .current_dir(dir)
+        .args(["cow", "check", "x.cow"]));
     assert_ne!(code(&o), 0);
+    assert!(stderr(&o).contains("was interrupted"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("umlkit moo -d x.cow"), "{}", stderr(&o));
+    let o = run(Command::new(umlkit())
+        .current_dir(dir)
+        .args(["cow", "info", "x.cow"]));
+    ok(&o);
+    assert!(stdout(&o).contains("INTERRUPTED MERGE"), "{}", stdout(&o));
+    // uml_moo refuses the half-merged pair (mtime changed).
+    let o = run(Command::new("uml_moo")
+        .current_dir(dir)
+        .args(["x.cow", "other.img"]));
+    assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("mtime mismatch"), "{}", stderr(&o));
 
     // Resume.
-    let o = run(Command::new(umlkit()).current_dir(dir).args(["moo", "-d", "x.cow"]));
+    let o = run(Command::new(umlkit())
+        .current_dir(dir)
+        .args(["moo", "-d", "x.cow"]));
     ok(&o);
     assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
     assert!(!dir.join("x.cow.moo-journal").exists());
     assert!(same_content(&dir.join("ref.img"), &dir.join("back.img")));
-    assert!(std::fs::read(dir.join("x.cow")).unwrap() == cow_before, "COW file was modified");
+    assert!(
+        std::fs::read(dir.join("x.cow")).unwrap() == cow_before,
+        "COW file was modified"
+    );
 
     // Without a journal, a second -d is refused (backing changed).
-    let o = run(Command::new(umlkit()).current_dir(dir).args(["moo", "-d", "x.cow"]));
+    let o = run(Command::new(umlkit())
+        .current_dir(dir)
+        .args(["moo", "-d", "x.cow"]));
     assert_ne!(code(&o), 0);
     assert!(stderr(&o).contains("mtime mismatch"));
 }
@@ -60,7 +91,9 @@ fn journal_for_another_backing_is_refused() {
     let d = testkit::short_tempdir("cowj");
     let dir = d.path();
     backing_file(&dir.join("back.img"), 4 << 20, MTIME);
-    ok(&run(Command::new(umlkit()).current_dir(dir).args(["mkcow", "x.cow", "back.img"])));
+    ok(&run(Command::new(umlkit())
+        .current_dir(dir)
+        .args(["mkcow", "x.cow", "back.img"])));
     guest_write(&dir.join("x.cow"), &[(0, 100)], 1, false);
     std::fs::write(
         dir.join("x.cow.moo-journal"),
@@ -68,7 +101,9 @@ fn journal_for_another_backing_is_refused() {
     )
     .unwrap();
     let before = std::fs::read(dir.join("back.img")).unwrap();
-    let o = run(Command::new(umlkit()).current_dir(dir).args(["moo", "-d", "x.cow"]));
+    let o = run(Command::new(umlkit())
+        .current_dir(dir)
+        .args(["moo", "-d", "x.cow"]));
     assert_ne!(code(&o), 0);
     assert!(stderr(&o).contains("x.cow.moo-journal"), "{}", stderr(&o));
     assert!(stderr(&o).contains("\"/other\""), "{}", stderr(&o));

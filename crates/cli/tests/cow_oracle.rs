@@ -19,14 +19,23 @@ fn mkcow_header_and_length_identical_to_uml_mkcow() {
     std::os::unix::fs::symlink("sub/back.img", dir.join("link.img")).unwrap();
     std::os::unix::fs::symlink("sub", dir.join("sublink")).unwrap();
     // Same cwd-relative arguments for both tools, plain and through links.
-    for (i, arg) in ["sub/back.img", "link.img", "sublink/back.img", "./sub/../sub/back.img"]
-        .iter()
-        .enumerate()
+    for (i, arg) in [
+        "sub/back.img",
+        "link.img",
+        "sublink/back.img",
+        "./sub/../sub/back.img",
+    ]
+    .iter()
+    .enumerate()
     {
         let c = format!("c{i}.cow");
         let u = format!("u{i}.cow");
-        ok(&run(Command::new("uml_mkcow").current_dir(dir).args([&c, *arg])));
-        ok(&run(Command::new(umlkit()).current_dir(dir).args(["mkcow", &u, arg])));
+        ok(&run(Command::new("uml_mkcow")
+            .current_dir(dir)
+            .args([&c, *arg])));
+        ok(&run(Command::new(umlkit())
+            .current_dir(dir)
+            .args(["mkcow", &u, arg])));
         let a = std::fs::read(dir.join(&c)).unwrap();
         let b = std::fs::read(dir.join(&u)).unwrap();
         assert_eq!(a.len(), b.len(), "length for {arg}");
@@ -34,7 +43,9 @@ fn mkcow_header_and_length_identical_to_uml_mkcow() {
         assert_eq!(alloc(&dir.join(&c)), alloc(&dir.join(&u)));
         // Multi-call name too.
         let m = format!("m{i}.cow");
-        ok(&run(Command::new(multicall(dir, "uml_mkcow")).current_dir(dir).args([&m, *arg])));
+        ok(&run(Command::new(multicall(dir, "uml_mkcow"))
+            .current_dir(dir)
+            .args([&m, *arg])));
         assert!(std::fs::read(dir.join(&m)).unwrap() == a);
     }
 }
@@ -106,13 +117,19 @@ fn multicall_moo_texts_and_exit_codes_match_c() {
     let d = testkit::short_tempdir("cowu");
     let dir = d.path();
     backing_file(&dir.join("back.img"), 1 << 20, MTIME);
-    ok(&run(Command::new("uml_mkcow").current_dir(dir).args(["ok.cow", "back.img"])));
+    ok(&run(Command::new("uml_mkcow")
+        .current_dir(dir)
+        .args(["ok.cow", "back.img"])));
     std::fs::write(dir.join("garbage.cow"), vec![7u8; 5000]).unwrap();
     backing_file(&dir.join("touched.img"), 1 << 20, MTIME);
-    ok(&run(Command::new("uml_mkcow").current_dir(dir).args(["t.cow", "touched.img"])));
+    ok(&run(Command::new("uml_mkcow")
+        .current_dir(dir)
+        .args(["t.cow", "touched.img"])));
     set_mtime(&dir.join("touched.img"), MTIME + 100);
     backing_file(&dir.join("grown.img"), 1 << 20, MTIME);
-    ok(&run(Command::new("uml_mkcow").current_dir(dir).args(["g.cow", "grown.img"])));
+    ok(&run(Command::new("uml_mkcow")
+        .current_dir(dir)
+        .args(["g.cow", "grown.img"])));
     std::fs::File::options()
         .write(true)
         .open(dir.join("grown.img"))
@@ -150,12 +167,21 @@ fn multicall_moo_texts_and_exit_codes_match_c() {
 /// Merge a COW with uml_moo and with umlkit (plain and multi-call); all
 /// outputs must be cmp-identical, ours allocating no more than uml_moo's.
 fn merge_three_ways(dir: &std::path::Path, cow: &str) {
-    let c = run(Command::new("uml_moo").current_dir(dir).args([cow, "c.img"]));
+    let c = run(Command::new("uml_moo")
+        .current_dir(dir)
+        .args([cow, "c.img"]));
     ok(&c);
-    ok(&run(Command::new(umlkit()).current_dir(dir).args(["moo", cow, "u.img"])));
-    ok(&run(Command::new(multicall(dir, "uml_moo")).current_dir(dir).args([cow, "m.img"])));
+    ok(&run(Command::new(umlkit())
+        .current_dir(dir)
+        .args(["moo", cow, "u.img"])));
+    ok(&run(Command::new(multicall(dir, "uml_moo"))
+        .current_dir(dir)
+        .args([cow, "m.img"])));
     for o in ["u.img", "m.img"] {
-        assert!(same_content(&dir.join("c.img"), &dir.join(o)), "{cow}: {o} differs from uml_moo's");
+        assert!(
+            same_content(&dir.join("c.img"), &dir.join(o)),
+            "{cow}: {o} differs from uml_moo's"
+        );
         assert_eq!(
             std::fs::metadata(dir.join("c.img")).unwrap().len(),
             std::fs::metadata(dir.join(o)).unwrap().len()
@@ -181,21 +207,29 @@ fn every_version_merges_identically_to_uml_moo() {
     for size in [(8u64 << 20) + 512 * 5 + 100, 4 << 20] {
         let back = dir.join("back.img");
         backing_file(&back, size, MTIME);
-        for (i, v) in [Version::V1, Version::V2, Version::V3, Version::V3Broken].into_iter().enumerate() {
+        for (i, v) in [Version::V1, Version::V2, Version::V3, Version::V3Broken]
+            .into_iter()
+            .enumerate()
+        {
             let cow = format!("v{i}.cow");
             build_cow(&dir.join(&cow), v, &back);
             // v1/v2 bitmaps are one byte short when the sector count is
             // not a multiple of 8: keep the writes inside the bitmap.
-            let l = cow_format::header::layout(v, size, 512, if i < 2 { 512 } else { 4096 }).unwrap();
+            let l =
+                cow_format::header::layout(v, size, 512, if i < 2 { 512 } else { 4096 }).unwrap();
             let last = (size / 512 - 1).min(l.bitmap_len * 8 - 1);
             let runs = [(0, 3), (100, 200), (4000, 8), (last - 2, 2)];
             guest_write(&dir.join(&cow), &runs, 99 + i as u64, false);
             // Zeroed sectors over non-zero backing data (first data region).
             guest_write(&dir.join(&cow), &[(16, 8)], 0, true);
-            let broken = run(Command::new("uml_moo").current_dir(dir).args([&cow, "c.img"]));
+            let broken = run(Command::new("uml_moo")
+                .current_dir(dir)
+                .args([&cow, "c.img"]));
             if v == Version::V3Broken {
                 assert!(stdout(&broken).contains("broken V3 file with 64-bit layout"));
-                let o = run(Command::new(multicall(dir, "uml_moo")).current_dir(dir).args([&cow, "m.img"]));
+                let o = run(Command::new(multicall(dir, "uml_moo"))
+                    .current_dir(dir)
+                    .args([&cow, "m.img"]));
                 assert_eq!(stdout(&o), stdout(&broken));
             }
             merge_three_ways(dir, &cow);
@@ -210,14 +244,33 @@ fn in_place_merge_identical_to_uml_moo_d() {
     let dir = d.path();
     let size = 16u64 << 20;
     backing_file(&dir.join("b1.img"), size, MTIME);
-    ok(&run(Command::new("uml_mkcow").current_dir(dir).args(["x.cow", "b1.img"])));
-    guest_write(&dir.join("x.cow"), &[(0, 9), (700, 300), (2000, 1), (size / 512 - 1, 1)], 5, false);
+    ok(&run(Command::new("uml_mkcow")
+        .current_dir(dir)
+        .args(["x.cow", "b1.img"])));
+    guest_write(
+        &dir.join("x.cow"),
+        &[(0, 9), (700, 300), (2000, 1), (size / 512 - 1, 1)],
+        5,
+        false,
+    );
     guest_write(&dir.join("x.cow"), &[(20, 16), (5000, 8)], 0, true);
     // Same backing under a second name, same mtime.
-    std::fs::copy(dir.join("b1.img"), dir.join("b2.img")).unwrap();
-    set_mtime(&dir.join("b2.img"), MTIME);
-    ok(&run(Command::new("uml_moo").current_dir(dir).args(["-d", "x.cow"])));
-    ok(&run(Command::new(umlkit()).current_dir(dir).args(["moo", "-d", "x.cow", "-b", "b2.img"])));
+    for b in ["b2.img", "b3.img"] {
+        std::fs::copy(dir.join("b1.img"), dir.join(b)).unwrap();
+        set_mtime(&dir.join(b), MTIME);
+    }
+    // Multi-call, options in the order uml_moo's usage shows (which the C
+    // tool itself rejects).
+    ok(&run(Command::new(multicall(dir, "uml_moo"))
+        .current_dir(dir)
+        .args(["-b", "b3.img", "-d", "x.cow"])));
+    ok(&run(Command::new("uml_moo")
+        .current_dir(dir)
+        .args(["-d", "x.cow"])));
+    ok(&run(Command::new(umlkit())
+        .current_dir(dir)
+        .args(["moo", "-d", "x.cow", "-b", "b2.img"])));
     assert!(same_content(&dir.join("b1.img"), &dir.join("b2.img")));
+    assert!(same_content(&dir.join("b1.img"), &dir.join("b3.img")));
     assert!(!dir.join("x.cow.moo-journal").exists());
 }

@@ -42,7 +42,7 @@ impl<'a> SetRuns<'a> {
     fn find_from(&self, mut pos: u64, want: bool) -> u64 {
         let skip = if want { 0x00u8 } else { 0xffu8 };
         while pos < self.end {
-            if pos % 8 == 0 {
+            if pos & 7 == 0 {
                 // Skip whole bytes (and 8-byte words) that cannot match.
                 let mut byte = (pos / 8) as usize;
                 while byte + 8 <= self.bitmap.len()

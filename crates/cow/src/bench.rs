@@ -20,7 +20,7 @@ pub struct MooBench {
     pub size: u64,
     /// Bytes of random data the guest writes.
     pub write: u64,
-    /// Measured runs of each tool (after one warm-up run each).
+    /// Measured runs of each tool (after one warm-up run each); the best is compared.
     pub runs: u32,
     /// Work directory; None = a fresh one under /tmp, removed afterwards.
     pub dir: Option<PathBuf>,
@@ -42,6 +42,11 @@ pub struct MooReport {
     pub backing_alloc: u64,
     pub cow_alloc: u64,
     pub copy_time: Duration,
+    /// In-place merges (`-d`) on sparse copies of the backing file.
+    pub c_d_times: Vec<Duration>,
+    pub our_d_times: Vec<Duration>,
+    /// The in-place results equal each other and the new-file merge.
+    pub d_identical: bool,
 }
 
 fn best(v: &[Duration]) -> Duration {
@@ -91,6 +96,19 @@ impl fmt::Display for MooReport {
             f,
             "copy cost   : cp --sparse=always of backing + COW: {}",
             ms(self.copy_time)
+        )?;
+        let rd =
+            best(&self.c_d_times).as_secs_f64() / best(&self.our_d_times).as_secs_f64().max(1e-9);
+        writeln!(
+            f,
+            "in place -d : uml_moo {} | umlkit {} | speedup {rd:.1}x | results {}",
+            list(&self.c_d_times),
+            list(&self.our_d_times),
+            if self.d_identical {
+                "identical"
+            } else {
+                "DIFFERENT"
+            }
         )
     }
 }
@@ -218,6 +236,11 @@ fn boot(dir: &Path, cow: &Path, timeout: Duration) -> Result<String> {
     Ok(out)
 }
 
+/// Flush dirty pages of earlier runs (`sync`), outside the timed region.
+fn settle() {
+    let _ = Command::new("sync").status();
+}
+
 /// Build the case and run the benchmark.
 pub fn run_moo_bench(cfg: &MooBench) -> Result<MooReport> {
     let uml_moo = tool("uml_moo", "uml-utilities")?;
@@ -279,23 +302,67 @@ fn bench_in(cfg: &MooBench, dir: &Path, uml_moo: &Path, mkfs: &Path) -> Result<M
     let mut c_times = Vec::new();
     let mut our_times = Vec::new();
     for i in 0..=cfg.runs {
-        for p in [&a, &b] {
-            let _ = std::fs::remove_file(p);
-        }
+        // Before each timed run: no old output, no pending writeback (so
+        // neither tool is throttled by the other's dirty pages). Inputs stay
+        // in the page cache (warm).
+        let _ = std::fs::remove_file(&a);
+        settle();
         let tc = run_ok(Command::new(uml_moo).arg(&cowp).arg(&a), &a)?;
+        let _ = std::fs::remove_file(&b);
+        settle();
         let to = run_ok(Command::new(&cfg.umlkit).arg("moo").arg(&cowp).arg(&b), &b)?;
         if i > 0 {
             c_times.push(tc);
             our_times.push(to);
         }
     }
-    let identical = Command::new("cmp")
-        .arg(&a)
-        .arg(&b)
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| io(&a, e))?
-        .success();
+    let cmp = |x: &Path, y: &Path| -> Result<bool> {
+        Ok(Command::new("cmp")
+            .arg(x)
+            .arg(y)
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| io(x, e))?
+            .success())
+    };
+    let identical = cmp(&a, &b)?;
+
+    // In place: each tool merges into its own sparse copy of the backing
+    // file (cp -p keeps the mtime the COW header expects); -b points at it.
+    let dc = dir.join("d-c.img");
+    let du = dir.join("d-ours.img");
+    let mut c_d_times = Vec::new();
+    let mut our_d_times = Vec::new();
+    for _ in 0..cfg.runs.max(1) {
+        for p in [&dc, &du] {
+            let _ = std::fs::remove_file(p);
+            run_ok(
+                Command::new("cp")
+                    .args(["-p", "--sparse=always"])
+                    .arg(&img)
+                    .arg(p),
+                p,
+            )?;
+        }
+        settle();
+        c_d_times.push(run_ok(
+            Command::new(uml_moo)
+                .arg("-d")
+                .arg("-b")
+                .arg(&dc)
+                .arg(&cowp),
+            &dc,
+        )?);
+        settle();
+        our_d_times.push(run_ok(
+            Command::new(&cfg.umlkit)
+                .args(["moo", "-d", "-b"])
+                .arg(&du)
+                .arg(&cowp),
+            &du,
+        )?);
+    }
+    let d_identical = cmp(&dc, &du)? && cmp(&dc, &a)?;
     let alloc = |p: &Path| std::fs::metadata(p).map(|m| m.blocks() * 512).unwrap_or(0);
     let copy_img = dir.join("copy.img");
     let copy_cow = dir.join("copy.cow");
@@ -308,6 +375,7 @@ fn bench_in(cfg: &MooBench, dir: &Path, uml_moo: &Path, mkfs: &Path) -> Result<M
         for p in [&copy_img, &copy_cow] {
             let _ = std::fs::remove_file(p);
         }
+        settle();
         let t1 = run_ok(
             Command::new("cp")
                 .arg("--sparse=always")
@@ -338,11 +406,14 @@ fn bench_in(cfg: &MooBench, dir: &Path, uml_moo: &Path, mkfs: &Path) -> Result<M
         backing_alloc: alloc(&img),
         cow_alloc: alloc(&cowp),
         copy_time,
+        c_d_times,
+        our_d_times,
+        d_identical,
     };
-    for p in [&a, &b, &copy_img, &copy_cow] {
+    for p in [&a, &b, &copy_img, &copy_cow, &dc, &du] {
         let _ = std::fs::remove_file(p);
     }
-    if !report.identical {
+    if !report.identical || !report.d_identical {
         return Err(fail(
             &b,
             format!("umlkit moo output differs from uml_moo's\n{report}"),

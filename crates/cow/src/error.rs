@@ -119,6 +119,12 @@ pub enum CowError {
     /// A merge journal that does not belong to this COW/backing pair.
     #[error("merge journal {}: {msg}", path.display())]
     Journal { path: PathBuf, msg: String },
+    /// A running guest (or another tool) holds a lock on the file.
+    #[error(
+        "{} is in use: process {pid} holds a lock on it (a running UML guest?); stop it first",
+        path.display()
+    )]
+    InUse { path: PathBuf, pid: u32 },
     /// A tar archive that we cannot unpack.
     #[error("archive {}: {msg}", path.display())]
     Archive { path: PathBuf, msg: String },

@@ -82,6 +82,21 @@ impl CowFile {
 
     /// Read the whole bitmap; a short file is an error naming the COW.
     pub fn read_bitmap(&self) -> Result<Vec<u8>> {
+        // Check the length first: a corrupt header could claim a huge size.
+        let present = self.len.saturating_sub(self.layout.bitmap_offset);
+        if present < self.layout.bitmap_len {
+            return Err(CowError::Io {
+                op: Op::ReadBitmap,
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "truncated bitmap: {} bytes needed at offset {}, {} present",
+                        self.layout.bitmap_len, self.layout.bitmap_offset, present
+                    ),
+                ),
+            });
+        }
         let mut bm = vec![0u8; self.layout.bitmap_len as usize];
         let n = read_full_at(&self.file, &mut bm, self.layout.bitmap_offset)
             .ctx(Op::ReadBitmap, &self.path)?;
@@ -132,6 +147,19 @@ impl CowFile {
             .write_all_at(&bytes, 0)
             .ctx(Op::WriteCow, &self.path)?;
         self.file.sync_all().ctx(Op::Sync, &self.path)
+    }
+}
+
+/// Fail with [`CowError::InUse`] if another process holds an `fcntl` lock
+/// on `f` that conflicts with `kind` (the UML kernel locks its disks).
+pub fn ensure_unlocked(f: &File, path: &Path, kind: umlkit_sys::file::LockKind) -> Result<()> {
+    match umlkit_sys::file::lock_holder(f, kind) {
+        Ok(Some(pid)) => Err(CowError::InUse {
+            path: path.to_path_buf(),
+            pid,
+        }),
+        // A file system without POSIX locks cannot tell; go on.
+        Ok(None) | Err(_) => Ok(()),
     }
 }
 
@@ -251,6 +279,9 @@ pub fn mkcow(cow: &Path, backing: &Path, opts: &MkcowOptions) -> Result<CowHeade
         oo.create_new(true);
     }
     let file = oo.open(cow).ctx(Op::OpenCow, cow)?;
+    if existed && !opts.c_compat {
+        ensure_unlocked(&file, cow, umlkit_sys::file::LockKind::Write)?;
+    }
     let r = write_new_header(&file, cow, backing, opts.c_compat);
     if r.is_err() && !existed {
         let _ = std::fs::remove_file(cow);
@@ -298,6 +329,8 @@ pub struct CowInfo {
     pub sectors_changed: u64,
     pub percent_changed: f64,
     pub allocated_bytes: u64,
+    /// Path of an interrupted in-place merge's journal, if one exists.
+    pub merge_journal: Option<String>,
 }
 
 /// Inspect a COW file (and how its backing file compares).
@@ -337,6 +370,9 @@ pub fn info(path: &Path) -> Result<CowInfo> {
             changed as f64 * 100.0 / cow.layout.sectors as f64
         },
         allocated_bytes: md.blocks() * 512,
+        merge_journal: Some(moo::journal_path(path))
+            .filter(|j| j.exists())
+            .map(|j| j.display().to_string()),
     })
 }
 
@@ -359,6 +395,18 @@ pub fn error_text(e: &dyn std::error::Error) -> String {
 /// enough, backing size and mtime exactly equal. Returns the backing path.
 pub fn check(path: &Path) -> Result<PathBuf> {
     let cow = CowFile::open(path, false)?;
+    let journal = moo::journal_path(path);
+    if journal.exists() {
+        return Err(CowError::Journal {
+            path: journal,
+            msg: format!(
+                "an in-place merge of {} into {} was interrupted; the backing file is partly merged. Finish it with `umlkit moo -d {}` (add the same -b if one was used)",
+                path.display(),
+                cow.backing_path().display(),
+                path.display()
+            ),
+        });
+    }
     let bm = cow.read_bitmap()?;
     cow.check_data_area(&bm, cow.layout.sectors)?;
     let backing = cow.backing_path();
@@ -380,6 +428,7 @@ pub struct RebaseOptions {
 /// Returns (old header, new header).
 pub fn rebase(path: &Path, opts: &RebaseOptions) -> Result<(CowHeader, CowHeader)> {
     let cow = CowFile::open(path, true)?;
+    ensure_unlocked(&cow.file, path, umlkit_sys::file::LockKind::Write)?;
     let old = cow.header.clone();
     let mut new = old.clone();
     let backing_path = match &opts.backing {

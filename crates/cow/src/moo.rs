@@ -29,7 +29,7 @@ use crate::{
 /// holes to keep).
 const BLOCK: u64 = 4096;
 /// Bytes processed per read/write window.
-const WINDOW: u64 = 8 << 20;
+const WINDOW: u64 = 1 << 20;
 
 /// Test hook: after this many written chunks, `moo -d` kills itself with
 /// SIGKILL (simulates a crash mid-merge). Only for tests.
@@ -42,6 +42,9 @@ pub struct MooOptions {
     pub backing: Option<PathBuf>,
     /// New-file mode: overwrite an existing output file.
     pub force: bool,
+    /// Refuse to merge while a running guest holds its lock on the COW
+    /// (or, in place, on the backing file). uml_moo does not check.
+    pub check_locks: bool,
 }
 
 /// What a merge did.
@@ -141,6 +144,9 @@ fn read_exact(f: &File, buf: &mut [u8], off: u64, op: Op, path: &Path) -> Result
 /// `out`. Refuses an existing `out` unless `opts.force`.
 pub fn moo_new(cow_path: &Path, out: &Path, opts: &MooOptions) -> Result<MooStats> {
     let cow = CowFile::open(cow_path, false)?;
+    if opts.check_locks {
+        crate::ensure_unlocked(&cow.file, cow_path, umlkit_sys::file::LockKind::Read)?;
+    }
     let backing = opts.backing.clone().unwrap_or_else(|| cow.backing_path());
     validate_backing(&cow, &backing)?;
     let bf = File::open(&backing).ctx(Op::OpenBacking, &backing)?;
@@ -281,7 +287,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -359,8 +365,11 @@ pub fn moo_in_place(cow_path: &Path, opts: &MooOptions) -> Result<MooStats> {
     let cow = CowFile::open(cow_path, false)?;
     let backing = opts.backing.clone().unwrap_or_else(|| cow.backing_path());
     let jpath = journal_path(cow_path);
+    // Record the backing file by its canonical path, so a resume may name
+    // it differently (relative, through a link).
+    let canon = std::fs::canonicalize(&backing).unwrap_or_else(|_| backing.clone());
     let expected = Journal {
-        backing: backing.as_os_str().as_bytes().to_vec(),
+        backing: canon.as_os_str().as_bytes().to_vec(),
         size: cow.header.size,
         mtime: cow.header.mtime,
     };
@@ -409,6 +418,10 @@ pub fn moo_in_place(cow_path: &Path, opts: &MooOptions) -> Result<MooStats> {
         .write(true)
         .open(&backing)
         .ctx(Op::OpenBacking, &backing)?;
+    if opts.check_locks {
+        crate::ensure_unlocked(&cow.file, cow_path, umlkit_sys::file::LockKind::Read)?;
+        crate::ensure_unlocked(&bf, &backing, umlkit_sys::file::LockKind::Write)?;
+    }
     let bm = cow.read_bitmap()?;
     let n = cow.layout.merge_sectors;
     cow.check_data_area(&bm, n)?;

@@ -117,14 +117,14 @@ fn entry_headers(e: &Entry) -> Vec<[u8; BLK]> {
             d[..chunk.len()].copy_from_slice(chunk);
             out.push(d);
         }
-        if e.name.len() % BLK == 0 {
+        if e.name.len().is_multiple_of(BLK) {
             out.push([0u8; BLK]);
         }
     }
     // GNU tar ends a map with a zero-length entry at EOF when the file ends
     // in a hole; do the same so the real size is restored.
     let mut map: Vec<(u64, u64)> = e.map.to_vec();
-    if map.last().map_or(true, |&(o, l)| o + l < e.size) {
+    if map.last().is_none_or(|&(o, l)| o + l < e.size) {
         map.push((e.size, 0));
     }
     let stored: u64 = map.iter().map(|m| m.1).sum();
@@ -224,6 +224,7 @@ pub fn pack(out: &Path, cows: &[PathBuf]) -> Result<Vec<String>> {
     };
     for c in cows {
         let cow = CowFile::open(c, false)?;
+        crate::ensure_unlocked(&cow.file, c, umlkit_sys::file::LockKind::Read)?;
         let backing = cow.backing_path();
         validate_backing(&cow, &backing)?;
         let bm = cow.read_bitmap()?;
@@ -404,13 +405,29 @@ pub struct Unpacked {
 /// Unpack an archive made by [`pack`] (or any tar of regular and GNU sparse
 /// files at the top level) into `dir`, make COW backing paths absolute for
 /// `dir` and restore mtimes. Existing files are not overwritten.
+/// On failure the files it created (and `dir`, if it created it) are removed.
 pub fn unpack(input: &Path, dir: &Path) -> Result<Vec<Unpacked>> {
+    let existed = dir.exists();
+    std::fs::create_dir_all(dir).ctx(Op::Other, dir)?;
+    let adir = std::fs::canonicalize(dir).ctx(Op::Other, dir)?;
+    let mut created = Vec::new();
+    let r = unpack_into(input, &adir, &mut created);
+    if r.is_err() {
+        for p in &created {
+            let _ = std::fs::remove_file(p);
+        }
+        if !existed {
+            let _ = std::fs::remove_dir(&adir);
+        }
+    }
+    r
+}
+
+fn unpack_into(input: &Path, adir: &Path, created: &mut Vec<PathBuf>) -> Result<Vec<Unpacked>> {
     let bad = |msg: String| CowError::Archive {
         path: input.to_path_buf(),
         msg,
     };
-    std::fs::create_dir_all(dir).ctx(Op::Other, dir)?;
-    let adir = std::fs::canonicalize(dir).ctx(Op::Other, dir)?;
     let tf = File::open(input).ctx(Op::ReadArchive, input)?;
     let mut pos = 0u64;
     let mut long_name: Option<Vec<u8>> = None;
@@ -427,9 +444,18 @@ pub fn unpack(input: &Path, dir: &Path) -> Result<Vec<Unpacked>> {
         let size =
             get_num(&h[124..136]).ok_or_else(|| bad(format!("bad size field at byte {pos}")))?;
         let typ = h[156];
-        let data_blocks = size.div_ceil(BLK as u64) * BLK as u64;
+        let data_blocks = size
+            .checked_next_multiple_of(BLK as u64)
+            .filter(|&d| pos.checked_add(d).is_some())
+            .ok_or_else(|| bad(format!("impossible size {size} at byte {}", pos - 512)))?;
         match typ {
             b'L' => {
+                if size > 65536 {
+                    return Err(bad(format!(
+                        "long name of {size} bytes at byte {}",
+                        pos - 512
+                    )));
+                }
                 let mut v = vec![0u8; size as usize];
                 read_full_at(&tf, &mut v, pos).ctx(Op::ReadArchive, input)?;
                 let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
@@ -439,8 +465,13 @@ pub fn unpack(input: &Path, dir: &Path) -> Result<Vec<Unpacked>> {
                 continue;
             }
             b'x' | b'g' => {
-                pos += data_blocks;
-                continue;
+                // PAX records can override names and sizes or describe
+                // sparse files (GNU.sparse.*); ignoring them could unpack
+                // wrong data, so refuse.
+                return Err(bad(format!(
+                    "PAX extended header at byte {} is not supported (make the archive with `umlkit cow pack`, or GNU tar's default format)",
+                    pos - 512
+                )));
             }
             b'0' | 0 | b'S' => {}
             b'5' => {
@@ -505,13 +536,14 @@ pub fn unpack(input: &Path, dir: &Path) -> Result<Vec<Unpacked>> {
             .mode(0o600)
             .open(&target)
             .ctx(Op::CreateOutput, &target)?;
+        created.push(target.clone());
         of.set_len(real_size).ctx(Op::WriteData, &target)?;
         let mut dpos = pos;
         for &(o, l) in &map {
             if l == 0 {
                 continue;
             }
-            if o + l > real_size {
+            if o.checked_add(l).is_none_or(|e| e > real_size) || dpos.checked_add(l).is_none() {
                 return Err(bad(format!(
                     "sparse map of {} goes past its size",
                     target.display()
@@ -522,7 +554,7 @@ pub fn unpack(input: &Path, dir: &Path) -> Result<Vec<Unpacked>> {
                 path: target.clone(),
                 source,
             })?;
-            dpos += l.div_ceil(BLK as u64) * BLK as u64;
+            dpos = dpos.saturating_add(l.div_ceil(BLK as u64).saturating_mul(BLK as u64));
         }
         of.set_permissions(std::fs::Permissions::from_mode(mode))
             .ctx(Op::WriteData, &target)?;

@@ -121,6 +121,41 @@ pub fn copy_range(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64) 
     Ok(())
 }
 
+/// A POSIX record lock type, for [`lock_holder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    Read,
+    Write,
+}
+
+/// The pid of a process holding an `fcntl` lock on the whole of `f` that
+/// would conflict with taking `kind` (the UML kernel holds F_WRLCK on a
+/// writable COW and F_RDLCK on a backing file), None when there is none.
+/// Takes no lock itself (`F_GETLK`).
+pub fn lock_holder(f: &File, kind: LockKind) -> io::Result<Option<u32>> {
+    let mut fl = libc::flock {
+        l_type: match kind {
+            LockKind::Read => libc::F_RDLCK as libc::c_short,
+            LockKind::Write => libc::F_WRLCK as libc::c_short,
+        },
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    // SAFETY: F_GETLK reads and writes exactly one `struct flock`, which
+    // `fl` is (a live, initialised local); the descriptor is kept open by `f`.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl as *mut libc::flock) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if fl.l_type == libc::F_UNLCK as libc::c_short {
+        Ok(None)
+    } else {
+        Ok(Some(fl.l_pid.max(0) as u32))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,9 @@ pub enum Command {
         backing: PathBuf,
     },
     /// Merge a COW file with its backing file (as uml_moo, much faster)
+    #[command(
+        override_usage = "umlkit moo [-b BACKING] [--force] COW NEW\n       umlkit moo [-b BACKING] -d COW"
+    )]
     Moo(MooArgs),
     /// Inspect, check, repair and move COW files
     Cow {
@@ -123,6 +126,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let opts = MooOptions {
                 backing: a.backing,
                 force: a.force,
+                check_locks: true,
             };
             if a.destructive {
                 let jp = cow::moo::journal_path(&a.files[0]);
@@ -279,6 +283,12 @@ fn print_info(i: &cow::CowInfo) {
         i.sectors_changed, i.sectors, i.percent_changed
     );
     println!("allocated on disk: {} bytes", i.allocated_bytes);
+    if let Some(j) = &i.merge_journal {
+        println!(
+            "INTERRUPTED MERGE: journal {j}; finish it with `umlkit moo -d {}`",
+            i.path
+        );
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -441,6 +451,7 @@ pub fn multicall_moo(args: &[OsString]) -> ExitCode {
     let opts = MooOptions {
         backing,
         force: true,
+        check_locks: false,
     };
     let r = if destructive {
         cow::moo_in_place(&files[0], &opts)

@@ -25,7 +25,8 @@ pub fn multicall(dir: &Path, name: &str) -> PathBuf {
 
 /// Run a command to completion (it cannot outlive the call).
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -71,7 +72,7 @@ pub fn backing_file(path: &Path, size: u64, mtime: i64) {
     let mut off = 0u64;
     let mut i = 0u64;
     while off + 65536 <= size {
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             f.write_all_at(&noise(i + 1, 65536), off).unwrap();
         } else if i % 7 == 1 {
             f.write_all_at(&vec![0u8; 8192], off).unwrap();
@@ -80,7 +81,7 @@ pub fn backing_file(path: &Path, size: u64, mtime: i64) {
         i += 1;
     }
     // Last sector has data too (sometimes).
-    if size >= 512 && size % 1024 == 0 {
+    if size >= 512 && size.is_multiple_of(1024) {
         f.write_all_at(&[0xabu8; 512], size - 512).unwrap();
     }
     drop(f);
@@ -90,7 +91,8 @@ pub fn backing_file(path: &Path, size: u64, mtime: i64) {
 pub fn set_mtime(path: &Path, secs: i64) {
     let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
     let f = std::fs::File::options().write(true).open(path).unwrap();
-    f.set_times(std::fs::FileTimes::new().set_modified(t)).unwrap();
+    f.set_times(std::fs::FileTimes::new().set_modified(t))
+        .unwrap();
 }
 
 pub fn mtime(path: &Path) -> i64 {
@@ -105,7 +107,11 @@ pub fn alloc(path: &Path) -> u64 {
 /// `data_offset + sector*512`, bit set. `runs` = (first sector, count);
 /// `zero` writes zero sectors (a guest zeroing data).
 pub fn guest_write(cow: &Path, runs: &[(u64, u64)], seed: u64, zero: bool) {
-    let f = std::fs::File::options().read(true).write(true).open(cow).unwrap();
+    let f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(cow)
+        .unwrap();
     let mut hb = vec![0u8; cow_format::MAX_HEADER_LEN];
     let n = f.read_at(&mut hb, 0).unwrap();
     let h = CowHeader::parse(&hb[..n]).unwrap();
