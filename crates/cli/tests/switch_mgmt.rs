@@ -178,3 +178,39 @@ fn console_survives_garbage_and_oversized_lines() {
     }
     assert!(sw.mgmt("port/showinfo").contains("Numports=32"));
 }
+
+/// vdeterm (a line editor that needs a terminal, given one by `script`)
+/// recognises our prompt, runs a command and shows its filtered output.
+#[test]
+fn vdeterm_runs_commands() {
+    testkit::require("vdeterm", "vde2");
+    testkit::require("script", "bsdutils");
+    let sw = Sw::start(&[]);
+    let feed = "sleep 1; printf 'port/showinfo\\r'; sleep 1; printf 'logout\\r'; sleep 0.5";
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "({feed}) | script -qfc 'vdeterm {}' /dev/null",
+            sw.mgmt.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut g = ProcGuard::spawn("vdeterm", cmd);
+    let mut out = String::new();
+    use std::io::Read;
+    g.child_mut()
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    g.wait_timeout(WAIT);
+    assert!(
+        out.contains(&format!("vde[{}]: ", sw.mgmt.display())),
+        "{out}"
+    );
+    assert!(out.contains("Numports=32"), "{out}");
+    assert!(out.contains("HUB=false"), "{out}");
+    assert!(out.contains("Success"), "{out}");
+}
