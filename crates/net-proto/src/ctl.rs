@@ -222,7 +222,11 @@ pub fn uml_v3_request(addr: &SockAddrUn) -> Vec<u8> {
 pub enum CtlError {
     /// Fewer bytes than the layout needs.
     #[error("truncated request: {got} bytes, protocol {version} needs {need}")]
-    Truncated { got: usize, need: usize, version: u32 },
+    Truncated {
+        got: usize,
+        need: usize,
+        version: u32,
+    },
     /// uml_switch's wording.
     #[error("Version 2 is not supported")]
     Version2,
@@ -343,7 +347,10 @@ mod tests {
         };
         let b = req.to_bytes();
         assert_eq!(b.len(), 150);
-        assert_eq!(&b[..14], b"\xce\xfa\xed\xfe\x03\x00\x00\x00\x00\x00\x00\x00\x01\x00");
+        assert_eq!(
+            &b[..14],
+            b"\xce\xfa\xed\xfe\x03\x00\x00\x00\x00\x00\x00\x00\x01\x00"
+        );
         assert_eq!(parse_request(&b, Dialect::Vde).unwrap(), req);
         // [9] -> type bytes 00 09 00 00
         let req9 = Request::V3 {
@@ -371,7 +378,10 @@ mod tests {
         for d in [Dialect::UmlSwitch, Dialect::Vde] {
             match parse_request(&b, d).unwrap() {
                 Request::V3 {
-                    kind, port, addr: a, descr,
+                    kind,
+                    port,
+                    addr: a,
+                    descr,
                 } => {
                     assert_eq!(kind, RequestKind::NewControl);
                     assert_eq!(port, 0);
@@ -388,22 +398,37 @@ mod tests {
     fn versions_and_errors() {
         let mut b = uml_v3_request(&SockAddrUn::abstract_name(b"x"));
         b[4] = 2;
-        assert_eq!(parse_request(&b, Dialect::UmlSwitch), Err(CtlError::Version2));
+        assert_eq!(
+            parse_request(&b, Dialect::UmlSwitch),
+            Err(CtlError::Version2)
+        );
         b[4] = 7;
-        assert_eq!(parse_request(&b, Dialect::UmlSwitch), Err(CtlError::UnsupportedVersion(7)));
+        assert_eq!(
+            parse_request(&b, Dialect::UmlSwitch),
+            Err(CtlError::UnsupportedVersion(7))
+        );
         b[4] = 3;
         b[8] = 5;
-        assert_eq!(parse_request(&b, Dialect::UmlSwitch), Err(CtlError::BadType(5)));
+        assert_eq!(
+            parse_request(&b, Dialect::UmlSwitch),
+            Err(CtlError::BadType(5))
+        );
         b[8] = 1;
         assert!(matches!(
             parse_request(&b, Dialect::Vde),
-            Ok(Request::V3 { kind: RequestKind::NewPort0, .. })
+            Ok(Request::V3 {
+                kind: RequestKind::NewPort0,
+                ..
+            })
         ));
         assert!(matches!(
             parse_request(&b[..100], Dialect::Vde),
             Err(CtlError::Truncated { got: 100, .. })
         ));
-        assert!(matches!(parse_request(&[], Dialect::Vde), Err(CtlError::Truncated { .. })));
+        assert!(matches!(
+            parse_request(&[], Dialect::Vde),
+            Err(CtlError::Truncated { .. })
+        ));
         let v0 = Request::V0 {
             mac: [2, 0, 0, 0, 0, 1],
             addr: SockAddrUn::abstract_name(b"v0"),

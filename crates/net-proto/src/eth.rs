@@ -176,15 +176,24 @@ mod tests {
 
     #[test]
     fn limits() {
-        assert_eq!(Frame::new_checked(&[0u8; 13]).unwrap_err(), FrameError::Runt(13));
+        assert_eq!(
+            Frame::new_checked(&[0u8; 13]).unwrap_err(),
+            FrameError::Runt(13)
+        );
         assert!(Frame::new_checked(&[0u8; 14]).is_ok());
         assert!(Frame::new_checked(&[0u8; 1518]).is_ok());
-        assert_eq!(Frame::new_checked(&[0u8; 1519]).unwrap_err(), FrameError::Giant(1519));
+        assert_eq!(
+            Frame::new_checked(&[0u8; 1519]).unwrap_err(),
+            FrameError::Giant(1519)
+        );
         let mut tagged = vec![0u8; 1522];
         tagged[12] = 0x81;
         assert!(Frame::new_checked(&tagged).is_ok());
         tagged.push(0);
-        assert_eq!(Frame::new_checked(&tagged).unwrap_err(), FrameError::Giant(1523));
+        assert_eq!(
+            Frame::new_checked(&tagged).unwrap_err(),
+            FrameError::Giant(1523)
+        );
     }
 
     #[test]
@@ -204,7 +213,10 @@ mod tests {
 
     #[test]
     fn mac_parse() {
-        assert_eq!(MacAddr::parse("02:00:0a:0B:00:ff"), Some(MacAddr([2, 0, 10, 11, 0, 255])));
+        assert_eq!(
+            MacAddr::parse("02:00:0a:0B:00:ff"),
+            Some(MacAddr([2, 0, 10, 11, 0, 255]))
+        );
         assert_eq!(MacAddr::parse("02:00:0a:0B:00"), None);
         assert_eq!(MacAddr::parse("02:00:0a:0B:00:ff:1"), None);
         assert_eq!(MacAddr::parse("02:00:0a:0B:00:fff"), None);
@@ -217,7 +229,12 @@ mod tests {
         let f = frame([0xff; 6], [2, 0, 0, 0, 0, 2], 0x0800, b"fromB");
         let mut out = [0u8; 64];
         let n = insert_tag(&f, 10, &mut out);
-        let want = frame([0xff; 6], [2, 0, 0, 0, 0, 2], 0x8100, &[0, 10, 8, 0, b'f', b'r', b'o', b'm', b'B']);
+        let want = frame(
+            [0xff; 6],
+            [2, 0, 0, 0, 0, 2],
+            0x8100,
+            &[0, 10, 8, 0, b'f', b'r', b'o', b'm', b'B'],
+        );
         assert_eq!(&out[..n], &want[..]);
     }
 

@@ -33,6 +33,7 @@ pub const MAX_LINE: usize = 128;
 pub const ENOENT: i32 = 2;
 pub const ENXIO: i32 = 6;
 pub const EBUSY: i32 = 16;
+pub const ENODEV: i32 = 19;
 pub const EEXIST: i32 = 17;
 pub const EINVAL: i32 = 22;
 pub const ENOSYS: i32 = 38;
@@ -47,6 +48,7 @@ pub fn strerror(errno: i32) -> &'static str {
         ENXIO => "No such device or address",
         12 => "Cannot allocate memory",
         EBUSY => "Device or resource busy",
+        ENODEV => "No such device",
         EEXIST => "File exists",
         EINVAL => "Invalid argument",
         ENOSYS => "Function not implemented",
@@ -84,26 +86,50 @@ pub enum MgmtCommand {
     Shutdown,
     DsShowInfo,
     PortShowInfo,
-    PortPrint { port: Option<u32>, all: bool },
+    PortPrint {
+        port: Option<u32>,
+        all: bool,
+    },
     PortSetNumPorts(u32),
     PortSetHub(bool),
-    PortSetVlan { port: u32, vlan: u16 },
+    PortSetVlan {
+        port: u32,
+        vlan: u16,
+    },
     PortCreateAuto,
     PortCreate(u32),
     PortRemove(u32),
     PortResetCounter(Option<u32>),
     /// umlkit extension: all counters including drops.
     PortStats(Option<u32>),
-    PortEpClose { port: u32, id: u32 },
+    PortEpClose {
+        port: u32,
+        id: u32,
+    },
     HashShowInfo,
     HashPrint,
-    HashFind { mac: MacAddr, vlan: u16 },
-    HashDelete { mac: MacAddr, vlan: Option<u16> },
+    HashFind {
+        mac: MacAddr,
+        vlan: u16,
+    },
+    HashDelete {
+        mac: MacAddr,
+        vlan: Option<u16>,
+    },
     VlanCreate(u16),
     VlanRemove(u16),
-    VlanAddPort { vlan: u16, port: u32 },
-    VlanDelPort { vlan: u16, port: u32 },
-    VlanPrint { vlan: Option<u16>, all: bool },
+    VlanAddPort {
+        vlan: u16,
+        port: u32,
+    },
+    VlanDelPort {
+        vlan: u16,
+        port: u32,
+    },
+    VlanPrint {
+        vlan: Option<u16>,
+        all: bool,
+    },
 }
 
 /// One entry of the command table: path, syntax, help (as `help` prints them).
@@ -141,12 +167,20 @@ pub const COMMANDS: &[CommandInfo] = &[
         "",
         "create a port with an automatically allocated id (inactive|notallocatable)",
     ),
-    ci("port/create", "N", "create the port N (inactive|notallocatable)"),
+    ci(
+        "port/create",
+        "N",
+        "create the port N (inactive|notallocatable)",
+    ),
     ci("port/remove", "N", "remove the port N"),
     ci("port/epclose", "N ID", "remove the endpoint port N/id ID"),
     ci("port/resetcounter", "[N]", "reset the port (N) counters"),
     ci("port/print", "[N]", "print the port/endpoint table"),
-    ci("port/stats", "[N]", "print the port counters including drops"),
+    ci(
+        "port/stats",
+        "[N]",
+        "print the port counters including drops",
+    ),
     ci(
         "port/allprint",
         "[N]",
@@ -168,8 +202,14 @@ pub const COMMANDS: &[CommandInfo] = &[
 /// The `help [prefix]` text (data block content).
 pub fn help_text(prefix: Option<&str>) -> String {
     let mut s = String::new();
-    s.push_str(&format!("{:<18} {:<15} {}\n", "COMMAND PATH", "SYNTAX", "HELP"));
-    s.push_str(&format!("{:<18} {:<15} {}\n", "------------", "--------------", "------------"));
+    s.push_str(&format!(
+        "{:<18} {:<15} {}\n",
+        "COMMAND PATH", "SYNTAX", "HELP"
+    ));
+    s.push_str(&format!(
+        "{:<18} {:<15} {}\n",
+        "------------", "--------------", "------------"
+    ));
     for c in COMMANDS {
         if let Some(p) = prefix {
             if !c.path.starts_with(p) {
@@ -199,7 +239,9 @@ fn atoi(s: &str) -> i64 {
         Some(r) => (true, r),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
     let v: i64 = digits[..end].parse().unwrap_or(0);
     if neg {
         -v
@@ -244,7 +286,11 @@ pub fn parse(line: &str) -> Result<MgmtCommand, i32> {
         u16::try_from(atoi(a.ok_or(EINVAL)?)).map_err(|_| EINVAL)
     };
     Ok(match info.path {
-        "help" => C::Help(if rest.is_empty() { None } else { Some(rest.to_string()) }),
+        "help" => C::Help(if rest.is_empty() {
+            None
+        } else {
+            Some(rest.to_string())
+        }),
         "showinfo" => C::ShowInfo,
         "logout" => C::Logout,
         "shutdown" => C::Shutdown,
@@ -337,16 +383,37 @@ mod tests {
         assert_eq!(parse("# comment\n"), Ok(C::Nothing));
         assert_eq!(parse("  showinfo\n"), Ok(C::ShowInfo));
         assert_eq!(parse("bogus\n"), Err(ENOSYS));
-        assert_eq!(parse("port/print\n"), Ok(C::PortPrint { port: None, all: false }));
-        assert_eq!(parse("port/allprint 3\n"), Ok(C::PortPrint { port: Some(3), all: true }));
-        assert_eq!(parse("port/setvlan 12 10"), Ok(C::PortSetVlan { port: 12, vlan: 10 }));
+        assert_eq!(
+            parse("port/print\n"),
+            Ok(C::PortPrint {
+                port: None,
+                all: false
+            })
+        );
+        assert_eq!(
+            parse("port/allprint 3\n"),
+            Ok(C::PortPrint {
+                port: Some(3),
+                all: true
+            })
+        );
+        assert_eq!(
+            parse("port/setvlan 12 10"),
+            Ok(C::PortSetVlan { port: 12, vlan: 10 })
+        );
         assert_eq!(parse("port/setvlan 12"), Err(EINVAL));
-        assert_eq!(parse("vlan/addport 10 13\n"), Ok(C::VlanAddPort { vlan: 10, port: 13 }));
+        assert_eq!(
+            parse("vlan/addport 10 13\n"),
+            Ok(C::VlanAddPort { vlan: 10, port: 13 })
+        );
         assert_eq!(parse("port/sethub 1"), Ok(C::PortSetHub(true)));
         assert_eq!(parse("help port/set"), Ok(C::Help(Some("port/set".into()))));
         assert_eq!(
             parse("hash/delete 02:00:00:00:00:01"),
-            Ok(C::HashDelete { mac: MacAddr([2, 0, 0, 0, 0, 1]), vlan: None })
+            Ok(C::HashDelete {
+                mac: MacAddr([2, 0, 0, 0, 0, 1]),
+                vlan: None
+            })
         );
         assert_eq!(parse("hash/delete nonsense"), Err(EINVAL));
         // several lines in one read: only the first command counts
@@ -357,9 +424,18 @@ mod tests {
     fn help_format() {
         let h = help_text(Some("port/set"));
         let mut lines = h.lines();
-        assert_eq!(lines.next(), Some("COMMAND PATH       SYNTAX          HELP"));
-        assert_eq!(lines.next(), Some("------------       --------------  ------------"));
-        assert_eq!(lines.next(), Some("port/setnumports   N               set the number of ports"));
+        assert_eq!(
+            lines.next(),
+            Some("COMMAND PATH       SYNTAX          HELP")
+        );
+        assert_eq!(
+            lines.next(),
+            Some("------------       --------------  ------------")
+        );
+        assert_eq!(
+            lines.next(),
+            Some("port/setnumports   N               set the number of ports")
+        );
     }
 
     proptest! {

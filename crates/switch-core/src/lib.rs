@@ -217,7 +217,11 @@ impl Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for &b in bytes {
             h ^= b as u64;
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -567,8 +571,7 @@ impl Switch {
     pub fn gc(&mut self, now: Duration) -> usize {
         self.last_gc = now;
         let before = self.table.len();
-        self.table
-            .retain(|_, v| now.saturating_sub(v.1) <= EXPIRE);
+        self.table.retain(|_, v| now.saturating_sub(v.1) <= EXPIRE);
         before - self.table.len()
     }
 
@@ -614,7 +617,7 @@ impl Switch {
         if n == 0 {
             return Err(Error::Invalid);
         }
-        if let Some((q, _)) = self.ports().find(|(q, p)| *q >= n && p.active()) {
+        if let Some((q, _)) = self.ports().find(|(q, _)| *q >= n) {
             return Err(Error::PortActive(q));
         }
         self.ports.resize(n as usize, None);
@@ -679,13 +682,14 @@ impl Switch {
                 Ok(())
             }
             Some(n) => {
-                let p = self
+                // vde_switch answers Success for a port that does not exist
+                let slot = self
                     .ports
                     .get_mut(n as usize)
-                    .ok_or(Error::PortOutOfRange(n))?
-                    .as_mut()
-                    .ok_or(Error::NoSuchPort(n))?;
-                p.counters = Counters::default();
+                    .ok_or(Error::PortOutOfRange(n))?;
+                if let Some(p) = slot.as_mut() {
+                    p.counters = Counters::default();
+                }
                 Ok(())
             }
         }
@@ -699,7 +703,9 @@ impl Switch {
         if vlan != NOVLAN && !self.vlans.contains_key(&vlan) {
             return Err(Error::NoSuchVlan(vlan));
         }
-        let port = self.ports[n as usize].as_mut().ok_or(Error::NoSuchPort(n))?;
+        let port = self.ports[n as usize]
+            .as_mut()
+            .ok_or(Error::NoSuchPort(n))?;
         port.vlan = vlan;
         if let Some(t) = self.vlans.get_mut(&vlan) {
             t.remove(&n);
@@ -748,6 +754,10 @@ impl Switch {
     }
 
     pub fn vlan_del_port(&mut self, vlan: u16, n: u32) -> Result<(), Error> {
+        if self.port(n).is_some_and(|p| p.vlan == vlan) {
+            // the port's untagged VLAN: use port/setvlan instead
+            return Err(Error::PortActive(n));
+        }
         let t = self.vlans.get_mut(&vlan).ok_or(Error::NoSuchVlan(vlan))?;
         if !t.remove(&n) {
             return Err(Error::NoSuchPort(n));

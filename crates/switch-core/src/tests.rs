@@ -147,18 +147,36 @@ fn port_allocation() {
         numports: 4,
         hub: false,
     });
-    assert_eq!(sw.connect(10, PortRequest::Number(3), Some(1000), ""), Ok(3));
-    assert_eq!(sw.connect(11, PortRequest::Number(4), Some(1000), ""), Err(Error::PortOutOfRange(4)));
-    assert_eq!(sw.connect(11, PortRequest::Number(3), Some(1001), ""), Err(Error::PortInUse(3)));
+    assert_eq!(
+        sw.connect(10, PortRequest::Number(3), Some(1000), ""),
+        Ok(3)
+    );
+    assert_eq!(
+        sw.connect(11, PortRequest::Number(4), Some(1000), ""),
+        Err(Error::PortOutOfRange(4))
+    );
+    assert_eq!(
+        sw.connect(11, PortRequest::Number(3), Some(1001), ""),
+        Err(Error::PortInUse(3))
+    );
     // same user shares the port; root always may
-    assert_eq!(sw.connect(11, PortRequest::Number(3), Some(1000), ""), Ok(3));
+    assert_eq!(
+        sw.connect(11, PortRequest::Number(3), Some(1000), ""),
+        Ok(3)
+    );
     assert_eq!(sw.connect(12, PortRequest::Number(3), Some(0), ""), Ok(3));
     assert_eq!(sw.port(3).unwrap().endpoints, vec![10, 11, 12]);
     assert_eq!(sw.connect(13, PortRequest::Port0, None, ""), Ok(0));
     assert_eq!(sw.connect(14, PortRequest::Any, None, ""), Ok(1));
     assert_eq!(sw.connect(15, PortRequest::Any, None, ""), Ok(2));
-    assert_eq!(sw.connect(16, PortRequest::Any, None, ""), Err(Error::NoFreePort));
-    assert_eq!(sw.connect(15, PortRequest::Any, None, ""), Err(Error::EndpointExists(15)));
+    assert_eq!(
+        sw.connect(16, PortRequest::Any, None, ""),
+        Err(Error::NoFreePort)
+    );
+    assert_eq!(
+        sw.connect(15, PortRequest::Any, None, ""),
+        Err(Error::EndpointExists(15))
+    );
     // a port is reused after its client leaves, and keeps its settings
     sw.create_vlan(7).unwrap();
     sw.set_port_vlan(1, 7).unwrap();
@@ -173,7 +191,10 @@ fn port_allocation() {
     sw.remove_port(2).unwrap();
     sw.create_port(2).unwrap();
     assert_eq!(sw.connect(17, PortRequest::Any, None, ""), Ok(1));
-    assert_eq!(sw.connect(18, PortRequest::Any, None, ""), Err(Error::NoFreePort));
+    assert_eq!(
+        sw.connect(18, PortRequest::Any, None, ""),
+        Err(Error::NoFreePort)
+    );
     assert_eq!(sw.connect(18, PortRequest::Number(2), None, ""), Ok(2));
 }
 
@@ -187,6 +208,8 @@ fn port_admin_errors() {
     assert_eq!(sw.set_numports(3).unwrap_err().errno(), 98);
     sw.set_numports(8).unwrap();
     assert_eq!(sw.numports(), 8);
+    sw.create_port(7).unwrap();
+    assert_eq!(sw.set_numports(5).unwrap_err().errno(), 98);
     assert_eq!(sw.create_port_auto(), Ok(4));
     assert_eq!(sw.create_vlan(4095).unwrap_err().errno(), 22);
     assert_eq!(sw.create_vlan(0).unwrap_err().errno(), 22);
@@ -198,7 +221,9 @@ fn port_admin_errors() {
     sw.remove_vlan(10).unwrap();
     assert_eq!(sw.remove_vlan(10).unwrap_err().errno(), 6);
     sw.reset_counters(None).unwrap();
-    assert_eq!(sw.reset_counters(Some(7)).unwrap_err().errno(), 6);
+    assert_eq!(sw.reset_counters(Some(7)), Ok(()));
+    assert_eq!(sw.reset_counters(Some(70)).unwrap_err().errno(), 22);
+    assert_eq!(sw.vlan_del_port(0, 1).unwrap_err().errno(), 98);
 }
 
 /// vde.md §4, the verified VLAN example: ports 11 untagged VLAN 0; 12
@@ -206,9 +231,12 @@ fn port_admin_errors() {
 #[test]
 fn vde_verified_vlan_table() {
     let mut sw = Switch::new(Config::default());
-    sw.connect(1, PortRequest::Number(11), Some(0), "A").unwrap();
-    sw.connect(2, PortRequest::Number(12), Some(0), "B").unwrap();
-    sw.connect(3, PortRequest::Number(13), Some(0), "C").unwrap();
+    sw.connect(1, PortRequest::Number(11), Some(0), "A")
+        .unwrap();
+    sw.connect(2, PortRequest::Number(12), Some(0), "B")
+        .unwrap();
+    sw.connect(3, PortRequest::Number(13), Some(0), "C")
+        .unwrap();
     sw.create_vlan(10).unwrap();
     sw.set_port_vlan(12, 10).unwrap();
     sw.vlan_add_port(10, 13).unwrap();
@@ -260,7 +288,10 @@ fn vde_verified_vlan_table() {
     // learning is per VLAN: c learned in VLAN 10 only via tagged frames
     assert_eq!(sw.lookup(MacAddr(c), 10), Some(13));
     assert_eq!(sw.lookup(MacAddr(c), 0), None);
-    assert_eq!(sw.vlan_members(10), vec![(12, false, true), (13, true, true)]);
+    assert_eq!(
+        sw.vlan_members(10),
+        vec![(12, false, true), (13, true, true)]
+    );
     // NOVLAN port drops untagged
     sw.set_port_vlan(11, NOVLAN).unwrap();
     let (o, _) = send(&mut sw, S, 1, &frame(bc, a, b"x"));
@@ -289,7 +320,10 @@ fn leaving_forgets_addresses_and_delete_mac() {
     sw.disconnect(6).unwrap();
     assert_eq!(sw.lookup(MacAddr(mac(2)), 0), None);
     assert_eq!(sw.delete_mac(MacAddr(mac(3)), None), Ok(()));
-    assert_eq!(sw.delete_mac(MacAddr(mac(3)), None), Err(Error::NoSuchEntry));
+    assert_eq!(
+        sw.delete_mac(MacAddr(mac(3)), None),
+        Err(Error::NoSuchEntry)
+    );
 }
 
 #[test]
@@ -321,7 +355,13 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0u32..8, proptest::option::of(0u32..10)).prop_map(|(e, p)| Op::Connect(e, p)),
         (0u32..8).prop_map(Op::Disconnect),
-        (0u32..8, 0u8..6, 0u8..6, proptest::option::of(0u16..3), 0usize..1530)
+        (
+            0u32..8,
+            0u8..6,
+            0u8..6,
+            proptest::option::of(0u16..3),
+            0usize..1530
+        )
             .prop_map(|(e, d, s, v, l)| Op::Frame(e, d, s, v, l)),
         (0u64..300).prop_map(Op::Gc),
         (0u32..8, 0u16..3).prop_map(|(p, v)| Op::SetVlan(p, v)),

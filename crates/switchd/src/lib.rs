@@ -75,7 +75,10 @@ impl Default for Options {
             mgmt_mode: 0o600,
             group: None,
             flavor: Flavor::Umlkit,
-            sock_buf: 4 << 20,
+            sock_buf: std::env::var("UMLKIT_SWITCH_SOCKBUF")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(4 << 20),
         }
     }
 }
@@ -100,7 +103,9 @@ pub enum Error {
     #[error("Could not bind to socket '{path}': {source}")]
     Bind { path: PathBuf, source: io::Error },
     /// A live server answers on the socket.
-    #[error("Could not bind to socket '{0}': Address already in use (another switch is running on it)")]
+    #[error(
+        "Could not bind to socket '{0}': Address already in use (another switch is running on it)"
+    )]
     InUse(PathBuf),
     #[error("socket path too long (max 107 bytes): {0}")]
     PathTooLong(PathBuf),

@@ -37,7 +37,10 @@ impl Logger {
         if self.syslog {
             umlkit_sys::net::syslog(prio, msg);
         } else {
-            eprintln!("{}{}", self.prefix, msg);
+            // one write(2) per line, so lines of concurrent writers never mix
+            use std::io::Write;
+            let line = format!("{}{}\n", self.prefix, msg);
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
     }
 
@@ -76,5 +79,24 @@ impl Logger {
     /// Messages suppressed so far and not yet reported.
     pub fn suppressed(&self) -> u64 {
         self.suppressed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_messages_are_rate_limited() {
+        let mut l = Logger::new("test: ");
+        for i in 0..200 {
+            l.peer(&format!("peer message {i}"));
+        }
+        // a burst of RATE passes, the rest is counted, not printed
+        assert!(
+            l.suppressed() >= 200 - 2 * RATE as u64,
+            "{}",
+            l.suppressed()
+        );
     }
 }

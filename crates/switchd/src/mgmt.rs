@@ -30,10 +30,22 @@ fn print_port(s: &Server, out: &mut String, n: u32, p: &Port) {
         user_str(p.user)
     );
     let c = &p.counters;
-    let _ = writeln!(out, " IN:  pkts {:10}          bytes {:20}", c.in_pkts, c.in_bytes);
-    let _ = writeln!(out, " OUT: pkts {:10}          bytes {:20}", c.out_pkts, c.out_bytes);
+    let _ = writeln!(
+        out,
+        " IN:  pkts {:10}          bytes {:20}",
+        c.in_pkts, c.in_bytes
+    );
+    let _ = writeln!(
+        out,
+        " OUT: pkts {:10}          bytes {:20}",
+        c.out_pkts, c.out_bytes
+    );
     for &ep in &p.endpoints {
-        let descr = s.switch.endpoint(ep).map(|e| e.descr.as_str()).unwrap_or("");
+        let descr = s
+            .switch
+            .endpoint(ep)
+            .map(|e| e.descr.as_str())
+            .unwrap_or("");
         let _ = writeln!(
             out,
             "  -- endpoint ID {:04} module {:<12}: {}",
@@ -80,6 +92,14 @@ fn print_stats(s: &Server, port: Option<u32>) -> (String, i32) {
             n, c.in_pkts, c.in_bytes, c.in_drops, c.out_pkts, c.out_bytes, c.out_drops
         );
     }
+    if port.is_none() {
+        let st = s.stats;
+        let _ = writeln!(
+            out,
+            "Loop waits={} recv_calls={} frames_in={} send_calls={} frames_out={} mac_table_full={}",
+            st.waits, st.recv_calls, st.frames_in, st.send_calls, st.frames_out, s.switch.table_full
+        );
+    }
     (out, 0)
 }
 
@@ -91,8 +111,11 @@ fn print_vlan(s: &Server, out: &mut String, v: u16, all: bool) {
         }
         let _ = writeln!(
             out,
-            " -- Port {:04} tagged={} active={} status=Forwarding",
-            port, tagged as u8, active as u8
+            " -- Port {:04} tagged={} active={} status={}",
+            port,
+            tagged as u8,
+            active as u8,
+            if active { "Forwarding" } else { "Learning" }
         );
     }
 }
@@ -140,10 +163,10 @@ pub(crate) fn execute(s: &mut Server, line: &str) -> (String, bool, bool) {
             if let Some(d) = &s.opts().vde_dir {
                 let _ = writeln!(out, "ctl dir {}", d.display());
             }
+            let _ = writeln!(out, "std mode {:04o}", s.opts().mode);
             if let Some(u) = &s.opts().uml_ctl {
                 let _ = writeln!(out, "uml_switch ctl {}", u.display());
             }
-            let _ = writeln!(out, "std mode {:04o}", s.opts().mode);
             ok(Some(out))
         }
         C::PortShowInfo => ok(Some(format!(
@@ -203,8 +226,11 @@ pub(crate) fn execute(s: &mut Server, line: &str) -> (String, bool, bool) {
             ok(Some(out))
         }
         C::HashFind { mac, vlan } => match s.switch.lookup(mac, vlan) {
-            Some(p) => ok(Some(format!("Hash: Addr: {} VLAN {:04} to port: {:03}\n", mac, vlan, p))),
-            None => (m::reply(None, m::ENXIO), false, false),
+            Some(p) => ok(Some(format!(
+                "Hash: Addr: {} VLAN {:04} to port: {:03}\n",
+                mac, vlan, p
+            ))),
+            None => (m::reply(Some(""), m::ENODEV), false, false),
         },
         C::HashDelete { mac, vlan } => res(s.switch.delete_mac(mac, vlan)),
         C::VlanCreate(v) => res(s.switch.create_vlan(v)),
@@ -216,10 +242,10 @@ pub(crate) fn execute(s: &mut Server, line: &str) -> (String, bool, bool) {
             match vlan {
                 Some(v) => {
                     if v > switch_core::MAX_VLAN {
-                        return (m::reply(None, m::EINVAL), false, false);
+                        return (m::reply(Some(""), m::EINVAL), false, false);
                     }
                     if !s.switch.vlan_exists(v) {
-                        return (m::reply(None, m::ENXIO), false, false);
+                        return (m::reply(Some(""), m::ENXIO), false, false);
                     }
                     print_vlan(s, &mut out, v, all);
                 }

@@ -26,6 +26,17 @@ const BATCH: usize = 64;
 const BUDGET: usize = 8;
 /// Pending connections (no request yet) kept at most; more are refused.
 const MAX_PENDING: usize = 256;
+/// Frames queued for a destination whose socket buffer is full; the
+/// sources feeding it are paused meanwhile (flow control).
+const PEND_MAX_FRAMES: usize = 1024;
+/// Bytes queued for all destinations together, at most.
+const PEND_MAX_TOTAL: usize = 32 << 20;
+/// A destination that stays full this long is in "drop mode": its queue is
+/// dropped (counted) and sources resume; frames for it are dropped until
+/// its socket drains.
+const PEND_TIMEOUT: Duration = Duration::from_millis(200);
+/// A control connection must send its request within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Management output buffered for a slow reader before it is dropped.
 const MAX_MGMT_OUT: usize = 1 << 20;
 
@@ -91,6 +102,8 @@ struct CtlConn {
     dialect: Dialect,
     /// Endpoint created for it (its id is the fd number).
     port: Option<u32>,
+    /// When it was accepted (pending connections time out).
+    since: Duration,
 }
 
 /// Where frames for an endpoint go.
@@ -104,6 +117,34 @@ enum Sink {
 struct EpIo {
     sink: Sink,
     module: &'static str,
+}
+
+/// Frames waiting for a full destination socket (per endpoint).
+#[derive(Default)]
+struct PendQ {
+    buf: Vec<u8>,
+    frames: Vec<(u32, u32)>,
+    head: usize,
+    since: Duration,
+    drop_mode: bool,
+    want_write: bool,
+}
+
+impl PendQ {
+    fn active(&self) -> bool {
+        self.head < self.frames.len()
+    }
+
+    fn reset(&mut self) {
+        if self.buf.capacity() > 1 << 16 {
+            // give back the memory of a big backlog
+            self.buf = Vec::new();
+            self.frames = Vec::new();
+        }
+        self.buf.clear();
+        self.frames.clear();
+        self.head = 0;
+    }
 }
 
 struct MgmtConn {
@@ -125,7 +166,8 @@ pub struct Server {
     opts: Options,
     pub(crate) log: Logger,
     epoll: Epoll,
-    signals: SignalFd,
+    /// Created in [`Server::run`] (a signalfd does not survive daemonizing).
+    signals: Option<SignalFd>,
     vde_listener: Option<UnixListener>,
     uml_listener: Option<UnixListener>,
     mgmt_listener: Option<UnixListener>,
@@ -149,6 +191,28 @@ pub struct Server {
     scratch_len: Vec<usize>,
     src_eps: Vec<EndpointId>,
     exit: Option<ExitReason>,
+    // flow control
+    pend: Vec<PendQ>,
+    pend_active: Vec<EndpointId>,
+    /// (paused source, full destination)
+    paused: Vec<(EndpointId, EndpointId)>,
+    newly_full: Vec<EndpointId>,
+    /// Bytes in all pending queues.
+    pend_total: usize,
+    /// Frames moved since the last wait (for busy polling).
+    busy: bool,
+    spin: Duration,
+    pub(crate) stats: LoopStats,
+}
+
+/// Event loop counters (shown by `port/stats`): how well batching works.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LoopStats {
+    pub waits: u64,
+    pub recv_calls: u64,
+    pub frames_in: u64,
+    pub send_calls: u64,
+    pub frames_out: u64,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -165,13 +229,24 @@ fn bind_listener(path: &Path) -> Result<UnixListener, Error> {
     let sock = sys::unix_socket(SockKind::Stream, true).map_err(Error::Socket)?;
     let _ = sys::set_reuseaddr(sock.as_fd());
     if let Err(e) = sys::bind_raw(sock.as_fd(), addr.as_bytes()) {
-        if e.raw_os_error() != Some(libc_eaddrinuse()) {
+        if e.kind() != io::ErrorKind::AddrInUse {
             return Err(io_at(path)(e));
         }
         let probe = sys::unix_socket(SockKind::Stream, false).map_err(Error::Socket)?;
         match sys::connect_raw(probe.as_fd(), addr.as_bytes()) {
             Ok(()) => return Err(Error::InUse(path.into())),
-            Err(ce) if ce.raw_os_error() == Some(libc_econnrefused()) => {
+            Err(ce) if ce.kind() == io::ErrorKind::ConnectionRefused => {
+                // only ever replace a stale *socket*, never another file
+                use std::os::unix::fs::FileTypeExt;
+                let is_socket = std::fs::symlink_metadata(path)
+                    .map(|m| m.file_type().is_socket())
+                    .unwrap_or(false);
+                if !is_socket {
+                    return Err(io_at(path)(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "a file that is not a socket is in the way",
+                    )));
+                }
                 std::fs::remove_file(path).map_err(io_at(path))?;
                 sys::bind_raw(sock.as_fd(), addr.as_bytes()).map_err(io_at(path))?;
             }
@@ -180,13 +255,6 @@ fn bind_listener(path: &Path) -> Result<UnixListener, Error> {
     }
     sys::listen(sock.as_fd(), 128).map_err(io_at(path))?;
     Ok(UnixListener::from(sock))
-}
-
-fn libc_eaddrinuse() -> i32 {
-    98
-}
-fn libc_econnrefused() -> i32 {
-    111
 }
 
 fn set_perm(path: &Path, mode: u32, uid: Option<u32>, gid: Option<u32>) -> Result<(), Error> {
@@ -208,8 +276,6 @@ impl Server {
             return Err(Error::NothingToServe);
         }
         let epoll = Epoll::new().map_err(Error::Poll)?;
-        let signals = SignalFd::new(&[libc_sig::SIGINT, libc_sig::SIGTERM, libc_sig::SIGHUP])
-            .map_err(Error::Poll)?;
         let mut cleanup = Vec::new();
         let mut vde_listener = None;
         if let Some(dir) = &opts.vde_dir {
@@ -262,9 +328,6 @@ impl Server {
             cleanup.push(path.clone());
             mgmt_listener = Some(l);
         }
-        epoll
-            .add(signals.fd(), Token::Signal.encode(), Interest::READ)
-            .map_err(Error::Poll)?;
         for (l, t) in [
             (&vde_listener, Token::VdeListener),
             (&uml_listener, Token::UmlListener),
@@ -292,7 +355,7 @@ impl Server {
             opts,
             log,
             epoll,
-            signals,
+            signals: None,
             vde_listener,
             uml_listener,
             mgmt_listener,
@@ -309,10 +372,23 @@ impl Server {
             rb: RecvBatch::new(BATCH, SLOT),
             actions: Vec::with_capacity(BATCH * 8),
             outs: Vec::with_capacity(BATCH * 8),
-            scratch: Vec::new(),
-            scratch_len: Vec::new(),
+            scratch: vec![[0u8; SLOT]; 2 * BATCH],
+            scratch_len: vec![0; 2 * BATCH],
             src_eps: Vec::with_capacity(BATCH),
             exit: None,
+            pend: Vec::new(),
+            pend_active: Vec::new(),
+            paused: Vec::new(),
+            newly_full: Vec::new(),
+            pend_total: 0,
+            busy: false,
+            stats: LoopStats::default(),
+            spin: Duration::from_micros(
+                std::env::var("UMLKIT_SWITCH_SPIN_US")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            ),
         })
     }
 
@@ -332,16 +408,40 @@ impl Server {
     /// Serve until shutdown or a signal, then remove the sockets (and the
     /// switch directory if it is empty).
     pub fn run(mut self) -> Result<ExitReason, Error> {
+        let signals = SignalFd::new(&[SIGINT, SIGTERM, SIGHUP]).map_err(Error::Poll)?;
+        self.epoll
+            .add(signals.fd(), Token::Signal.encode(), Interest::READ)
+            .map_err(Error::Poll)?;
+        self.signals = Some(signals);
         let mut events = Vec::with_capacity(256);
         let reason = loop {
             let now = self.now();
             let deadline = self.switch.next_deadline();
             if now >= deadline {
                 self.switch.gc(now);
+                self.expire_handshakes(now);
             }
-            let wait = self.switch.next_deadline().saturating_sub(self.now());
+            self.expire_pending(now);
+            let mut wait = self.switch.next_deadline().saturating_sub(self.now());
+            for &d in &self.pend_active {
+                let dl = self.pend[d as usize].since + PEND_TIMEOUT;
+                wait = wait.min(dl.saturating_sub(now));
+            }
             let timeout = (wait.as_millis() as i32).clamp(1, 2000);
-            self.epoll.wait(&mut events, timeout).map_err(Error::Poll)?;
+            // Busy-poll briefly after traffic before sleeping: saves the
+            // sleep/wake-up cost per small batch under load.
+            events.clear();
+            if self.busy && !self.spin.is_zero() {
+                let t0 = Instant::now();
+                while events.is_empty() && t0.elapsed() < self.spin {
+                    self.epoll.wait(&mut events, 0).map_err(Error::Poll)?;
+                }
+            }
+            if events.is_empty() {
+                self.epoll.wait(&mut events, timeout).map_err(Error::Poll)?;
+            }
+            self.stats.waits += 1;
+            self.busy = false;
             for ev in &events {
                 self.dispatch(*ev);
             }
@@ -359,7 +459,7 @@ impl Server {
         };
         match tok {
             Token::Signal => {
-                if let Some(sig) = self.signals.read() {
+                if let Some(sig) = self.signals.as_ref().and_then(SignalFd::read) {
                     self.exit = Some(ExitReason::Signal(sig));
                 }
             }
@@ -368,7 +468,10 @@ impl Server {
             Token::MgmtListener => self.accept_mgmt(),
             Token::Ctl(fd) => self.on_ctl(fd),
             Token::Data(ep) => {
-                if ev.readable || ev.hangup {
+                if ev.writable {
+                    self.flush_pending(ep);
+                }
+                if (ev.readable || ev.hangup) && !self.is_paused(ep) {
                     self.on_data(ep);
                 }
             }
@@ -387,7 +490,8 @@ impl Server {
             match l.accept() {
                 Ok((stream, _)) => {
                     if self.pending >= MAX_PENDING {
-                        self.log.peer("too many pending control connections, refusing one");
+                        self.log
+                            .peer("too many pending control connections, refusing one");
                         continue;
                     }
                     let _ = stream.set_nonblocking(true);
@@ -407,6 +511,7 @@ impl Server {
                         stream,
                         dialect,
                         port: None,
+                        since: self.start.elapsed(),
                     });
                     self.pending += 1;
                 }
@@ -418,6 +523,29 @@ impl Server {
                     return;
                 }
             }
+        }
+    }
+
+    /// Close control connections that sent no request in time.
+    fn expire_handshakes(&mut self, now: Duration) {
+        if self.pending == 0 {
+            return;
+        }
+        let stale: Vec<u32> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(fd, c)| match c {
+                Some(c) if c.port.is_none() && now.saturating_sub(c.since) > HANDSHAKE_TIMEOUT => {
+                    Some(fd as u32)
+                }
+                _ => None,
+            })
+            .collect();
+        for fd in stale {
+            self.log
+                .peer("control connection sent no request in time, closed");
+            self.close_ctl(fd);
         }
     }
 
@@ -434,6 +562,17 @@ impl Server {
     }
 
     fn remove_endpoint(&mut self, ep: EndpointId) {
+        if let Some(q) = self.pend.get_mut(ep as usize) {
+            let dropped: Vec<u32> = q.frames[q.head..].iter().map(|f| f.1).collect();
+            *q = PendQ::default();
+            for len in dropped {
+                self.pend_total -= len as usize;
+                self.switch.record_tx(ep, len as usize, false);
+            }
+        }
+        self.pend_active.retain(|&d| d != ep);
+        self.paused.retain(|p| p.0 != ep);
+        self.resume_paused_by(ep);
         let port = self.switch.disconnect(ep).ok();
         if let Some(io) = self.eps.get_mut(ep as usize).and_then(Option::take) {
             match io.sink {
@@ -459,7 +598,11 @@ impl Server {
             let Some(conn) = self.conns.get_mut(fd as usize).and_then(Option::as_mut) else {
                 return;
             };
-            (conn.stream.read(&mut buf), conn.port.is_some(), conn.dialect)
+            (
+                conn.stream.read(&mut buf),
+                conn.port.is_some(),
+                conn.dialect,
+            )
         };
         match res {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -530,6 +673,10 @@ impl Server {
             self.eps.resize_with(idx + 1, || None);
         }
         self.eps[idx] = Some(io);
+        if self.pend.len() <= idx {
+            self.pend.resize_with(idx + 1, PendQ::default);
+        }
+        self.pend[idx] = PendQ::default();
     }
 
     fn new_vde_port(&mut self, fd: u32, req: &Request) -> Result<(), String> {
@@ -581,7 +728,11 @@ impl Server {
             let _ = std::fs::remove_file(&path);
             return Err(format!("epoll: {e}"));
         }
-        let module = if addr.is_abstract() { "daemon" } else { "unix prog" };
+        let module = if addr.is_abstract() {
+            "daemon"
+        } else {
+            "unix prog"
+        };
         self.set_ep(
             fd,
             EpIo {
@@ -662,7 +813,7 @@ impl Server {
             self.src_eps.clear();
             self.src_eps.resize(n, ep);
             self.forward_batch(n);
-            if n < BATCH {
+            if n < BATCH || self.is_paused(ep) {
                 return;
             }
         }
@@ -701,6 +852,11 @@ impl Server {
     /// Run the frames of the receive batch through the switch and send the
     /// results, one `sendmmsg` per destination socket.
     fn forward_batch(&mut self, n: usize) {
+        // spin before sleeping only after small batches (latency-bound
+        // traffic); big batches mean load, where spinning steals CPU
+        self.busy = n < 4;
+        self.stats.recv_calls += 1;
+        self.stats.frames_in += n as u64;
         let now = self.now();
         self.outs.clear();
         for i in 0..n {
@@ -716,10 +872,7 @@ impl Server {
             let outcome = self
                 .switch
                 .handle_frame(now, from, self.rb.frame(i), &mut self.actions);
-            if let Outcome::Forwarded {
-                moved: Some(m), ..
-            } = outcome
-            {
+            if let Outcome::Forwarded { moved: Some(m), .. } = outcome {
                 self.log.peer(&format!(
                     "MAC {} moved from port {} to port {}",
                     m.mac, m.from, m.to
@@ -739,23 +892,29 @@ impl Server {
         // group by destination, keeping frame order within a destination
         self.outs
             .sort_unstable_by_key(|o| ((o.to as u64) << 32) | o.frame as u64);
-        // prepare rewritten frames
-        if self.scratch.len() < self.outs.len() {
-            self.scratch.resize(self.outs.len(), [0u8; SLOT]);
-            self.scratch_len.resize(self.outs.len(), 0);
+        // prepare rewritten frames: at most one tagged and one untagged
+        // copy per received frame (all tagged egress of a frame carries the
+        // same VLAN), so the scratch space is fixed: 2 slots per frame
+        for l in &mut self.scratch_len[..2 * n] {
+            *l = 0;
         }
-        for (k, o) in self.outs.iter().enumerate() {
-            let f = self.rb.frame(o.frame as usize);
-            self.scratch_len[k] = match o.egress {
-                Egress::AsIs => 0,
-                Egress::Tag(v) if f.len() + eth::TAG_LEN <= SLOT => {
-                    eth::insert_tag(f, v, &mut self.scratch[k])
+        for o in &self.outs {
+            let i = o.frame as usize;
+            let f = self.rb.frame(i);
+            match o.egress {
+                Egress::Tag(v)
+                    if self.scratch_len[2 * i] == 0 && f.len() + eth::TAG_LEN <= SLOT =>
+                {
+                    self.scratch_len[2 * i] = eth::insert_tag(f, v, &mut self.scratch[2 * i]);
                 }
-                Egress::Untag if f.len() >= eth::HEADER_LEN + eth::TAG_LEN => {
-                    eth::strip_tag(f, &mut self.scratch[k])
+                Egress::Untag
+                    if self.scratch_len[2 * i + 1] == 0
+                        && f.len() >= eth::HEADER_LEN + eth::TAG_LEN =>
+                {
+                    self.scratch_len[2 * i + 1] = eth::strip_tag(f, &mut self.scratch[2 * i + 1]);
                 }
-                _ => 0,
-            };
+                _ => {}
+            }
         }
         let mut start = 0;
         let mut shared_pending = false;
@@ -765,33 +924,40 @@ impl Server {
             while end < self.outs.len() && self.outs[end].to == to {
                 end += 1;
             }
-            match self.eps.get(to as usize).and_then(Option::as_ref).map(|e| &e.sink) {
+            match self
+                .eps
+                .get(to as usize)
+                .and_then(Option::as_ref)
+                .map(|e| &e.sink)
+            {
                 Some(Sink::Own { sock, .. }) => {
                     let fd = sock.as_fd();
                     let mut pos = start;
-                    while pos < end {
-                        let cnt = (end - pos).min(sys::MAX_BATCH);
-                        let rb = &self.rb;
-                        let outs = &self.outs;
-                        let scratch = &self.scratch;
-                        let slen = &self.scratch_len;
-                        let res = sys::send_batch(fd, cnt, |j| {
-                            (frame_bytes(rb, outs, scratch, slen, pos + j), None)
-                        });
-                        let sent = res.unwrap_or(0);
-                        for k in pos..pos + cnt {
-                            let len = frame_bytes(rb, outs, scratch, slen, k).len();
-                            self.switch.record_tx(to, len, k < pos + sent);
-                        }
-                        if sent < cnt {
-                            // peer full or gone: drop the rest for it
-                            for k in pos + cnt..end {
+                    if !self.pend[to as usize].active() {
+                        while pos < end {
+                            let cnt = (end - pos).min(sys::MAX_BATCH);
+                            let rb = &self.rb;
+                            let outs = &self.outs;
+                            let scratch = &self.scratch;
+                            let slen = &self.scratch_len;
+                            let sent = sys::send_batch(fd, cnt, |j| {
+                                (frame_bytes(rb, outs, scratch, slen, pos + j), None)
+                            })
+                            .unwrap_or(0);
+                            self.stats.send_calls += 1;
+                            self.stats.frames_out += sent as u64;
+                            for k in pos..pos + sent {
                                 let len = frame_bytes(rb, outs, scratch, slen, k).len();
-                                self.switch.record_tx(to, len, false);
+                                self.switch.record_tx(to, len, true);
                             }
-                            break;
+                            pos += sent;
+                            if sent < cnt {
+                                break;
+                            }
                         }
-                        pos += cnt;
+                    }
+                    if pos < end {
+                        self.hold_back(to, pos, end, now);
                     }
                 }
                 Some(Sink::Shared { .. }) => shared_pending = true,
@@ -801,6 +967,182 @@ impl Server {
         }
         if shared_pending {
             self.send_shared();
+        }
+        if !self.newly_full.is_empty() {
+            self.pause_sources();
+        }
+    }
+
+    /// Frames outs[pos..end] for `to` could not be sent now: queue them (the
+    /// sources get paused) unless the destination is in drop mode or its
+    /// queue is full; dropped frames are counted.
+    fn hold_back(&mut self, to: EndpointId, pos: usize, end: usize, now: Duration) {
+        let q = &mut self.pend[to as usize];
+        let was_active = q.active();
+        for k in pos..end {
+            let f = frame_bytes(&self.rb, &self.outs, &self.scratch, &self.scratch_len, k);
+            if q.drop_mode
+                || q.frames.len() - q.head >= PEND_MAX_FRAMES
+                || self.pend_total + f.len() > PEND_MAX_TOTAL
+            {
+                self.switch.record_tx(to, f.len(), false);
+                continue;
+            }
+            self.pend_total += f.len();
+            let off = q.buf.len() as u32;
+            q.buf.extend_from_slice(f);
+            q.frames.push((off, f.len() as u32));
+        }
+        if !q.want_write {
+            q.want_write = true;
+            self.update_interest(to);
+        }
+        let q = &mut self.pend[to as usize];
+        if q.active() {
+            if !was_active {
+                q.since = now;
+                self.pend_active.push(to);
+            }
+            self.newly_full.push(to);
+        }
+    }
+
+    /// Pause the data-socket sources of the current batch: each waits for
+    /// the destinations that filled up.
+    fn pause_sources(&mut self) {
+        let mut i = 0;
+        while i < self.src_eps.len() {
+            let src = self.src_eps[i];
+            i += 1;
+            if i > 1 && self.src_eps[i - 2] == src {
+                continue;
+            }
+            let own = matches!(
+                self.eps.get(src as usize).and_then(Option::as_ref),
+                Some(EpIo {
+                    sink: Sink::Own { .. },
+                    ..
+                })
+            );
+            if !own {
+                continue; // shared-socket sources cannot be paused one by one
+            }
+            let was = self.is_paused(src);
+            for k in 0..self.newly_full.len() {
+                let d = self.newly_full[k];
+                if !self.paused.contains(&(src, d)) {
+                    self.paused.push((src, d));
+                }
+            }
+            if !was {
+                self.update_interest(src);
+            }
+        }
+        self.newly_full.clear();
+    }
+
+    fn is_paused(&self, ep: EndpointId) -> bool {
+        !self.paused.is_empty() && self.paused.iter().any(|p| p.0 == ep)
+    }
+
+    fn resume_paused_by(&mut self, dest: EndpointId) {
+        let mut srcs: Vec<EndpointId> = Vec::new();
+        self.paused.retain(|&(s, d)| {
+            if d == dest {
+                srcs.push(s);
+                false
+            } else {
+                true
+            }
+        });
+        for s in srcs {
+            if !self.is_paused(s) {
+                self.update_interest(s);
+            }
+        }
+    }
+
+    /// Epoll interest of a data socket: read unless paused, write while
+    /// frames wait for it.
+    fn update_interest(&mut self, ep: EndpointId) {
+        let Some(Some(EpIo {
+            sink: Sink::Own { sock, .. },
+            ..
+        })) = self.eps.get(ep as usize)
+        else {
+            return;
+        };
+        let write = self.pend.get(ep as usize).is_some_and(|q| q.want_write);
+        let read = !self.is_paused(ep);
+        let _ = self.epoll.modify(
+            sock.as_fd(),
+            Token::Data(ep).encode(),
+            Interest { read, write },
+        );
+    }
+
+    /// The destination's socket has room again: send what waits for it.
+    fn flush_pending(&mut self, d: EndpointId) {
+        let fd = match self.eps.get(d as usize).and_then(Option::as_ref) {
+            Some(EpIo {
+                sink: Sink::Own { sock, .. },
+                ..
+            }) => sock.as_fd(),
+            _ => return,
+        };
+        let Some(q) = self.pend.get_mut(d as usize) else {
+            return;
+        };
+        while q.active() {
+            let cnt = (q.frames.len() - q.head).min(sys::MAX_BATCH);
+            let (buf, frames, head) = (&q.buf, &q.frames, q.head);
+            let sent = sys::send_batch(fd, cnt, |j| {
+                let (off, len) = frames[head + j];
+                (&buf[off as usize..(off + len) as usize], None)
+            })
+            .unwrap_or(0);
+            for j in 0..sent {
+                let len = q.frames[q.head + j].1 as usize;
+                self.pend_total -= len;
+                self.switch.record_tx(d, len, true);
+            }
+            q.head += sent;
+            if sent < cnt {
+                return; // still full: wait for the next EPOLLOUT
+            }
+        }
+        q.reset();
+        q.drop_mode = false;
+        q.want_write = false;
+        self.pend_active.retain(|&x| x != d);
+        self.update_interest(d);
+        self.resume_paused_by(d);
+    }
+
+    /// Destinations full for longer than PEND_TIMEOUT: drop their queue,
+    /// enter drop mode, let the sources go on.
+    fn expire_pending(&mut self, now: Duration) {
+        let mut i = 0;
+        while i < self.pend_active.len() {
+            let d = self.pend_active[i];
+            let q = &mut self.pend[d as usize];
+            if now.saturating_sub(q.since) < PEND_TIMEOUT {
+                i += 1;
+                continue;
+            }
+            let dropped: Vec<u32> = q.frames[q.head..].iter().map(|f| f.1).collect();
+            q.reset();
+            q.drop_mode = true;
+            for len in dropped {
+                self.pend_total -= len as usize;
+                self.switch.record_tx(d, len as usize, false);
+            }
+            self.pend_active.swap_remove(i);
+            self.resume_paused_by(d);
+            self.log.peer(&format!(
+                "endpoint {d}: socket full for {} ms, dropping its frames until it drains",
+                PEND_TIMEOUT.as_millis()
+            ));
         }
     }
 
@@ -1027,19 +1369,20 @@ fn frame_bytes<'a>(
     slen: &[usize],
     k: usize,
 ) -> &'a [u8] {
-    if slen[k] > 0 {
-        &scratch[k][..slen[k]]
+    let i = outs[k].frame as usize;
+    let slot = match outs[k].egress {
+        Egress::AsIs => return rb.frame(i),
+        Egress::Tag(_) => 2 * i,
+        Egress::Untag => 2 * i + 1,
+    };
+    if slen[slot] > 0 {
+        &scratch[slot][..slen[slot]]
     } else {
-        rb.frame(outs[k].frame as usize)
+        rb.frame(i)
     }
 }
 
-/// Signal numbers (Linux).
-mod libc_sig {
-    pub const SIGHUP: i32 = 1;
-    pub const SIGINT: i32 = 2;
-    pub const SIGTERM: i32 = 15;
-}
+use sys::{SIGHUP, SIGINT, SIGTERM};
 
 #[cfg(test)]
 mod tests {

@@ -67,7 +67,13 @@ pub fn unix_socket(kind: SockKind, nonblock: bool) -> io::Result<OwnedFd> {
 pub fn bind_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
     let (sa, len) = to_sockaddr(addr)?;
     // SAFETY: sa is a valid sockaddr_un that lives across the call; len <= its size.
-    cvt(unsafe { libc::bind(fd.as_raw_fd(), &sa as *const _ as *const libc::sockaddr, len) })?;
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sa as *const _ as *const libc::sockaddr,
+            len,
+        )
+    })?;
     Ok(())
 }
 
@@ -75,7 +81,13 @@ pub fn bind_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
 pub fn connect_raw(fd: BorrowedFd<'_>, addr: &[u8]) -> io::Result<()> {
     let (sa, len) = to_sockaddr(addr)?;
     // SAFETY: as in bind_raw.
-    cvt(unsafe { libc::connect(fd.as_raw_fd(), &sa as *const _ as *const libc::sockaddr, len) })?;
+    cvt(unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            &sa as *const _ as *const libc::sockaddr,
+            len,
+        )
+    })?;
     Ok(())
 }
 
@@ -201,7 +213,12 @@ pub fn send_to_raw(fd: BorrowedFd<'_>, buf: &[u8], addr: Option<&[u8]>) -> io::R
         }
         // SAFETY: buf is valid for buf.len() bytes.
         None => unsafe {
-            libc::send(fd.as_raw_fd(), buf.as_ptr() as *const libc::c_void, buf.len(), flags)
+            libc::send(
+                fd.as_raw_fd(),
+                buf.as_ptr() as *const libc::c_void,
+                buf.len(),
+                flags,
+            )
         },
     };
     if n < 0 {
@@ -279,11 +296,11 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         let n = n as usize;
-        for i in 0..n {
-            self.lens[i] = hdrs[i].msg_len as usize;
-            self.truncated[i] = hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+        for (i, h) in hdrs.iter().enumerate().take(n) {
+            self.lens[i] = h.msg_len as usize;
+            self.truncated[i] = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             self.addr_lens[i] = if want_addr {
-                (hdrs[i].msg_hdr.msg_namelen as usize).min(SOCKADDR_UN_LEN)
+                (h.msg_hdr.msg_namelen as usize).min(SOCKADDR_UN_LEN)
             } else {
                 0
             };
@@ -514,7 +531,11 @@ impl SignalFd {
         let sz = std::mem::size_of::<libc::signalfd_siginfo>();
         // SAFETY: info is writable for sz bytes.
         let n = unsafe {
-            libc::read(self.fd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, sz)
+            libc::read(
+                self.fd.as_raw_fd(),
+                &mut info as *mut _ as *mut libc::c_void,
+                sz,
+            )
         };
         if n as usize == sz {
             Some(info.ssi_signo as i32)
@@ -549,7 +570,13 @@ pub fn group_id(name: &str) -> Option<u32> {
     // SAFETY: all pointers are valid for the sizes passed; result is only
     // read after the call.
     let r = unsafe {
-        libc::getgrnam_r(cname.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut result)
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
     };
     if r != 0 || result.is_null() {
         return None;
@@ -613,7 +640,7 @@ pub fn syslog(priority: i32, msg: &str) {
     unsafe { libc::syslog(priority, c"%s".as_ptr(), c.as_ptr()) };
 }
 
-pub use libc::{LOG_ERR, LOG_INFO, LOG_WARNING};
+pub use libc::{LOG_ERR, LOG_INFO, LOG_WARNING, SIGHUP, SIGINT, SIGTERM};
 
 /// Microseconds part of the current time of day (used in abstract names
 /// the way UML and uml_switch build them).

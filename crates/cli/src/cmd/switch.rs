@@ -78,8 +78,7 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 }
 
 fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
-    let mut o = Options::default();
-    o.vde_dir = match (&a.sock, &a.uml_ctl) {
+    let vde_dir = match (&a.sock, &a.uml_ctl) {
         (Some(d), _) => Some(absolute(d)?),
         (None, Some(_)) => None,
         (None, None) => Some(PathBuf::from(if umlkit_sys::net::euid() == 0 {
@@ -87,6 +86,10 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
         } else {
             "/tmp/vde.ctl"
         })),
+    };
+    let mut o = Options {
+        vde_dir,
+        ..Options::default()
     };
     o.uml_ctl = a.uml_ctl.as_deref().map(absolute).transpose()?;
     o.mgmt = a.mgmt.as_deref().map(absolute).transpose()?;
@@ -128,7 +131,11 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) => {
             // vde_switch exits 255 when the socket is live
-            let code = if matches!(e, switchd::Error::InUse(_)) { 255 } else { 1 };
+            let code = if matches!(e, switchd::Error::InUse(_)) {
+                255
+            } else {
+                1
+            };
             eprintln!("umlkit switch: {e}");
             return Ok(ExitCode::from(code));
         }
@@ -187,7 +194,8 @@ pub fn bench(b: Bench) -> anyhow::Result<ExitCode> {
     }
 }
 
-const UML_SWITCH_USAGE: &str = "Usage : uml_switch [ -unix control-socket ] [ -hub ] [ -tap tap-device ]\n\
+const UML_SWITCH_USAGE: &str =
+    "Usage : uml_switch [ -unix control-socket ] [ -hub ] [ -tap tap-device ]\n\
 or : uml_switch -compat-v0 [ -unix control-socket data-socket ] [ -hub ] [ -tap tap-device ]\n";
 
 /// `uml_switch` (uml-utilities) drop-in: same options, messages and exit codes.

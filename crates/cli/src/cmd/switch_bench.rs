@@ -1,7 +1,12 @@
-//! `umlkit bench switch`: vde_switch vs umlkit switch with vdeblast.
+//! `umlkit bench switch`: vde_switch vs umlkit switch, side by side in one
+//! run (alternating), measured with vdeblast (two libvdeplug clients).
 
-use std::process::ExitCode;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
+use anyhow::{bail, Context};
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -9,8 +14,349 @@ pub struct BenchArgs {
     /// Frames per throughput run
     #[arg(long, default_value_t = 200_000)]
     frames: u64,
+    /// Frame sizes in bytes, comma separated
+    #[arg(long, value_delimiter = ',', default_values_t = vec![64usize, 1500])]
+    sizes: Vec<usize>,
+    /// Round trips per latency run
+    #[arg(long, default_value_t = 5000)]
+    pingpong: u64,
+    /// Rounds (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// vdeblast source (.c, compiled with gcc) or a built executable
+    /// [default: $UMLKIT_VDEBLAST, else /work/shared/bench/vdeblast.c]
+    #[arg(long, value_name = "PATH")]
+    vdeblast: Option<PathBuf>,
 }
 
-pub fn run(_a: BenchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+/// One vdeblast result line as key=value pairs.
+fn field(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn build_vdeblast(src: Option<PathBuf>, out_dir: &Path) -> anyhow::Result<PathBuf> {
+    let src = src
+        .or_else(|| std::env::var_os("UMLKIT_VDEBLAST").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/work/shared/bench/vdeblast.c"));
+    if !src.exists() {
+        bail!(
+            "vdeblast not found at {} (give --vdeblast PATH)",
+            src.display()
+        );
+    }
+    if src.extension().is_none_or(|e| e != "c") {
+        return Ok(src);
+    }
+    if which("gcc").is_none() {
+        bail!(
+            "gcc is needed to build {} (apt-get install gcc)",
+            src.display()
+        );
+    }
+    if !Path::new("/usr/include/libvdeplug.h").exists() {
+        bail!(
+            "libvdeplug.h missing: install libvdeplug-dev to build {}",
+            src.display()
+        );
+    }
+    let exe = out_dir.join("vdeblast");
+    let out = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .args(["-lvdeplug", "-lpthread"])
+        .output()
+        .context("cannot run gcc")?;
+    if !out.status.success() {
+        bail!(
+            "building {} failed:\n{}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(exe)
+}
+
+/// A switch under test, killed (by pid) on drop.
+struct Running {
+    name: &'static str,
+    child: Child,
+    dir: PathBuf,
+    _stdin: Option<std::process::ChildStdin>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// utime+stime of the switch process, in seconds.
+    fn cpu_secs(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        ticks / 100.0
+    }
+}
+
+fn wait_for(p: &Path) -> anyhow::Result<()> {
+    let t = Instant::now();
+    while !p.exists() {
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!("{} did not appear", p.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    Ok(())
+}
+
+fn start_vde_switch(dir: &Path) -> anyhow::Result<Running> {
+    let mut child = Command::new("vde_switch")
+        .arg("-s")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot run vde_switch (apt-get install vde2)")?;
+    let stdin = child.stdin.take();
+    let r = Running {
+        name: "vde_switch",
+        child,
+        dir: dir.to_path_buf(),
+        _stdin: stdin,
+    };
+    wait_for(&dir.join("ctl"))?;
+    Ok(r)
+}
+
+fn start_umlkit(dir: &Path) -> anyhow::Result<Running> {
+    let exe = std::env::current_exe().context("cannot find the umlkit executable")?;
+    let child = Command::new(exe)
+        .arg("switch")
+        .arg("-s")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start umlkit switch")?;
+    let r = Running {
+        name: "umlkit",
+        child,
+        dir: dir.to_path_buf(),
+        _stdin: None,
+    };
+    wait_for(&dir.join("ctl"))?;
+    Ok(r)
+}
+
+fn blast(exe: &Path, sw: &Running, args: &[String]) -> anyhow::Result<String> {
+    let d = sw.dir.display().to_string();
+    let out = Command::new(exe)
+        .arg(&d)
+        .arg(&d)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if line.is_empty() {
+        bail!(
+            "vdeblast against {} printed nothing: {}",
+            sw.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(line)
+}
+
+/// The same blast with the two clients wired straight to each other
+/// (libvdeplug ptp://, no switch): the ceiling any switch can reach here.
+fn direct(exe: &Path, tmp: &Path, args: &[String]) -> anyhow::Result<String> {
+    let p = tmp.join("ptp");
+    let _ = std::fs::remove_file(&p);
+    let url = format!("ptp://{}", p.display());
+    let out = Command::new(exe)
+        .arg(&url)
+        .arg(&url)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let _ = std::fs::remove_file(&p);
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Cost of the two socket operations a frame needs through a switch (one
+/// datagram received, one sent), measured on a socket pair: µs per frame.
+fn raw_pair_cost(frames: u64, size: usize) -> anyhow::Result<f64> {
+    let (a, b) = UnixDatagram::pair()?;
+    let buf = vec![0u8; size];
+    let mut rbuf = vec![0u8; 2048];
+    let t = Instant::now();
+    for _ in 0..frames {
+        a.send(&buf)?;
+        b.recv(&mut rbuf)?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e6 / frames as f64)
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
+    }
+    if which("vde_switch").is_none() {
+        bail!("vde_switch not found: apt-get install vde2");
+    }
+    let tmp = std::env::temp_dir().join(format!("umlkit-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let result = bench_in(&a, &tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+#[derive(Default)]
+struct Acc {
+    kpps: Vec<f64>,
+    loss: Vec<f64>,
+    cpu_us: Vec<f64>,
+}
+
+fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
+    let exe = build_vdeblast(a.vdeblast.clone(), tmp)?;
+    let vde = start_vde_switch(&tmp.join("vde"))?;
+    let uk = start_umlkit(&tmp.join("umlkit"))?;
+    let sizes = &a.sizes;
+    // [switch][size]
+    let mut acc: Vec<Vec<Acc>> = (0..2)
+        .map(|_| sizes.iter().map(|_| Acc::default()).collect())
+        .collect();
+    let mut rtt: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut ceiling: Vec<Vec<f64>> = sizes.iter().map(|_| Vec::new()).collect();
+    let switches = [&vde, &uk];
+    for round in 0..a.rounds.max(1) {
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for (si, &size) in sizes.iter().enumerate() {
+            for &w in &order {
+                let sw = switches[w];
+                let cpu0 = sw.cpu_secs();
+                let line = blast(
+                    &exe,
+                    sw,
+                    &[a.frames.to_string(), size.to_string(), "blast".into()],
+                )?;
+                let cpu = sw.cpu_secs() - cpu0;
+                let received = field(&line, "received").unwrap_or(0.0);
+                eprintln!("round {} {:<10} {}", round + 1, sw.name, line);
+                let e = &mut acc[w][si];
+                e.kpps.push(field(&line, "rx_kpps").unwrap_or(0.0));
+                e.loss.push(field(&line, "loss_pct").unwrap_or(100.0));
+                if received > 0.0 {
+                    e.cpu_us.push(cpu * 1e6 / received);
+                }
+            }
+            let line = direct(
+                &exe,
+                tmp,
+                &[a.frames.to_string(), size.to_string(), "blast".into()],
+            )?;
+            eprintln!("round {} {:<10} {}", round + 1, "direct", line);
+            if let Some(k) = field(&line, "rx_kpps") {
+                ceiling[si].push(k);
+            }
+        }
+        for &w in &order {
+            let sw = switches[w];
+            let line = blast(
+                &exe,
+                sw,
+                &[a.pingpong.to_string(), "64".into(), "pingpong".into()],
+            )?;
+            eprintln!("round {} {:<10} {}", round + 1, sw.name, line);
+            if let Some(v) = field(&line, "rtt_p50_us") {
+                rtt[w].push(v);
+            }
+        }
+    }
+    println!(
+        "umlkit bench switch: {} frames/run, {} rounds (median), vdeblast A->B unicast over each switch",
+        a.frames, a.rounds
+    );
+    println!(
+        "{:>6} | {:>22} | {:>22} | {:>8} | {:>10} | {:>22}",
+        "size",
+        "vde_switch kpps (loss)",
+        "umlkit kpps (loss)",
+        "ratio",
+        "loss delta",
+        "no-switch ceiling kpps"
+    );
+    let mut ok = true;
+    for (si, size) in sizes.iter().enumerate() {
+        let (vk, vl) = (median(&mut acc[0][si].kpps), median(&mut acc[0][si].loss));
+        let (uk_, ul) = (median(&mut acc[1][si].kpps), median(&mut acc[1][si].loss));
+        let ratio = uk_ / vk;
+        ok &= ratio >= 2.5 && ul <= vl + 1.0;
+        let ceil = median(&mut ceiling[si]);
+        println!(
+            "{:>6} | {:>13.1} ({:>5.2}%) | {:>13.1} ({:>5.2}%) | {:>7.2}x | {:>+9.2}pt | {:>8.1} (umlkit {:>3.0}%)",
+            size,
+            vk,
+            vl,
+            uk_,
+            ul,
+            ratio,
+            ul - vl,
+            ceil,
+            100.0 * uk_ / ceil
+        );
+    }
+    let (vr, ur) = (median(&mut rtt[0]), median(&mut rtt[1]));
+    ok &= ur <= vr;
+    println!(
+        "pingpong 64 B median RTT: vde_switch {:.1} us, umlkit {:.1} us (ratio {:.2})",
+        vr,
+        ur,
+        ur / vr
+    );
+    for (si, size) in sizes.iter().enumerate() {
+        let raw = raw_pair_cost(50_000, *size)?;
+        let vc = median(&mut acc[0][si].cpu_us);
+        let uc = median(&mut acc[1][si].cpu_us);
+        println!(
+            "cost per forwarded {size} B frame (switch CPU time / frames received): vde_switch {vc:.2} us, umlkit {uc:.2} us; \
+             one send+recv on a socket pair: {raw:.2} us (umlkit = {:.2}x that)",
+            uc / raw
+        );
+    }
+    println!(
+        "goal (>= 2.5x pps, loss <= vde_switch + 1 point, RTT not higher): {}",
+        if ok { "met" } else { "NOT met" }
+    );
+    Ok(ExitCode::SUCCESS)
 }
