@@ -273,7 +273,10 @@ fn huge_claimed_size_is_an_error_not_an_allocation() {
         assert_ne!(code(&o), 0);
         let e = stderr(&o);
         assert!(e.contains("x.cow"), "{e}");
-        assert!(e.contains("truncated bitmap") || e.contains("Size mismatch"), "{e}");
+        assert!(
+            e.contains("truncated bitmap") || e.contains("Size mismatch"),
+            "{e}"
+        );
     }
     let o = umlkit_in(d.path(), &["cow", "info", "x.cow"]);
     assert!(stderr(&o).contains("truncated bitmap"), "{}", stderr(&o));
