@@ -622,6 +622,10 @@ impl Session {
     /// Send one command, print `OK ...`/`ERR ...`; returns uml_mconsole's status.
     fn send(&self, cmd: &str) -> u8 {
         let shown = self.path.display().to_string();
+        if shown.is_empty() {
+            eprintln!("Sending command to '' : Invalid argument");
+            return 1;
+        }
         let client = match mconsole::Client::new(&self.path) {
             Ok(c) => c,
             Err(mconsole::Error::NoSocket(_, e)) | Err(mconsole::Error::Socket(e)) => {
