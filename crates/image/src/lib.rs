@@ -385,7 +385,12 @@ pub fn default_image(opts: &DefaultImageOpts) -> Result<PathBuf, Error> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let stage = parent.join(format!(".umlkit-stage-{}-{}-{:x}", std::process::id(), unique(), h.0));
+    let stage = parent.join(format!(
+        ".umlkit-stage-{}-{}-{:x}",
+        std::process::id(),
+        unique(),
+        h.0
+    ));
     let _ = std::fs::remove_dir_all(&stage);
     let r = stage_tree(&stage, &busybox, &agent, &modules)
         .and_then(|()| create_inner(&out, size, Some(&stage), opts.out.is_none()));
