@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
-use guest_common::{group_members, Env};
+use guest_common::{leftovers, Env};
 
 fn kernel_release(env: &Env, name: &str) -> String {
     // `version` = "Linux <nodename> <release> ..."
@@ -34,7 +34,6 @@ fn guest_lifecycle_exec_mconsole_disk_halt() {
     let g = env.ps_entry("g1");
     assert_eq!(g["phase"], "running");
     let pid = g["pid"].as_u64().unwrap() as u32;
-    let pgid = g["pgid"].as_u64().unwrap() as u32;
     assert!(g["processes"]
         .as_array()
         .unwrap()
@@ -101,9 +100,9 @@ fn guest_lifecycle_exec_mconsole_disk_halt() {
     let h = env.ok(&["halt", "g1", "--timeout", "20"]);
     assert_eq!(h.trim(), "g1: halted");
     assert!(
-        group_members(pgid).is_empty(),
-        "kernel processes left: {:?}",
-        group_members(pgid)
+        leftovers(&env, "g1").is_empty(),
+        "host processes left: {:?}",
+        leftovers(&env, "g1")
     );
     assert!(testkit::wait_until(Duration::from_secs(5), || {
         !umlkit_sys::process::process_exists(sup)
@@ -161,7 +160,6 @@ fn guest_sigkilled_kernel_shows_crashed_and_is_cleaned() {
     env.start("gk", &[]);
     let st = env.state_json("gk");
     let pid = st["pid"].as_u64().unwrap() as u32;
-    let pgid = st["pgid"].as_u64().unwrap() as u32;
     umlkit_sys::process::kill(pid, umlkit_sys::process::SIGKILL).unwrap();
     assert!(testkit::wait_until(Duration::from_secs(10), || env
         .ps_entry("gk")["phase"]
@@ -169,7 +167,7 @@ fn guest_sigkilled_kernel_shows_crashed_and_is_cleaned() {
     let g = env.ps_entry("gk");
     assert_eq!(g["ending"]["signal"], 9);
     assert!(testkit::wait_until(Duration::from_secs(5), || {
-        group_members(pgid).is_empty()
+        leftovers(&env, "gk").is_empty()
     }));
     let text = env.ok(&["ps"]);
     assert!(text.contains("crashed(signal 9)"), "{text}");
@@ -187,18 +185,24 @@ fn guest_kill_and_supervisor_loss() {
     // both supervisor and kernel vanish: ps says dead, rm cleans the stale dir
     umlkit_sys::process::kill(sup, umlkit_sys::process::SIGKILL).unwrap();
     umlkit_sys::process::kill_group(pgid, umlkit_sys::process::SIGKILL).unwrap();
-    assert!(testkit::wait_until(
-        Duration::from_secs(10),
-        || group_members(pgid).is_empty() && !umlkit_sys::process::process_exists(sup)
-    ));
+    assert!(testkit::wait_until(Duration::from_secs(10), || {
+        !umlkit_sys::process::process_exists(sup) && !umlkit_sys::process::process_exists(pgid)
+    }));
     assert_eq!(env.ps_entry("gs")["phase"], "dead");
+    // rm of a dead guest also kills what is left of it (helpers outside the group)
+    let marker = st["marker"].as_str().unwrap().to_string();
+    env.ok(&["rm", "gs"]);
+    assert!(guest::supervisor::guest_processes(Some(pgid), Some(&marker)).is_empty());
     // a new guest may take the name of a dead one
     env.start("gs", &[]);
     assert_eq!(env.ps_entry("gs")["phase"], "running");
     env.ok(&["kill", "gs"]);
     assert_eq!(env.ps_entry("gs")["phase"], "killed");
-    let pgid = env.state_json("gs")["pgid"].as_u64().unwrap() as u32;
-    assert!(group_members(pgid).is_empty());
+    assert!(
+        leftovers(&env, "gs").is_empty(),
+        "{:?}",
+        leftovers(&env, "gs")
+    );
     env.ok(&["rm", "gs"]);
 }
 

@@ -11,7 +11,7 @@ use umlkit_sys::process as sp;
 use crate::config::{valid_name, DiskSpec, GuestConfig, Transport, MIN_MEM_MB};
 use crate::exec::{ExecOutput, ExecRequest, ExecSession};
 use crate::state::{now_ms, Ending, GuestPaths, State};
-use crate::supervisor::group_members;
+use crate::supervisor::{guest_processes, kill_all};
 use crate::Error;
 
 /// What `start` returns.
@@ -76,6 +76,15 @@ pub struct GuestStatus {
 impl GuestStatus {
     pub fn alive(&self) -> bool {
         matches!(self.phase, Phase::Booting | Phase::Running)
+    }
+}
+
+trait NoneOrEmpty {
+    fn is_none_or_empty(&self) -> bool;
+}
+impl NoneOrEmpty for Option<Vec<u32>> {
+    fn is_none_or_empty(&self) -> bool {
+        self.as_ref().map(|v| v.is_empty()).unwrap_or(true)
     }
 }
 
@@ -331,9 +340,10 @@ impl Store {
             None => Phase::Dead,
         };
         let alive = matches!(phase, Phase::Booting | Phase::Running);
-        let processes = match (alive, st.pgid) {
-            (true, Some(g)) => group_members(g),
-            _ => vec![],
+        let processes = if alive {
+            guest_processes(st.pgid, st.marker.as_deref())
+        } else {
+            vec![]
         };
         let (mut rss, mut pss) = (0, 0);
         for p in &processes {
@@ -470,7 +480,9 @@ impl Store {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(s) = self.status(name) {
-                if !s.alive() && s.pgid.into_iter().all(|g| group_members(g).is_empty()) {
+                let st = State::load(&self.paths(name).state()).ok();
+                let left = st.map(|st| guest_processes(st.pgid, st.marker.as_deref()));
+                if !s.alive() && left.is_none_or_empty() {
                     return true;
                 }
             }
@@ -533,15 +545,7 @@ impl Store {
         if sp::process_exists(st.supervisor_pid) {
             let _ = sp::kill(st.supervisor_pid, sp::SIGKILL);
         }
-        if let Some(g) = st.pgid {
-            for _ in 0..100 {
-                if group_members(g).is_empty() {
-                    break;
-                }
-                let _ = sp::kill_group(g, sp::SIGKILL);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        kill_all(st.pgid, st.marker.as_deref());
         if let Ok(mut cur) = State::load(&paths.state()) {
             if cur.ending.is_none() {
                 cur.ending = Some(Ending::Killed);
@@ -577,6 +581,8 @@ impl Store {
         if self.status_of(&paths, &st).alive() {
             return Err(Error::StillRunning(name.to_string()));
         }
+        // a dead guest (supervisor lost) may have left helpers behind
+        kill_all(st.pgid, st.marker.as_deref());
         self.remove_dir(&paths)
     }
 

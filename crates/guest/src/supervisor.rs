@@ -265,6 +265,76 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
     v
 }
 
+/// Name of the environment variable that marks every host process of a guest
+/// (the kernel and whatever it forks, even helpers that leave its process
+/// group with setsid, such as the kernel's SIGWINCH helper for tty consoles).
+pub const MARKER_VAR: &str = "UMLKIT_GUEST";
+
+/// The marker value of a guest: `<supervisor pid>:<guest dir>`.
+pub fn marker(supervisor_pid: u32, dir: &Path) -> String {
+    format!("{supervisor_pid}:{}", dir.display())
+}
+
+/// Processes carrying `MARKER_VAR=marker` in their environment.
+pub fn marked_processes(marker: &str) -> Vec<u32> {
+    let needle = format!("{MARKER_VAR}={marker}");
+    let mut v = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return v;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
+            if env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}
+
+/// All live host processes of a guest: its process group plus marked processes.
+pub fn guest_processes(pgid: Option<u32>, marker: Option<&str>) -> Vec<u32> {
+    let mut v = pgid.map(group_members).unwrap_or_default();
+    if let Some(m) = marker {
+        v.extend(marked_processes(m));
+    }
+    v.sort_unstable();
+    v.dedup();
+    // zombies hold no resources and cannot be killed; ignore them
+    v.retain(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|x| x.1.trim_start().starts_with('Z'))
+            })
+            == Some(false)
+    });
+    v
+}
+
+/// SIGKILL every host process of a guest until none is left (max ~5 s).
+pub fn kill_all(pgid: Option<u32>, marker: Option<&str>) -> bool {
+    for _ in 0..250 {
+        let procs = guest_processes(pgid, marker);
+        if procs.is_empty() {
+            return true;
+        }
+        if let Some(g) = pgid {
+            let _ = sp::kill_group(g, sp::SIGKILL);
+        }
+        for p in procs {
+            let _ = sp::kill(p, sp::SIGKILL);
+        }
+        while sp::reap_any().is_some() {}
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guest_processes(pgid, marker).is_empty()
+}
+
 /// Run the supervisor for the guest in `dir` (its `config.json` must exist).
 /// Returns the kernel's exit status as a process exit code.
 pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
@@ -282,6 +352,8 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     if !foreground {
         let _ = sp::setsid();
     }
+    // orphans of the kernel come back to us, so none can escape cleanup
+    let _ = sp::set_child_subreaper();
     sp::ignore_sigpipe();
     let kernel = crate::find_kernel(cfg.kernel.as_deref())?;
     let uml_dir = paths.uml_dir();
@@ -300,8 +372,9 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     let args = kernel_args(&cfg, &layout);
     let _ = std::fs::remove_file(paths.stop_marker());
     let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io(dir, "socketpair", e))?;
+    let mark = marker(std::process::id(), &paths.dir);
     let mut cmd = Command::new(&kernel);
-    cmd.args(&args);
+    cmd.args(&args).env(MARKER_VAR, &mark);
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
     sp::pass_fd(&mut cmd, theirs.as_raw_fd(), AGENT_FD);
@@ -326,6 +399,7 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         }
     }
     let mut state = State {
+        marker: Some(mark.clone()),
         name: name.clone(),
         supervisor_pid: std::process::id(),
         pid: None,
@@ -403,14 +477,8 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
             signal,
         },
     };
-    // helpers the kernel started (vde_plug, port-helper...) must not outlive it
-    for _ in 0..50 {
-        if group_members(pid).is_empty() {
-            break;
-        }
-        let _ = sp::kill_group(pid, sp::SIGKILL);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // helpers the kernel started (vde_plug, SIGWINCH helper...) must not outlive it
+    kill_all(Some(pid), Some(&mark));
     {
         let mut st = lock(&hub.state);
         st.ending = Some(ending);

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 pub struct Env {
     pub tmp: tempfile::TempDir,
@@ -94,9 +93,11 @@ impl Env {
     }
 }
 
-/// Processes whose process group is `pgid`.
-pub fn group_members(pgid: u32) -> Vec<u32> {
-    guest::supervisor::group_members(pgid)
+/// Live host processes of a guest (its process group and every process
+/// carrying its environment marker, e.g. helpers that left the group).
+pub fn leftovers(env: &Env, name: &str) -> Vec<u32> {
+    let v = env.state_json(name);
+    guest::supervisor::guest_processes(v["pgid"].as_u64().map(|g| g as u32), v["marker"].as_str())
 }
 
 impl Drop for Env {
@@ -112,13 +113,8 @@ impl Drop for Env {
             if let Some(pid) = v["supervisor_pid"].as_u64() {
                 let _ = umlkit_sys::process::kill(pid as u32, umlkit_sys::process::SIGKILL);
             }
-            if let Some(g) = v["pgid"].as_u64() {
-                let g = g as u32;
-                testkit::wait_until(Duration::from_secs(5), || {
-                    let _ = umlkit_sys::process::kill_group(g, umlkit_sys::process::SIGKILL);
-                    group_members(g).is_empty()
-                });
-            }
+            let pgid = v["pgid"].as_u64().map(|g| g as u32);
+            guest::supervisor::kill_all(pgid, v["marker"].as_str());
         }
     }
 }
