@@ -66,6 +66,10 @@ pub struct GuestStatus {
     /// Sum of Pss of the kernel's processes (KiB).
     pub pss_kb: u64,
     pub processes: Vec<u32>,
+    /// Host memory backing the guest's RAM: allocated size of the kernel's
+    /// (deleted) physical-memory file in /dev/shm or $TMPDIR (KiB). Also
+    /// counted in RSS/PSS for the pages the kernel has touched.
+    pub physmem_kb: u64,
     pub disks: Vec<String>,
     pub interfaces: Vec<String>,
     pub console: Option<PathBuf>,
@@ -93,6 +97,24 @@ impl NoneOrEmpty for Option<Vec<u32>> {
 pub struct Store {
     root: PathBuf,
     supervisor: Option<PathBuf>,
+}
+
+/// Allocated KiB of the kernel's physical-memory file (an unlinked file under
+/// /dev/shm or $TMPDIR held open by the main process).
+fn physmem_kb(pid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    let mut best = 0;
+    for e in rd.flatten() {
+        let Ok(t) = std::fs::read_link(e.path()) else { continue };
+        let t = t.to_string_lossy();
+        if t.ends_with(" (deleted)") && t.contains("/#") {
+            if let Ok(md) = std::fs::metadata(e.path()) {
+                best = best.max(md.blocks() / 2);
+            }
+        }
+    }
+    best
 }
 
 fn kb_field(text: &str, key: &str) -> u64 {
@@ -354,6 +376,10 @@ impl Store {
                 pss += kb_field(&s, "Pss:");
             }
         }
+        let physmem_kb = match (alive, st.pid) {
+            (true, Some(pid)) => physmem_kb(pid),
+            _ => 0,
+        };
         let now = now_ms();
         let end = st.ended_unix_ms.unwrap_or(now);
         let disks = st
@@ -383,6 +409,7 @@ impl Store {
             rss_kb: rss,
             pss_kb: pss,
             processes,
+            physmem_kb,
             disks,
             interfaces,
             console: (alive && paths.console_sock().exists()).then(|| paths.console_sock()),

@@ -350,8 +350,8 @@ fn ps(json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<16} {:<22} {:>7} {:>7} {:>8} {:>8} {:<5} {:<5} CONSOLE",
-        "NAME", "STATE", "PID", "UPTIME", "RSS", "PSS", "DISKS", "NETS"
+        "{:<16} {:<22} {:>7} {:>7} {:>8} {:>8} {:>8} {:<5} {:<5} CONSOLE",
+        "NAME", "STATE", "PID", "UPTIME", "RSS", "PSS", "PHYSMEM", "DISKS", "NETS"
     );
     for g in list {
         let state = match (&g.ending, g.phase) {
@@ -359,13 +359,14 @@ fn ps(json: bool) -> anyhow::Result<ExitCode> {
             (None, p) => p.to_string(),
         };
         println!(
-            "{:<16} {:<22} {:>7} {:>7} {:>7}M {:>7}M {:<5} {:<5} {}",
+            "{:<16} {:<22} {:>7} {:>7} {:>7}M {:>7}M {:>7}M {:<5} {:<5} {}",
             g.name,
             state,
             g.pid.map(|p| p.to_string()).unwrap_or("-".into()),
             fmt_dur(g.uptime_s),
             g.rss_kb / 1024,
             g.pss_kb / 1024,
+            g.physmem_kb / 1024,
             g.disks.len(),
             g.interfaces.len(),
             g.console
