@@ -103,7 +103,10 @@ fn install_links(dir: &std::path::Path, force: bool) -> anyhow::Result<ExitCode>
         let link = dir.join(name);
         if link.symlink_metadata().is_ok() {
             if !force {
-                anyhow::bail!("{} already exists (use --force to replace it)", link.display());
+                anyhow::bail!(
+                    "{} already exists (use --force to replace it)",
+                    link.display()
+                );
             }
             std::fs::remove_file(&link)
                 .with_context(|| format!("cannot remove {}", link.display()))?;

@@ -1,1 +1,21 @@
-//! Network labs: lab.conf (Netkit/Kathará) and lab.toml readers, planner and runner.
+//! Network labs: lab.conf (Netkit/Kathará) and lab.toml readers, planner and
+//! runner.
+//!
+//! Layers: [`conf`] and [`model`] are pure parsers (text in, typed values
+//! out); [`load`] reads a lab folder and checks path safety; [`plan`] turns a
+//! lab into a typed [`plan::Plan`]; [`boot`] writes the guest-side scripts;
+//! [`check`] evaluates `lab test` checks; [`graph`] draws the topology;
+//! [`runner`] starts, stops and inspects a lab through a [`runner::Backend`].
+
+pub mod boot;
+pub mod check;
+pub mod conf;
+pub mod error;
+pub mod graph;
+pub mod load;
+pub mod mac;
+pub mod model;
+pub mod plan;
+pub mod runner;
+
+pub use error::{LabError, Result};

@@ -1,1 +1,15 @@
-//! Pure network protocol formats: Ethernet/VLAN frame views, uml_switch and VDE control messages, management console commands. No I/O.
+//! Pure network protocol formats: Ethernet/VLAN frame views, uml_switch and
+//! VDE control messages, management console commands and reply framing.
+//!
+//! Bytes or text in, typed values out, and back. No files, sockets or clocks.
+//!
+//! - [`eth`]: checked Ethernet frame view, MAC addresses, 802.1Q tag insert/strip.
+//! - [`ctl`]: control-socket requests (uml_switch v0/v1/v3, VDE v3) and replies.
+//! - [`mgmt`]: the vde_switch management console: command lines and reply framing.
+
+pub mod ctl;
+pub mod eth;
+pub mod mgmt;
+
+pub use ctl::{CtlError, Request, SockAddrUn};
+pub use eth::{Frame, FrameError, MacAddr};

@@ -1,1 +1,130 @@
-//! The switch daemon: sockets (uml_switch daemon transport and VDE), event loop, management console.
+//! The switch daemon: sockets (VDE switch directory, uml_switch control
+//! socket, UML daemon transport), the event loop around the pure
+//! [`switch_core::Switch`], and the management console.
+//!
+//! One switching fabric serves every kind of client:
+//! - `DIR/ctl` (VDE): per-port datagram sockets `DIR/NNN.FD` connected to
+//!   each client; also accepts UML's `eth=daemon` transport (abstract
+//!   client address).
+//! - a uml_switch control socket: one shared abstract datagram socket,
+//!   ports told apart by sender address.
+//! - a management console socket speaking vde_switch's protocol.
+//!
+//! Usage: build [`Options`], [`Server::bind`] (creates the sockets, so
+//! errors surface before daemonizing), then [`Server::run`].
+
+mod log;
+mod mgmt;
+mod server;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use log::Logger;
+pub use server::{ExitReason, Server};
+
+/// How the daemon talks (messages and conventions of which C tool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `umlkit switch` (vde_switch-like messages).
+    Umlkit,
+    /// Invoked as `uml_switch`: its stdout messages.
+    UmlSwitch,
+}
+
+/// Everything the daemon needs to start.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// VDE switch directory (DIR/ctl).
+    pub vde_dir: Option<PathBuf>,
+    /// uml_switch control socket.
+    pub uml_ctl: Option<PathBuf>,
+    /// uml_switch `-compat-v0` named data socket.
+    pub v0_data: Option<PathBuf>,
+    /// Management console socket.
+    pub mgmt: Option<PathBuf>,
+    pub hub: bool,
+    pub numports: u32,
+    /// Mode of the ctl and port sockets.
+    pub mode: u32,
+    /// Mode of the switch directory.
+    pub dirmode: u32,
+    /// Mode of the uml_switch control socket (None = leave to umask).
+    pub uml_mode: Option<u32>,
+    /// Mode of the management socket.
+    pub mgmt_mode: u32,
+    /// Group of the directory and sockets.
+    pub group: Option<u32>,
+    pub flavor: Flavor,
+    /// Socket buffer size for data sockets (bytes, 0 = kernel default).
+    pub sock_buf: i32,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            vde_dir: None,
+            uml_ctl: None,
+            v0_data: None,
+            mgmt: None,
+            hub: false,
+            numports: switch_core::DEFAULT_NUMPORTS,
+            mode: 0o600,
+            dirmode: 0o2700,
+            uml_mode: None,
+            mgmt_mode: 0o600,
+            group: None,
+            flavor: Flavor::Umlkit,
+            sock_buf: 4 << 20,
+        }
+    }
+}
+
+/// vde_switch's directory mode derived from `-m MODE` (spec §1): setgid
+/// plus, for each of user/group/other that has any rw bit, those bits and x.
+pub fn dirmode_from_mode(mode: u32) -> u32 {
+    let mut d = 0o2000;
+    for (rw, x) in [(0o600, 0o100), (0o060, 0o010), (0o006, 0o001)] {
+        if mode & rw != 0 {
+            d |= (mode & rw) | x;
+        }
+    }
+    d
+}
+
+/// Errors of the daemon; each names the path or socket concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create switch directory {path}: {source}")]
+    Mkdir { path: PathBuf, source: io::Error },
+    #[error("Could not bind to socket '{path}': {source}")]
+    Bind { path: PathBuf, source: io::Error },
+    /// A live server answers on the socket.
+    #[error("Could not bind to socket '{0}': Address already in use (another switch is running on it)")]
+    InUse(PathBuf),
+    #[error("socket path too long (max 107 bytes): {0}")]
+    PathTooLong(PathBuf),
+    #[error("cannot set mode/group of {path}: {source}")]
+    Perm { path: PathBuf, source: io::Error },
+    #[error("cannot create socket: {0}")]
+    Socket(io::Error),
+    #[error("event loop failed: {0}")]
+    Poll(io::Error),
+    #[error("nothing to serve: give a switch directory, a uml_switch socket or both")]
+    NothingToServe,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirmode_derivation() {
+        assert_eq!(dirmode_from_mode(0o600), 0o2700);
+        assert_eq!(dirmode_from_mode(0o660), 0o2770);
+        assert_eq!(dirmode_from_mode(0o666), 0o2777);
+        assert_eq!(dirmode_from_mode(0o640), 0o2750);
+        assert_eq!(dirmode_from_mode(0o400), 0o2500);
+        assert_eq!(dirmode_from_mode(0), 0o2000);
+    }
+}

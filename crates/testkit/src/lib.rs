@@ -47,7 +47,11 @@ pub fn umlkit_bin() -> PathBuf {
     // target/<profile>/deps/test-xxxx -> target/<profile>/umlkit
     let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
     let p = profile_dir.join("umlkit");
-    assert!(p.is_file(), "{} not built: run cargo build first", p.display());
+    assert!(
+        p.is_file(),
+        "{} not built: run cargo build first",
+        p.display()
+    );
     p
 }
 
@@ -160,7 +164,9 @@ pub fn busybox_rootfs(root: &Path, init_script: &str) {
         .map(PathBuf::from)
         .find(|p| p.is_file())
         .unwrap_or_else(|| require("busybox", "busybox-static"));
-    for d in ["bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "mnt"] {
+    for d in [
+        "bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "mnt",
+    ] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
@@ -221,7 +227,13 @@ pub fn boot_to_poweroff(
     let mut cmd = Command::new(kernel());
     cmd.arg(format!("umid={umid}"))
         .arg(format!("uml_dir={}", uml_dir.display()))
-        .args(["mem=64M", "con=null", "con0=fd:0,fd:1", "root=/dev/ubda", "rw"])
+        .args([
+            "mem=64M",
+            "con=null",
+            "con0=fd:0,fd:1",
+            "root=/dev/ubda",
+            "rw",
+        ])
         .args(args)
         .stdin(Stdio::null())
         .stdout(logf.try_clone().unwrap())

@@ -7,7 +7,10 @@ use std::time::Duration;
 fn busybox_image_boots_and_powers_off() {
     let dir = testkit::short_tempdir("tk");
     let root = dir.path().join("root");
-    testkit::busybox_rootfs(&root, &testkit::simple_init("echo TESTKIT-BOOT-OK $(uname -r)"));
+    testkit::busybox_rootfs(
+        &root,
+        &testkit::simple_init("echo TESTKIT-BOOT-OK $(uname -r)"),
+    );
     let img = dir.path().join("img");
     testkit::mkfs_ext4(&img, 64, &root);
     let ubd = format!("ubd0={}", img.display());

@@ -1,18 +1,855 @@
-//! `umlkit` subcommands of the lab area.
+//! `umlkit lab ...`: network labs (Netkit/Kathará lab.conf, lab.toml).
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use clap::Subcommand;
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use lab::model::Dialect;
+use lab::plan::Plan;
+use lab::runner::{self, Backend, UmlBackend};
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Placeholder until the lab area lands
-    #[command(name = "lab-placeholder", hide = true)]
-    Placeholder,
+    /// Network labs: start, inspect, test and clean Netkit/Kathará labs
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+}
+
+/// Options every lab command takes.
+#[derive(Args, Debug, Clone)]
+pub struct LabOpts {
+    /// Force the lab.conf dialect instead of detecting it
+    #[arg(long, global = true)]
+    pub dialect: Option<Dialect>,
+    /// Root of the per-lab state folders (default $UMLKIT_LAB_STATE or /tmp/umlkit-lab)
+    #[arg(long, global = true)]
+    pub state_root: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabCmd {
+    /// Start the lab (switches, then machines in lab.dep waves)
+    Start {
+        /// Lab folder
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Machines booting at the same time (default: 4 x cores, at least 8, bounded by memory)
+        #[arg(short = 'p', long)]
+        parallel: Option<usize>,
+        /// Seconds a machine may take to boot
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Start only these machines (and what they depend on)
+        machines: Vec<String>,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Stop machines gracefully (M.shutdown, then shared.shutdown), then the switches
+    Stop {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        machines: Vec<String>,
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Kill machines at once (no shutdown scripts)
+    Crash {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        machines: Vec<String>,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Stop then start machines
+    Restart {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        machines: Vec<String>,
+        #[arg(short = 'p', long)]
+        parallel: Option<usize>,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Kill whatever runs and remove every file the lab made (the lab folder stays)
+    Clean {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Machines, states, interfaces, addresses, domains
+    Status {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Run a command in a machine: `umlkit lab exec pc1 -- ping -c1 10.0.0.2`
+    Exec {
+        /// Lab folder
+        #[arg(short = 'd', long, default_value = ".")]
+        dir: PathBuf,
+        /// Seconds before giving up
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        machine: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// A line-oriented shell on a machine (each line runs through `lab exec`)
+    Console {
+        #[arg(short = 'd', long, default_value = ".")]
+        dir: PathBuf,
+        machine: String,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Plug a running machine into a collision domain (new interface, via mconsole)
+    Connect {
+        #[arg(short = 'd', long, default_value = ".")]
+        dir: PathBuf,
+        machine: String,
+        domain: String,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Unplug a running machine from a collision domain
+    Disconnect {
+        #[arg(short = 'd', long, default_value = ".")]
+        dir: PathBuf,
+        machine: String,
+        domain: String,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Topology as DOT (stdout) and/or SVG
+    Graph {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Write an SVG picture here
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Write DOT here instead of stdout
+        #[arg(long)]
+        dot: Option<PathBuf>,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Run lab.test.toml checks and/or Netkit _test/ signatures on the running lab
+    Test {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Netkit mode: write _test/signatures/ from the current results
+        #[arg(long)]
+        write_signatures: bool,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Write lab.toml from lab.conf (and lab.dep)
+    Convert {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Write here instead of DIR/lab.toml ("-" = stdout)
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Replace an existing lab.toml
+        #[arg(short, long)]
+        force: bool,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Read the lab and show the plan (dialect, machines, domains, waves, notes)
+    Info {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Measure: lab start until every machine answers, vs the bare kernel
+    #[command(hide = true)]
+    Bench {
+        /// Machine counts to try
+        #[arg(long, value_delimiter = ',', default_value = "10,40")]
+        sizes: Vec<usize>,
+        /// Runs per size (the median is reported)
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(short = 'p', long)]
+        parallel: Option<usize>,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    let Command::Lab { cmd } = cmd;
     match cmd {
-        Command::Placeholder => anyhow::bail!("the lab area is not built yet"),
+        LabCmd::Start {
+            dir,
+            parallel,
+            timeout,
+            machines,
+            opts,
+        } => {
+            let (plan, _) = load_plan(&dir, &opts, true)?;
+            let backend = backend()?;
+            let waves = lab::plan::select(&plan, &machines)?;
+            let p = parallel.unwrap_or_else(|| default_parallel(&plan));
+            let t0 = Instant::now();
+            let n: usize = waves.iter().map(Vec::len).sum();
+            eprintln!(
+                "lab {}: {} switches, {n} machines, {} waves, {p} in parallel",
+                plan.name,
+                plan.switches.len(),
+                waves.len()
+            );
+            runner::start(
+                &backend,
+                &plan,
+                &waves,
+                p,
+                Duration::from_secs(timeout),
+                &mut |s: &str| eprintln!("  {s}"),
+            )
+            .context("lab start failed (`umlkit lab clean` removes what was started)")?;
+            eprintln!(
+                "lab {} up in {:.1} s",
+                plan.name,
+                t0.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Stop {
+            dir,
+            machines,
+            timeout,
+            opts,
+        } => {
+            let (plan, _) = load_plan(&dir, &opts, false)?;
+            runner::stop(
+                &backend()?,
+                &plan,
+                &machines,
+                Duration::from_secs(timeout),
+                &mut |s: &str| eprintln!("  {s}"),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Crash {
+            dir,
+            machines,
+            opts,
+        } => {
+            let (plan, _) = load_plan(&dir, &opts, false)?;
+            runner::crash(&plan, &machines)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Restart {
+            dir,
+            machines,
+            parallel,
+            opts,
+        } => {
+            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let b = backend()?;
+            runner::stop(
+                &b,
+                &plan,
+                &machines,
+                Duration::from_secs(30),
+                &mut |s: &str| eprintln!("  {s}"),
+            )?;
+            let waves = lab::plan::select(&plan, &machines)?;
+            let p = parallel.unwrap_or_else(|| default_parallel(&plan));
+            runner::start(
+                &b,
+                &plan,
+                &waves,
+                p,
+                Duration::from_secs(120),
+                &mut |s: &str| eprintln!("  {s}"),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Clean { dir, opts } => {
+            let (plan, _) = load_plan(&dir, &opts, false)?;
+            runner::clean(&plan)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Status { dir, json, opts } => {
+            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let st = runner::status(&backend()?, &plan)?;
+            if json {
+                let v = serde_json::json!({
+                    "lab": plan.name, "dir": plan.lab_dir, "dialect": plan.dialect.to_string(),
+                    "state_dir": plan.state_dir,
+                    "domains": plan.switches.iter().map(|s| serde_json::json!({"name": s.domain, "hub": s.hub, "ctl": s.ctl()})).collect::<Vec<_>>(),
+                    "machines": st,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "lab {} ({}, {})",
+                    plan.name,
+                    plan.dialect,
+                    plan.lab_dir.display()
+                );
+                for m in &st {
+                    println!(
+                        "{:<16} {:<8} pid {:<8} {} MiB",
+                        m.name,
+                        m.state,
+                        m.pid.map(|p| p.to_string()).unwrap_or("-".into()),
+                        m.mem_mb
+                    );
+                    for i in &m.interfaces {
+                        println!(
+                            "    {:<5} {:<12} {}  {}",
+                            i.name,
+                            i.domain,
+                            i.mac,
+                            i.addresses.join(" ")
+                        );
+                    }
+                }
+                for s in &plan.switches {
+                    println!(
+                        "domain {:<12} {}  {}",
+                        s.domain,
+                        if s.hub { "hub" } else { "switch" },
+                        s.ctl().display()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Exec {
+            dir,
+            timeout,
+            machine,
+            cmd,
+            opts,
+        } => {
+            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let m = running_machine(&plan, &machine)?;
+            let line = if cmd.len() == 1 {
+                cmd[0].clone()
+            } else {
+                cmd.iter()
+                    .map(|a| lab::boot::shq(a))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let out = backend()?.exec(m, &line, Duration::from_secs(timeout))?;
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            Ok(ExitCode::from(out.code.clamp(0, 255) as u8))
+        }
+        LabCmd::Console { dir, machine, opts } => {
+            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let m = running_machine(&plan, &machine)?;
+            let b = backend()?;
+            eprintln!("{machine}: each line runs in the guest (/bin/sh); Ctrl-D ends");
+            let stdin = std::io::stdin();
+            let mut line = String::new();
+            loop {
+                eprint!("{machine}# ");
+                line.clear();
+                if stdin.read_line(&mut line)? == 0 {
+                    break;
+                }
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match b.exec(m, line.trim(), Duration::from_secs(300)) {
+                    Ok(o) => {
+                        print!("{}", o.stdout);
+                        eprint!("{}", o.stderr);
+                    }
+                    Err(e) => eprintln!("{e}"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Connect {
+            dir,
+            machine,
+            domain,
+            opts,
+        } => {
+            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let name = runner::connect(&backend()?, &plan, &machine, &domain)?;
+            println!("{machine}: {name} plugged into {domain}");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Disconnect {
+            dir,
+            machine,
+            domain,
+            opts,
+        } => {
+            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let name = runner::disconnect(&backend()?, &plan, &machine, &domain)?;
+            println!("{machine}: {name} unplugged from {domain}");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Graph {
+            dir,
+            svg,
+            dot,
+            opts,
+        } => {
+            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let d = lab::graph::dot(&plan);
+            match dot {
+                Some(p) => std::fs::write(&p, d)
+                    .with_context(|| format!("cannot write {}", p.display()))?,
+                None if svg.is_none() => print!("{d}"),
+                None => {}
+            }
+            if let Some(p) = svg {
+                std::fs::write(&p, lab::graph::svg(&plan))
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Test {
+            dir,
+            write_signatures,
+            opts,
+        } => lab_test(&dir, write_signatures, &opts),
+        LabCmd::Convert {
+            dir,
+            output,
+            force,
+            opts,
+        } => {
+            let loaded = lab::load::load_lab(&dir, opts.dialect)?;
+            if loaded.source != lab::load::Source::LabConf {
+                bail!(
+                    "{}: no lab.conf to convert (lab.toml is already the description)",
+                    loaded.dir.display()
+                );
+            }
+            for n in &loaded.notes {
+                eprintln!("note: {n}");
+            }
+            let mut text = format!(
+                "# lab.toml written by `umlkit lab convert` from lab.conf ({})\n",
+                loaded.dialect_reason
+            );
+            text.push_str(&loaded.lab.to_toml());
+            match output.as_deref() {
+                Some(p) if p == Path::new("-") => print!("{text}"),
+                _ => {
+                    let p = output.unwrap_or_else(|| loaded.dir.join("lab.toml"));
+                    if p.exists() && !force {
+                        bail!("{} exists (use --force to replace it)", p.display());
+                    }
+                    std::fs::write(&p, text)
+                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    eprintln!("wrote {}", p.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Info { dir, json, opts } => {
+            let (plan, loaded) = load_plan(&dir, &opts, false)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("lab {} at {}", plan.name, plan.lab_dir.display());
+            println!("dialect: {}", loaded.dialect_reason);
+            println!("state: {}", plan.state_dir.display());
+            for s in &plan.switches {
+                println!(
+                    "domain {} ({})",
+                    s.domain,
+                    if s.hub { "hub" } else { "switch" }
+                );
+            }
+            for m in &plan.machines {
+                let ifs: Vec<String> = m
+                    .interfaces
+                    .iter()
+                    .map(|i| format!("{}={} {}", i.name, i.domain, i.mac))
+                    .collect();
+                println!(
+                    "machine {} mem {} MiB: {}",
+                    m.name,
+                    m.mem_mb,
+                    ifs.join(", ")
+                );
+            }
+            for (i, w) in plan.waves.iter().enumerate() {
+                println!("wave {i}: {}", w.join(" "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Bench {
+            sizes,
+            runs,
+            parallel,
+            opts,
+        } => bench(&sizes, runs, parallel, &opts),
     }
+}
+
+fn state_root(opts: &LabOpts) -> PathBuf {
+    opts.state_root
+        .clone()
+        .or_else(|| std::env::var_os("UMLKIT_LAB_STATE").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/tmp/umlkit-lab"))
+}
+
+/// Read the lab folder and plan it. Notes go to stderr when `verbose`.
+fn load_plan(
+    dir: &Path,
+    opts: &LabOpts,
+    verbose: bool,
+) -> anyhow::Result<(Plan, lab::load::Loaded)> {
+    let loaded = lab::load::load_lab(dir, opts.dialect)?;
+    let state_dir = state_root(opts).join(lab::plan::lab_id(&loaded.dir));
+    let plan = lab::plan::plan(&loaded.lab, &loaded.dir, &state_dir)?;
+    if verbose {
+        eprintln!("dialect: {}", loaded.dialect_reason);
+        for n in loaded.notes.iter().chain(plan.notes.iter()) {
+            eprintln!("note: {n}");
+        }
+    }
+    Ok((plan, loaded))
+}
+
+fn backend() -> anyhow::Result<UmlBackend> {
+    let exe = std::env::current_exe().ok();
+    Ok(UmlBackend::discover(exe.as_deref())?)
+}
+
+fn running_machine<'a>(plan: &'a Plan, name: &str) -> anyhow::Result<&'a lab::plan::MachinePlan> {
+    let m = plan
+        .machine(name)
+        .with_context(|| format!("no machine {name} in lab {}", plan.name))?;
+    let state = runner::State::load(plan)?;
+    if !runner::machine_alive(&state, name) {
+        bail!("{name} is not running (umlkit lab start)");
+    }
+    Ok(m)
+}
+
+fn default_parallel(plan: &Plan) -> usize {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let avail_mb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(4096);
+    let per = plan
+        .machines
+        .iter()
+        .map(|m| m.mem_mb as u64)
+        .max()
+        .unwrap_or(64)
+        + 32;
+    (cores * 4)
+        .max(8)
+        .min((avail_mb / per).max(1) as usize)
+        .max(1)
+}
+
+fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Result<ExitCode> {
+    let (plan, _) = load_plan(dir, opts, false)?;
+    let b = backend()?;
+    let state = runner::State::load(&plan)?;
+    let mut failed = 0usize;
+    let mut passed = 0usize;
+    let check_file = plan.lab_dir.join("lab.test.toml");
+    let test_dir = plan.lab_dir.join("_test");
+    if !check_file.is_file() && !test_dir.is_dir() {
+        bail!(
+            "{}: no lab.test.toml and no _test/ folder: nothing to test",
+            plan.lab_dir.display()
+        );
+    }
+    if check_file.is_file() {
+        let text = std::fs::read_to_string(&check_file)
+            .with_context(|| format!("cannot read {}", check_file.display()))?;
+        let cf = lab::check::CheckFile::from_toml(&text, &check_file)?;
+        let checks = cf.checks();
+        let mut by_machine: std::collections::BTreeMap<&str, Vec<&lab::check::Check>> =
+            Default::default();
+        for c in &checks {
+            by_machine.entry(c.machine.as_str()).or_default().push(c);
+        }
+        for (mname, cs) in by_machine {
+            println!("{mname}:");
+            let m = plan.machine(mname);
+            for c in cs {
+                let verdict = match m {
+                    None => Err(format!("no machine {mname} in the lab")),
+                    Some(_) if !runner::machine_alive(&state, mname) => {
+                        Err("machine not running".into())
+                    }
+                    Some(m) => match b.exec(m, &c.command, Duration::from_secs(30)) {
+                        Ok(o) => c.judge(o.code, &o.stdout),
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                match verdict {
+                    Ok(()) => {
+                        passed += 1;
+                        println!("  PASS {}", c.title);
+                    }
+                    Err(why) => {
+                        failed += 1;
+                        println!("  FAIL {}: {why}", c.title);
+                    }
+                }
+            }
+        }
+    }
+    if test_dir.is_dir() {
+        let results = plan.state_dir.join("test-results");
+        std::fs::create_dir_all(&results)?;
+        let sigs = test_dir.join("signatures");
+        if write_signatures {
+            std::fs::create_dir_all(&sigs)?;
+        }
+        for m in &plan.machines {
+            if !runner::machine_alive(&state, &m.name) {
+                println!("{}: FAIL _test: machine not running", m.name);
+                failed += 1;
+                continue;
+            }
+            let mut kinds = vec![("default", lab::check::NETKIT_DEFAULT_TEST.to_string())];
+            if test_dir.join(format!("{}.test", m.name)).is_file() {
+                kinds.push((
+                    "user",
+                    format!(
+                        "sh /hostlab/_test/{}.test",
+                        lab::boot::shq(&m.name).trim_matches('\'')
+                    ),
+                ));
+            }
+            for (kind, cmd) in kinds {
+                let out = b.exec(m, &cmd, Duration::from_secs(60))?;
+                let res = results.join(format!("{}.{kind}", m.name));
+                std::fs::write(&res, &out.stdout)?;
+                let sig = sigs.join(format!("{}.{kind}", m.name));
+                if write_signatures {
+                    std::fs::write(&sig, &out.stdout)?;
+                    println!("{}: wrote signature {}", m.name, sig.display());
+                } else if let Ok(s) = std::fs::read_to_string(&sig) {
+                    match lab::check::compare_signature(&out.stdout, &s) {
+                        Ok(()) => {
+                            passed += 1;
+                            println!("{}: PASS _test {kind}", m.name);
+                        }
+                        Err(why) => {
+                            failed += 1;
+                            println!("{}: FAIL _test {kind}: {why}", m.name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    v[v.len() / 2]
+}
+
+/// Host memory (PSS, kB: shared guest RAM counted once) of all processes
+/// whose cmdline names `needle`.
+fn pss_kb_matching(needle: &str) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let p = e.path();
+            let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+            if cmd.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                if let Ok(st) = std::fs::read_to_string(p.join("smaps_rollup")) {
+                    total += st
+                        .lines()
+                        .find(|l| l.starts_with("Pss:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
+        }
+    }
+    total
+}
+
+fn bench(
+    sizes: &[usize],
+    runs: usize,
+    parallel: Option<usize>,
+    opts: &LabOpts,
+) -> anyhow::Result<ExitCode> {
+    let b = backend()?;
+    let tmp = std::env::temp_dir().join(format!("umlkit-labbench-{}", std::process::id()));
+    let root = opts.state_root.clone().unwrap_or_else(|| tmp.join("state"));
+    let mut report = Vec::new();
+    for &n in sizes {
+        // n machines: a chain of /24s, every machine on two domains (ring).
+        let dir = tmp.join(format!("lab{n}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut conf = String::from("LAB_DESCRIPTION=\"umlkit bench\"\n");
+        let mut startup = Vec::new();
+        for i in 0..n {
+            conf.push_str(&format!("m{i}[0]=d0\n"));
+            startup.push((
+                format!("m{i}.startup"),
+                format!(
+                    "ip addr add 10.1.{}.{}/16 dev eth0\nip link set eth0 up\n",
+                    i / 250,
+                    i % 250 + 1
+                ),
+            ));
+        }
+        std::fs::write(dir.join("lab.conf"), conf)?;
+        for (f, t) in startup {
+            std::fs::write(dir.join(f), t)?;
+        }
+        let lopts = LabOpts {
+            dialect: None,
+            state_root: Some(root.clone()),
+        };
+        let (plan, _) = load_plan(&dir, &lopts, false)?;
+        let p = parallel.unwrap_or_else(|| default_parallel(&plan));
+        let mut times = Vec::new();
+        let mut rss = 0;
+        for _ in 0..runs {
+            runner::clean(&plan)?;
+            let t0 = Instant::now();
+            let r = runner::start(
+                &b,
+                &plan,
+                &plan.waves,
+                p,
+                Duration::from_secs(600),
+                &mut |_: &str| {},
+            );
+            if let Err(e) = r {
+                runner::clean(&plan)?;
+                return Err(e.into());
+            }
+            // Reachable: the first machine pings every other one.
+            let first = &plan.machines[0];
+            for m in &plan.machines[1..] {
+                let addr = format!(
+                    "10.1.{}.{}",
+                    (m.name[1..].parse::<usize>()?) / 250,
+                    m.name[1..].parse::<usize>()? % 250 + 1
+                );
+                let o = b.exec(
+                    first,
+                    &format!("ping -c 1 -W 2 {addr}"),
+                    Duration::from_secs(30),
+                )?;
+                if o.code != 0 {
+                    runner::clean(&plan)?;
+                    bail!("{} cannot reach {}", first.name, m.name);
+                }
+            }
+            times.push(t0.elapsed().as_secs_f64());
+            rss = pss_kb_matching(&format!("uml_dir={}", plan.uml_dir.display()));
+            runner::clean(&plan)?;
+        }
+        let med = median(times.clone());
+        report.push(format!(
+            "lab of {n} machines (-p {p}): start -> all reachable median {med:.2} s over {runs} runs {:?}; host memory (PSS) {:.1} MiB/machine",
+            times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>(),
+            rss as f64 / 1024.0 / n as f64
+        ));
+        eprintln!("{}", report.last().expect("pushed"));
+    }
+    // Bare kernel: 10 guests booting to poweroff in parallel on the same image.
+    let kdir = tmp.join("kernel");
+    std::fs::create_dir_all(&kdir)?;
+    let lopts = LabOpts {
+        dialect: None,
+        state_root: Some(root.clone()),
+    };
+    let kl = tmp.join("lab1");
+    std::fs::create_dir_all(&kl)?;
+    std::fs::write(kl.join("lab.conf"), "a[0]=d0\n")?;
+    let (kplan, _) = load_plan(&kl, &lopts, false)?;
+    std::fs::create_dir_all(&kplan.state_dir)?;
+    b.prepare(&kplan)?;
+    let mut ktimes = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let mut kids = Vec::new();
+        for i in 0..10 {
+            let cow = kdir.join(format!("k{i}.cow"));
+            let _ = std::fs::remove_file(&cow);
+            let mut c = std::process::Command::new(&b.kernel);
+            c.arg(format!("umid=kb{i}"))
+                .arg(format!("uml_dir={}", kdir.display()))
+                .arg("mem=64M")
+                .arg(format!(
+                    "ubd0={},{}",
+                    cow.display(),
+                    kplan.image().display()
+                ))
+                .args([
+                    "root=/dev/ubda",
+                    "rw",
+                    "con=null",
+                    "con0=fd:0,fd:1",
+                    "quiet",
+                    "init=/bin/poweroff",
+                    "-f",
+                ])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            use std::os::unix::process::CommandExt;
+            c.process_group(0);
+            kids.push(c.spawn()?);
+        }
+        for mut k in kids {
+            k.wait()?;
+        }
+        ktimes.push(t0.elapsed().as_secs_f64());
+    }
+    let kmed = median(ktimes);
+    report.push(format!(
+        "bare kernel: 10 guests boot+poweroff in parallel, median {kmed:.2} s"
+    ));
+    runner::clean(&kplan)?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    for r in &report {
+        println!("{r}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

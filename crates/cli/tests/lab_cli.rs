@@ -1,0 +1,100 @@
+//! `umlkit lab` commands that need no kernel: convert, info, graph, errors.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn umlkit(args: &[&str], state: &Path) -> Output {
+    Command::new(testkit::umlkit_bin())
+        .arg("lab")
+        .arg(args[0])
+        .arg("--state-root")
+        .arg(state)
+        .args(&args[1..])
+        .output()
+        .expect("run umlkit")
+}
+
+#[test]
+fn lab_convert_writes_lab_toml_that_reads_back() {
+    let t = testkit::short_tempdir("labcv");
+    let d = t.path().join("lab");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("lab.conf"), "LAB_DESCRIPTION=\"x\"\npc1[0]=A\nr1[0]=A\nr1[1]=B/02:00:00:00:00:77\nr1[mem]=96\nr1[image]=frr\n").unwrap();
+    std::fs::write(d.join("lab.dep"), "pc1: r1\n").unwrap();
+    let st = t.path().join("st");
+    let before = umlkit(&["info", d.to_str().unwrap(), "--json"], &st);
+    assert!(
+        before.status.success(),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+    let o = umlkit(&["convert", d.to_str().unwrap()], &st);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("wrote"));
+    let toml = std::fs::read_to_string(d.join("lab.toml")).unwrap();
+    assert!(
+        toml.contains("depends_on = [\"r1\"]")
+            && toml.contains("02:00:00:00:00:77")
+            && toml.contains("mem = 96"),
+        "{toml}"
+    );
+    // Same plan from lab.toml as from lab.conf.
+    let after = umlkit(&["info", d.to_str().unwrap(), "--json"], &st);
+    assert_eq!(before.stdout, after.stdout);
+    // Refuses to overwrite without --force; with lab.toml present there is no lab.conf source.
+    let o = umlkit(&["convert", d.to_str().unwrap()], &st);
+    assert!(!o.status.success());
+    assert!(!st.exists(), "read-only commands create no state");
+}
+
+#[test]
+fn lab_errors_name_file_and_line() {
+    let t = testkit::short_tempdir("laber");
+    let d = t.path().join("lab");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("lab.conf"), "a[0]=x\na[image]=y\nb[2]=x\n").unwrap();
+    let o = umlkit(&["info", d.to_str().unwrap()], &t.path().join("st"));
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("lab.conf:3:") && e.contains("without gaps"),
+        "{e}"
+    );
+    std::fs::write(d.join("lab.conf"), "a[0]=x\nb[0]=x\n").unwrap();
+    std::fs::write(d.join("lab.dep"), "a: b\nb: a\n").unwrap();
+    let o = umlkit(&["info", d.to_str().unwrap()], &t.path().join("st"));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("lab.dep: dependency cycle: a -> b -> a") || e.contains("b -> a -> b"),
+        "{e}"
+    );
+    let o = umlkit(
+        &["info", t.path().join("nope").to_str().unwrap()],
+        &t.path().join("st"),
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot open lab folder"));
+}
+
+#[test]
+fn lab_graph_dot_and_svg_files() {
+    let t = testkit::short_tempdir("labgr");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/labs/demo");
+    let svg = t.path().join("g.svg");
+    let dot = t.path().join("g.dot");
+    let o = umlkit(
+        &[
+            "graph",
+            demo.to_str().unwrap(),
+            "--svg",
+            svg.to_str().unwrap(),
+            "--dot",
+            dot.to_str().unwrap(),
+        ],
+        &t.path().join("st"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d = std::fs::read_to_string(dot).unwrap();
+    assert!(d.contains("\"m:r1\" -- \"d:lan2\""), "{d}");
+    let s = std::fs::read_to_string(svg).unwrap();
+    assert!(s.starts_with("<svg") && s.contains(">pc1<"));
+}

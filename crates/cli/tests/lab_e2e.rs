@@ -1,0 +1,465 @@
+//! End-to-end labs on the real kernel: every lab lives in its own temp dir
+//! with its own state root; a guard runs `umlkit lab clean` and kills any
+//! leftover process of that state root (by PID) even when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+struct TestLab {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    state: PathBuf,
+}
+
+fn pids_mentioning(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if cmd.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut v = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+            v.push((e.path(), m.len()));
+        }
+    }
+    v.sort();
+    v
+}
+
+impl TestLab {
+    fn new(prefix: &str, files: &[(&str, &str)]) -> TestLab {
+        let tmp = testkit::short_tempdir(prefix);
+        let dir = tmp.path().join("lab");
+        let state = tmp.path().join("st");
+        for (name, text) in files {
+            let p = dir.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        TestLab {
+            _tmp: tmp,
+            dir,
+            state,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(testkit::umlkit_bin());
+        c.arg("lab")
+            .arg(args[0])
+            .arg("--state-root")
+            .arg(&self.state)
+            .args(&args[1..]);
+        c.stdin(Stdio::null()).output().expect("run umlkit")
+    }
+
+    fn run_dir(&self, sub: &str, rest: &[&str]) -> Output {
+        let mut a = vec![sub, self.dir.to_str().unwrap()];
+        a.extend_from_slice(rest);
+        self.run(&a)
+    }
+
+    fn ok(&self, sub: &str, rest: &[&str]) -> String {
+        let o = self.run_dir(sub, rest);
+        assert!(
+            o.status.success(),
+            "umlkit lab {sub} {rest:?} failed: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn exec(&self, machine: &str, cmd: &str) -> Output {
+        self.run(&["exec", "-d", self.dir.to_str().unwrap(), machine, "--", cmd])
+    }
+
+    fn exec_ok(&self, machine: &str, cmd: &str) -> String {
+        let o = self.exec(machine, cmd);
+        assert!(
+            o.status.success(),
+            "{machine}: `{cmd}` failed ({:?}): {}{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn leftovers(&self) -> Vec<u32> {
+        pids_mentioning(self.state.to_str().unwrap())
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let _ = self.run_dir("clean", &[]);
+        for pid in self.leftovers() {
+            let _ = umlkit_sys::process::kill(pid, umlkit_sys::process::SIGKILL);
+        }
+    }
+}
+
+fn startup(addr: &str, extra: &str) -> String {
+    format!("ip addr add {addr} dev eth0\nip link set eth0 up\n{extra}")
+}
+
+#[test]
+fn lab_two_hosts_ping_and_arping_both_ways() {
+    let lab = TestLab::new(
+        "lab2h",
+        &[
+            ("lab.conf", "a[0]=lan\nb[0]=lan\n"),
+            ("a.startup", &startup("10.9.0.1/24", "")),
+            ("b.startup", &startup("10.9.0.2/24", "")),
+        ],
+    );
+    lab.ok("start", &[]);
+    lab.exec_ok("a", "ping -c 2 -W 2 10.9.0.2");
+    lab.exec_ok("b", "ping -c 2 -W 2 10.9.0.1");
+    let out = lab.exec_ok("a", "arping -c 2 -w 4 -I eth0 10.9.0.2");
+    assert!(out.contains("Unicast reply from 10.9.0.2"), "{out}");
+    let out = lab.exec_ok("b", "arping -c 2 -w 4 -I eth0 10.9.0.1");
+    assert!(out.contains("Unicast reply from 10.9.0.1"), "{out}");
+    // The neighbour's MAC is the planned one.
+    let info = lab.ok("info", &["--json"]);
+    let plan: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let b_mac = plan["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "b")
+        .unwrap()["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let neigh = lab.exec_ok("a", "ip neigh show 10.9.0.2");
+    assert!(neigh.contains(&b_mac), "{neigh} vs {b_mac}");
+
+    // Run-time wiring: plug a into a new domain, then unplug it.
+    let o = lab.run(&["connect", "-d", lab.dir.to_str().unwrap(), "a", "extra"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(testkit::wait_until(Duration::from_secs(10), || lab
+        .exec("a", "ip link show eth1")
+        .status
+        .success()));
+    let st = lab.ok("status", &["--json"]);
+    assert!(st.contains("\"extra\""), "{st}");
+    let o = lab.run(&["disconnect", "-d", lab.dir.to_str().unwrap(), "a", "extra"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(testkit::wait_until(Duration::from_secs(10), || !lab
+        .exec("a", "ip link show eth1")
+        .status
+        .success()));
+
+    lab.ok("stop", &[]);
+    assert!(lab.leftovers().is_empty(), "stop left processes");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let t = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &t);
+        } else {
+            std::fs::copy(e.path(), t).unwrap();
+        }
+    }
+}
+
+#[test]
+fn lab_router_static_routes_test_status_graph() {
+    let lab = TestLab::new("labrt", &[]);
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/labs/demo");
+    copy_tree(&demo, &lab.dir);
+    lab.ok("start", &[]);
+    lab.exec_ok("pc1", "ping -c 2 -W 2 10.0.2.1");
+    lab.exec_ok("pc2", "ping -c 2 -W 2 10.0.1.1");
+    let tr = lab.exec_ok("pc1", "traceroute -n -w 2 -q 1 10.0.2.1");
+    assert!(tr.contains("10.0.1.254"), "goes through r1: {tr}");
+
+    let out = lab.ok("test", &[]);
+    assert!(out.contains("0 failed") && !out.contains("FAIL"), "{out}");
+
+    // Failing checks: wrong address, missing route, unreachable host, wrong output.
+    std::fs::write(
+        lab.dir.join("lab.test.toml"),
+        "[[address]]\nmachine=\"pc1\"\ninterface=\"eth0\"\naddress=\"10.0.1.99/24\"\n\
+         [[route]]\nmachine=\"pc2\"\ndestination=\"10.7.0.0/16\"\n\
+         [[reach]]\nfrom=\"pc1\"\nto=\"10.0.3.1\"\n\
+         [[reach]]\nfrom=\"pc1\"\nto=\"10.0.2.1\"\n\
+         [[command]]\nmachine=\"r1\"\nrun=\"cat /proc/sys/net/ipv4/ip_forward\"\nstdout=\"0\"\n",
+    )
+    .unwrap();
+    let o = lab.run_dir("test", &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(
+            "FAIL address 10.0.1.99/24 on eth0: not configured; interface has: 10.0.1.1/24"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("FAIL route 10.7.0.0/16"), "{out}");
+    assert!(out.contains("FAIL reaches 10.0.3.1: no reply"), "{out}");
+    assert!(out.contains("PASS reaches 10.0.2.1"), "{out}");
+    assert!(
+        out.contains("FAIL `cat /proc/sys/net/ipv4/ip_forward`: output \"1\", expected \"0\""),
+        "{out}"
+    );
+    assert!(out.contains("1 passed, 4 failed"), "{out}");
+
+    let st: serde_json::Value = serde_json::from_str(&lab.ok("status", &["--json"])).unwrap();
+    let r1 = st["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "r1")
+        .unwrap();
+    assert_eq!(r1["state"], "running");
+    assert_eq!(r1["interfaces"][1]["addresses"][0], "10.0.2.254/24");
+    assert_eq!(r1["interfaces"][1]["domain"], "lan2");
+
+    let svg = lab.dir.parent().unwrap().join("t.svg");
+    let dot = lab.ok("graph", &["--svg", svg.to_str().unwrap()]);
+    assert!(dot.is_empty());
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(s.contains(">r1<") && s.contains(">lan2<"));
+}
+
+#[test]
+fn lab_machine_with_three_interfaces() {
+    let lab = TestLab::new(
+        "lab3i",
+        &[
+            ("lab.conf", "m[0]=A\nm[1]=B\nm[2]=C\np[0]=A\nq[0]=B\nq[1]=C\n"),
+            ("m.startup", "ip addr add 10.1.0.1/24 dev eth0\nip addr add 10.2.0.1/24 dev eth1\nip addr add 10.3.0.1/24 dev eth2\nfor i in eth0 eth1 eth2; do ip link set $i up; done\n"),
+            ("p.startup", &startup("10.1.0.2/24", "")),
+            ("q.startup", "ip addr add 10.2.0.2/24 dev eth0\nip addr add 10.3.0.2/24 dev eth1\nip link set eth0 up\nip link set eth1 up\n"),
+        ],
+    );
+    lab.ok("start", &["-p", "3"]);
+    for ip in ["10.1.0.2", "10.2.0.2", "10.3.0.2"] {
+        lab.exec_ok("m", &format!("ping -c 1 -W 2 {ip}"));
+    }
+    let links = lab.exec_ok("m", "ip -o link show");
+    for i in ["eth0", "eth1", "eth2"] {
+        assert!(links.contains(&format!("{i}:")), "{links}");
+    }
+    // Each interface landed on its domain: on B and C the only other station
+    // is q, so q learns m's eth1 / eth2 MACs (as planned) for those subnets.
+    let plan: serde_json::Value = serde_json::from_str(&lab.ok("info", &["--json"])).unwrap();
+    let m = plan["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "m")
+        .unwrap();
+    for (ip, idx) in [("10.2.0.1", 1), ("10.3.0.1", 2)] {
+        lab.exec_ok("q", &format!("ping -c 1 -W 2 {ip}"));
+        let neigh = lab.exec_ok("q", &format!("ip neigh show {ip}"));
+        let mac = m["interfaces"][idx]["mac"].as_str().unwrap();
+        assert!(
+            neigh.contains(mac),
+            "{ip}: {neigh} should show eth{idx} {mac}"
+        );
+    }
+}
+
+#[test]
+fn lab_dep_order_shared_startup_and_netkit_folders() {
+    let lab = TestLab::new(
+        "labdep",
+        &[
+            ("lab.conf", "machines=\"slow fast\"\nslow[0]=net\nfast[0]=net\n"),
+            ("lab.dep", "fast: slow\n"),
+            // slow configures its address only after 2 s: fast can only reach it
+            // at boot if lab.dep made fast wait for slow.
+            ("slow.startup", &startup("10.5.0.1/24", "").replace("ip addr", "sleep 2\nip addr")),
+            ("fast.startup", &startup("10.5.0.2/24", "if ping -c 1 -W 2 10.5.0.1; then echo up > /root/dep; else echo down > /root/dep; fi\n")),
+            ("shared.startup", "hostname > /root/shared_ran\n"),
+            ("shared/etc/lab_motd", "from shared\n"),
+            ("slow/etc/only_slow", "slow file\n"),
+            ("slow/etc/lab_motd", "slow overrides shared\n"),
+        ],
+    );
+    let o = lab.run_dir("start", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("dialect: netkit"), "{err}");
+    assert!(err.contains("2 waves"), "{err}");
+    assert_eq!(lab.exec_ok("fast", "cat /root/dep").trim(), "up");
+    assert_eq!(lab.exec_ok("fast", "cat /root/shared_ran").trim(), "fast");
+    assert_eq!(lab.exec_ok("slow", "cat /root/shared_ran").trim(), "slow");
+    assert_eq!(
+        lab.exec_ok("fast", "cat /etc/lab_motd").trim(),
+        "from shared"
+    );
+    assert_eq!(
+        lab.exec_ok("slow", "cat /etc/lab_motd").trim(),
+        "slow overrides shared"
+    );
+    assert_eq!(
+        lab.exec_ok("slow", "cat /etc/only_slow").trim(),
+        "slow file"
+    );
+    assert!(!lab.exec("fast", "test -e /etc/only_slow").status.success());
+    // Netkit collision domains are hubs.
+    let st: serde_json::Value = serde_json::from_str(&lab.ok("status", &["--json"])).unwrap();
+    assert_eq!(st["domains"][0]["hub"], true);
+    // Netkit _test/ signatures: write, then compare.
+    std::fs::create_dir_all(lab.dir.join("_test")).unwrap();
+    std::fs::write(lab.dir.join("_test/fast.test"), "cat /root/dep\n").unwrap();
+    lab.ok("test", &["--write-signatures"]);
+    let out = lab.ok("test", &[]);
+    assert!(
+        out.contains("fast: PASS _test user") && out.contains("slow: PASS _test default"),
+        "{out}"
+    );
+    lab.exec_ok("fast", "echo changed > /root/dep");
+    let o = lab.run_dir("test", &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success() && out.contains("fast: FAIL _test user: line 1"),
+        "{out}"
+    );
+}
+
+#[test]
+fn lab_kathara_defaults_and_shutdown_scripts() {
+    let lab = TestLab::new(
+        "labkat",
+        &[
+            ("lab.conf", "LAB_DESCRIPTION=\"k\"\nr[0]=a\nr[sysctl]=net.ipv4.tcp_syncookies=0\nr[env]=GREETING=hello\nr[exec]=echo $GREETING > /root/exec_ran\n"),
+            ("shared/data.txt", "shared data\n"),
+            ("r.shutdown", "echo r > /hostlab/shutdown_order\n"),
+            ("shared.shutdown", "echo shared >> /hostlab/shutdown_order\n"),
+        ],
+    );
+    lab.ok("start", &[]);
+    assert_eq!(
+        lab.exec_ok("r", "cat /proc/sys/net/ipv4/ip_forward").trim(),
+        "1"
+    );
+    assert_eq!(
+        lab.exec_ok("r", "cat /proc/sys/net/ipv4/conf/all/rp_filter")
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        lab.exec_ok("r", "cat /proc/sys/net/ipv4/icmp_ratelimit")
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        lab.exec_ok("r", "cat /proc/sys/net/ipv4/tcp_syncookies")
+            .trim(),
+        "0"
+    );
+    assert_eq!(lab.exec_ok("r", "cat /root/exec_ran").trim(), "hello");
+    assert_eq!(
+        lab.exec_ok("r", "cat /shared/data.txt").trim(),
+        "shared data"
+    );
+    let v6 = lab.exec_ok(
+        "r",
+        "cat /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null || echo 1",
+    );
+    assert_eq!(v6.trim(), "1");
+    // exit status and stderr pass through exec
+    let o = lab.exec("r", "echo oops >&2; exit 3");
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "oops");
+    lab.ok("stop", &[]);
+    let order = std::fs::read_to_string(lab.dir.join("shutdown_order")).unwrap();
+    assert_eq!(order, "r\nshared\n");
+}
+
+#[test]
+fn lab_clean_after_interrupted_start_leaves_nothing() {
+    let lab = TestLab::new(
+        "labcln",
+        &[
+            ("lab.conf", "a[0]=x\nb[0]=x\nc[0]=y\n"),
+            ("a.startup", "sleep 1\n"),
+        ],
+    );
+    let before = listing(&lab.dir);
+    let mut c = Command::new(testkit::umlkit_bin());
+    c.args(["lab", "start", "-p", "1"])
+        .arg(&lab.dir)
+        .arg("--state-root")
+        .arg(&lab.state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut g = testkit::ProcGuard::spawn("umlkit lab start", c);
+    // Interrupt as soon as the first guest process is recorded.
+    let state_file = std::fs::read_dir(&lab.state).ok();
+    drop(state_file);
+    assert!(testkit::wait_until(Duration::from_secs(60), || {
+        std::fs::read_dir(&lab.state)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("state.json"))
+                    .is_ok_and(|t| t.contains("\"pgid\""))
+            })
+    }));
+    let leader = g.pid();
+    let _ = umlkit_sys::process::kill(leader, umlkit_sys::process::SIGKILL);
+    let _ = g.wait_timeout(Duration::from_secs(5));
+    assert!(
+        !lab.leftovers().is_empty(),
+        "a guest or switch was running when interrupted"
+    );
+    lab.ok("clean", &[]);
+    assert!(
+        testkit::wait_until(Duration::from_secs(10), || lab.leftovers().is_empty()),
+        "processes left: {:?}",
+        lab.leftovers()
+    );
+    assert!(!lab.state.exists(), "state root removed");
+    assert_eq!(listing(&lab.dir), before, "lab folder unchanged");
+    // Start it fully, clean again: still nothing left.
+    lab.ok("start", &[]);
+    lab.ok("clean", &[]);
+    assert!(lab.leftovers().is_empty());
+    assert!(!lab.state.exists());
+    assert_eq!(listing(&lab.dir), before);
+}
+
+#[test]
+fn lab_bad_lab_conf_fails_cleanly() {
+    let lab = TestLab::new("labbad", &[("lab.conf", "a[0]=x\nA-b[0]=x\n")]);
+    let o = lab.run_dir("start", &["--dialect", "kathara"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("lab.conf:2:") && err.contains("[a-z0-9_]{1,30}"),
+        "{err}"
+    );
+    assert!(!lab.state.exists(), "nothing started");
+}

@@ -1,0 +1,50 @@
+//! The lab crate's error type: every variant names the file (and line) and
+//! the rule that was broken.
+
+use std::path::PathBuf;
+
+/// Errors of lab parsing, planning and running.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A line of lab.conf / lab.dep breaks a syntax or dialect rule.
+    #[error("{file}:{line}: {rule}")]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        rule: String,
+    },
+    /// A rule about the lab as a whole (not one line) is broken.
+    #[error("{file}: {rule}")]
+    Invalid { file: PathBuf, rule: String },
+    /// lab.dep has a dependency cycle.
+    #[error("{file}: dependency cycle: {cycle}")]
+    Cycle { file: PathBuf, cycle: String },
+    /// lab.toml could not be decoded.
+    #[error("{file}: {message}")]
+    Toml { file: PathBuf, message: String },
+    /// A file or directory of the lab would lead outside the lab folder.
+    #[error("{path}: {rule}")]
+    Unsafe { path: PathBuf, rule: String },
+    /// An I/O operation failed.
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runner could not do what was asked.
+    #[error("{0}")]
+    Run(String),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T> = std::result::Result<T, LabError>;
+
+pub(crate) fn io_err(
+    what: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> LabError {
+    let path = path.into();
+    move |source| LabError::Io { what, path, source }
+}

@@ -1,0 +1,107 @@
+//! Topology pictures: DOT text and a self-drawn SVG (machines on an outer
+//! circle, collision domains on an inner circle, one line per interface).
+
+use crate::plan::Plan;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Graphviz DOT.
+pub fn dot(plan: &Plan) -> String {
+    let mut s = format!(
+        "graph \"{}\" {{\n  layout=neato; overlap=false;\n",
+        plan.name.replace('"', "'")
+    );
+    for m in &plan.machines {
+        s.push_str(&format!(
+            "  \"m:{0}\" [label=\"{0}\", shape=box];\n",
+            m.name
+        ));
+    }
+    for sw in &plan.switches {
+        let kind = if sw.hub { "hub" } else { "switch" };
+        s.push_str(&format!(
+            "  \"d:{0}\" [label=\"{0}\\n({kind})\", shape=ellipse];\n",
+            sw.domain
+        ));
+    }
+    for m in &plan.machines {
+        for i in &m.interfaces {
+            let mut label = i.name.clone();
+            if let Some(a) = i.addresses.first() {
+                label.push_str(&format!("\\n{a}"));
+            }
+            s.push_str(&format!(
+                "  \"m:{}\" -- \"d:{}\" [label=\"{label}\"];\n",
+                m.name, i.domain
+            ));
+        }
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// An SVG picture of the topology.
+pub fn svg(plan: &Plan) -> String {
+    let nm = plan.machines.len().max(1) as f64;
+    let nd = plan.switches.len().max(1) as f64;
+    let r_out = (120.0 + nm * 18.0).min(600.0);
+    let r_in = if plan.switches.len() <= 1 {
+        0.0
+    } else {
+        r_out * 0.45
+    };
+    let size = 2.0 * r_out + 200.0;
+    let c = size / 2.0;
+    let pos = |i: usize, n: f64, r: f64| {
+        let a = std::f64::consts::TAU * i as f64 / n - std::f64::consts::FRAC_PI_2;
+        (c + r * a.cos(), c + r * a.sin())
+    };
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size:.0}\" height=\"{size:.0}\" viewBox=\"0 0 {size:.0} {size:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n<title>{}</title>\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        esc(&plan.name)
+    );
+    for (mi, m) in plan.machines.iter().enumerate() {
+        let (x1, y1) = pos(mi, nm, r_out);
+        for i in &m.interfaces {
+            let (x2, y2) = pos(i.switch, nd, r_in);
+            s.push_str(&format!(
+                "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"#555\"/>\n"
+            ));
+            let (lx, ly) = (x1 + (x2 - x1) * 0.3, y1 + (y2 - y1) * 0.3);
+            let label = match i.addresses.first() {
+                Some(a) => format!("{} {a}", i.name),
+                None => i.name.clone(),
+            };
+            s.push_str(&format!(
+                "<text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"#333\" font-size=\"10\">{}</text>\n",
+                esc(&label)
+            ));
+        }
+    }
+    for (di, sw) in plan.switches.iter().enumerate() {
+        let (x, y) = pos(di, nd, r_in);
+        let fill = if sw.hub { "#fde2b3" } else { "#cfe3fb" };
+        s.push_str(&format!(
+            "<ellipse cx=\"{x:.1}\" cy=\"{y:.1}\" rx=\"40\" ry=\"18\" fill=\"{fill}\" stroke=\"#333\"/>\n<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+            y + 4.0,
+            esc(&sw.domain)
+        ));
+    }
+    for (mi, m) in plan.machines.iter().enumerate() {
+        let (x, y) = pos(mi, nm, r_out);
+        s.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"80\" height=\"26\" rx=\"4\" fill=\"#e6f4e6\" stroke=\"#333\"/>\n<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
+            x - 40.0,
+            y - 13.0,
+            y + 4.0,
+            esc(&m.name)
+        ));
+    }
+    s.push_str("</svg>\n");
+    s
+}

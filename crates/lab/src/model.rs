@@ -1,0 +1,273 @@
+//! The native lab description, `lab.toml`: the same things lab.conf says and
+//! more (addresses, routes, link emulation fields, captures). Both lab.conf
+//! dialects are read into this model, so the planner sees one type.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LabError, Result};
+
+/// Which lab flavour the lab follows: decides hub vs learning bridge, how
+/// `shared/` is offered and the default sysctls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    /// Netkit: hubs, `shared/` copied into every root, unknown lines are comments.
+    Netkit,
+    /// Kathará: learning bridges, `shared/` mounted at /shared, strict syntax.
+    #[default]
+    Kathara,
+}
+
+impl std::fmt::Display for Dialect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dialect::Netkit => "netkit",
+            Dialect::Kathara => "kathara",
+        })
+    }
+}
+
+impl std::str::FromStr for Dialect {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "netkit" => Ok(Dialect::Netkit),
+            "kathara" | "kathará" => Ok(Dialect::Kathara),
+            _ => Err(format!("unknown dialect {s:?} (netkit or kathara)")),
+        }
+    }
+}
+
+/// A whole lab (the root of lab.toml).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LabFile {
+    #[serde(default)]
+    pub lab: LabMeta,
+    /// Machines by name.
+    #[serde(default)]
+    pub machines: BTreeMap<String, Machine>,
+    /// Collision domains by name (optional: a domain named by an interface
+    /// exists even without an entry here).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub domains: BTreeMap<String, Domain>,
+}
+
+/// Lab metadata (LAB_* lines of lab.conf).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LabMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<String>,
+    /// Behaviour flavour (switch mode, shared/, sysctls).
+    #[serde(default)]
+    pub dialect: Dialect,
+}
+
+/// One machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    /// Guest memory in MiB (default 64, Kathará/Netkit `M[mem]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem: Option<u32>,
+    /// Image name; only "default" (the umlkit busybox image) exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Interfaces eth0, eth1, ... in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<Interface>,
+    /// Routes added after the addresses: `"DEST via GW"` or `"default via GW"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    /// Enable IPv6 (Kathará default: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<bool>,
+    /// Commands run in the guest after the startup scripts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exec: Vec<String>,
+    /// `key=value` sysctls set at boot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sysctl: Vec<String>,
+    /// `NAME=value` environment for the startup scripts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Extra kernel parameters (Netkit `M[append]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_args: Vec<String>,
+    /// Machines that must be up before this one (lab.dep).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+}
+
+/// One network interface of a machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    /// Collision domain the interface is plugged into.
+    pub domain: String,
+    /// Interface number N of ethN; default: its position in the list
+    /// (Netkit labs may skip numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// Fixed MAC (`aa:bb:cc:dd:ee:ff`); default: derived from the umid and
+    /// interface name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Addresses (`10.0.0.1/24`) configured at boot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+}
+
+/// How a collision domain is switched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainMode {
+    /// Every frame to every port (Netkit's uml_switch -hub).
+    Hub,
+    /// Learning bridge (Kathará's Linux bridge).
+    Switch,
+}
+
+/// One collision domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    /// Hub or switch; default from the dialect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DomainMode>,
+    /// Capture the domain's traffic to a pcap file (reserved).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capture: bool,
+    /// Link emulation (reserved for the switch's link emulation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkEmulation>,
+}
+
+/// Link emulation parameters (reserved: recorded and planned, applied when the
+/// switch supports them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LinkEmulation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_kbit: Option<u64>,
+}
+
+impl LabFile {
+    /// Decode lab.toml text; `file` is only used in error messages.
+    pub fn from_toml(text: &str, file: &std::path::Path) -> Result<LabFile> {
+        let lab: LabFile = toml::from_str(text).map_err(|e| LabError::Toml {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        lab.validate(file)?;
+        Ok(lab)
+    }
+
+    /// Encode as lab.toml text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("lab model always serializes")
+    }
+
+    /// Check the rules that serde cannot: names, MACs, addresses, references.
+    pub fn validate(&self, file: &std::path::Path) -> Result<()> {
+        let bad = |rule: String| LabError::Invalid {
+            file: file.to_path_buf(),
+            rule,
+        };
+        for (name, m) in &self.machines {
+            check_machine_name(name, self.lab.dialect).map_err(&bad)?;
+            for (i, itf) in m.interfaces.iter().enumerate() {
+                if itf.domain.is_empty() {
+                    return Err(bad(format!(
+                        "machine {name} eth{i}: empty collision domain"
+                    )));
+                }
+                if let Some(mac) = &itf.mac {
+                    crate::mac::parse_mac(mac)
+                        .map_err(|e| bad(format!("machine {name} eth{i}: {e}")))?;
+                }
+                for a in &itf.addresses {
+                    parse_cidr(a).map_err(|e| bad(format!("machine {name} eth{i}: {e}")))?;
+                }
+            }
+            for d in &m.depends_on {
+                if !self.machines.contains_key(d) {
+                    return Err(bad(format!(
+                        "machine {name} depends on unknown machine {d}"
+                    )));
+                }
+            }
+            if m.mem == Some(0) {
+                return Err(bad(format!("machine {name}: mem must be > 0 MiB")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Machine names: never a path (no `/`, not `.`/`..`, no leading `-` or `.`),
+/// printable ASCII; Kathará additionally requires `[a-z0-9_]{1,30}`.
+pub fn check_machine_name(name: &str, dialect: Dialect) -> std::result::Result<(), String> {
+    if dialect == Dialect::Kathara {
+        let ok = !name.is_empty()
+            && name.len() <= 30
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(format!(
+                "machine name {name:?} breaks Kathará's rule [a-z0-9_]{{1,30}}"
+            ));
+        }
+        return Ok(());
+    }
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && !name.starts_with(['-', '.'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if !ok {
+        return Err(format!(
+            "machine name {name:?} is not allowed (letters, digits, _ - . ; at most 32; not starting with - or .)"
+        ));
+    }
+    Ok(())
+}
+
+/// Parse `A.B.C.D/N` or an IPv6 `addr/N`.
+pub fn parse_cidr(s: &str) -> std::result::Result<(std::net::IpAddr, u8), String> {
+    let (a, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("address {s:?} has no /prefix length"))?;
+    let ip: std::net::IpAddr = a
+        .parse()
+        .map_err(|_| format!("address {s:?} is not an IP address"))?;
+    let n: u8 = n
+        .parse()
+        .map_err(|_| format!("address {s:?}: bad prefix length"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if n > max {
+        return Err(format!("address {s:?}: prefix length above {max}"));
+    }
+    Ok((ip, n))
+}

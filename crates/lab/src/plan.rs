@@ -1,0 +1,283 @@
+//! The planner: a lab model -> a typed plan (switches per collision domain,
+//! machines with interfaces, MACs, memory, start waves, every file under one
+//! per-lab state dir). Pure: the caller passes the lab's paths.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha1::{Digest, Sha1};
+
+use crate::conf::start_waves;
+use crate::error::{LabError, Result};
+use crate::mac::{derive_mac, format_mac, parse_mac};
+use crate::model::{Dialect, DomainMode, LabFile, LinkEmulation};
+
+/// Default guest memory (MiB).
+pub const DEFAULT_MEM_MB: u32 = 64;
+
+/// Per-lab identity: 8 hex digits of SHA-1 of the canonical lab folder. Two
+/// labs never share switches, sockets, umids or state.
+pub fn lab_id(lab_dir: &Path) -> String {
+    let d = Sha1::digest(lab_dir.as_os_str().as_encoded_bytes());
+    d[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One switch (collision domain).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwitchPlan {
+    pub domain: String,
+    /// Switch directory; the control socket is `dir/ctl`.
+    pub dir: PathBuf,
+    pub pidfile: PathBuf,
+    pub hub: bool,
+    pub capture: bool,
+    pub link: Option<LinkEmulation>,
+}
+
+impl SwitchPlan {
+    pub fn ctl(&self) -> PathBuf {
+        self.dir.join("ctl")
+    }
+}
+
+/// One interface of a machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IfacePlan {
+    pub name: String,
+    pub index: u32,
+    pub domain: String,
+    /// Index into `Plan::switches`.
+    pub switch: usize,
+    pub mac: String,
+    pub addresses: Vec<String>,
+}
+
+/// One machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachinePlan {
+    pub name: String,
+    pub umid: String,
+    pub mem_mb: u32,
+    /// Per-machine state folder (COW, console log, boot script, exec spool).
+    pub dir: PathBuf,
+    pub interfaces: Vec<IfacePlan>,
+    pub routes: Vec<String>,
+    pub ipv6: bool,
+    /// Sysctls applied at boot: dialect defaults then the lab's.
+    pub sysctl: Vec<String>,
+    pub env: Vec<String>,
+    pub exec: Vec<String>,
+    pub kernel_args: Vec<String>,
+    pub depends_on: Vec<String>,
+}
+
+/// A whole plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub name: String,
+    pub id: String,
+    pub dialect: Dialect,
+    pub lab_dir: PathBuf,
+    pub state_dir: PathBuf,
+    /// `uml_dir=` of every guest of this lab.
+    pub uml_dir: PathBuf,
+    pub switches: Vec<SwitchPlan>,
+    pub machines: Vec<MachinePlan>,
+    /// Machine names per start wave (lab.dep order).
+    pub waves: Vec<Vec<String>>,
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    pub fn machine(&self, name: &str) -> Option<&MachinePlan> {
+        self.machines.iter().find(|m| m.name == name)
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join("state.json")
+    }
+    pub fn image(&self) -> PathBuf {
+        self.state_dir.join("root.img")
+    }
+}
+
+/// Kathará's defaults inside every device.
+pub const KATHARA_SYSCTLS: &[&str] = &[
+    "net.ipv4.ip_forward=1",
+    "net.ipv4.conf.all.rp_filter=0",
+    "net.ipv4.conf.default.rp_filter=0",
+    "net.ipv4.icmp_ratelimit=0",
+];
+
+/// Make the plan. `state_dir` is the lab's own state folder.
+pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
+    let id = lab_id(lab_dir);
+    let dialect = lab.lab.dialect;
+    let mut notes = Vec::new();
+    let mut domains: BTreeMap<&str, ()> = BTreeMap::new();
+    for m in lab.machines.values() {
+        for i in &m.interfaces {
+            domains.insert(&i.domain, ());
+        }
+    }
+    for d in lab.domains.keys() {
+        domains.insert(d, ());
+    }
+    let switches: Vec<SwitchPlan> = domains
+        .keys()
+        .enumerate()
+        .map(|(i, d)| {
+            let conf = lab.domains.get(*d);
+            let mode = conf.and_then(|c| c.mode).unwrap_or(match dialect {
+                Dialect::Netkit => DomainMode::Hub,
+                Dialect::Kathara => DomainMode::Switch,
+            });
+            SwitchPlan {
+                domain: d.to_string(),
+                dir: state_dir.join("sw").join(i.to_string()),
+                pidfile: state_dir.join("sw").join(format!("{i}.pid")),
+                hub: mode == DomainMode::Hub,
+                capture: conf.is_some_and(|c| c.capture),
+                link: conf.and_then(|c| c.link.clone()),
+            }
+        })
+        .collect();
+    for s in &switches {
+        if s.link.is_some() {
+            notes.push(format!(
+                "domain {}: link emulation is recorded but not applied yet",
+                s.domain
+            ));
+        }
+        if s.capture {
+            notes.push(format!(
+                "domain {}: capture is recorded but not applied yet",
+                s.domain
+            ));
+        }
+    }
+    let sw_index: BTreeMap<&str, usize> = switches
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.domain.as_str(), i))
+        .collect();
+
+    let mut machines = Vec::new();
+    for (name, m) in &lab.machines {
+        let umid = format!("{name}-{id}");
+        if let Some(img) = &m.image {
+            if img != "default" {
+                notes.push(format!(
+                    "{name}[image]={img}: umlkit has no such image; using its default busybox image"
+                ));
+            }
+        }
+        let mut interfaces: Vec<IfacePlan> = Vec::new();
+        for (pos, itf) in m.interfaces.iter().enumerate() {
+            let index = itf.index.unwrap_or(pos as u32);
+            if interfaces.iter().any(|i| i.index == index) {
+                return Err(LabError::Invalid {
+                    file: lab_dir.to_path_buf(),
+                    rule: format!("machine {name}: interface eth{index} given twice"),
+                });
+            }
+            let ifname = format!("eth{index}");
+            let mac = match &itf.mac {
+                Some(s) => format_mac(&parse_mac(s).map_err(|rule| LabError::Invalid {
+                    file: lab_dir.to_path_buf(),
+                    rule: format!("machine {name} {ifname}: {rule}"),
+                })?),
+                None => format_mac(&derive_mac(&umid, &ifname)),
+            };
+            interfaces.push(IfacePlan {
+                name: ifname,
+                index,
+                domain: itf.domain.clone(),
+                switch: sw_index[itf.domain.as_str()],
+                mac,
+                addresses: itf.addresses.clone(),
+            });
+        }
+        let ipv6 = m.ipv6.unwrap_or(dialect == Dialect::Netkit);
+        let mut sysctl: Vec<String> = Vec::new();
+        if dialect == Dialect::Kathara {
+            sysctl.extend(KATHARA_SYSCTLS.iter().map(|s| s.to_string()));
+        }
+        if !ipv6 {
+            sysctl.push("net.ipv6.conf.all.disable_ipv6=1".into());
+            sysctl.push("net.ipv6.conf.default.disable_ipv6=1".into());
+        }
+        sysctl.extend(m.sysctl.iter().cloned());
+        machines.push(MachinePlan {
+            name: name.clone(),
+            umid,
+            mem_mb: m.mem.unwrap_or(DEFAULT_MEM_MB),
+            dir: state_dir.join("m").join(name),
+            interfaces,
+            routes: m.routes.clone(),
+            ipv6,
+            sysctl,
+            env: m.env.clone(),
+            exec: m.exec.clone(),
+            kernel_args: m.kernel_args.clone(),
+            depends_on: m.depends_on.clone(),
+        });
+    }
+    let names: Vec<String> = lab.machines.keys().cloned().collect();
+    let deps: BTreeMap<String, Vec<String>> = lab
+        .machines
+        .iter()
+        .map(|(k, m)| (k.clone(), m.depends_on.clone()))
+        .collect();
+    let waves = start_waves(&names, &deps, &lab_dir.join("lab.dep"))?;
+    Ok(Plan {
+        name: lab
+            .lab
+            .name
+            .clone()
+            .or_else(|| {
+                lab_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| id.clone()),
+        id,
+        dialect,
+        lab_dir: lab_dir.to_path_buf(),
+        state_dir: state_dir.to_path_buf(),
+        uml_dir: state_dir.join("uml"),
+        switches,
+        machines,
+        waves,
+        notes,
+    })
+}
+
+/// Restrict waves to `only` plus everything they depend on (transitively).
+pub fn select(plan: &Plan, only: &[String]) -> Result<Vec<Vec<String>>> {
+    if only.is_empty() {
+        return Ok(plan.waves.clone());
+    }
+    let mut want: Vec<String> = Vec::new();
+    let mut todo: Vec<String> = only.to_vec();
+    while let Some(n) = todo.pop() {
+        let m = plan.machine(&n).ok_or_else(|| {
+            LabError::Run(format!("machine {n} is not part of lab {}", plan.name))
+        })?;
+        if !want.contains(&n) {
+            want.push(n);
+            todo.extend(m.depends_on.iter().cloned());
+        }
+    }
+    Ok(plan
+        .waves
+        .iter()
+        .map(|w| {
+            w.iter()
+                .filter(|m| want.contains(m))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .filter(|w: &Vec<String>| !w.is_empty())
+        .collect())
+}

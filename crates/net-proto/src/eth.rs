@@ -1,0 +1,247 @@
+//! Ethernet II frames as a checked byte view, and 802.1Q tags.
+//!
+//! ```text
+//!  0        6        12     14                   (untagged)
+//!  | dst(6) | src(6) | type | payload ...
+//!  0        6        12     14     16     18     (802.1Q tagged)
+//!  | dst(6) | src(6) | 8100 | TCI  | type | payload ...
+//!                           TCI = PCP(3) DEI(1) VID(12), big-endian
+//! ```
+//! Frames carry no FCS and no padding (as on uml_switch/VDE sockets).
+
+use std::fmt;
+
+/// Ethernet header length.
+pub const HEADER_LEN: usize = 14;
+/// 802.1Q tag length.
+pub const TAG_LEN: usize = 4;
+/// Largest untagged frame accepted (header + 1500 payload + 4 spare, as vde_switch).
+pub const MAX_FRAME: usize = 1518;
+/// Largest tagged frame accepted.
+pub const MAX_TAGGED_FRAME: usize = MAX_FRAME + TAG_LEN;
+/// The 802.1Q ethertype.
+pub const ETHERTYPE_VLAN: u16 = 0x8100;
+
+/// A MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
+
+    /// Group bit set (multicast or broadcast).
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 1 != 0
+    }
+
+    /// Parse `xx:xx:xx:xx:xx:xx` (hex, `:` separated).
+    pub fn parse(s: &str) -> Option<MacAddr> {
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in out.iter_mut() {
+            let p = parts.next()?;
+            if p.is_empty() || p.len() > 2 {
+                return None;
+            }
+            *b = u8::from_str_radix(p, 16).ok()?;
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(MacAddr(out))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+/// Why a datagram is not an acceptable frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Shorter than an Ethernet header.
+    #[error("runt frame of {0} bytes (minimum 14)")]
+    Runt(usize),
+    /// Longer than 1518 bytes (1522 when 802.1Q tagged).
+    #[error("giant frame of {0} bytes (maximum 1518, 1522 tagged)")]
+    Giant(usize),
+}
+
+/// A checked view of an Ethernet frame: the length was checked once, so the
+/// accessors cannot panic.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    /// Check the length limits (14..=1518, or ..=1522 when tagged).
+    pub fn new_checked(bytes: &'a [u8]) -> Result<Frame<'a>, FrameError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(FrameError::Runt(bytes.len()));
+        }
+        let f = Frame { bytes };
+        let max = if f.ethertype() == ETHERTYPE_VLAN {
+            MAX_TAGGED_FRAME
+        } else {
+            MAX_FRAME
+        };
+        if bytes.len() > max {
+            return Err(FrameError::Giant(bytes.len()));
+        }
+        Ok(f)
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn dst(&self) -> MacAddr {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&self.bytes[0..6]);
+        MacAddr(m)
+    }
+
+    pub fn src(&self) -> MacAddr {
+        let mut m = [0u8; 6];
+        m.copy_from_slice(&self.bytes[6..12]);
+        MacAddr(m)
+    }
+
+    /// The outer ethertype (bytes 12-13, big-endian).
+    pub fn ethertype(&self) -> u16 {
+        u16::from_be_bytes([self.bytes[12], self.bytes[13]])
+    }
+
+    /// The VLAN id of an 802.1Q tag, if the frame carries one (a frame of
+    /// type 0x8100 too short to hold the TCI has none).
+    pub fn vlan(&self) -> Option<u16> {
+        if self.ethertype() == ETHERTYPE_VLAN && self.bytes.len() >= HEADER_LEN + 2 {
+            Some(u16::from_be_bytes([self.bytes[14], self.bytes[15]]) & 0x0fff)
+        } else {
+            None
+        }
+    }
+}
+
+/// Write `frame` with an 802.1Q tag for `vlan` (priority 0) inserted after
+/// the source MAC into `out`; returns the new length. `out` must hold
+/// `frame.len() + 4` bytes.
+pub fn insert_tag(frame: &[u8], vlan: u16, out: &mut [u8]) -> usize {
+    let n = frame.len() + TAG_LEN;
+    out[..12].copy_from_slice(&frame[..12]);
+    out[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+    out[14..16].copy_from_slice(&(vlan & 0x0fff).to_be_bytes());
+    out[16..n].copy_from_slice(&frame[12..]);
+    n
+}
+
+/// Write `frame` without its 802.1Q tag (the 4 bytes after the source MAC)
+/// into `out`; returns the new length. `frame` must be at least 16 bytes.
+pub fn strip_tag(frame: &[u8], out: &mut [u8]) -> usize {
+    let n = frame.len() - TAG_LEN;
+    out[..12].copy_from_slice(&frame[..12]);
+    out[12..n].copy_from_slice(&frame[16..]);
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame(dst: [u8; 6], src: [u8; 6], ty: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&dst);
+        v.extend_from_slice(&src);
+        v.extend_from_slice(&ty.to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(Frame::new_checked(&[0u8; 13]).unwrap_err(), FrameError::Runt(13));
+        assert!(Frame::new_checked(&[0u8; 14]).is_ok());
+        assert!(Frame::new_checked(&[0u8; 1518]).is_ok());
+        assert_eq!(Frame::new_checked(&[0u8; 1519]).unwrap_err(), FrameError::Giant(1519));
+        let mut tagged = vec![0u8; 1522];
+        tagged[12] = 0x81;
+        assert!(Frame::new_checked(&tagged).is_ok());
+        tagged.push(0);
+        assert_eq!(Frame::new_checked(&tagged).unwrap_err(), FrameError::Giant(1523));
+    }
+
+    #[test]
+    fn accessors() {
+        let f = frame([0xff; 6], [2, 0, 0, 0, 0, 1], 0x0806, b"abc");
+        let v = Frame::new_checked(&f).unwrap();
+        assert!(v.dst().is_multicast());
+        assert_eq!(v.src().to_string(), "02:00:00:00:00:01");
+        assert_eq!(v.ethertype(), 0x0806);
+        assert_eq!(v.vlan(), None);
+        // short 0x8100 frame: no vlan
+        let f = frame([2; 6], [2; 6], 0x8100, b"");
+        assert_eq!(Frame::new_checked(&f).unwrap().vlan(), None);
+        let f = frame([2; 6], [2; 6], 0x8100, &[0xe0, 0x0a, 8, 0]);
+        assert_eq!(Frame::new_checked(&f).unwrap().vlan(), Some(10));
+    }
+
+    #[test]
+    fn mac_parse() {
+        assert_eq!(MacAddr::parse("02:00:0a:0B:00:ff"), Some(MacAddr([2, 0, 10, 11, 0, 255])));
+        assert_eq!(MacAddr::parse("02:00:0a:0B:00"), None);
+        assert_eq!(MacAddr::parse("02:00:0a:0B:00:ff:1"), None);
+        assert_eq!(MacAddr::parse("02:00:0a:0B:00:fff"), None);
+        assert_eq!(MacAddr::parse("zz:00:0a:0B:00:ff"), None);
+    }
+
+    #[test]
+    fn tag_matches_verified_bytes() {
+        // vde.md §4: B(12) bcast -> C tagged: ff..ff 02..02 81 00 00 0a 08 00 "fromB"
+        let f = frame([0xff; 6], [2, 0, 0, 0, 0, 2], 0x0800, b"fromB");
+        let mut out = [0u8; 64];
+        let n = insert_tag(&f, 10, &mut out);
+        let want = frame([0xff; 6], [2, 0, 0, 0, 0, 2], 0x8100, &[0, 10, 8, 0, b'f', b'r', b'o', b'm', b'B']);
+        assert_eq!(&out[..n], &want[..]);
+    }
+
+    proptest! {
+        #[test]
+        fn tag_roundtrip(payload in proptest::collection::vec(any::<u8>(), 0..1504), vlan in 0u16..4096, src in any::<[u8;6]>(), dst in any::<[u8;6]>(), ty in any::<u16>()) {
+            let f = frame(dst, src, ty, &payload);
+            let mut t = vec![0u8; f.len() + 4];
+            let n = insert_tag(&f, vlan, &mut t);
+            prop_assert_eq!(n, f.len() + 4);
+            let v = Frame::new_checked(&t[..n]).unwrap();
+            prop_assert_eq!(v.vlan(), Some(vlan));
+            prop_assert_eq!(v.src(), MacAddr(src));
+            let mut back = vec![0u8; n];
+            let m = strip_tag(&t[..n], &mut back);
+            prop_assert_eq!(&back[..m], &f[..]);
+        }
+
+        #[test]
+        fn checked_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
+            if let Ok(f) = Frame::new_checked(&bytes) {
+                let _ = (f.dst(), f.src(), f.ethertype(), f.vlan());
+                prop_assert!(f.len() >= 14 && f.len() <= 1522);
+            }
+        }
+    }
+}

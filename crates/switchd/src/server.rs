@@ -1,0 +1,1064 @@
+//! The event loop: epoll with a typed token per source, signalfd for clean
+//! shutdown, batched `recvmmsg`/`sendmmsg` on the data path.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use net_proto::ctl::{self, Dialect, Request, RequestKind, SockAddrUn};
+use net_proto::eth;
+use switch_core::{Action, Config, Egress, EndpointId, Outcome, PortRequest, Switch};
+use umlkit_sys::net::{self as sys, Epoll, Event, Interest, RecvBatch, SignalFd, SockKind};
+
+use crate::mgmt;
+use crate::{Error, Flavor, Logger, Options};
+
+/// Receive slot size: a tagged maximum frame fits; anything longer is
+/// flagged truncated and dropped.
+const SLOT: usize = 2048;
+/// Frames per recvmmsg.
+const BATCH: usize = 64;
+/// Batches read from one socket before returning to epoll (fairness).
+const BUDGET: usize = 8;
+/// Pending connections (no request yet) kept at most; more are refused.
+const MAX_PENDING: usize = 256;
+/// Management output buffered for a slow reader before it is dropped.
+const MAX_MGMT_OUT: usize = 1 << 20;
+
+/// Typed epoll tokens: kind in the high 32 bits, an fd/endpoint number low.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Signal,
+    VdeListener,
+    UmlListener,
+    MgmtListener,
+    /// A control connection (fd = endpoint id).
+    Ctl(u32),
+    /// A VDE per-port data socket of endpoint N.
+    Data(u32),
+    /// The shared uml_switch data socket (0) or the v0 named one (1).
+    Shared(u32),
+    Mgmt(u32),
+}
+
+impl Token {
+    fn encode(self) -> u64 {
+        let (k, v) = match self {
+            Token::Signal => (1u64, 0u32),
+            Token::VdeListener => (2, 0),
+            Token::UmlListener => (3, 0),
+            Token::MgmtListener => (4, 0),
+            Token::Ctl(n) => (5, n),
+            Token::Data(n) => (6, n),
+            Token::Shared(n) => (7, n),
+            Token::Mgmt(n) => (8, n),
+        };
+        (k << 32) | v as u64
+    }
+
+    fn decode(t: u64) -> Option<Token> {
+        let v = t as u32;
+        Some(match t >> 32 {
+            1 => Token::Signal,
+            2 => Token::VdeListener,
+            3 => Token::UmlListener,
+            4 => Token::MgmtListener,
+            5 => Token::Ctl(v),
+            6 => Token::Data(v),
+            7 => Token::Shared(v),
+            8 => Token::Mgmt(v),
+            _ => return None,
+        })
+    }
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// `shutdown` from the management console.
+    Shutdown,
+    /// SIGINT/SIGTERM/SIGHUP.
+    Signal(i32),
+}
+
+/// A control connection.
+struct CtlConn {
+    stream: UnixStream,
+    dialect: Dialect,
+    /// Endpoint created for it (its id is the fd number).
+    port: Option<u32>,
+}
+
+/// Where frames for an endpoint go.
+enum Sink {
+    /// VDE: own datagram socket connected to the client, bound to `path`.
+    Own { sock: OwnedFd, path: PathBuf },
+    /// uml_switch: the shared socket `via` (0 abstract, 1 v0 named), to `addr`.
+    Shared { addr: SockAddrUn, via: u32 },
+}
+
+struct EpIo {
+    sink: Sink,
+    module: &'static str,
+}
+
+struct MgmtConn {
+    stream: UnixStream,
+    out: Vec<u8>,
+}
+
+/// One pending output frame: destination and where its bytes are.
+#[derive(Clone, Copy)]
+struct Out {
+    to: EndpointId,
+    /// Index of the frame in the receive batch.
+    frame: u32,
+    egress: Egress,
+}
+
+/// The running switch.
+pub struct Server {
+    opts: Options,
+    pub(crate) log: Logger,
+    epoll: Epoll,
+    signals: SignalFd,
+    vde_listener: Option<UnixListener>,
+    uml_listener: Option<UnixListener>,
+    mgmt_listener: Option<UnixListener>,
+    shared: Vec<OwnedFd>,
+    shared_addr: SockAddrUn,
+    pub(crate) switch: Switch,
+    conns: Vec<Option<CtlConn>>,
+    pending: usize,
+    eps: Vec<Option<EpIo>>,
+    by_addr: HashMap<SockAddrUn, EndpointId>,
+    mgmts: Vec<Option<MgmtConn>>,
+    /// Files to remove at exit.
+    cleanup: Vec<PathBuf>,
+    pub(crate) start: Instant,
+    pub(crate) mac: [u8; 6],
+    // data path scratch, allocated once
+    rb: RecvBatch,
+    actions: Vec<Action>,
+    outs: Vec<Out>,
+    scratch: Vec<[u8; SLOT]>,
+    scratch_len: Vec<usize>,
+    src_eps: Vec<EndpointId>,
+    exit: Option<ExitReason>,
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Bind {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Bind a listening stream socket at `path`, replacing a stale socket file
+/// (probe connect refused) and refusing a live one.
+fn bind_listener(path: &Path) -> Result<UnixListener, Error> {
+    let addr = SockAddrUn::from_path(path).ok_or_else(|| Error::PathTooLong(path.into()))?;
+    let sock = sys::unix_socket(SockKind::Stream, true).map_err(Error::Socket)?;
+    let _ = sys::set_reuseaddr(sock.as_fd());
+    if let Err(e) = sys::bind_raw(sock.as_fd(), addr.as_bytes()) {
+        if e.raw_os_error() != Some(libc_eaddrinuse()) {
+            return Err(io_at(path)(e));
+        }
+        let probe = sys::unix_socket(SockKind::Stream, false).map_err(Error::Socket)?;
+        match sys::connect_raw(probe.as_fd(), addr.as_bytes()) {
+            Ok(()) => return Err(Error::InUse(path.into())),
+            Err(ce) if ce.raw_os_error() == Some(libc_econnrefused()) => {
+                std::fs::remove_file(path).map_err(io_at(path))?;
+                sys::bind_raw(sock.as_fd(), addr.as_bytes()).map_err(io_at(path))?;
+            }
+            Err(_) => return Err(io_at(path)(e)),
+        }
+    }
+    sys::listen(sock.as_fd(), 128).map_err(io_at(path))?;
+    Ok(UnixListener::from(sock))
+}
+
+fn libc_eaddrinuse() -> i32 {
+    98
+}
+fn libc_econnrefused() -> i32 {
+    111
+}
+
+fn set_perm(path: &Path, mode: u32, uid: Option<u32>, gid: Option<u32>) -> Result<(), Error> {
+    let perr = |source| Error::Perm {
+        path: path.to_path_buf(),
+        source,
+    };
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid).map_err(perr)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(perr)?;
+    Ok(())
+}
+
+impl Server {
+    /// Create every socket and directory; nothing is served until [`Server::run`].
+    pub fn bind(opts: Options, log: Logger) -> Result<Server, Error> {
+        if opts.vde_dir.is_none() && opts.uml_ctl.is_none() {
+            return Err(Error::NothingToServe);
+        }
+        let epoll = Epoll::new().map_err(Error::Poll)?;
+        let signals = SignalFd::new(&[libc_sig::SIGINT, libc_sig::SIGTERM, libc_sig::SIGHUP])
+            .map_err(Error::Poll)?;
+        let mut cleanup = Vec::new();
+        let mut vde_listener = None;
+        if let Some(dir) = &opts.vde_dir {
+            match std::fs::create_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(Error::Mkdir {
+                        path: dir.clone(),
+                        source,
+                    })
+                }
+            }
+            set_perm(dir, opts.dirmode, None, opts.group)?;
+            let ctl = dir.join("ctl");
+            let l = bind_listener(&ctl)?;
+            set_perm(&ctl, opts.mode, None, opts.group)?;
+            cleanup.push(ctl);
+            vde_listener = Some(l);
+        }
+        let mut shared = Vec::new();
+        let pid = std::process::id();
+        let shared_addr = SockAddrUn::uml_abstract(pid, sys::time_usecs());
+        let mut uml_listener = None;
+        if let Some(path) = &opts.uml_ctl {
+            let l = bind_listener(path)?;
+            if let Some(m) = opts.uml_mode {
+                set_perm(path, m, None, opts.group)?;
+            }
+            cleanup.push(path.clone());
+            uml_listener = Some(l);
+            let d = sys::unix_socket(SockKind::Dgram, true).map_err(Error::Socket)?;
+            sys::bind_raw(d.as_fd(), shared_addr.as_bytes()).map_err(io_at(path))?;
+            sys::set_buffer_sizes(d.as_fd(), opts.sock_buf, opts.sock_buf);
+            shared.push(d);
+            if let Some(v0) = &opts.v0_data {
+                let a = SockAddrUn::from_path(v0).ok_or_else(|| Error::PathTooLong(v0.clone()))?;
+                let _ = std::fs::remove_file(v0);
+                let d = sys::unix_socket(SockKind::Dgram, true).map_err(Error::Socket)?;
+                sys::bind_raw(d.as_fd(), a.as_bytes()).map_err(io_at(v0))?;
+                sys::set_buffer_sizes(d.as_fd(), opts.sock_buf, opts.sock_buf);
+                cleanup.push(v0.clone());
+                shared.push(d);
+            }
+        }
+        let mut mgmt_listener = None;
+        if let Some(path) = &opts.mgmt {
+            let l = bind_listener(path)?;
+            set_perm(path, opts.mgmt_mode, None, None)?;
+            cleanup.push(path.clone());
+            mgmt_listener = Some(l);
+        }
+        epoll
+            .add(signals.fd(), Token::Signal.encode(), Interest::READ)
+            .map_err(Error::Poll)?;
+        for (l, t) in [
+            (&vde_listener, Token::VdeListener),
+            (&uml_listener, Token::UmlListener),
+            (&mgmt_listener, Token::MgmtListener),
+        ] {
+            if let Some(l) = l {
+                epoll
+                    .add(l.as_fd(), t.encode(), Interest::READ)
+                    .map_err(Error::Poll)?;
+            }
+        }
+        for (i, d) in shared.iter().enumerate() {
+            epoll
+                .add(d.as_fd(), Token::Shared(i as u32).encode(), Interest::READ)
+                .map_err(Error::Poll)?;
+        }
+        let seed = (pid as u64) << 20 ^ sys::time_usecs() as u64;
+        let s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes();
+        let mac = [0x00, 0xff, s[0], s[1], s[2], s[3]];
+        Ok(Server {
+            switch: Switch::new(Config {
+                numports: opts.numports,
+                hub: opts.hub,
+            }),
+            opts,
+            log,
+            epoll,
+            signals,
+            vde_listener,
+            uml_listener,
+            mgmt_listener,
+            shared,
+            shared_addr,
+            conns: Vec::new(),
+            pending: 0,
+            eps: Vec::new(),
+            by_addr: HashMap::new(),
+            mgmts: Vec::new(),
+            cleanup,
+            start: Instant::now(),
+            mac,
+            rb: RecvBatch::new(BATCH, SLOT),
+            actions: Vec::with_capacity(BATCH * 8),
+            outs: Vec::with_capacity(BATCH * 8),
+            scratch: Vec::new(),
+            scratch_len: Vec::new(),
+            src_eps: Vec::with_capacity(BATCH),
+            exit: None,
+        })
+    }
+
+    pub(crate) fn opts(&self) -> &Options {
+        &self.opts
+    }
+
+    /// Give the logger to syslog (after daemonizing).
+    pub fn logger_mut(&mut self) -> &mut Logger {
+        &mut self.log
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Serve until shutdown or a signal, then remove the sockets (and the
+    /// switch directory if it is empty).
+    pub fn run(mut self) -> Result<ExitReason, Error> {
+        let mut events = Vec::with_capacity(256);
+        let reason = loop {
+            let now = self.now();
+            let deadline = self.switch.next_deadline();
+            if now >= deadline {
+                self.switch.gc(now);
+            }
+            let wait = self.switch.next_deadline().saturating_sub(self.now());
+            let timeout = (wait.as_millis() as i32).clamp(1, 2000);
+            self.epoll.wait(&mut events, timeout).map_err(Error::Poll)?;
+            for ev in &events {
+                self.dispatch(*ev);
+            }
+            if let Some(r) = self.exit {
+                break r;
+            }
+        };
+        self.shutdown();
+        Ok(reason)
+    }
+
+    fn dispatch(&mut self, ev: Event) {
+        let Some(tok) = Token::decode(ev.token) else {
+            return;
+        };
+        match tok {
+            Token::Signal => {
+                if let Some(sig) = self.signals.read() {
+                    self.exit = Some(ExitReason::Signal(sig));
+                }
+            }
+            Token::VdeListener => self.accept_ctl(Dialect::Vde),
+            Token::UmlListener => self.accept_ctl(Dialect::UmlSwitch),
+            Token::MgmtListener => self.accept_mgmt(),
+            Token::Ctl(fd) => self.on_ctl(fd),
+            Token::Data(ep) => {
+                if ev.readable || ev.hangup {
+                    self.on_data(ep);
+                }
+            }
+            Token::Shared(i) => self.on_shared(i),
+            Token::Mgmt(fd) => self.on_mgmt(fd, ev),
+        }
+    }
+
+    fn accept_ctl(&mut self, dialect: Dialect) {
+        loop {
+            let l = match dialect {
+                Dialect::Vde => self.vde_listener.as_ref(),
+                Dialect::UmlSwitch => self.uml_listener.as_ref(),
+            };
+            let Some(l) = l else { return };
+            match l.accept() {
+                Ok((stream, _)) => {
+                    if self.pending >= MAX_PENDING {
+                        self.log.peer("too many pending control connections, refusing one");
+                        continue;
+                    }
+                    let _ = stream.set_nonblocking(true);
+                    let fd = stream.as_raw_fd() as u32;
+                    if self
+                        .epoll
+                        .add(stream.as_fd(), Token::Ctl(fd).encode(), Interest::READ)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    let idx = fd as usize;
+                    if self.conns.len() <= idx {
+                        self.conns.resize_with(idx + 1, || None);
+                    }
+                    self.conns[idx] = Some(CtlConn {
+                        stream,
+                        dialect,
+                        port: None,
+                    });
+                    self.pending += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log, retry on the next event.
+                    self.log.peer(&format!("accept failed: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn close_ctl(&mut self, fd: u32) {
+        let Some(conn) = self.conns.get_mut(fd as usize).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.epoll.delete(conn.stream.as_fd());
+        match conn.port {
+            None => self.pending = self.pending.saturating_sub(1),
+            Some(_) => self.remove_endpoint(fd),
+        }
+        drop(conn);
+    }
+
+    fn remove_endpoint(&mut self, ep: EndpointId) {
+        let port = self.switch.disconnect(ep).ok();
+        if let Some(io) = self.eps.get_mut(ep as usize).and_then(Option::take) {
+            match io.sink {
+                Sink::Own { sock, path } => {
+                    let _ = self.epoll.delete(sock.as_fd());
+                    let _ = std::fs::remove_file(&path);
+                }
+                Sink::Shared { addr, .. } => {
+                    self.by_addr.remove(&addr);
+                }
+            }
+        }
+        if self.opts.flavor == Flavor::UmlSwitch {
+            println!("Disconnect");
+        } else if let Some(p) = port {
+            self.log.peer(&format!("port {p}: endpoint {ep} closed"));
+        }
+    }
+
+    fn on_ctl(&mut self, fd: u32) {
+        let mut buf = [0u8; ctl::MAX_REQUEST];
+        let (res, established, dialect) = {
+            let Some(conn) = self.conns.get_mut(fd as usize).and_then(Option::as_mut) else {
+                return;
+            };
+            (conn.stream.read(&mut buf), conn.port.is_some(), conn.dialect)
+        };
+        match res {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(0) | Err(_) => {
+                if !established && self.opts.flavor == Flavor::UmlSwitch {
+                    println!("EOF from new port");
+                }
+                self.close_ctl(fd);
+            }
+            Ok(n) if established => {
+                // uml_switch: any data on an established control connection
+                // ends the port; VDE clients never write here either.
+                let _ = n;
+                if self.opts.flavor == Flavor::UmlSwitch {
+                    println!("Bad request");
+                }
+                self.close_ctl(fd);
+            }
+            Ok(n) => {
+                let req = ctl::parse_request(&buf[..n], dialect);
+                self.pending = self.pending.saturating_sub(1);
+                match req {
+                    Ok(req) => {
+                        let r = match dialect {
+                            Dialect::Vde => self.new_vde_port(fd, &req),
+                            Dialect::UmlSwitch => self.new_uml_port(fd, &req),
+                        };
+                        if let Err(msg) = r {
+                            self.log.peer(&msg);
+                            self.pending += 1; // close_ctl decrements
+                            self.close_ctl(fd);
+                        }
+                    }
+                    Err(e) => {
+                        self.log.peer(&format!("control request refused: {e}"));
+                        self.pending += 1;
+                        self.close_ctl(fd);
+                    }
+                }
+            }
+        }
+    }
+
+    fn port_request(req: &Request) -> PortRequest {
+        match req {
+            Request::V3 {
+                kind: RequestKind::NewPort0,
+                ..
+            } => PortRequest::Port0,
+            Request::V3 { port, .. } if *port > 0 => PortRequest::Number(*port),
+            _ => PortRequest::Any,
+        }
+    }
+
+    fn write_reply(&mut self, fd: u32, bytes: &[u8]) -> Result<(), String> {
+        let conn = self.conns[fd as usize].as_mut().ok_or("gone")?;
+        match conn.stream.write(bytes) {
+            Ok(n) if n == bytes.len() => Ok(()),
+            Ok(_) => Err("short write of the reply".into()),
+            Err(e) => Err(format!("writing the reply: {e}")),
+        }
+    }
+
+    fn set_ep(&mut self, ep: EndpointId, io: EpIo) {
+        let idx = ep as usize;
+        if self.eps.len() <= idx {
+            self.eps.resize_with(idx + 1, || None);
+        }
+        self.eps[idx] = Some(io);
+    }
+
+    fn new_vde_port(&mut self, fd: u32, req: &Request) -> Result<(), String> {
+        let addr = *req.addr();
+        let mut user = None;
+        if let Some(path) = addr.path() {
+            if !sys::access_rw(path) {
+                return Err(format!(
+                    "client socket {} not accessible, request refused",
+                    path.display()
+                ));
+            }
+            user = std::fs::metadata(path).ok().map(|m| m.uid());
+        }
+        let sock = sys::unix_socket(SockKind::Dgram, true).map_err(|e| format!("socket: {e}"))?;
+        sys::connect_raw(sock.as_fd(), addr.as_bytes())
+            .map_err(|e| format!("cannot connect to client socket {addr:?}: {e}"))?;
+        sys::set_buffer_sizes(sock.as_fd(), self.opts.sock_buf, self.opts.sock_buf);
+        let port = self
+            .switch
+            .connect(fd, Self::port_request(req), user, req.descr())
+            .map_err(|e| format!("port request refused: {e}"))?;
+        let dir = self.opts.vde_dir.clone().unwrap_or_default();
+        let path = dir.join(format!("{:03}.{}", port, sock.as_raw_fd()));
+        let undo = |s: &mut Server| {
+            let _ = s.switch.disconnect(fd);
+        };
+        let Some(paddr) = SockAddrUn::from_path(&path) else {
+            undo(self);
+            return Err(format!("socket path too long: {}", path.display()));
+        };
+        let _ = std::fs::remove_file(&path);
+        if let Err(e) = sys::bind_raw(sock.as_fd(), paddr.as_bytes()) {
+            undo(self);
+            return Err(format!("bind {}: {e}", path.display()));
+        }
+        let root = sys::euid() == 0;
+        let mode = if user.is_some() && root {
+            self.opts.mode & 0o700
+        } else {
+            self.opts.mode
+        };
+        let _ = set_perm(&path, mode, if root { user } else { None }, self.opts.group);
+        if let Err(e) = self
+            .epoll
+            .add(sock.as_fd(), Token::Data(fd).encode(), Interest::READ)
+        {
+            undo(self);
+            let _ = std::fs::remove_file(&path);
+            return Err(format!("epoll: {e}"));
+        }
+        let module = if addr.is_abstract() { "daemon" } else { "unix prog" };
+        self.set_ep(
+            fd,
+            EpIo {
+                sink: Sink::Own {
+                    sock,
+                    path: path.clone(),
+                },
+                module,
+            },
+        );
+        if let Some(c) = self.conns[fd as usize].as_mut() {
+            c.port = Some(port);
+        }
+        if let Err(e) = self.write_reply(fd, paddr.as_bytes()) {
+            return Err(format!("port {port}: {e}"));
+        }
+        Ok(())
+    }
+
+    fn new_uml_port(&mut self, fd: u32, req: &Request) -> Result<(), String> {
+        let addr = *req.addr();
+        if self.by_addr.contains_key(&addr) {
+            return Err("a port with this data socket address exists already".into());
+        }
+        let port = self
+            .switch
+            .connect(fd, PortRequest::Any, None, req.descr())
+            .map_err(|e| format!("port request refused: {e}"))?;
+        let via = match req {
+            Request::V0 { .. } if self.shared.len() > 1 => 1,
+            _ => 0,
+        };
+        self.by_addr.insert(addr, fd);
+        self.set_ep(
+            fd,
+            EpIo {
+                sink: Sink::Shared { addr, via },
+                module: "uml_switch",
+            },
+        );
+        if let Some(c) = self.conns[fd as usize].as_mut() {
+            c.port = Some(port);
+        }
+        if self.opts.flavor == Flavor::UmlSwitch {
+            println!("New connection");
+        }
+        if !matches!(req, Request::V0 { .. }) {
+            let reply = self.shared_addr;
+            if let Err(e) = self.write_reply(fd, reply.as_bytes()) {
+                if self.opts.flavor == Flavor::UmlSwitch {
+                    println!("Sending data socket name");
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_data(&mut self, ep: EndpointId) {
+        for _ in 0..BUDGET {
+            let fd = match self.eps.get(ep as usize).and_then(Option::as_ref) {
+                Some(EpIo {
+                    sink: Sink::Own { sock, .. },
+                    ..
+                }) => sock.as_fd(),
+                _ => return,
+            };
+            let n = match self.rb.recv(fd, false) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // ECONNREFUSED etc.: the client is gone; the control
+                    // connection's EOF removes the endpoint.
+                    return;
+                }
+            };
+            self.src_eps.clear();
+            self.src_eps.resize(n, ep);
+            self.forward_batch(n);
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+
+    fn on_shared(&mut self, via: u32) {
+        for _ in 0..BUDGET {
+            let Some(fd) = self.shared.get(via as usize) else {
+                return;
+            };
+            let n = match self.rb.recv(fd.as_fd(), true) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            self.src_eps.clear();
+            for i in 0..n {
+                let a = SockAddrUn::from_raw(self.rb.addr(i));
+                let ep = match self.by_addr.get(&a) {
+                    Some(&ep) => ep,
+                    None => {
+                        self.log.peer("Unknown connection for packet, dropped");
+                        u32::MAX
+                    }
+                };
+                self.src_eps.push(ep);
+            }
+            self.forward_batch(n);
+            if n < BATCH {
+                return;
+            }
+        }
+    }
+
+    /// Run the frames of the receive batch through the switch and send the
+    /// results, one `sendmmsg` per destination socket.
+    fn forward_batch(&mut self, n: usize) {
+        let now = self.now();
+        self.outs.clear();
+        for i in 0..n {
+            let from = self.src_eps[i];
+            if from == u32::MAX {
+                continue;
+            }
+            if self.rb.truncated(i) {
+                self.switch.record_rx_drop(from);
+                continue;
+            }
+            self.actions.clear();
+            let outcome = self
+                .switch
+                .handle_frame(now, from, self.rb.frame(i), &mut self.actions);
+            if let Outcome::Forwarded {
+                moved: Some(m), ..
+            } = outcome
+            {
+                self.log.peer(&format!(
+                    "MAC {} moved from port {} to port {}",
+                    m.mac, m.from, m.to
+                ));
+            }
+            for a in &self.actions {
+                self.outs.push(Out {
+                    to: a.to,
+                    frame: i as u32,
+                    egress: a.egress,
+                });
+            }
+        }
+        if self.outs.is_empty() {
+            return;
+        }
+        // group by destination, keeping frame order within a destination
+        self.outs
+            .sort_unstable_by_key(|o| ((o.to as u64) << 32) | o.frame as u64);
+        // prepare rewritten frames
+        if self.scratch.len() < self.outs.len() {
+            self.scratch.resize(self.outs.len(), [0u8; SLOT]);
+            self.scratch_len.resize(self.outs.len(), 0);
+        }
+        for (k, o) in self.outs.iter().enumerate() {
+            let f = self.rb.frame(o.frame as usize);
+            self.scratch_len[k] = match o.egress {
+                Egress::AsIs => 0,
+                Egress::Tag(v) if f.len() + eth::TAG_LEN <= SLOT => {
+                    eth::insert_tag(f, v, &mut self.scratch[k])
+                }
+                Egress::Untag if f.len() >= eth::HEADER_LEN + eth::TAG_LEN => {
+                    eth::strip_tag(f, &mut self.scratch[k])
+                }
+                _ => 0,
+            };
+        }
+        let mut start = 0;
+        let mut shared_pending = false;
+        while start < self.outs.len() {
+            let to = self.outs[start].to;
+            let mut end = start + 1;
+            while end < self.outs.len() && self.outs[end].to == to {
+                end += 1;
+            }
+            match self.eps.get(to as usize).and_then(Option::as_ref).map(|e| &e.sink) {
+                Some(Sink::Own { sock, .. }) => {
+                    let fd = sock.as_fd();
+                    let mut pos = start;
+                    while pos < end {
+                        let cnt = (end - pos).min(sys::MAX_BATCH);
+                        let rb = &self.rb;
+                        let outs = &self.outs;
+                        let scratch = &self.scratch;
+                        let slen = &self.scratch_len;
+                        let res = sys::send_batch(fd, cnt, |j| {
+                            (frame_bytes(rb, outs, scratch, slen, pos + j), None)
+                        });
+                        let sent = res.unwrap_or(0);
+                        for k in pos..pos + cnt {
+                            let len = frame_bytes(rb, outs, scratch, slen, k).len();
+                            self.switch.record_tx(to, len, k < pos + sent);
+                        }
+                        if sent < cnt {
+                            // peer full or gone: drop the rest for it
+                            for k in pos + cnt..end {
+                                let len = frame_bytes(rb, outs, scratch, slen, k).len();
+                                self.switch.record_tx(to, len, false);
+                            }
+                            break;
+                        }
+                        pos += cnt;
+                    }
+                }
+                Some(Sink::Shared { .. }) => shared_pending = true,
+                None => {}
+            }
+            start = end;
+        }
+        if shared_pending {
+            self.send_shared();
+        }
+    }
+
+    /// Send every output for uml_switch endpoints through the shared socket(s).
+    fn send_shared(&mut self) {
+        for via in 0..self.shared.len() as u32 {
+            // indices of outs going through this shared socket
+            let mut idx: [u32; sys::MAX_BATCH] = [0; sys::MAX_BATCH];
+            let mut k = 0;
+            let mut cnt = 0;
+            while k <= self.outs.len() {
+                let flush = k == self.outs.len() || cnt == sys::MAX_BATCH;
+                if flush && cnt > 0 {
+                    let fd = self.shared[via as usize].as_fd();
+                    let rb = &self.rb;
+                    let outs = &self.outs;
+                    let scratch = &self.scratch;
+                    let slen = &self.scratch_len;
+                    let eps = &self.eps;
+                    let ids = &idx[..cnt];
+                    let mut done = 0;
+                    while done < cnt {
+                        let res = sys::send_batch(fd, cnt - done, |j| {
+                            let o = ids[done + j] as usize;
+                            let addr = match eps[outs[o].to as usize].as_ref().map(|e| &e.sink) {
+                                Some(Sink::Shared { addr, .. }) => Some(&addr.0[..]),
+                                _ => None,
+                            };
+                            (frame_bytes(rb, outs, scratch, slen, o), addr)
+                        });
+                        match res {
+                            Ok(s) if s > 0 => {
+                                for &o in &ids[done..done + s] {
+                                    let o = o as usize;
+                                    let len = frame_bytes(rb, outs, scratch, slen, o).len();
+                                    self.switch.record_tx(outs[o].to, len, true);
+                                }
+                                done += s;
+                            }
+                            _ => {
+                                // this destination is full or gone: drop one, go on
+                                let o = ids[done] as usize;
+                                let len = frame_bytes(rb, outs, scratch, slen, o).len();
+                                self.switch.record_tx(outs[o].to, len, false);
+                                done += 1;
+                            }
+                        }
+                    }
+                    cnt = 0;
+                }
+                if k == self.outs.len() {
+                    break;
+                }
+                let o = &self.outs[k];
+                if let Some(Some(EpIo {
+                    sink: Sink::Shared { via: v, .. },
+                    ..
+                })) = self.eps.get(o.to as usize)
+                {
+                    if *v == via {
+                        idx[cnt] = k as u32;
+                        cnt += 1;
+                    }
+                }
+                k += 1;
+            }
+        }
+    }
+
+    fn accept_mgmt(&mut self) {
+        loop {
+            let Some(l) = self.mgmt_listener.as_ref() else {
+                return;
+            };
+            match l.accept() {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nonblocking(true);
+                    let fd = stream.as_raw_fd() as u32;
+                    if self
+                        .epoll
+                        .add(stream.as_fd(), Token::Mgmt(fd).encode(), Interest::READ)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    let idx = fd as usize;
+                    if self.mgmts.len() <= idx {
+                        self.mgmts.resize_with(idx + 1, || None);
+                    }
+                    self.mgmts[idx] = Some(MgmtConn {
+                        stream,
+                        out: Vec::new(),
+                    });
+                    let banner = format!("{}{}", net_proto::mgmt::BANNER, net_proto::mgmt::PROMPT);
+                    self.mgmt_write(fd, banner.as_bytes());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn close_mgmt(&mut self, fd: u32) {
+        if let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::take) {
+            let _ = self.epoll.delete(c.stream.as_fd());
+        }
+    }
+
+    /// Queue `bytes` for a console client and write what the socket takes.
+    fn mgmt_write(&mut self, fd: u32, bytes: &[u8]) {
+        let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        c.out.extend_from_slice(bytes);
+        self.mgmt_flush(fd);
+    }
+
+    fn mgmt_flush(&mut self, fd: u32) {
+        let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        while !c.out.is_empty() {
+            match c.stream.write(&c.out) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.close_mgmt(fd);
+                    return;
+                }
+            }
+        }
+        let interest = if c.out.is_empty() {
+            Interest::READ
+        } else {
+            Interest::READ_WRITE
+        };
+        let too_much = c.out.len() > MAX_MGMT_OUT;
+        let _ = self
+            .epoll
+            .modify(c.stream.as_fd(), Token::Mgmt(fd).encode(), interest);
+        if too_much {
+            self.close_mgmt(fd);
+        }
+    }
+
+    fn on_mgmt(&mut self, fd: u32, ev: Event) {
+        if ev.writable {
+            self.mgmt_flush(fd);
+        }
+        if !ev.readable && !ev.hangup {
+            return;
+        }
+        let mut buf = [0u8; net_proto::mgmt::MAX_LINE];
+        let res = {
+            let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::as_mut) else {
+                return;
+            };
+            c.stream.read(&mut buf)
+        };
+        match res {
+            Ok(0) => self.close_mgmt(fd),
+            Ok(n) => {
+                let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let (text, close, exit) = mgmt::execute(self, &line);
+                self.mgmt_write(fd, text.as_bytes());
+                if close {
+                    self.close_mgmt(fd);
+                }
+                if exit {
+                    self.log.info("Shutdown from mgmt command");
+                    self.exit = Some(ExitReason::Shutdown);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => self.close_mgmt(fd),
+        }
+    }
+
+    /// Endpoint details for `port/print`: (id, module, description).
+    pub(crate) fn endpoint_module(&self, ep: EndpointId) -> &'static str {
+        self.eps
+            .get(ep as usize)
+            .and_then(Option::as_ref)
+            .map(|e| e.module)
+            .unwrap_or("unix prog")
+    }
+
+    /// Close one endpoint (port/epclose).
+    pub(crate) fn close_endpoint(&mut self, ep: EndpointId) {
+        self.close_ctl(ep);
+    }
+
+    fn shutdown(&mut self) {
+        let fds: Vec<u32> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_some())
+            .map(|(i, _)| i as u32)
+            .collect();
+        for fd in fds {
+            self.close_ctl(fd);
+        }
+        for p in &self.cleanup {
+            let _ = std::fs::remove_file(p);
+        }
+        if let Some(dir) = &self.opts.vde_dir {
+            // only removes an empty directory
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn frame_bytes<'a>(
+    rb: &'a RecvBatch,
+    outs: &[Out],
+    scratch: &'a [[u8; SLOT]],
+    slen: &[usize],
+    k: usize,
+) -> &'a [u8] {
+    if slen[k] > 0 {
+        &scratch[k][..slen[k]]
+    } else {
+        rb.frame(outs[k].frame as usize)
+    }
+}
+
+/// Signal numbers (Linux).
+mod libc_sig {
+    pub const SIGHUP: i32 = 1;
+    pub const SIGINT: i32 = 2;
+    pub const SIGTERM: i32 = 15;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_roundtrip() {
+        for t in [
+            Token::Signal,
+            Token::VdeListener,
+            Token::UmlListener,
+            Token::MgmtListener,
+            Token::Ctl(7),
+            Token::Data(u32::MAX - 1),
+            Token::Shared(1),
+            Token::Mgmt(3),
+        ] {
+            assert_eq!(Token::decode(t.encode()), Some(t));
+        }
+        assert_eq!(Token::decode(99 << 32), None);
+    }
+}
