@@ -103,10 +103,14 @@ pub struct Store {
 /// /dev/shm or $TMPDIR held open by the main process).
 fn physmem_kb(pid: u32) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
     let mut best = 0;
     for e in rd.flatten() {
-        let Ok(t) = std::fs::read_link(e.path()) else { continue };
+        let Ok(t) = std::fs::read_link(e.path()) else {
+            continue;
+        };
         let t = t.to_string_lossy();
         if t.ends_with(" (deleted)") && t.contains("/#") {
             if let Ok(md) = std::fs::metadata(e.path()) {
