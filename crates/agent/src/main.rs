@@ -38,8 +38,38 @@ impl Running {
     }
 }
 
+/// A writer that hands data to its own thread, so a process that does not
+/// read its stdin never blocks the agent's line reader (and other execs).
+/// Dropping it closes the real writer once queued data is written.
+struct Threaded(std::sync::mpsc::Sender<Vec<u8>>);
+
+impl Write for Threaded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(buf.to_vec())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn threaded(mut w: Box<dyn Write + Send>) -> Box<dyn Write + Send> {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        for chunk in rx {
+            if w.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    Box::new(Threaded(tx))
+}
+
 /// Register the spawned process: flush early stdin, apply an early EOF.
-fn attach(table: &Table, id: u32, pid: u32, mut stdin: Option<Box<dyn Write + Send>>) {
+fn attach(table: &Table, id: u32, pid: u32, stdin: Option<Box<dyn Write + Send>>) {
+    let mut stdin = stdin.map(threaded);
     let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
     let r = t.entry(id).or_insert_with(Running::new);
     r.pid = pid;
@@ -243,6 +273,7 @@ fn main() {
                 std::process::exit(1);
             }
         };
+        send(&w, &Frame::ack(n as u32));
         dec.push(&buf[..n]);
         loop {
             let f = match dec.next_frame() {

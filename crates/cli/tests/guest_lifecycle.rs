@@ -67,7 +67,22 @@ fn guest_lifecycle_exec_mconsole_disk_halt() {
     let out = ch.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\nend\n");
 
-    // binary output survives the serial line unchanged
+    // binary stdin round-trips too (flow-controlled towards the guest)
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let mut c = env.cmd(&["exec", "-i", "g1", "--", "cat"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut ch = c.spawn().unwrap();
+    let mut input = ch.stdin.take().unwrap();
+    let d2 = data.clone();
+    let w = std::thread::spawn(move || input.write_all(&d2).unwrap());
+    let out = ch.wait_with_output().unwrap();
+    w.join().unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(out.stdout == data, "stdin bytes changed on the way");
+
     let out = env.umlkit(&["exec", "g1", "--", "cat", "/bin/busybox"]);
     assert!(out.status.success());
     assert_eq!(out.stdout, std::fs::read("/bin/busybox").unwrap());

@@ -32,8 +32,16 @@ struct Route {
     cid: u32,
 }
 
+/// Bytes queued for the agent, sent within the flow-control window.
+struct Outbox {
+    queue: std::collections::VecDeque<u8>,
+    in_flight: usize,
+    closed: bool,
+}
+
 struct Hub {
-    agent: Shared<UnixStream>,
+    outbox: Mutex<Outbox>,
+    outbox_cv: std::sync::Condvar,
     routes: Shared<HashMap<u32, Route>>,
     next_id: Mutex<u32>,
     ready: AtomicBool,
@@ -50,8 +58,52 @@ impl Hub {
         }
     }
     fn to_agent(&self, f: &Frame) -> bool {
-        let mut a = self.agent.lock().unwrap_or_else(|e| e.into_inner());
-        a.write_all(&f.encode()).is_ok()
+        let mut o = lock(&self.outbox);
+        if o.closed {
+            return false;
+        }
+        o.queue.extend(f.encode());
+        self.outbox_cv.notify_all();
+        true
+    }
+
+    fn acked(&self, n: usize, reset: bool) {
+        let mut o = lock(&self.outbox);
+        o.in_flight = if reset {
+            0
+        } else {
+            o.in_flight.saturating_sub(n)
+        };
+        self.outbox_cv.notify_all();
+    }
+}
+
+/// Writes queued bytes to the agent's line, never more than WINDOW unacked.
+fn agent_writer(hub: Arc<Hub>, mut line: UnixStream) {
+    loop {
+        let chunk: Vec<u8> = {
+            let mut o = lock(&hub.outbox);
+            loop {
+                if o.closed {
+                    return;
+                }
+                let room = umlkit_agent::WINDOW.saturating_sub(o.in_flight);
+                if room > 0 && !o.queue.is_empty() {
+                    let n = room.min(o.queue.len());
+                    o.in_flight += n;
+                    break o.queue.drain(..n).collect();
+                }
+                o = hub
+                    .outbox_cv
+                    .wait_timeout(o, Duration::from_secs(1))
+                    .map(|r| r.0)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+        };
+        if line.write_all(&chunk).is_err() {
+            lock(&hub.outbox).closed = true;
+            return;
+        }
     }
 }
 
@@ -77,7 +129,15 @@ fn agent_reader(hub: Arc<Hub>, mut rd: UnixStream) {
                 Ok(None) => break,
                 Err(_) => continue, // skip garbage (e.g. echo before raw mode)
             };
+            if f.kind == Kind::Ack {
+                if let Ok(n) = f.code() {
+                    hub.acked(n as u32 as usize, false);
+                }
+                continue;
+            }
             if f.kind == Kind::Hello {
+                // a (re)started agent has nothing of ours in flight
+                hub.acked(0, true);
                 let restarted = hub.ready.swap(true, Ordering::SeqCst);
                 if restarted {
                     // the agent was restarted: pending execs are lost
@@ -436,9 +496,12 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     let state_path = paths.state();
     state.save(&state_path)?;
     let hub = Arc::new(Hub {
-        agent: Arc::new(Mutex::new(
-            ours.try_clone().map_err(|e| Error::io(dir, "dup", e))?,
-        )),
+        outbox: Mutex::new(Outbox {
+            queue: Default::default(),
+            in_flight: 0,
+            closed: false,
+        }),
+        outbox_cv: std::sync::Condvar::new(),
         routes: Arc::new(Mutex::new(HashMap::new())),
         next_id: Mutex::new(0),
         ready: AtomicBool::new(false),
@@ -447,6 +510,9 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         state_path: state_path.clone(),
     });
     {
+        let h = hub.clone();
+        let line = ours.try_clone().map_err(|e| Error::io(dir, "dup", e))?;
+        std::thread::spawn(move || agent_writer(h, line));
         let h = hub.clone();
         std::thread::spawn(move || agent_reader(h, ours));
         let h = hub.clone();
@@ -467,6 +533,8 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     }
     let status = child.wait().map_err(|e| Error::io(&kernel, "wait", e))?;
     hub.dead.store(true, Ordering::SeqCst);
+    lock(&hub.outbox).closed = true;
+    hub.outbox_cv.notify_all();
     use std::os::unix::process::ExitStatusExt;
     let stop_requested = paths.stop_marker().exists();
     let ending = match (status.code(), status.signal()) {
