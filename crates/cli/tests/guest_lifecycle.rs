@@ -186,8 +186,18 @@ fn guest_sigkilled_kernel_shows_crashed_and_is_cleaned() {
     }));
     let text = env.ok(&["ps"]);
     assert!(text.contains("crashed(signal 9)"), "{text}");
-    env.ok(&["rm", "gk"]);
+    // a killed kernel leaves its instance dir (pid file, socket) behind
+    let uml = env.state.join("gk/u");
+    assert!(uml.join("gk/pid").exists());
+    let stale = env.ok(&["prune", "-n", "--uml-dir", uml.to_str().unwrap()]);
+    assert!(stale.contains("guest gk"), "{stale}");
+    assert!(
+        stale.contains(&format!("stale {}", uml.join("gk").display())),
+        "{stale}"
+    );
+    env.ok(&["prune", "--uml-dir", uml.to_str().unwrap()]);
     assert!(!env.state.join("gk").exists());
+    assert!(env.ps().is_empty());
 }
 
 #[test]

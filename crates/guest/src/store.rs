@@ -83,6 +83,40 @@ impl GuestStatus {
     }
 }
 
+/// Instance dirs `<uml_dir>/<umid>/` left behind by kernels that died without
+/// cleaning up (a panic, SIGKILL): their `pid` file names no live process,
+/// or there is no pid file and the mconsole socket refuses connections.
+pub fn stale_uml_dirs(uml_dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let Ok(rd) = std::fs::read_dir(uml_dir) else {
+        return v;
+    };
+    for e in rd.flatten() {
+        let d = e.path();
+        if !d.is_dir() {
+            continue;
+        }
+        let pid = std::fs::read_to_string(d.join("pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        let stale = match pid {
+            Some(p) => !sp::process_exists(p),
+            None => {
+                let sock = d.join("mconsole");
+                sock.exists()
+                    && std::os::unix::net::UnixDatagram::unbound()
+                        .and_then(|s| s.connect(&sock))
+                        .is_err()
+            }
+        };
+        if stale {
+            v.push(d);
+        }
+    }
+    v.sort();
+    v
+}
+
 trait NoneOrEmpty {
     fn is_none_or_empty(&self) -> bool;
 }
@@ -619,6 +653,19 @@ impl Store {
 
     fn remove_dir(&self, paths: &GuestPaths) -> Result<(), Error> {
         std::fs::remove_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, "cannot remove", e))
+    }
+
+    /// Remove every guest that is not running (halted, killed, crashed, dead);
+    /// returns their names.
+    pub fn prune(&self) -> Result<Vec<String>, Error> {
+        let mut gone = Vec::new();
+        for g in self.list()? {
+            if !g.alive() {
+                self.cleanup(&g.name)?;
+                gone.push(g.name);
+            }
+        }
+        Ok(gone)
     }
 
     /// Hot-plug a disk on the first free ubd slot (1..15); returns `ubdN`.

@@ -71,6 +71,15 @@ pub enum Command {
         #[arg(short, long)]
         force: bool,
     },
+    /// Remove all stopped guests and stale kernel instance dirs (~/.uml/UMID whose kernel is gone)
+    Prune {
+        /// uml_dir to scan for stale instance dirs (default ~/.uml)
+        #[arg(long)]
+        uml_dir: Option<PathBuf>,
+        /// Only list what would be removed
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+    },
     /// Hot-plug disks
     Disk {
         #[command(subcommand)]
@@ -220,6 +229,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             s.cleanup(&name)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Prune { uml_dir, dry_run } => prune(uml_dir, dry_run),
         Command::Disk { cmd } => match cmd {
             DiskCmd::Add {
                 name,
@@ -332,6 +342,32 @@ fn run_guest(a: RunArgs) -> anyhow::Result<ExitCode> {
         let code = store.run_foreground(&cfg)?;
         Ok(ExitCode::from(code.clamp(0, 255) as u8))
     }
+}
+
+fn prune(uml_dir: Option<PathBuf>, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let store = store()?;
+    if dry_run {
+        for g in store.list()?.into_iter().filter(|g| !g.alive()) {
+            println!("guest {}", g.name);
+        }
+    } else {
+        for n in store.prune()? {
+            println!("removed guest {n}");
+        }
+    }
+    let dir = uml_dir.unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".uml")
+    });
+    for d in guest::stale_uml_dirs(&dir) {
+        if dry_run {
+            println!("stale {}", d.display());
+        } else {
+            std::fs::remove_dir_all(&d)
+                .with_context(|| format!("cannot remove {}", d.display()))?;
+            println!("removed stale {}", d.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn fmt_dur(s: Option<f64>) -> String {
