@@ -7,10 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo build --release
-# The static exec agent for the default guest image (without it the lab runs
-# on umlkit's built-in busybox launcher and says so).
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p umlkit-agent \
-  --target x86_64-unknown-linux-gnu
+# the exec agent copied into the default guest image must be static
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p umlkit-agent --target x86_64-unknown-linux-gnu
 UMLKIT=target/release/umlkit
 LAB=examples/labs/demo
 

@@ -20,6 +20,9 @@
 //! tty), `u32 argc`, then `argc` × (`u32 len`, bytes), `u32 envc`, then
 //! `envc` × (`u32 len`, `KEY=VALUE` bytes). Exit payload: `i32` code
 //! (128 + signal when the process was killed by a signal).
+//!
+//! Flow control host -> agent: the agent acknowledges every read from the line
+//! with an `Ack` frame; the host keeps at most [`WINDOW`] bytes unacknowledged.
 
 /// First byte of every frame.
 pub const MAGIC: u8 = 0xA5;
@@ -50,7 +53,16 @@ pub enum Kind {
     Error = 8,
     /// host -> agent: send a signal (payload i32) to the process.
     Signal = 9,
+    /// agent -> host, id 0: this many bytes (payload u32) were read from the
+    /// line. The host keeps at most [`WINDOW`] unacknowledged bytes in
+    /// flight, so the guest tty's receive buffer never fills: the 6.1 kernel's
+    /// serial line can stop reading its host fd for good once throttled.
+    Ack = 10,
 }
+
+/// Most host -> agent bytes in flight before an [`Kind::Ack`] (well below
+/// the 4 KiB receive buffer of a tty in raw mode).
+pub const WINDOW: usize = 2048;
 
 impl Kind {
     fn from_u8(v: u8) -> Option<Kind> {
@@ -64,6 +76,7 @@ impl Kind {
             7 => Kind::Exit,
             8 => Kind::Error,
             9 => Kind::Signal,
+            10 => Kind::Ack,
             _ => return None,
         })
     }
@@ -93,6 +106,11 @@ pub struct Frame {
 impl Frame {
     pub fn new(kind: Kind, id: u32, payload: Vec<u8>) -> Frame {
         Frame { kind, id, payload }
+    }
+
+    /// An acknowledgement of `n` bytes read by the agent.
+    pub fn ack(n: u32) -> Frame {
+        Frame::new(Kind::Ack, 0, n.to_le_bytes().to_vec())
     }
 
     /// An exit frame.

@@ -19,6 +19,76 @@ type Writer = Arc<Mutex<File>>;
 struct Running {
     stdin: Option<Box<dyn Write + Send>>,
     pid: u32,
+    /// Stdin that arrived before the process was spawned.
+    pending: Vec<u8>,
+    /// EOF arrived before the process was spawned.
+    eof: bool,
+    tty: bool,
+}
+
+impl Running {
+    fn new() -> Running {
+        Running {
+            stdin: None,
+            pid: 0,
+            pending: Vec::new(),
+            eof: false,
+            tty: false,
+        }
+    }
+}
+
+/// A writer that hands data to its own thread, so a process that does not
+/// read its stdin never blocks the agent's line reader (and other execs).
+/// Dropping it closes the real writer once queued data is written.
+struct Threaded(std::sync::mpsc::Sender<Vec<u8>>);
+
+impl Write for Threaded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(buf.to_vec())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn threaded(mut w: Box<dyn Write + Send>) -> Box<dyn Write + Send> {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        for chunk in rx {
+            if w.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    Box::new(Threaded(tx))
+}
+
+/// Register the spawned process: flush early stdin, apply an early EOF.
+fn attach(table: &Table, id: u32, pid: u32, stdin: Option<Box<dyn Write + Send>>) {
+    let mut stdin = stdin.map(threaded);
+    let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+    let r = t.entry(id).or_insert_with(Running::new);
+    r.pid = pid;
+    if let Some(s) = stdin.as_mut() {
+        if !r.pending.is_empty() && s.write_all(&r.pending).is_err() {
+            stdin = None;
+        }
+    }
+    r.pending = Vec::new();
+    if r.eof {
+        if r.tty {
+            if let Some(s) = stdin.as_mut() {
+                let _ = s.write_all(b"\x04");
+            }
+        } else {
+            stdin = None;
+        }
+    }
+    r.stdin = stdin;
 }
 
 type Table = Arc<Mutex<HashMap<u32, Running>>>;
@@ -94,7 +164,7 @@ fn start(id: u32, req: ExecRequest, w: Writer, table: Table) {
         umlkit_sys::process::setsid_on_spawn(&mut cmd, true);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => return spawn_failed(&w, id, &req, e),
+            Err(e) => return spawn_failed(&w, &table, id, &req, e),
         };
         drop(pty.slave);
         drop(cmd);
@@ -102,13 +172,7 @@ fn start(id: u32, req: ExecRequest, w: Writer, table: Table) {
             Ok(r) => r,
             Err(e) => return send(&w, &Frame::new(Kind::Error, id, e.to_string().into_bytes())),
         };
-        table.lock().unwrap().insert(
-            id,
-            Running {
-                stdin: Some(Box::new(pty.master)),
-                pid: child.id(),
-            },
-        );
+        attach(&table, id, child.id(), Some(Box::new(pty.master)));
         let w2 = w.clone();
         let out = std::thread::spawn(move || pump(reader, &w2, id, Kind::Stdout));
         let st = child.wait();
@@ -123,19 +187,13 @@ fn start(id: u32, req: ExecRequest, w: Writer, table: Table) {
             .stderr(Stdio::piped());
         let mut child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => return spawn_failed(&w, id, &req, e),
+            Err(e) => return spawn_failed(&w, &table, id, &req, e),
         };
         let stdin = child
             .stdin
             .take()
             .map(|s| Box::new(s) as Box<dyn Write + Send>);
-        table.lock().unwrap().insert(
-            id,
-            Running {
-                stdin,
-                pid: child.id(),
-            },
-        );
+        attach(&table, id, child.id(), stdin);
         let (w1, w2) = (w.clone(), w.clone());
         let so = child.stdout.take().expect("piped stdout");
         let se = child.stderr.take().expect("piped stderr");
@@ -149,7 +207,8 @@ fn start(id: u32, req: ExecRequest, w: Writer, table: Table) {
     }
 }
 
-fn spawn_failed(w: &Writer, id: u32, req: &ExecRequest, e: std::io::Error) {
+fn spawn_failed(w: &Writer, table: &Table, id: u32, req: &ExecRequest, e: std::io::Error) {
+    table.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     let msg = format!(
         "umlkit-agent: cannot run {}: {e}\n",
         String::from_utf8_lossy(&req.argv[0])
@@ -214,6 +273,7 @@ fn main() {
                 std::process::exit(1);
             }
         };
+        send(&w, &Frame::ack(n as u32));
         dec.push(&buf[..n]);
         loop {
             let f = match dec.next_frame() {
@@ -227,6 +287,9 @@ fn main() {
             match f.kind {
                 Kind::Exec => match ExecRequest::decode(&f.payload) {
                     Ok(req) => {
+                        let mut r = Running::new();
+                        r.tty = req.tty;
+                        table.lock().unwrap().insert(f.id, r);
                         let (w, t) = (w.clone(), table.clone());
                         std::thread::spawn(move || start(f.id, req, w, t));
                     }
@@ -242,14 +305,20 @@ fn main() {
                             if s.write_all(&f.payload).is_err() {
                                 r.stdin = None;
                             }
+                        } else if r.pid == 0 {
+                            r.pending.extend_from_slice(&f.payload);
                         }
                     }
                 }
                 Kind::Eof => {
                     if let Some(r) = table.lock().unwrap().get_mut(&f.id) {
-                        if let Some(mut s) = r.stdin.take() {
-                            // a pty has no half-close: send ^D instead
-                            let _ = s.write_all(b"");
+                        match r.stdin.take() {
+                            // a pty has no half-close: send ^D (EOF at line start) instead
+                            Some(mut s) if r.tty => {
+                                let _ = s.write_all(b"\x04");
+                            }
+                            Some(_) => {}
+                            None => r.eof = true,
                         }
                     }
                 }

@@ -114,6 +114,9 @@ pub struct State {
     pub config: GuestConfig,
     /// Why the supervisor could not start the kernel.
     pub error: Option<String>,
+    /// `UMLKIT_GUEST` environment marker carried by all the guest's host processes.
+    #[serde(default)]
+    pub marker: Option<String>,
 }
 
 pub fn now_ms() -> u64 {

@@ -11,7 +11,7 @@ use umlkit_sys::process as sp;
 use crate::config::{valid_name, DiskSpec, GuestConfig, Transport, MIN_MEM_MB};
 use crate::exec::{ExecOutput, ExecRequest, ExecSession};
 use crate::state::{now_ms, Ending, GuestPaths, State};
-use crate::supervisor::group_members;
+use crate::supervisor::{guest_processes, kill_all};
 use crate::Error;
 
 /// What `start` returns.
@@ -66,6 +66,10 @@ pub struct GuestStatus {
     /// Sum of Pss of the kernel's processes (KiB).
     pub pss_kb: u64,
     pub processes: Vec<u32>,
+    /// Host memory backing the guest's RAM: allocated size of the kernel's
+    /// (deleted) physical-memory file in /dev/shm or $TMPDIR (KiB). Also
+    /// counted in RSS/PSS for the pages the kernel has touched.
+    pub physmem_kb: u64,
     pub disks: Vec<String>,
     pub interfaces: Vec<String>,
     pub console: Option<PathBuf>,
@@ -79,11 +83,76 @@ impl GuestStatus {
     }
 }
 
+/// Instance dirs `<uml_dir>/<umid>/` left behind by kernels that died without
+/// cleaning up (a panic, SIGKILL): their `pid` file names no live process,
+/// or there is no pid file and the mconsole socket refuses connections.
+pub fn stale_uml_dirs(uml_dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let Ok(rd) = std::fs::read_dir(uml_dir) else {
+        return v;
+    };
+    for e in rd.flatten() {
+        let d = e.path();
+        if !d.is_dir() {
+            continue;
+        }
+        let pid = std::fs::read_to_string(d.join("pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        let stale = match pid {
+            Some(p) => !sp::process_exists(p),
+            None => {
+                let sock = d.join("mconsole");
+                sock.exists()
+                    && std::os::unix::net::UnixDatagram::unbound()
+                        .and_then(|s| s.connect(&sock))
+                        .is_err()
+            }
+        };
+        if stale {
+            v.push(d);
+        }
+    }
+    v.sort();
+    v
+}
+
+trait NoneOrEmpty {
+    fn is_none_or_empty(&self) -> bool;
+}
+impl NoneOrEmpty for Option<Vec<u32>> {
+    fn is_none_or_empty(&self) -> bool {
+        self.as_ref().map(|v| v.is_empty()).unwrap_or(true)
+    }
+}
+
 /// A directory of guests.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
     supervisor: Option<PathBuf>,
+}
+
+/// Allocated KiB of the kernel's physical-memory file (an unlinked file under
+/// /dev/shm or $TMPDIR held open by the main process).
+fn physmem_kb(pid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let mut best = 0;
+    for e in rd.flatten() {
+        let Ok(t) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        let t = t.to_string_lossy();
+        if t.ends_with(" (deleted)") && t.contains("/#") {
+            if let Ok(md) = std::fs::metadata(e.path()) {
+                best = best.max(md.blocks() / 2);
+            }
+        }
+    }
+    best
 }
 
 fn kb_field(text: &str, key: &str) -> u64 {
@@ -331,9 +400,10 @@ impl Store {
             None => Phase::Dead,
         };
         let alive = matches!(phase, Phase::Booting | Phase::Running);
-        let processes = match (alive, st.pgid) {
-            (true, Some(g)) => group_members(g),
-            _ => vec![],
+        let processes = if alive {
+            guest_processes(st.pgid, st.marker.as_deref())
+        } else {
+            vec![]
         };
         let (mut rss, mut pss) = (0, 0);
         for p in &processes {
@@ -344,6 +414,10 @@ impl Store {
                 pss += kb_field(&s, "Pss:");
             }
         }
+        let physmem_kb = match (alive, st.pid) {
+            (true, Some(pid)) => physmem_kb(pid),
+            _ => 0,
+        };
         let now = now_ms();
         let end = st.ended_unix_ms.unwrap_or(now);
         let disks = st
@@ -373,6 +447,7 @@ impl Store {
             rss_kb: rss,
             pss_kb: pss,
             processes,
+            physmem_kb,
             disks,
             interfaces,
             console: (alive && paths.console_sock().exists()).then(|| paths.console_sock()),
@@ -470,7 +545,9 @@ impl Store {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(s) = self.status(name) {
-                if !s.alive() && s.pgid.into_iter().all(|g| group_members(g).is_empty()) {
+                let st = State::load(&self.paths(name).state()).ok();
+                let left = st.map(|st| guest_processes(st.pgid, st.marker.as_deref()));
+                if !s.alive() && left.is_none_or_empty() {
                     return true;
                 }
             }
@@ -533,15 +610,7 @@ impl Store {
         if sp::process_exists(st.supervisor_pid) {
             let _ = sp::kill(st.supervisor_pid, sp::SIGKILL);
         }
-        if let Some(g) = st.pgid {
-            for _ in 0..100 {
-                if group_members(g).is_empty() {
-                    break;
-                }
-                let _ = sp::kill_group(g, sp::SIGKILL);
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        kill_all(st.pgid, st.marker.as_deref());
         if let Ok(mut cur) = State::load(&paths.state()) {
             if cur.ending.is_none() {
                 cur.ending = Some(Ending::Killed);
@@ -577,11 +646,26 @@ impl Store {
         if self.status_of(&paths, &st).alive() {
             return Err(Error::StillRunning(name.to_string()));
         }
+        // a dead guest (supervisor lost) may have left helpers behind
+        kill_all(st.pgid, st.marker.as_deref());
         self.remove_dir(&paths)
     }
 
     fn remove_dir(&self, paths: &GuestPaths) -> Result<(), Error> {
         std::fs::remove_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, "cannot remove", e))
+    }
+
+    /// Remove every guest that is not running (halted, killed, crashed, dead);
+    /// returns their names.
+    pub fn prune(&self) -> Result<Vec<String>, Error> {
+        let mut gone = Vec::new();
+        for g in self.list()? {
+            if !g.alive() {
+                self.cleanup(&g.name)?;
+                gone.push(g.name);
+            }
+        }
+        Ok(gone)
     }
 
     /// Hot-plug a disk on the first free ubd slot (1..15); returns `ubdN`.

@@ -32,8 +32,16 @@ struct Route {
     cid: u32,
 }
 
+/// Bytes queued for the agent, sent within the flow-control window.
+struct Outbox {
+    queue: std::collections::VecDeque<u8>,
+    in_flight: usize,
+    closed: bool,
+}
+
 struct Hub {
-    agent: Shared<UnixStream>,
+    outbox: Mutex<Outbox>,
+    outbox_cv: std::sync::Condvar,
     routes: Shared<HashMap<u32, Route>>,
     next_id: Mutex<u32>,
     ready: AtomicBool,
@@ -50,8 +58,52 @@ impl Hub {
         }
     }
     fn to_agent(&self, f: &Frame) -> bool {
-        let mut a = self.agent.lock().unwrap_or_else(|e| e.into_inner());
-        a.write_all(&f.encode()).is_ok()
+        let mut o = lock(&self.outbox);
+        if o.closed {
+            return false;
+        }
+        o.queue.extend(f.encode());
+        self.outbox_cv.notify_all();
+        true
+    }
+
+    fn acked(&self, n: usize, reset: bool) {
+        let mut o = lock(&self.outbox);
+        o.in_flight = if reset {
+            0
+        } else {
+            o.in_flight.saturating_sub(n)
+        };
+        self.outbox_cv.notify_all();
+    }
+}
+
+/// Writes queued bytes to the agent's line, never more than WINDOW unacked.
+fn agent_writer(hub: Arc<Hub>, mut line: UnixStream) {
+    loop {
+        let chunk: Vec<u8> = {
+            let mut o = lock(&hub.outbox);
+            loop {
+                if o.closed {
+                    return;
+                }
+                let room = umlkit_agent::WINDOW.saturating_sub(o.in_flight);
+                if room > 0 && !o.queue.is_empty() {
+                    let n = room.min(o.queue.len());
+                    o.in_flight += n;
+                    break o.queue.drain(..n).collect();
+                }
+                o = hub
+                    .outbox_cv
+                    .wait_timeout(o, Duration::from_secs(1))
+                    .map(|r| r.0)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+        };
+        if line.write_all(&chunk).is_err() {
+            lock(&hub.outbox).closed = true;
+            return;
+        }
     }
 }
 
@@ -77,7 +129,15 @@ fn agent_reader(hub: Arc<Hub>, mut rd: UnixStream) {
                 Ok(None) => break,
                 Err(_) => continue, // skip garbage (e.g. echo before raw mode)
             };
+            if f.kind == Kind::Ack {
+                if let Ok(n) = f.code() {
+                    hub.acked(n as u32 as usize, false);
+                }
+                continue;
+            }
             if f.kind == Kind::Hello {
+                // a (re)started agent has nothing of ours in flight
+                hub.acked(0, true);
                 let restarted = hub.ready.swap(true, Ordering::SeqCst);
                 if restarted {
                     // the agent was restarted: pending execs are lost
@@ -265,6 +325,76 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
     v
 }
 
+/// Name of the environment variable that marks every host process of a guest
+/// (the kernel and whatever it forks, even helpers that leave its process
+/// group with setsid, such as the kernel's SIGWINCH helper for tty consoles).
+pub const MARKER_VAR: &str = "UMLKIT_GUEST";
+
+/// The marker value of a guest: `<supervisor pid>:<guest dir>`.
+pub fn marker(supervisor_pid: u32, dir: &Path) -> String {
+    format!("{supervisor_pid}:{}", dir.display())
+}
+
+/// Processes carrying `MARKER_VAR=marker` in their environment.
+pub fn marked_processes(marker: &str) -> Vec<u32> {
+    let needle = format!("{MARKER_VAR}={marker}");
+    let mut v = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return v;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
+            if env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}
+
+/// All live host processes of a guest: its process group plus marked processes.
+pub fn guest_processes(pgid: Option<u32>, marker: Option<&str>) -> Vec<u32> {
+    let mut v = pgid.map(group_members).unwrap_or_default();
+    if let Some(m) = marker {
+        v.extend(marked_processes(m));
+    }
+    v.sort_unstable();
+    v.dedup();
+    // zombies hold no resources and cannot be killed; ignore them
+    v.retain(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|x| x.1.trim_start().starts_with('Z'))
+            })
+            == Some(false)
+    });
+    v
+}
+
+/// SIGKILL every host process of a guest until none is left (max ~5 s).
+pub fn kill_all(pgid: Option<u32>, marker: Option<&str>) -> bool {
+    for _ in 0..250 {
+        let procs = guest_processes(pgid, marker);
+        if procs.is_empty() {
+            return true;
+        }
+        if let Some(g) = pgid {
+            let _ = sp::kill_group(g, sp::SIGKILL);
+        }
+        for p in procs {
+            let _ = sp::kill(p, sp::SIGKILL);
+        }
+        while sp::reap_any().is_some() {}
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guest_processes(pgid, marker).is_empty()
+}
+
 /// Run the supervisor for the guest in `dir` (its `config.json` must exist).
 /// Returns the kernel's exit status as a process exit code.
 pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
@@ -282,6 +412,8 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     if !foreground {
         let _ = sp::setsid();
     }
+    // orphans of the kernel come back to us, so none can escape cleanup
+    let _ = sp::set_child_subreaper();
     sp::ignore_sigpipe();
     let kernel = crate::find_kernel(cfg.kernel.as_deref())?;
     let uml_dir = paths.uml_dir();
@@ -300,8 +432,9 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     let args = kernel_args(&cfg, &layout);
     let _ = std::fs::remove_file(paths.stop_marker());
     let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io(dir, "socketpair", e))?;
+    let mark = marker(std::process::id(), &paths.dir);
     let mut cmd = Command::new(&kernel);
-    cmd.args(&args);
+    cmd.args(&args).env(MARKER_VAR, &mark);
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
     sp::pass_fd(&mut cmd, theirs.as_raw_fd(), AGENT_FD);
@@ -326,6 +459,7 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         }
     }
     let mut state = State {
+        marker: Some(mark.clone()),
         name: name.clone(),
         supervisor_pid: std::process::id(),
         pid: None,
@@ -362,9 +496,12 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     let state_path = paths.state();
     state.save(&state_path)?;
     let hub = Arc::new(Hub {
-        agent: Arc::new(Mutex::new(
-            ours.try_clone().map_err(|e| Error::io(dir, "dup", e))?,
-        )),
+        outbox: Mutex::new(Outbox {
+            queue: Default::default(),
+            in_flight: 0,
+            closed: false,
+        }),
+        outbox_cv: std::sync::Condvar::new(),
         routes: Arc::new(Mutex::new(HashMap::new())),
         next_id: Mutex::new(0),
         ready: AtomicBool::new(false),
@@ -373,6 +510,9 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         state_path: state_path.clone(),
     });
     {
+        let h = hub.clone();
+        let line = ours.try_clone().map_err(|e| Error::io(dir, "dup", e))?;
+        std::thread::spawn(move || agent_writer(h, line));
         let h = hub.clone();
         std::thread::spawn(move || agent_reader(h, ours));
         let h = hub.clone();
@@ -393,6 +533,8 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     }
     let status = child.wait().map_err(|e| Error::io(&kernel, "wait", e))?;
     hub.dead.store(true, Ordering::SeqCst);
+    lock(&hub.outbox).closed = true;
+    hub.outbox_cv.notify_all();
     use std::os::unix::process::ExitStatusExt;
     let stop_requested = paths.stop_marker().exists();
     let ending = match (status.code(), status.signal()) {
@@ -403,14 +545,8 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
             signal,
         },
     };
-    // helpers the kernel started (vde_plug, port-helper...) must not outlive it
-    for _ in 0..50 {
-        if group_members(pid).is_empty() {
-            break;
-        }
-        let _ = sp::kill_group(pid, sp::SIGKILL);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // helpers the kernel started (vde_plug, SIGWINCH helper...) must not outlive it
+    kill_all(Some(pid), Some(&mark));
     {
         let mut st = lock(&hub.state);
         st.ending = Some(ending);

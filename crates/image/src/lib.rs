@@ -62,6 +62,12 @@ fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { path, what, source }
 }
 
+/// A per-process counter for temporary names (several threads may build at once).
+fn unique() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Find `mkfs.ext4`.
 fn mkfs() -> Result<PathBuf, Error> {
     let mut cands: Vec<PathBuf> = std::env::var_os("PATH")
@@ -110,7 +116,7 @@ fn create_inner(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = out.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let tmp = out.with_file_name(format!(".{name}.tmp{}-{}", std::process::id(), unique()));
     let f = std::fs::File::create(&tmp).map_err(io(&tmp, "cannot create the image file"))?;
     f.set_len(size_bytes)
         .map_err(io(&tmp, "cannot size the image file"))?;
@@ -379,7 +385,12 @@ pub fn default_image(opts: &DefaultImageOpts) -> Result<PathBuf, Error> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let stage = parent.join(format!(".umlkit-stage-{}-{:x}", std::process::id(), h.0));
+    let stage = parent.join(format!(
+        ".umlkit-stage-{}-{}-{:x}",
+        std::process::id(),
+        unique(),
+        h.0
+    ));
     let _ = std::fs::remove_dir_all(&stage);
     let r = stage_tree(&stage, &busybox, &agent, &modules)
         .and_then(|()| create_inner(&out, size, Some(&stage), opts.out.is_none()));

@@ -317,3 +317,15 @@ pub enum RebootCmd {
     /// Make Ctrl-Alt-Del send SIGINT to PID 1 instead of rebooting.
     CadOff,
 }
+
+/// Become a "child subreaper": orphaned descendants are re-parented to us
+/// instead of init, so we can find, kill and reap them.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes plain integers.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

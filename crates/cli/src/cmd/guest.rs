@@ -71,6 +71,15 @@ pub enum Command {
         #[arg(short, long)]
         force: bool,
     },
+    /// Remove all stopped guests and stale kernel instance dirs (~/.uml/UMID whose kernel is gone)
+    Prune {
+        /// uml_dir to scan for stale instance dirs (default ~/.uml)
+        #[arg(long)]
+        uml_dir: Option<PathBuf>,
+        /// Only list what would be removed
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+    },
     /// Hot-plug disks
     Disk {
         #[command(subcommand)]
@@ -220,6 +229,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             s.cleanup(&name)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Prune { uml_dir, dry_run } => prune(uml_dir, dry_run),
         Command::Disk { cmd } => match cmd {
             DiskCmd::Add {
                 name,
@@ -334,6 +344,32 @@ fn run_guest(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn prune(uml_dir: Option<PathBuf>, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let store = store()?;
+    if dry_run {
+        for g in store.list()?.into_iter().filter(|g| !g.alive()) {
+            println!("guest {}", g.name);
+        }
+    } else {
+        for n in store.prune()? {
+            println!("removed guest {n}");
+        }
+    }
+    let dir = uml_dir.unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".uml")
+    });
+    for d in guest::stale_uml_dirs(&dir) {
+        if dry_run {
+            println!("stale {}", d.display());
+        } else {
+            std::fs::remove_dir_all(&d)
+                .with_context(|| format!("cannot remove {}", d.display()))?;
+            println!("removed stale {}", d.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn fmt_dur(s: Option<f64>) -> String {
     match s {
         None => "-".into(),
@@ -350,8 +386,8 @@ fn ps(json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<16} {:<22} {:>7} {:>7} {:>8} {:>8} {:<5} {:<5} CONSOLE",
-        "NAME", "STATE", "PID", "UPTIME", "RSS", "PSS", "DISKS", "NETS"
+        "{:<16} {:<22} {:>7} {:>7} {:>8} {:>8} {:>8} {:<5} {:<5} CONSOLE",
+        "NAME", "STATE", "PID", "UPTIME", "RSS", "PSS", "PHYSMEM", "DISKS", "NETS"
     );
     for g in list {
         let state = match (&g.ending, g.phase) {
@@ -359,13 +395,14 @@ fn ps(json: bool) -> anyhow::Result<ExitCode> {
             (None, p) => p.to_string(),
         };
         println!(
-            "{:<16} {:<22} {:>7} {:>7} {:>7}M {:>7}M {:<5} {:<5} {}",
+            "{:<16} {:<22} {:>7} {:>7} {:>7}M {:>7}M {:>7}M {:<5} {:<5} {}",
             g.name,
             state,
             g.pid.map(|p| p.to_string()).unwrap_or("-".into()),
             fmt_dur(g.uptime_s),
             g.rss_kb / 1024,
             g.pss_kb / 1024,
+            g.physmem_kb / 1024,
             g.disks.len(),
             g.interfaces.len(),
             g.console
@@ -622,6 +659,10 @@ impl Session {
     /// Send one command, print `OK ...`/`ERR ...`; returns uml_mconsole's status.
     fn send(&self, cmd: &str) -> u8 {
         let shown = self.path.display().to_string();
+        if shown.is_empty() {
+            eprintln!("Sending command to '' : Invalid argument");
+            return 1;
+        }
         let client = match mconsole::Client::new(&self.path) {
             Ok(c) => c,
             Err(mconsole::Error::NoSocket(_, e)) | Err(mconsole::Error::Socket(e)) => {
