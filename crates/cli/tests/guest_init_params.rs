@@ -38,5 +38,20 @@ fn guest_init_parameters_applied() {
     assert!(mounts.contains(" /hostlab hostfs "), "{mounts}");
     // bridge loads from the image's module tree too
     env.ok(&["exec", "gp", "--", "modprobe", "bridge"]);
+    // reboot: same kernel pid (re-exec in place), agent back, COW kept
+    let pid = env.state_json("gp")["pid"].clone();
+    env.ok(&[
+        "exec",
+        "gp",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /root/mark; sync",
+    ]);
+    env.ok(&["reboot", "gp"]);
+    assert_eq!(env.state_json("gp")["pid"], pid);
+    assert_eq!(env.state_json("gp")["boots"], 2);
+    assert_eq!(env.ok(&["exec", "gp", "--", "cat", "/root/mark"]), "kept\n");
+    assert_eq!(env.ok(&["exec", "gp", "--", "hostname"]).trim(), "router7");
     env.ok(&["halt", "gp"]);
 }

@@ -105,8 +105,11 @@ pub struct State {
     /// Process group of the kernel and its helpers.
     pub pgid: Option<u32>,
     pub started_unix_ms: u64,
-    /// When the exec agent said hello.
+    /// When the exec agent said hello (last time).
     pub ready_unix_ms: Option<u64>,
+    /// How many times the agent said hello (1 + reboots).
+    #[serde(default)]
+    pub boots: u32,
     pub ended_unix_ms: Option<u64>,
     pub ending: Option<Ending>,
     pub kernel: PathBuf,

@@ -629,9 +629,31 @@ impl Store {
         Ok(())
     }
 
-    /// Reboot through mconsole (the kernel re-executes itself in place).
-    pub fn reboot(&self, name: &str) -> Result<(), Error> {
-        self.mconsole(name, "reboot").map(|_| ())
+    /// Reboot through mconsole (the kernel re-executes itself in place) and
+    /// wait at most `timeout` until the agent is back.
+    pub fn reboot(&self, name: &str, timeout: Duration) -> Result<(), Error> {
+        let (paths, st) = self.load(name)?;
+        self.mconsole(name, "reboot")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let cur = State::load(&paths.state())?;
+            if cur.boots > st.boots {
+                return Ok(());
+            }
+            if !self.status_of(&paths, &cur).alive() {
+                return Err(Error::NotRunning(
+                    name.to_string(),
+                    "it ended during the reboot".into(),
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(
+                    name.to_string(),
+                    "the agent after the reboot".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Remove a stopped guest's state dir (COWs, logs, stale uml_dir).

@@ -150,10 +150,13 @@ fn agent_reader(hub: Arc<Hub>, mut rd: UnixStream) {
                         );
                         let _ = lock(&route.client).write_all(&e.encode());
                     }
-                } else {
-                    lock(&hub.state).ready_unix_ms = Some(now_ms());
-                    hub.save();
                 }
+                {
+                    let mut st = lock(&hub.state);
+                    st.ready_unix_ms = Some(now_ms());
+                    st.boots += 1;
+                }
+                hub.save();
                 continue;
             }
             let last = matches!(f.kind, Kind::Exit | Kind::Error);
@@ -466,6 +469,7 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         pgid: None,
         started_unix_ms: now_ms(),
         ready_unix_ms: None,
+        boots: 0,
         ended_unix_ms: None,
         ending: None,
         kernel: kernel.clone(),

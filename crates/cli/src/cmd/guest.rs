@@ -60,8 +60,13 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
-    /// Reboot a guest (mconsole reboot)
-    Reboot { name: String },
+    /// Reboot a guest (mconsole reboot) and wait until its agent is back
+    Reboot {
+        name: String,
+        /// Seconds to wait for the agent
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
     /// Kill a guest's processes at once (SIGKILL to its process group)
     Kill { name: String },
     /// Remove a stopped guest's state (COW files, logs)
@@ -213,8 +218,8 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             println!("{name}: {e}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reboot { name } => {
-            store()?.reboot(&name)?;
+        Command::Reboot { name, timeout } => {
+            store()?.reboot(&name, Duration::from_secs(timeout))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Kill { name } => {
