@@ -24,7 +24,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// vdeblast source (.c, compiled with gcc) or a built executable
-    /// [default: $UMLKIT_VDEBLAST, else /work/shared/bench/vdeblast.c]
+    /// [default: $UMLKIT_VDEBLAST, else shared/bench/vdeblast.c beside the
+    /// repository checkout]
     #[arg(long, value_name = "PATH")]
     vdeblast: Option<PathBuf>,
 }
@@ -45,7 +46,10 @@ fn which(name: &str) -> Option<PathBuf> {
 fn build_vdeblast(src: Option<PathBuf>, out_dir: &Path) -> anyhow::Result<PathBuf> {
     let src = src
         .or_else(|| std::env::var_os("UMLKIT_VDEBLAST").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/work/shared/bench/vdeblast.c"));
+        .unwrap_or_else(|| {
+            // The project's shared/ folder sits beside the repository checkout.
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/vdeblast.c")
+        });
     if !src.exists() {
         bail!(
             "vdeblast not found at {} (give --vdeblast PATH)",
