@@ -98,3 +98,27 @@ fn lab_graph_dot_and_svg_files() {
     let s = std::fs::read_to_string(svg).unwrap();
     assert!(s.starts_with("<svg") && s.contains(">pc1<"));
 }
+
+#[test]
+fn lab_start_without_the_agent_says_how_to_build_it() {
+    let t = testkit::short_tempdir("labna");
+    let d = t.path().join("lab");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("lab.conf"), "a[0]=A\n").unwrap();
+    let st = t.path().join("st");
+    let o = Command::new(testkit::umlkit_bin())
+        .args(["lab", "start", "--state-root"])
+        .arg(&st)
+        .arg(&d)
+        .env("UMLKIT_AGENT", t.path().join("no-such-agent"))
+        .output()
+        .expect("run umlkit");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cargo build --release -p umlkit-agent --target x86_64-unknown-linux-gnu")
+            && err.contains("+crt-static"),
+        "{err}"
+    );
+    assert!(!st.exists() || std::fs::read_dir(&st).unwrap().next().is_none());
+}

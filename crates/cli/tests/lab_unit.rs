@@ -403,32 +403,32 @@ fn boot_script_dialects() {
     )
     .unwrap();
     let p = lab::plan::plan(&r.lab, Path::new("/labs/l"), Path::new("/s")).unwrap();
-    let s = lab::boot::boot_script(&p, &p.machines[0]);
+    let s = lab::script::boot_script(&p, &p.machines[0]);
     let shared = s
         .find("cp -a /hostlab/shared/. /")
         .expect("netkit copies shared/");
     let own = s.find("cp -a /hostlab/'a'/. /").expect("copies M/");
     let st1 = s.find("shared.startup").unwrap();
     let st2 = s.find("'a'.startup").unwrap();
-    let ready = s.find("touch /umlkit/ready").unwrap();
-    assert!(shared < own && own < st1 && st1 < st2 && st2 < ready, "{s}");
+    let exec = s.find("sh -c 'echo hi'").unwrap();
+    assert!(shared < own && own < st1 && st1 < st2 && st2 < exec, "{s}");
     assert!(s.contains("export K='v w'"));
     assert!(s.contains("sh -c 'echo hi'"));
     let r = conf("a[0]=x\n");
     let p = lab::plan::plan(&r.lab, Path::new("/labs/l"), Path::new("/s")).unwrap();
-    let s = lab::boot::boot_script(&p, &p.machines[0]);
+    let s = lab::script::boot_script(&p, &p.machines[0]);
     assert!(
         s.contains("mount --bind /hostlab/shared /shared"),
         "Kathará mounts shared/"
     );
     assert!(!s.contains("cp -a /hostlab/shared"));
-    let sd = lab::boot::shutdown_command("a");
+    let sd = lab::script::shutdown_scripts("a");
     assert!(sd.find("'a'.shutdown").unwrap() < sd.find("shared.shutdown").unwrap());
 }
 
 #[test]
 fn shell_quoting() {
-    assert_eq!(lab::boot::shq("a'b"), "'a'\\''b'");
+    assert_eq!(lab::script::shq("a'b"), "'a'\\''b'");
 }
 
 #[test]

@@ -113,7 +113,7 @@ impl CheckFile {
             v.push(Check {
                 machine: a.machine.clone(),
                 title: format!("address {} on {}", a.address, a.interface),
-                command: format!("ip -o addr show dev {}", crate::boot::shq(&a.interface)),
+                command: format!("ip -o addr show dev {}", crate::script::shq(&a.interface)),
                 kind: Kind::Address(a.address.clone()),
             });
         }
@@ -148,7 +148,7 @@ impl CheckFile {
                     },
                     r.to
                 ),
-                command: format!("ping -c 3 -i 0.3 -W 1 -w 5 {}", crate::boot::shq(&r.to)),
+                command: format!("ping -c 3 -i 0.3 -W 1 -w 5 {}", crate::script::shq(&r.to)),
                 kind: Kind::Reach(r.expect),
             });
         }

@@ -1,7 +1,7 @@
 //! The lab backend on the guest crate: each machine is a supervised guest
 //! (`guest::Store` rooted in the lab's state folder) booting the default
 //! image (`image::default_image`) with the lab folder as hostfs at
-//! `/hostlab`; the boot steps ([`crate::boot::agent_boot_script`]) and every
+//! `/hostlab`; the boot steps ([`crate::script::boot_script`]) and every
 //! `lab exec` go through the guest's exec agent; stop runs the shutdown
 //! scripts and then `Store::halt` (Ctrl-Alt-Del: init powers off).
 
@@ -11,13 +11,17 @@ use std::time::Duration;
 
 use guest::{ConsoleMode, DiskSpec, GuestConfig, NetSpec, Store, Transport};
 
-use crate::boot;
 use crate::error::{LabError, Result};
+use crate::plan::SwitchPlan;
 use crate::plan::{MachinePlan, Plan};
-use crate::runner::{discover_switch, Backend, ExecOutput, ProcEntry};
+use crate::runner::{discover_switch, start_switch_process, ExecOutput, ProcEntry};
+use crate::script;
 
 /// Seconds a guest may take until its agent answers.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The command that builds the static exec agent the default image needs.
+pub const AGENT_BUILD: &str = "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p umlkit-agent --target x86_64-unknown-linux-gnu";
 
 /// Machines as guest-crate guests.
 pub struct GuestBackend {
@@ -32,10 +36,15 @@ fn gerr(e: impl std::fmt::Display) -> LabError {
 }
 
 impl GuestBackend {
-    /// Fails (so the caller can fall back) when the default image cannot be
-    /// built here: no static exec agent.
+    /// Fails when the default image cannot be built here (no static exec
+    /// agent: the error says how to build it) or there is no UML kernel.
     pub fn new(plan: &Plan, umlkit: Option<&Path>) -> Result<GuestBackend> {
-        image::find_agent().map_err(gerr)?;
+        image::find_agent().map_err(|e| {
+            LabError::Run(format!(
+                "labs need the static exec agent umlkit-agent ({e}); build it with \
+                 `{AGENT_BUILD}` (or point $UMLKIT_AGENT at a static umlkit-agent)"
+            ))
+        })?;
         guest::find_kernel(None).map_err(gerr)?;
         let mut store = Store::open(Some(plan.state_dir.join("g"))).map_err(gerr)?;
         if let Some(u) = umlkit {
@@ -95,12 +104,34 @@ fn to_output(o: guest::ExecOutput) -> ExecOutput {
     }
 }
 
-impl Backend for GuestBackend {
-    fn name(&self) -> &'static str {
+impl GuestBackend {
+    /// Short name for messages.
+    pub fn name(&self) -> &'static str {
         "guest"
     }
 
-    fn prepare(&self, _plan: &Plan) -> Result<()> {
+    /// Start a switch; `rec` is saved before the process starts, then filled.
+    pub fn start_switch(
+        &self,
+        plan: &Plan,
+        sw: &SwitchPlan,
+        rec: &mut dyn FnMut(ProcEntry) -> Result<()>,
+    ) -> Result<()> {
+        start_switch_process(&self.switch_cmd, plan, sw, rec)
+    }
+
+    /// True once the machine finished its boot steps.
+    pub fn is_ready(&self, m: &MachinePlan) -> bool {
+        m.dir.join("ready").exists()
+    }
+
+    /// Why the machine's boot failed (set by the asynchronous boot steps).
+    pub fn boot_failure(&self, m: &MachinePlan) -> Option<String> {
+        std::fs::read_to_string(m.dir.join("boot.error")).ok()
+    }
+
+    /// Build the default image (cached by the image crate).
+    pub fn prepare(&self, _plan: &Plan) -> Result<()> {
         if self.image.get().is_none() {
             let img = image::default_image(&image::DefaultImageOpts::default()).map_err(gerr)?;
             let _ = self.image.set(img);
@@ -108,11 +139,11 @@ impl Backend for GuestBackend {
         Ok(())
     }
 
-    fn switch_cmd(&self) -> Vec<String> {
+    pub fn switch_cmd(&self) -> Vec<String> {
         self.switch_cmd.clone()
     }
 
-    fn start_machine(
+    pub fn start_machine(
         &self,
         plan: &Plan,
         m: &MachinePlan,
@@ -137,7 +168,7 @@ impl Backend for GuestBackend {
         let store = self.store.clone();
         let name = m.name.clone();
         let dir = m.dir.clone();
-        let script = boot::agent_boot_script(plan, m);
+        let script = script::boot_script(plan, m);
         let console = self.store.paths(&m.name).console_log();
         std::thread::spawn(move || {
             let r = store
@@ -164,23 +195,23 @@ impl Backend for GuestBackend {
         Ok(())
     }
 
-    fn exec(&self, m: &MachinePlan, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
+    pub fn exec(&self, m: &MachinePlan, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
         self.store
             .exec(&m.name, &["sh", "-c", cmd], timeout)
             .map(to_output)
             .map_err(gerr)
     }
 
-    fn mconsole(&self, _plan: &Plan, m: &MachinePlan, cmd: &str) -> Result<String> {
+    pub fn mconsole(&self, _plan: &Plan, m: &MachinePlan, cmd: &str) -> Result<String> {
         self.store
             .mconsole(&m.name, cmd)
             .map(|r| r.text)
             .map_err(gerr)
     }
 
-    fn shutdown(&self, _plan: &Plan, m: &MachinePlan, timeout: Duration) {
+    pub fn shutdown(&self, _plan: &Plan, m: &MachinePlan, timeout: Duration) {
         if self.is_ready(m) {
-            let scripts = boot::shutdown_scripts(&m.name);
+            let scripts = script::shutdown_scripts(&m.name);
             let _ = self.store.exec(&m.name, &["sh", "-c", &scripts], timeout);
         }
         let _ = self
@@ -188,7 +219,7 @@ impl Backend for GuestBackend {
             .halt(&m.name, timeout.min(Duration::from_secs(10)));
     }
 
-    fn console_command(&self, _plan: &Plan, m: &MachinePlan) -> Option<Command> {
+    pub fn console_command(&self, _plan: &Plan, m: &MachinePlan) -> Option<Command> {
         let exe = self.umlkit.clone()?;
         let mut c = Command::new(exe);
         c.env("UMLKIT_STATE_DIR", self.store.root())
@@ -197,7 +228,7 @@ impl Backend for GuestBackend {
         Some(c)
     }
 
-    fn console_log(&self, m: &MachinePlan) -> PathBuf {
+    pub fn console_log(&self, m: &MachinePlan) -> PathBuf {
         self.store.paths(&m.name).console_log()
     }
 }

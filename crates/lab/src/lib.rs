@@ -3,11 +3,11 @@
 //!
 //! Layers: [`conf`] and [`model`] are pure parsers (text in, typed values
 //! out); [`load`] reads a lab folder and checks path safety; [`plan`] turns a
-//! lab into a typed [`plan::Plan`]; [`boot`] writes the guest-side scripts;
+//! lab into a typed [`plan::Plan`]; [`script`] writes the guest-side scripts;
 //! [`check`] evaluates `lab test` checks; [`graph`] draws the topology;
-//! [`runner`] starts, stops and inspects a lab through a [`runner::Backend`].
+//! [`runner`] starts, stops and inspects a lab on guest-crate guests
+//! ([`guest_backend::GuestBackend`]).
 
-pub mod boot;
 pub mod check;
 pub mod conf;
 pub mod error;
@@ -18,5 +18,6 @@ pub mod mac;
 pub mod model;
 pub mod plan;
 pub mod runner;
+pub mod script;
 
 pub use error::{LabError, Result};

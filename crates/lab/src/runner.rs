@@ -2,8 +2,8 @@
 //! parallelism, a state file written before every process start so a lab
 //! interrupted mid-start can still be stopped and cleaned completely.
 //!
-//! The machine/switch mechanics sit behind [`Backend`]; [`UmlBackend`] is the
-//! direct one (linux.uml + a VDE-compatible switch binary + the lab image).
+//! Machines are guest-crate guests ([`GuestBackend`]); switches are a
+//! VDE-compatible switch program (`umlkit switch` or `vde_switch`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::boot;
 use crate::error::{io_err, LabError, Result};
+pub use crate::guest_backend::GuestBackend;
 use crate::plan::{MachinePlan, Plan, SwitchPlan};
 
 /// Output of a command run inside a guest.
@@ -97,55 +97,6 @@ impl State {
             });
             list.len() - 1
         }
-    }
-}
-
-/// What a lab needs from the layer that runs guests and switches.
-pub trait Backend: Sync {
-    /// Short name for messages (`guest` or `uml`).
-    fn name(&self) -> &'static str;
-    /// Build whatever the machines boot from (the lab image).
-    fn prepare(&self, plan: &Plan) -> Result<()>;
-    /// Start a switch; `rec` is saved before the process starts, then filled.
-    fn start_switch(
-        &self,
-        plan: &Plan,
-        sw: &SwitchPlan,
-        rec: &mut dyn FnMut(ProcEntry) -> Result<()>,
-    ) -> Result<()> {
-        start_switch_process(&self.switch_cmd(), plan, sw, rec)
-    }
-    /// The switch program (argv prefix).
-    fn switch_cmd(&self) -> Vec<String>;
-    /// Start a machine (does not wait for it to boot).
-    fn start_machine(
-        &self,
-        plan: &Plan,
-        m: &MachinePlan,
-        rec: &mut dyn FnMut(ProcEntry) -> Result<()>,
-    ) -> Result<()>;
-    /// True once the machine finished its startup scripts.
-    fn is_ready(&self, m: &MachinePlan) -> bool {
-        m.dir.join("ready").exists()
-    }
-    /// Why the machine's boot failed (set by asynchronous boot steps).
-    fn boot_failure(&self, m: &MachinePlan) -> Option<String> {
-        std::fs::read_to_string(m.dir.join("boot.error")).ok()
-    }
-    /// Run a shell command in the guest.
-    fn exec(&self, m: &MachinePlan, cmd: &str, timeout: Duration) -> Result<ExecOutput>;
-    /// Send an mconsole command; returns the reply text.
-    fn mconsole(&self, plan: &Plan, m: &MachinePlan, cmd: &str) -> Result<String>;
-    /// Graceful stop: shutdown scripts, then power off (may return before
-    /// the machine is gone; the runner waits and kills what is left).
-    fn shutdown(&self, plan: &Plan, m: &MachinePlan, timeout: Duration);
-    /// The machine's console log on the host.
-    fn console_log(&self, m: &MachinePlan) -> PathBuf {
-        m.dir.join("console.log")
-    }
-    /// A command attaching the terminal to the machine's console, if any.
-    fn console_command(&self, _plan: &Plan, _m: &MachinePlan) -> Option<Command> {
-        None
     }
 }
 
@@ -239,275 +190,16 @@ pub fn discover_switch(umlkit: Option<&Path>) -> Result<Vec<String>> {
     ))
 }
 
-/// Pick the backend: `$UMLKIT_LAB_BACKEND` = `guest` | `uml`; by default the
-/// guest crate (supervisor, default image, exec agent), falling back to the
-/// built-in busybox launcher when the default image cannot be had (no static
-/// umlkit-agent). The second value says why the fallback was taken.
-pub fn backend_for(
-    plan: &Plan,
-    umlkit: Option<&Path>,
-) -> Result<(Box<dyn Backend>, Option<String>)> {
-    let want = std::env::var("UMLKIT_LAB_BACKEND").unwrap_or_default();
-    if want != "uml" {
-        match crate::guest_backend::GuestBackend::new(plan, umlkit) {
-            Ok(b) => return Ok((Box::new(b), None)),
-            Err(e) if want == "guest" => return Err(e),
-            Err(e) => {
-                let b = UmlBackend::discover(umlkit)?;
-                let why =
-                    format!("guest backend unavailable ({e}); using the built-in busybox launcher");
-                return Ok((Box::new(b), Some(why)));
-            }
-        }
-    }
-    Ok((Box::new(UmlBackend::discover(umlkit)?), None))
-}
-
-/// The direct backend: `linux.uml` guests on COW files over a per-lab busybox
-/// image, daemon-transport NICs on VDE-compatible switches.
-pub struct UmlBackend {
-    pub kernel: PathBuf,
-    /// Switch program: `umlkit switch` (args prefix) or `vde_switch`.
-    pub switch_cmd: Vec<String>,
-    pub busybox: PathBuf,
+/// The lab's backend: guest-crate guests on the default image. Fails with
+/// the build command when the static exec agent is missing.
+pub fn backend_for(plan: &Plan, umlkit: Option<&Path>) -> Result<GuestBackend> {
+    GuestBackend::new(plan, umlkit)
 }
 
 fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-impl UmlBackend {
-    /// Find the kernel (`$UMLKIT_KERNEL`, linux.uml, linux) and the switch:
-    /// `$UMLKIT_LAB_SWITCH` (a command line), else `umlkit switch` when this
-    /// binary has it, else `vde_switch`.
-    pub fn discover(umlkit: Option<&Path>) -> Result<UmlBackend> {
-        let kernel = std::env::var_os("UMLKIT_KERNEL")
-            .map(PathBuf::from)
-            .or_else(|| which("linux.uml"))
-            .or_else(|| which("linux"))
-            .ok_or_else(|| {
-                LabError::Run(
-                    "no UML kernel: install user-mode-linux (linux.uml) or set UMLKIT_KERNEL"
-                        .into(),
-                )
-            })?;
-        let switch_cmd = discover_switch(umlkit)?;
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .ok_or_else(|| LabError::Run("no /bin/busybox: install busybox-static".into()))?;
-        Ok(UmlBackend {
-            kernel,
-            switch_cmd,
-            busybox,
-        })
-    }
-
-    fn build_image(&self, plan: &Plan) -> Result<()> {
-        let img = plan.image();
-        if img.is_file() {
-            return Ok(());
-        }
-        let root = plan.state_dir.join("rootfs");
-        let _ = std::fs::remove_dir_all(&root);
-        for d in [
-            "bin", "sbin", "etc", "proc", "sys", "dev", "tmp", "root", "mnt", "run", "var",
-            "umlkit", "hostlab", "shared", "usr/bin", "usr/sbin",
-        ] {
-            std::fs::create_dir_all(root.join(d)).map_err(io_err("cannot create", root.join(d)))?;
-        }
-        std::fs::copy(&self.busybox, root.join("bin/busybox"))
-            .map_err(io_err("cannot copy", &self.busybox))?;
-        let out = Command::new(&self.busybox)
-            .arg("--list")
-            .output()
-            .map_err(io_err("cannot run", &self.busybox))?;
-        for applet in String::from_utf8_lossy(&out.stdout).lines() {
-            let a = applet.trim();
-            if !a.is_empty() && a != "busybox" {
-                let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
-            }
-        }
-        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
-            .map_err(io_err("cannot write", &root))?;
-        std::fs::write(root.join("etc/group"), "root:x:0:\n")
-            .map_err(io_err("cannot write", &root))?;
-        std::fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n")
-            .map_err(io_err("cannot write", &root))?;
-        let init = root.join("sbin/init");
-        let _ = std::fs::remove_file(&init);
-        std::fs::write(&init, boot::image_init()).map_err(io_err("cannot write", &init))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))
-            .map_err(io_err("cannot chmod", &init))?;
-        let tmp = img.with_extension("img.tmp");
-        let f = std::fs::File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
-        f.set_len(256 << 20).map_err(io_err("cannot size", &tmp))?;
-        drop(f);
-        let mkfs = which("mkfs.ext4").unwrap_or_else(|| PathBuf::from("/sbin/mkfs.ext4"));
-        let st = Command::new(&mkfs)
-            .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])
-            .arg(&root)
-            .arg(&tmp)
-            .stdout(Stdio::null())
-            .status()
-            .map_err(io_err("cannot run", &mkfs))?;
-        let _ = std::fs::remove_dir_all(&root);
-        if !st.success() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(LabError::Run(format!(
-                "mkfs.ext4 failed building {}",
-                img.display()
-            )));
-        }
-        std::fs::rename(&tmp, &img).map_err(io_err("cannot write", &img))
-    }
-}
-
-impl Backend for UmlBackend {
-    fn prepare(&self, plan: &Plan) -> Result<()> {
-        self.build_image(plan)
-    }
-
-    fn name(&self) -> &'static str {
-        "uml"
-    }
-
-    fn switch_cmd(&self) -> Vec<String> {
-        self.switch_cmd.clone()
-    }
-
-    fn start_machine(
-        &self,
-        plan: &Plan,
-        m: &MachinePlan,
-        rec: &mut dyn FnMut(ProcEntry) -> Result<()>,
-    ) -> Result<()> {
-        let _ = std::fs::remove_dir_all(&m.dir);
-        std::fs::create_dir_all(m.dir.join("exec")).map_err(io_err("cannot create", &m.dir))?;
-        std::fs::create_dir_all(&plan.uml_dir).map_err(io_err("cannot create", &plan.uml_dir))?;
-        let _ = std::fs::remove_dir_all(plan.uml_dir.join(&m.umid));
-        let script = m.dir.join("boot.sh");
-        std::fs::write(&script, boot::boot_script(plan, m))
-            .map_err(io_err("cannot write", &script))?;
-        let log = m.dir.join("console.log");
-        let logf = std::fs::File::create(&log).map_err(io_err("cannot create", &log))?;
-        let logf2 = logf.try_clone().map_err(io_err("cannot open", &log))?;
-        let mut cmd = Command::new(&self.kernel);
-        cmd.arg(format!("umid={}", m.umid))
-            .arg(format!("uml_dir={}", plan.uml_dir.display()))
-            .arg(format!("mem={}M", m.mem_mb))
-            .arg(format!(
-                "ubd0={},{}",
-                m.dir.join("root.cow").display(),
-                plan.image().display()
-            ))
-            .args([
-                "root=/dev/ubda",
-                "rw",
-                "con=null",
-                "con0=fd:0,fd:1",
-                "init=/sbin/init",
-                "quiet",
-            ])
-            .arg(format!("umlkit_state={}", m.dir.display()));
-        for i in &m.interfaces {
-            let sw = &plan.switches[i.switch];
-            cmd.arg(format!(
-                "eth{}=daemon,{},unix,{}",
-                i.index,
-                i.mac,
-                sw.ctl().display()
-            ));
-        }
-        cmd.args(&m.kernel_args);
-        cmd.stdin(Stdio::null()).stdout(logf).stderr(logf2);
-        use std::os::unix::process::CommandExt;
-        cmd.process_group(0);
-        let mut e = ProcEntry {
-            name: m.name.clone(),
-            ..Default::default()
-        };
-        rec(e.clone())?;
-        let child = cmd.spawn().map_err(io_err("cannot start", &self.kernel))?;
-        e.pid = Some(child.id());
-        e.pgid = Some(child.id());
-        // The child is not waited for: it outlives this command (reaped by init).
-        drop(child);
-        rec(e)
-    }
-
-    fn exec(&self, m: &MachinePlan, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let spool = m.dir.join("exec");
-        let id = format!(
-            "h{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let tmp = spool.join(format!("{id}.tmp"));
-        std::fs::write(&tmp, format!("{cmd}\n")).map_err(io_err("cannot write", &tmp))?;
-        std::fs::rename(&tmp, spool.join(format!("{id}.cmd")))
-            .map_err(io_err("cannot write", &spool))?;
-        let rc = spool.join(format!("{id}.rc"));
-        let deadline = Instant::now() + timeout;
-        let cleanup = || {
-            for ext in ["cmd", "run", "out", "err", "rc", "rct"] {
-                let _ = std::fs::remove_file(spool.join(format!("{id}.{ext}")));
-            }
-        };
-        loop {
-            if let Ok(t) = std::fs::read_to_string(&rc) {
-                if let Ok(code) = t.trim().parse::<i32>() {
-                    let out = ExecOutput {
-                        stdout: std::fs::read_to_string(spool.join(format!("{id}.out")))
-                            .unwrap_or_default(),
-                        stderr: std::fs::read_to_string(spool.join(format!("{id}.err")))
-                            .unwrap_or_default(),
-                        code,
-                    };
-                    cleanup();
-                    return Ok(out);
-                }
-            }
-            if Instant::now() > deadline {
-                cleanup();
-                return Err(LabError::Run(format!(
-                    "{}: command timed out after {:?}: {cmd}",
-                    m.name, timeout
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn mconsole(&self, plan: &Plan, m: &MachinePlan, cmd: &str) -> Result<String> {
-        let sock = plan.uml_dir.join(&m.umid).join("mconsole");
-        let r = mconsole::send(&sock, cmd, Duration::from_secs(10))
-            .map_err(|e| LabError::Run(format!("{}: mconsole {cmd}: {e}", m.name)))?;
-        if !r.ok() {
-            return Err(LabError::Run(format!(
-                "{}: mconsole {cmd}: {}",
-                m.name, r.text
-            )));
-        }
-        Ok(r.text)
-    }
-
-    fn shutdown(&self, plan: &Plan, m: &MachinePlan, _timeout: Duration) {
-        if self.is_ready(m) {
-            let spool = m.dir.join("exec");
-            let _ = std::fs::write(spool.join("shutdown.tmp"), boot::shutdown_command(&m.name))
-                .and_then(|_| {
-                    std::fs::rename(spool.join("shutdown.tmp"), spool.join("shutdown.cmd"))
-                });
-        } else {
-            let _ = self.mconsole(plan, m, "halt");
-        }
-    }
 }
 
 /// True while `pid` runs (a zombie, e.g. an unreaped child of a long-lived
@@ -554,7 +246,7 @@ impl<F: FnMut(&str)> Progress for F {
 /// Start switches, then machines in waves, at most `parallel` booting at a
 /// time. Machines already running are left alone.
 pub fn start(
-    backend: &dyn Backend,
+    backend: &GuestBackend,
     plan: &Plan,
     waves: &[Vec<String>],
     parallel: usize,
@@ -609,19 +301,48 @@ pub fn start(
         queue.reverse();
         let mut booting: Vec<(&MachinePlan, Instant)> = Vec::new();
         while !queue.is_empty() || !booting.is_empty() {
-            while booting.len() < parallel.max(1) {
+            // Fill the free slots; the machines of one batch are set up and
+            // launched concurrently (COW, supervisor, kernel start).
+            let mut batch: Vec<(&MachinePlan, usize)> = Vec::new();
+            while booting.len() + batch.len() < parallel.max(1) {
                 let Some(m) = queue.pop() else { break };
                 if machine_alive(&state, &m.name) {
                     done += 1;
                     progress.event(&format!("[{done}/{total}] {} already running", m.name));
                     continue;
                 }
-                let i = State::entry(&mut state.machines, &m.name);
-                backend.start_machine(plan, m, &mut |e| {
-                    state.machines[i] = e;
-                    state.save(plan)
-                })?;
-                booting.push((m, Instant::now()));
+                batch.push((m, State::entry(&mut state.machines, &m.name)));
+            }
+            if !batch.is_empty() {
+                let shared = std::sync::Mutex::new(&mut state);
+                let results: Vec<Result<()>> = std::thread::scope(|sc| {
+                    let handles: Vec<_> = batch
+                        .iter()
+                        .map(|&(m, i)| {
+                            let shared = &shared;
+                            sc.spawn(move || {
+                                backend.start_machine(plan, m, &mut |e| {
+                                    let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
+                                    st.machines[i] = e;
+                                    st.save(plan)
+                                })
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(LabError::Run("a machine start panicked".into()))
+                            })
+                        })
+                        .collect()
+                });
+                for r in results {
+                    r?;
+                }
+                let now = Instant::now();
+                booting.extend(batch.iter().map(|&(m, _)| (m, now)));
             }
             std::thread::sleep(Duration::from_millis(25));
             let mut still = Vec::new();
@@ -725,7 +446,7 @@ fn kill_entry(e: &ProcEntry) {
 /// anything still alive after `timeout` is killed. Switches go when no
 /// machine is left.
 pub fn stop(
-    backend: &dyn Backend,
+    backend: &GuestBackend,
     plan: &Plan,
     only: &[String],
     timeout: Duration,
@@ -925,7 +646,7 @@ pub struct IfaceStatus {
 }
 
 /// Machine states and (for running machines) live addresses.
-pub fn status(backend: &dyn Backend, plan: &Plan) -> Result<Vec<MachineStatus>> {
+pub fn status(backend: &GuestBackend, plan: &Plan) -> Result<Vec<MachineStatus>> {
     let state = State::load(plan)?;
     let mut v = Vec::new();
     for m in &plan.machines {
@@ -990,7 +711,7 @@ pub fn status(backend: &dyn Backend, plan: &Plan) -> Result<Vec<MachineStatus>> 
 
 /// Plug a running machine into `domain` (a new interface, hot-added through
 /// mconsole; a switch is started for a new domain). Returns the interface name.
-pub fn connect(backend: &dyn Backend, plan: &Plan, machine: &str, domain: &str) -> Result<String> {
+pub fn connect(backend: &GuestBackend, plan: &Plan, machine: &str, domain: &str) -> Result<String> {
     let m = plan
         .machine(machine)
         .ok_or_else(|| LabError::Run(format!("no machine {machine} in lab {}", plan.name)))?;
@@ -1066,7 +787,7 @@ pub fn connect(backend: &dyn Backend, plan: &Plan, machine: &str, domain: &str) 
 /// Unplug `machine` from `domain`: the interface is taken down in the guest,
 /// then removed through mconsole.
 pub fn disconnect(
-    backend: &dyn Backend,
+    backend: &GuestBackend,
     plan: &Plan,
     machine: &str,
     domain: &str,

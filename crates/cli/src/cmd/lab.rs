@@ -8,9 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use lab::model::Dialect;
 use lab::plan::Plan;
-use lab::runner::{self, Backend, UmlBackend};
-
-type DynBackend = Box<dyn Backend>;
+use lab::runner::{self, GuestBackend};
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -207,7 +205,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             opts,
         } => {
             let (plan, _) = load_plan(&dir, &opts, true)?;
-            let backend = backend(&plan, true)?;
+            let backend = backend(&plan)?;
             let waves = lab::plan::select(&plan, &machines)?;
             let p = parallel.unwrap_or_else(|| default_parallel(&plan));
             let t0 = Instant::now();
@@ -219,7 +217,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 waves.len()
             );
             runner::start(
-                backend.as_ref(),
+                &backend,
                 &plan,
                 &waves,
                 p,
@@ -242,7 +240,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
             runner::stop(
-                backend(&plan, false)?.as_ref(),
+                &backend(&plan)?,
                 &plan,
                 &machines,
                 Duration::from_secs(timeout),
@@ -266,9 +264,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             opts,
         } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
-            let b = backend(&plan, false)?;
+            let b = backend(&plan)?;
             runner::stop(
-                b.as_ref(),
+                &b,
                 &plan,
                 &machines,
                 Duration::from_secs(30),
@@ -277,7 +275,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let waves = lab::plan::select(&plan, &machines)?;
             let p = parallel.unwrap_or_else(|| default_parallel(&plan));
             runner::start(
-                b.as_ref(),
+                &b,
                 &plan,
                 &waves,
                 p,
@@ -293,7 +291,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         LabCmd::Status { dir, json, opts } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
-            let st = runner::status(backend(&plan, false)?.as_ref(), &plan)?;
+            let st = runner::status(&backend(&plan)?, &plan)?;
             if json {
                 let v = serde_json::json!({
                     "lab": plan.name, "dir": plan.lab_dir, "dialect": plan.dialect.to_string(),
@@ -351,11 +349,11 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 cmd[0].clone()
             } else {
                 cmd.iter()
-                    .map(|a| lab::boot::shq(a))
+                    .map(|a| lab::script::shq(a))
                     .collect::<Vec<_>>()
                     .join(" ")
             };
-            let out = backend(&plan, false)?.exec(m, &line, Duration::from_secs(timeout))?;
+            let out = backend(&plan)?.exec(m, &line, Duration::from_secs(timeout))?;
             print!("{}", out.stdout);
             eprint!("{}", out.stderr);
             Ok(ExitCode::from(out.code.clamp(0, 255) as u8))
@@ -363,7 +361,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         LabCmd::Console { dir, machine, opts } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
             let m = running_machine(&plan, &machine)?;
-            let b = backend(&plan, false)?;
+            let b = backend(&plan)?;
             if let Some(mut c) = b.console_command(&plan, m) {
                 let st = c.status().context("cannot run the console")?;
                 return Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8));
@@ -397,7 +395,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             opts,
         } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
-            let name = runner::connect(backend(&plan, false)?.as_ref(), &plan, &machine, &domain)?;
+            let name = runner::connect(&backend(&plan)?, &plan, &machine, &domain)?;
             println!("{machine}: {name} plugged into {domain}");
             Ok(ExitCode::SUCCESS)
         }
@@ -408,8 +406,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             opts,
         } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
-            let name =
-                runner::disconnect(backend(&plan, false)?.as_ref(), &plan, &machine, &domain)?;
+            let name = runner::disconnect(&backend(&plan)?, &plan, &machine, &domain)?;
             println!("{machine}: {name} unplugged from {domain}");
             Ok(ExitCode::SUCCESS)
         }
@@ -556,14 +553,10 @@ fn load_plan(
     Ok((plan, loaded))
 }
 
-/// The backend for this lab; a fallback note goes to stderr when `verbose`.
-fn backend(plan: &Plan, verbose: bool) -> anyhow::Result<DynBackend> {
+/// The backend for this lab (guest-crate guests).
+fn backend(plan: &Plan) -> anyhow::Result<GuestBackend> {
     let exe = std::env::current_exe().ok();
-    let (b, note) = runner::backend_for(plan, exe.as_deref())?;
-    if let (true, Some(n)) = (verbose, note) {
-        eprintln!("note: {n}");
-    }
-    Ok(b)
+    Ok(runner::backend_for(plan, exe.as_deref())?)
 }
 
 fn running_machine<'a>(plan: &'a Plan, name: &str) -> anyhow::Result<&'a lab::plan::MachinePlan> {
@@ -605,7 +598,7 @@ fn default_parallel(plan: &Plan) -> usize {
 
 fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Result<ExitCode> {
     let (plan, _) = load_plan(dir, opts, false)?;
-    let b = backend(&plan, false)?;
+    let b = backend(&plan)?;
     let state = runner::State::load(&plan)?;
     let mut failed = 0usize;
     let mut passed = 0usize;
@@ -673,7 +666,7 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
                     "user",
                     format!(
                         "sh /hostlab/_test/{}.test",
-                        lab::boot::shq(&m.name).trim_matches('\'')
+                        lab::script::shq(&m.name).trim_matches('\'')
                     ),
                 ));
             }
@@ -770,8 +763,8 @@ fn bench(
             state_root: Some(root.clone()),
         };
         let (plan, _) = load_plan(&dir, &lopts, false)?;
-        let b = backend(&plan, true)?;
-        let b = b.as_ref();
+        let b = backend(&plan)?;
+        let b = &b;
         let p = parallel.unwrap_or_else(|| default_parallel(&plan));
         let mut times = Vec::new();
         let mut rss = 0;
@@ -790,23 +783,27 @@ fn bench(
                 runner::clean(&plan)?;
                 return Err(e.into());
             }
-            // Reachable: the first machine pings every other one.
+            // Reachable: the first machine pings every other one (all pings
+            // at once, in one exec round trip).
             let first = &plan.machines[0];
+            let mut script = String::new();
             for m in &plan.machines[1..] {
-                let addr = format!(
-                    "10.1.{}.{}",
-                    (m.name[1..].parse::<usize>()?) / 250,
-                    m.name[1..].parse::<usize>()? % 250 + 1
+                let i = m.name[1..].parse::<usize>()?;
+                let addr = format!("10.1.{}.{}", i / 250, i % 250 + 1);
+                script.push_str(&format!(
+                    "(ping -c 1 -W 2 {addr} >/dev/null 2>&1 || echo unreachable {addr}) &\n"
+                ));
+            }
+            script.push_str("wait\n");
+            let o = b.exec(first, &script, Duration::from_secs(60))?;
+            if o.code != 0 || o.stdout.contains("unreachable") {
+                runner::clean(&plan)?;
+                bail!(
+                    "{} cannot reach every machine: {}{}",
+                    first.name,
+                    o.stdout.trim(),
+                    o.stderr.trim()
                 );
-                let o = b.exec(
-                    first,
-                    &format!("ping -c 1 -W 2 {addr}"),
-                    Duration::from_secs(30),
-                )?;
-                if o.code != 0 {
-                    runner::clean(&plan)?;
-                    bail!("{} cannot reach {}", first.name, m.name);
-                }
             }
             times.push(t0.elapsed().as_secs_f64());
             rss = pss_kb_matching(&plan.state_dir.to_string_lossy());
@@ -831,10 +828,9 @@ fn bench(
     std::fs::create_dir_all(&kl)?;
     std::fs::write(kl.join("lab.conf"), "a[0]=d0\n")?;
     let (kplan, _) = load_plan(&kl, &lopts, false)?;
-    let exe = std::env::current_exe().ok();
-    let b = UmlBackend::discover(exe.as_deref())?;
-    std::fs::create_dir_all(&kplan.state_dir)?;
-    b.prepare(&kplan)?;
+    // The same kernel and default image the lab machines boot.
+    let kernel = guest::find_kernel(None)?;
+    let kimage = image::default_image(&image::DefaultImageOpts::default())?;
     let mut ktimes = Vec::new();
     for _ in 0..runs {
         let t0 = Instant::now();
@@ -842,22 +838,18 @@ fn bench(
         for i in 0..10 {
             let cow = kdir.join(format!("k{i}.cow"));
             let _ = std::fs::remove_file(&cow);
-            let mut c = std::process::Command::new(&b.kernel);
+            let mut c = std::process::Command::new(&kernel);
             c.arg(format!("umid=kb{i}"))
                 .arg(format!("uml_dir={}", kdir.display()))
                 .arg("mem=64M")
-                .arg(format!(
-                    "ubd0={},{}",
-                    cow.display(),
-                    kplan.image().display()
-                ))
+                .arg(format!("ubd0={},{}", cow.display(), kimage.display()))
                 .args([
                     "root=/dev/ubda",
                     "rw",
                     "con=null",
                     "con0=fd:0,fd:1",
                     "quiet",
-                    "init=/bin/poweroff",
+                    "init=/sbin/poweroff",
                     "-f",
                 ])
                 .stdin(std::process::Stdio::null())
