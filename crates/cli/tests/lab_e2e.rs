@@ -555,3 +555,24 @@ fn lab_two_labs_same_names_never_collide() {
         .iter()
         .all(|m| m["state"] == "running"));
 }
+
+/// Regression: public Kathará labs configure addresses with `ip address add`
+/// only and rely on the interfaces being up already; they were left down.
+#[test]
+fn lab_interfaces_are_up_before_startup_scripts() {
+    let lab = TestLab::new(
+        "labup",
+        &[
+            ("lab.conf", "pc1[0]=\"A\"\npc2[0]=\"A\"\n"),
+            ("pc1.startup", "ip address add 195.11.14.5/24 dev eth0\n"),
+            ("pc2.startup", "ip address add 195.11.14.6/24 dev eth0\n"),
+        ],
+    );
+    lab.ok("start", &[]);
+    let out = lab.exec_ok("pc1", "ip link show eth0");
+    assert!(out.contains(",UP"), "{out}");
+    lab.exec_ok("pc1", "ping -c 2 -W 2 195.11.14.6");
+    lab.exec_ok("pc2", "ping -c 2 -W 2 195.11.14.5");
+    lab.ok("stop", &[]);
+    assert!(lab.leftovers().is_empty(), "stop left processes");
+}

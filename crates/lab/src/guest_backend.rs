@@ -90,6 +90,10 @@ impl GuestBackend {
                     ctl.display()
                 ));
             }
+            // Lab interfaces are up before any startup script runs, as in
+            // Kathará's containers: public labs only `ip address add`.
+            cfg.extra_args
+                .push(format!("umlkit.ip.eth{}=up", itf.index));
         }
         cfg.extra_args.extend(m.kernel_args.iter().cloned());
         cfg
