@@ -314,7 +314,7 @@ const RCS: &str = include_str!("files/rcS");
 const RCK: &str = include_str!("files/rcK");
 const INITTAB: &str = include_str!("files/inittab");
 /// Bumped whenever the layout of the default image changes.
-const LAYOUT_VERSION: &str = "umlkit-default-image-1";
+const LAYOUT_VERSION: &str = "umlkit-default-image-2";
 
 /// Walk `dir` recursively, feeding relative paths, sizes and mtimes to `h`.
 fn hash_tree(h: &mut Fnv, dir: &Path) -> Result<(), Error> {
@@ -441,10 +441,19 @@ fn stage_tree(root: &Path, busybox: &Path, agent: &Path, modules: &Path) -> Resu
         "mnt",
         "hostlab",
         "var/log",
+        "var/lib",
+        "var/tmp",
+        "etc/network/if-up.d",
+        "etc/network/if-pre-up.d",
+        "etc/network/if-down.d",
+        "etc/network/if-post-down.d",
         "lib/modules",
     ] {
         std::fs::create_dir_all(root.join(d)).map_err(io(&root.join(d), "cannot create"))?;
     }
+    // Scripts (busybox ifup among them) expect /var/run; it is /run, a tmpfs.
+    let var_run = root.join("var/run");
+    std::os::unix::fs::symlink("../run", &var_run).map_err(io(&var_run, "cannot create link"))?;
     let _ = std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777));
     let bb = root.join("bin/busybox");
     std::fs::copy(busybox, &bb).map_err(io(busybox, "cannot copy busybox"))?;
