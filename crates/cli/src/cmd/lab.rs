@@ -37,7 +37,7 @@ pub enum LabCmd {
         /// Lab folder
         #[arg(default_value = ".")]
         dir: PathBuf,
-        /// Machines booting at the same time (default: 4 x cores, at least 8, bounded by memory)
+        /// Machines booting at the same time (default: 8 x cores, at least 16, bounded by memory)
         #[arg(short = 'p', long)]
         parallel: Option<usize>,
         /// Seconds a machine may take to boot
@@ -590,8 +590,11 @@ fn default_parallel(plan: &Plan) -> usize {
         .max()
         .unwrap_or(64)
         + 32;
-    (cores * 4)
-        .max(8)
+    // Booting all machines of a lab at once beats batches (measured: 10
+    // machines 4.8 s at -p 10 vs 6.6 s at -p 8; 40 machines 18.4 s at -p 16
+    // or 40 vs 21 s at -p 8, on 2 cores): boots wait on I/O and the switch.
+    (cores * 8)
+        .max(16)
         .min((avail_mb / per).max(1) as usize)
         .max(1)
 }
