@@ -313,8 +313,9 @@ impl Fnv {
 const RCS: &str = include_str!("files/rcS");
 const RCK: &str = include_str!("files/rcK");
 const INITTAB: &str = include_str!("files/inittab");
+const FSTAB: &str = include_str!("files/fstab");
 /// Bumped whenever the layout of the default image changes.
-const LAYOUT_VERSION: &str = "umlkit-default-image-2";
+const LAYOUT_VERSION: &str = "umlkit-default-image-3";
 
 /// Walk `dir` recursively, feeding relative paths, sizes and mtimes to `h`.
 fn hash_tree(h: &mut Fnv, dir: &Path) -> Result<(), Error> {
@@ -355,7 +356,7 @@ pub fn default_image(opts: &DefaultImageOpts) -> Result<PathBuf, Error> {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/uml/modules"));
     let size = opts.size_bytes.unwrap_or(512 << 20);
     let mut h = Fnv::new();
-    for s in [LAYOUT_VERSION, RCS, RCK, INITTAB] {
+    for s in [LAYOUT_VERSION, RCS, RCK, INITTAB, FSTAB] {
         h.add(s.as_bytes());
     }
     h.add(&size.to_le_bytes());
@@ -483,6 +484,7 @@ fn stage_tree(root: &Path, busybox: &Path, agent: &Path, modules: &Path) -> Resu
     write_file(&etc.join("init.d/rcS"), RCS, 0o755)?;
     write_file(&etc.join("init.d/rcK"), RCK, 0o755)?;
     write_file(&etc.join("inittab"), INITTAB, 0o644)?;
+    write_file(&etc.join("fstab"), FSTAB, 0o644)?;
     write_file(&etc.join("passwd"), "root::0:0:root:/root:/bin/sh\n", 0o644)?;
     write_file(&etc.join("group"), "root:x:0:\ntty:x:5:\n", 0o644)?;
     write_file(&etc.join("hosts"), "127.0.0.1\tlocalhost\n", 0o644)?;
