@@ -65,6 +65,9 @@ pub fn svg(plan: &Plan) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size:.0}\" height=\"{size:.0}\" viewBox=\"0 0 {size:.0} {size:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n<title>{}</title>\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
         esc(&plan.name)
     );
+    // Interface labels go on top of everything, with a white halo, so that
+    // neither the machine boxes nor the lines hide them.
+    let mut labels = String::new();
     for (mi, m) in plan.machines.iter().enumerate() {
         let (x1, y1) = pos(mi, nm, r_out);
         for i in &m.interfaces {
@@ -72,13 +75,13 @@ pub fn svg(plan: &Plan) -> String {
             s.push_str(&format!(
                 "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"#555\"/>\n"
             ));
-            let (lx, ly) = (x1 + (x2 - x1) * 0.3, y1 + (y2 - y1) * 0.3);
+            let (lx, ly) = (x1 + (x2 - x1) * 0.45, y1 + (y2 - y1) * 0.45);
             let label = match i.addresses.first() {
                 Some(a) => format!("{} {a}", i.name),
                 None => i.name.clone(),
             };
-            s.push_str(&format!(
-                "<text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"#333\" font-size=\"10\">{}</text>\n",
+            labels.push_str(&format!(
+                "<text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"#333\" font-size=\"10\" text-anchor=\"middle\" stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>\n",
                 esc(&label)
             ));
         }
@@ -102,6 +105,7 @@ pub fn svg(plan: &Plan) -> String {
             esc(&m.name)
         ));
     }
+    s.push_str(&labels);
     s.push_str("</svg>\n");
     s
 }
