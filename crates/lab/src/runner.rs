@@ -495,17 +495,24 @@ pub fn stop(
     state
         .machines
         .retain(|e| !targets.iter().any(|t| t.name == e.name));
-    if state.machines.is_empty() {
-        for e in &state.switches {
-            kill_entry(e);
-        }
-        wait_entries_gone(&state.switches, Duration::from_secs(5));
-        sweep(plan, None);
-        state.switches.clear();
-        state.extra_switches.clear();
-        state.extra_ifaces.clear();
-    }
+    stop_switches_if_idle(plan, &mut state);
     state.save(plan)
+}
+
+/// Once no machine of the lab is left, its switches go too, with whatever
+/// run-time wiring (`connect`) was recorded.
+fn stop_switches_if_idle(plan: &Plan, state: &mut State) {
+    if !state.machines.is_empty() {
+        return;
+    }
+    for e in &state.switches {
+        kill_entry(e);
+    }
+    wait_entries_gone(&state.switches, Duration::from_secs(5));
+    sweep(plan, None);
+    state.switches.clear();
+    state.extra_switches.clear();
+    state.extra_ifaces.clear();
 }
 
 /// Kill every process whose command line places it in this lab: a UML of
@@ -580,16 +587,7 @@ pub fn crash(plan: &Plan, only: &[String]) -> Result<()> {
     state
         .machines
         .retain(|e| !(only.is_empty() || only.contains(&e.name)));
-    if state.machines.is_empty() {
-        for e in &state.switches {
-            kill_entry(e);
-        }
-        wait_entries_gone(&state.switches, Duration::from_secs(5));
-        sweep(plan, None);
-        state.switches.clear();
-        state.extra_switches.clear();
-        state.extra_ifaces.clear();
-    }
+    stop_switches_if_idle(plan, &mut state);
     state.save(plan)
 }
 
