@@ -308,13 +308,7 @@ fn bind(path: &Path) -> Result<UnixListener, Error> {
 /// Processes whose process group is `pgid` (from /proc).
 pub fn group_members(pgid: u32) -> Vec<u32> {
     let mut v = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return v;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
+    for pid in umlkit_sys::process::all_pids() {
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             // fields after the ")" : state ppid pgrp ...
             if let Some(rest) = stat.rsplit_once(')').map(|x| x.1) {
@@ -342,13 +336,7 @@ pub fn marker(supervisor_pid: u32, dir: &Path) -> String {
 pub fn marked_processes(marker: &str) -> Vec<u32> {
     let needle = format!("{MARKER_VAR}={marker}");
     let mut v = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return v;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
+    for pid in umlkit_sys::process::all_pids() {
         if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
             if env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
                 v.push(pid);

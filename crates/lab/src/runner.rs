@@ -527,14 +527,11 @@ pub fn sweep(plan: &Plan, machine: Option<&MachinePlan>) {
     let me = std::process::id();
     for _ in 0..50 {
         let mut found = Vec::new();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
+        for pid in umlkit_sys::process::all_pids() {
             if pid == me {
                 continue;
             }
-            let raw = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<String> = raw
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())

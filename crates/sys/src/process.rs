@@ -329,3 +329,13 @@ pub fn set_child_subreaper() -> io::Result<()> {
         Ok(())
     }
 }
+
+/// The pids of every process visible in `/proc` (empty if it cannot be read).
+pub fn all_pids() -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .collect()
+}

@@ -713,18 +713,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// whose cmdline names `needle`.
 fn pss_kb_matching(needle: &str) -> u64 {
     let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let p = e.path();
-            let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
-            if cmd.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                if let Ok(st) = std::fs::read_to_string(p.join("smaps_rollup")) {
-                    total += st
-                        .lines()
-                        .find(|l| l.starts_with("Pss:"))
-                        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                        .unwrap_or(0);
-                }
+    for pid in umlkit_sys::process::all_pids() {
+        let p = std::path::PathBuf::from(format!("/proc/{pid}"));
+        let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+        if cmd.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            if let Ok(st) = std::fs::read_to_string(p.join("smaps_rollup")) {
+                total += st
+                    .lines()
+                    .find(|l| l.starts_with("Pss:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
