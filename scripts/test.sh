@@ -9,3 +9,5 @@ cargo build --workspace --all-targets
 # the exec agent copied into the default guest image must be static
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p umlkit-agent --target x86_64-unknown-linux-gnu
 cargo test --workspace --no-fail-fast
+# hostile inputs replayed end to end (guest, lab folder, other users, full disks)
+bash scripts/reliability.sh
