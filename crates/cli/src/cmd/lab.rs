@@ -709,24 +709,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Host memory (PSS, kB: shared guest RAM counted once) of all processes
-/// whose cmdline names `needle`.
+/// Host memory (PSS, kB: shared guest RAM counted once, each address space
+/// once) of all processes whose cmdline names `needle`.
 fn pss_kb_matching(needle: &str) -> u64 {
-    let mut total = 0;
-    for pid in umlkit_sys::process::all_pids() {
-        let p = std::path::PathBuf::from(format!("/proc/{pid}"));
-        let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
-        if cmd.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-            if let Ok(st) = std::fs::read_to_string(p.join("smaps_rollup")) {
-                total += st
-                    .lines()
-                    .find(|l| l.starts_with("Pss:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    total
+    let pids: Vec<u32> = umlkit_sys::process::all_pids()
+        .into_iter()
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmd.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .collect();
+    guest::host_memory(&pids).pss_kb
 }
 
 fn bench(
