@@ -52,7 +52,7 @@ fn de_mem<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<
     let v = u64::deserialize(d)?;
     if v == 0 || v > u64::from(MAX_MEM_MB) {
         return Err(serde::de::Error::custom(format!(
-            "mem = {v} MiB out of range (1 ..= {MAX_MEM_MB} MiB, i.e. 1 TiB)"
+            "mem must be 1 ..= {MAX_MEM_MB} MiB (1 TiB), not {v}"
         )));
     }
     Ok(Some(v as u32))
@@ -255,7 +255,7 @@ impl LabFile {
             }
             if let Some(mem) = m.mem.filter(|&v| v == 0 || v > MAX_MEM_MB) {
                 return Err(bad(format!(
-                    "machine {name}: mem = {mem} MiB out of range (1 ..= {MAX_MEM_MB} MiB)"
+                    "machine {name}: mem must be 1 ..= {MAX_MEM_MB} MiB (1 TiB), not {mem}"
                 )));
             }
             if let Some((i, itf)) = m
