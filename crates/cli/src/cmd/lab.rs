@@ -785,6 +785,16 @@ fn pss_kb_matching(needle: &str) -> u64 {
     guest::host_memory(&pids).pss_kb
 }
 
+/// Shmem + AnonPages of /proc/meminfo (KiB): guest RAM (the kernels'
+/// /dev/shm files) and private memory of every process on the host.
+fn meminfo_used_kb() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("Shmem:") || l.starts_with("AnonPages:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
 fn bench(
     sizes: &[usize],
     runs: usize,
@@ -825,6 +835,7 @@ fn bench(
         let p = parallel.unwrap_or_else(|| default_parallel(&plan));
         let mut times = Vec::new();
         let mut rss = 0;
+        let mut freed = 0;
         for _ in 0..runs {
             runner::clean(&plan)?;
             let t0 = Instant::now();
@@ -864,13 +875,17 @@ fn bench(
             }
             times.push(t0.elapsed().as_secs_f64());
             rss = pss_kb_matching(&plan.state_dir.to_string_lossy());
+            // Second method: what the host gets back when the lab goes.
+            let before = meminfo_used_kb();
             runner::clean(&plan)?;
+            freed = before.saturating_sub(meminfo_used_kb());
         }
         let med = median(times.clone());
         report.push(format!(
-            "lab of {n} machines (-p {p}): start -> all reachable median {med:.2} s over {runs} runs {:?}; host memory (PSS) {:.1} MiB/machine",
+            "lab of {n} machines (-p {p}): start -> all reachable median {med:.2} s over {runs} runs {:?}; host memory (PSS) {:.1} MiB/machine (lab clean freed {:.1} MiB/machine of Shmem+AnonPages)",
             times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>(),
-            rss as f64 / 1024.0 / n as f64
+            rss as f64 / 1024.0 / n as f64,
+            freed as f64 / 1024.0 / n as f64
         ));
         eprintln!("{}", report.last().expect("pushed"));
     }
