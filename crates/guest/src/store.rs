@@ -20,8 +20,12 @@ pub struct GuestInfo {
     pub name: String,
     pub dir: PathBuf,
     pub pid: u32,
+    /// Start time of `pid` (clock ticks since boot), as the supervisor recorded it.
+    pub pid_start: Option<u64>,
     pub pgid: u32,
     pub supervisor_pid: u32,
+    /// Start time of the supervisor.
+    pub supervisor_start: Option<u64>,
     pub mconsole: PathBuf,
     pub exec_sock: PathBuf,
     pub console_sock: PathBuf,
@@ -375,8 +379,10 @@ impl Store {
                         name: cfg.name.clone(),
                         dir: paths.dir.clone(),
                         pid,
+                        pid_start: st.pid_start,
                         pgid,
                         supervisor_pid: st.supervisor_pid,
+                        supervisor_start: st.supervisor_start,
                         mconsole: paths.mconsole(),
                         exec_sock: paths.exec_sock(),
                         console_sock: paths.console_sock(),

@@ -165,10 +165,10 @@ impl GuestBackend {
         rec(e.clone())?;
         let info = self.store.start(&cfg).map_err(gerr)?;
         e.pid = Some(info.pid);
-        e.start = umlkit_sys::process::start_time(info.pid);
+        e.start = info.pid_start;
         e.pgid = Some(info.pgid);
         e.extra_pids = vec![info.supervisor_pid];
-        e.extra_starts = vec![umlkit_sys::process::start_time(info.supervisor_pid)];
+        e.extra_starts = vec![info.supervisor_start];
         rec(e)?;
         // Boot steps run asynchronously; the runner polls `ready`/`boot.error`.
         let store = self.store.clone();
