@@ -108,7 +108,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("umlkit: {}", cmd::shown(&cmd::error_chain(&err)));
+            eprintln!("umlkit: {}", cmd::shown_lines(&cmd::error_chain(&err)));
             ExitCode::from(cmd::exit_code_for(&err))
         }
     }

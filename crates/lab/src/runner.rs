@@ -1083,6 +1083,15 @@ pub fn connect(backend: &GuestBackend, plan: &Plan, machine: &str, domain: &str)
         domain: domain.to_string(),
         mac,
     });
+    // the switch this interface is plugged into, to tell when it dies
+    let sw = state
+        .switches
+        .iter()
+        .find(|e| e.name == domain)
+        .and_then(ProcEntry::proc_ref);
+    if let (Some(sw), Some(e)) = (sw, state.machines.iter_mut().find(|e| e.name == machine)) {
+        e.links.insert(domain.to_string(), sw);
+    }
     state.save(plan)?;
     Ok(name)
 }
@@ -1120,6 +1129,9 @@ pub fn disconnect(
     state
         .extra_ifaces
         .retain(|x| !(x.machine == machine && x.name == name));
+    if let Some(e) = state.machines.iter_mut().find(|e| e.name == machine) {
+        e.links.remove(domain);
+    }
     state.save(plan)?;
     Ok(name)
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::cmd::shown;
+use crate::cmd::{shown, shown_lines};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use lab::model::Dialect;
@@ -223,7 +223,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &waves,
                 p,
                 Duration::from_secs(timeout),
-                &mut |s: &str| eprintln!("  {s}"),
+                &mut |s: &str| eprintln!("  {}", shown(s)),
             )
             .context("lab start failed (`umlkit lab clean` removes what was started)")?;
             eprintln!(
@@ -245,7 +245,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &plan,
                 &machines,
                 Duration::from_secs(timeout),
-                &mut |s: &str| eprintln!("  {s}"),
+                &mut |s: &str| eprintln!("  {}", shown(s)),
             )?;
             Ok(ExitCode::SUCCESS)
         }
@@ -271,7 +271,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &plan,
                 &machines,
                 Duration::from_secs(30),
-                &mut |s: &str| eprintln!("  {s}"),
+                &mut |s: &str| eprintln!("  {}", shown(s)),
             )?;
             let waves = lab::plan::select(&plan, &machines)?;
             let p = parallel.unwrap_or_else(|| default_parallel(&plan));
@@ -281,7 +281,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &waves,
                 p,
                 Duration::from_secs(120),
-                &mut |s: &str| eprintln!("  {s}"),
+                &mut |s: &str| eprintln!("  {}", shown(s)),
             )?;
             Ok(ExitCode::SUCCESS)
         }
@@ -687,7 +687,7 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
             by_machine.entry(c.machine.as_str()).or_default().push(c);
         }
         for (mname, cs) in by_machine {
-            outln!("{mname}:");
+            outln!("{}:", shown(mname));
             let m = plan.machine(mname);
             for c in cs {
                 let verdict = match m {
@@ -703,11 +703,11 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
                 match verdict {
                     Ok(()) => {
                         passed += 1;
-                        outln!("  PASS {}", c.title);
+                        outln!("  PASS {}", shown(&c.title));
                     }
                     Err(why) => {
                         failed += 1;
-                        outln!("  FAIL {}: {why}", c.title);
+                        outln!("  FAIL {}: {}", shown(&c.title), shown_lines(&why));
                     }
                 }
             }
@@ -752,7 +752,7 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
                         }
                         Err(why) => {
                             failed += 1;
-                            outln!("{}: FAIL _test {kind}: {why}", m.name);
+                            outln!("{}: FAIL _test {kind}: {}", m.name, shown_lines(&why));
                         }
                     }
                 }

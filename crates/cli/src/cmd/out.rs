@@ -27,12 +27,27 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) {
 /// `\x1b`, `\r`, `\u{9b}`, so a name from a lab file or a state folder
 /// cannot drive the terminal. Other text, UTF-8 included, is unchanged.
 pub fn shown(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    escape(s, false)
+}
+
+/// Like [`shown`] for multi-line text (e.g. what a guest printed): line
+/// breaks (`\n`, `\r\n`) and tabs stay, every other control character is
+/// escaped.
+pub fn shown_lines(s: &str) -> Cow<'_, str> {
+    escape(s, true)
+}
+
+fn escape(s: &str, keep_lines: bool) -> Cow<'_, str> {
+    let keep = |c: char| keep_lines && (c == '\n' || c == '\t');
+    if !s.chars().any(|c| c.is_control() && !keep(c)) {
         return Cow::Borrowed(s);
     }
     let mut o = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
         match c {
+            c if keep(c) => o.push(c),
+            '\r' if keep_lines && it.peek() == Some(&'\n') => o.push(c),
             '\n' => o.push_str("\\n"),
             '\r' => o.push_str("\\r"),
             '\t' => o.push_str("\\t"),
@@ -56,5 +71,7 @@ mod tests {
         assert_eq!(shown("a\x1b[31mred"), "a\\x1b[31mred");
         assert_eq!(shown("x\ny\r\0\x7f"), "x\\ny\\r\\x00\\x7f");
         assert_eq!(shown("c1\u{9b}2J é"), "c1\\u{9b}2J é");
+        assert_eq!(super::shown_lines("a\n\tb\x1b"), "a\n\tb\\x1b");
+        assert_eq!(super::shown_lines("a\r\nb\rc"), "a\r\nb\\rc");
     }
 }
