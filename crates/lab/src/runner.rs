@@ -1140,3 +1140,52 @@ pub fn disconnect(
 pub fn emit(out: &mut dyn Write, text: &str) {
     let _ = out.write_all(text.as_bytes());
 }
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    fn entry(name: &str, pid: u32, start: Option<u64>) -> ProcEntry {
+        ProcEntry {
+            name: name.into(),
+            pid: Some(pid),
+            start,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn entries_are_alive_only_with_their_own_start_time() {
+        let me = ProcRef::me();
+        assert!(entry("x", me.pid, me.start).alive());
+        // an old state file without start times: the pid alone
+        assert!(entry("x", me.pid, None).alive());
+        // the pid was reused by someone else (another start time)
+        assert!(!entry("x", me.pid, me.start.map(|s| s + 1)).alive());
+    }
+
+    #[test]
+    fn a_machine_loses_its_link_when_its_switch_is_replaced_or_dead() {
+        let me = ProcRef::me();
+        let other = ProcRef {
+            pid: me.pid,
+            start: me.start.map(|s| s + 1),
+        };
+        let mut m = entry("pc1", me.pid, me.start);
+        m.links.insert("A".into(), me);
+        let mut state = State {
+            switches: vec![entry("A", me.pid, me.start)],
+            machines: vec![m.clone()],
+            ..Default::default()
+        };
+        assert!(lost_links(&state).is_empty());
+        // the switch entry now names another process (restarted switch)
+        state.switches[0].start = other.start;
+        assert_eq!(lost_links(&state), vec![("pc1".into(), vec!["A".into()])]);
+        // the switch recorded at boot is gone
+        m.links.insert("A".into(), other);
+        state.machines = vec![m];
+        state.switches[0].start = other.start;
+        assert_eq!(lost_links(&state), vec![("pc1".into(), vec!["A".into()])]);
+    }
+}
