@@ -5,6 +5,25 @@
 //! invoked as `uml_mkcow`, `uml_moo`, `uml_switch` or `uml_mconsole` it
 //! behaves as that C tool does.
 
+/// `outln!` for command output: when stdout is a closed pipe
+/// (`umlkit ps | head -1`) the program ends quietly, as C tools do on
+/// SIGPIPE, instead of panicking with a backtrace. See [`cmd::out`].
+macro_rules! outln {
+    () => {
+        $crate::cmd::out::write_stdout(format_args!("\n"))
+    };
+    ($($t:tt)*) => {
+        $crate::cmd::out::write_stdout(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
+/// `print!` with the closed-pipe handling of [`outln!`].
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cmd::out::write_stdout(format_args!($($t)*))
+    };
+}
+
 mod cmd;
 
 use std::ffi::OsString;
@@ -89,7 +108,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("umlkit: {}", cmd::error_chain(&err));
+            eprintln!("umlkit: {}", cmd::shown_lines(&cmd::error_chain(&err)));
             ExitCode::from(cmd::exit_code_for(&err))
         }
     }
@@ -113,7 +132,7 @@ fn install_links(dir: &std::path::Path, force: bool) -> anyhow::Result<ExitCode>
         }
         std::os::unix::fs::symlink(&exe, &link)
             .with_context(|| format!("cannot create link {}", link.display()))?;
-        println!("{} -> {}", link.display(), exe.display());
+        outln!("{} -> {}", link.display(), exe.display());
     }
     Ok(ExitCode::SUCCESS)
 }

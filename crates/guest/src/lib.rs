@@ -49,7 +49,7 @@ pub use config::{
 };
 pub use exec::{Event, ExecOutput, ExecRequest, ExecSession, StdinHandle};
 pub use state::{Ending, GuestPaths, State};
-pub use store::{stale_uml_dirs, GuestInfo, GuestStatus, Phase, Store};
+pub use store::{host_memory, stale_uml_dirs, GuestInfo, GuestStatus, HostMemory, Phase, Store};
 
 use std::path::{Path, PathBuf};
 

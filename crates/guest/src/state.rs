@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use umlkit_sys::process::ProcessId;
 
 use crate::config::GuestConfig;
 use crate::Error;
@@ -100,8 +101,15 @@ impl std::fmt::Display for Ending {
 pub struct State {
     pub name: String,
     pub supervisor_pid: u32,
+    /// Start time of the supervisor (clock ticks since boot, `/proc/PID/stat`
+    /// field 22): with the pid it names the process even once the pid is reused.
+    #[serde(default)]
+    pub supervisor_start: Option<u64>,
     /// Main pid of the kernel.
     pub pid: Option<u32>,
+    /// Start time of the kernel's main process (see `supervisor_start`).
+    #[serde(default)]
+    pub pid_start: Option<u64>,
     /// Process group of the kernel and its helpers.
     pub pgid: Option<u32>,
     pub started_unix_ms: u64,
@@ -130,6 +138,30 @@ pub fn now_ms() -> u64 {
 }
 
 impl State {
+    /// The supervisor, named by pid and start time.
+    pub fn supervisor_id(&self) -> ProcessId {
+        ProcessId {
+            pid: self.supervisor_pid,
+            start: self.supervisor_start,
+        }
+    }
+
+    /// The kernel's main process, named by pid and start time.
+    pub fn kernel_id(&self) -> Option<ProcessId> {
+        self.pid.map(|pid| ProcessId {
+            pid,
+            start: self.pid_start,
+        })
+    }
+
+    /// The kernel's process group, when it may still be addressed: only while
+    /// the kernel itself (its leader) is alive, so a group id the system
+    /// reused after the guest died is never signalled.
+    pub fn live_pgid(&self) -> Option<u32> {
+        self.pgid
+            .filter(|_| self.kernel_id().is_some_and(|k| k.alive()))
+    }
+
     pub fn load(path: &Path) -> Result<State, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read", e))?;
         serde_json::from_str(&text).map_err(|e| Error::BadState(path.to_path_buf(), e.to_string()))

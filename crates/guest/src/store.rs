@@ -20,8 +20,12 @@ pub struct GuestInfo {
     pub name: String,
     pub dir: PathBuf,
     pub pid: u32,
+    /// Start time of `pid` (clock ticks since boot), as the supervisor recorded it.
+    pub pid_start: Option<u64>,
     pub pgid: u32,
     pub supervisor_pid: u32,
+    /// Start time of the supervisor.
+    pub supervisor_start: Option<u64>,
     pub mconsole: PathBuf,
     pub exec_sock: PathBuf,
     pub console_sock: PathBuf,
@@ -61,9 +65,9 @@ pub struct GuestStatus {
     pub uptime_s: Option<f64>,
     /// Boot time: start to agent hello.
     pub boot_s: Option<f64>,
-    /// Sum of VmRSS of the kernel's processes (KiB).
+    /// VmRSS of the kernel's processes (KiB), each address space once.
     pub rss_kb: u64,
-    /// Sum of Pss of the kernel's processes (KiB).
+    /// Pss of the kernel's processes (KiB), each address space once.
     pub pss_kb: u64,
     pub processes: Vec<u32>,
     /// Host memory backing the guest's RAM: allocated size of the kernel's
@@ -83,9 +87,16 @@ impl GuestStatus {
     }
 }
 
+/// Files a UML kernel keeps in its instance dir `<uml_dir>/<umid>/`.
+const UML_INSTANCE_FILES: &[&str] = &["pid", "mconsole"];
+
 /// Instance dirs `<uml_dir>/<umid>/` left behind by kernels that died without
 /// cleaning up (a panic, SIGKILL): their `pid` file names no live process,
 /// or there is no pid file and the mconsole socket refuses connections.
+/// Only directories that hold nothing but what UML puts there (`pid`,
+/// `mconsole`) are candidates; symlinks are never followed, and a pid file
+/// naming any live process keeps the dir (it may be a kernel, or not ours
+/// to judge).
 pub fn stale_uml_dirs(uml_dir: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
     let Ok(rd) = std::fs::read_dir(uml_dir) else {
@@ -93,17 +104,41 @@ pub fn stale_uml_dirs(uml_dir: &Path) -> Vec<PathBuf> {
     };
     for e in rd.flatten() {
         let d = e.path();
-        if !d.is_dir() {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        let pid = std::fs::read_to_string(d.join("pid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
+        let Ok(inner) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let names: Vec<String> = inner
+            .flatten()
+            .map(|f| f.file_name().to_string_lossy().into_owned())
+            .collect();
+        if names.is_empty()
+            || names
+                .iter()
+                .any(|n| !UML_INSTANCE_FILES.contains(&n.as_str()))
+        {
+            continue;
+        }
+        let pid_file = d.join("pid");
+        let pid = match pid_file.symlink_metadata() {
+            Ok(m) if m.is_file() => match std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            {
+                Some(p) => Some(p),
+                None => continue, // not a pid UML wrote
+            },
+            Ok(_) => continue,
+            Err(_) => None,
+        };
         let stale = match pid {
             Some(p) => !sp::process_exists(p),
             None => {
                 let sock = d.join("mconsole");
-                sock.exists()
+                sock.symlink_metadata()
+                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
                     && std::os::unix::net::UnixDatagram::unbound()
                         .and_then(|s| s.connect(&sock))
                         .is_err()
@@ -153,6 +188,32 @@ fn physmem_kb(pid: u32) -> u64 {
         }
     }
     best
+}
+
+/// Host memory of a set of processes, each address space counted once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostMemory {
+    /// Sum of VmRSS (KiB) over the distinct address spaces.
+    pub rss_kb: u64,
+    /// Sum of Pss (KiB) over the distinct address spaces.
+    pub pss_kb: u64,
+}
+
+/// RSS and PSS of `pids`, counting every address space once. UML's kernel
+/// process and its helpers (`clone(CLONE_VM)`: separate pids, one address
+/// space) each report the whole shared memory in `smaps_rollup`; summing
+/// them counted an idle guest about three times over.
+pub fn host_memory(pids: &[u32]) -> HostMemory {
+    let mut m = HostMemory::default();
+    for p in sp::distinct_address_spaces(pids) {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/status")) {
+            m.rss_kb += kb_field(&s, "VmRSS:");
+        }
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")) {
+            m.pss_kb += kb_field(&s, "Pss:");
+        }
+    }
+    m
 }
 
 fn kb_field(text: &str, key: &str) -> u64 {
@@ -318,8 +379,10 @@ impl Store {
                         name: cfg.name.clone(),
                         dir: paths.dir.clone(),
                         pid,
+                        pid_start: st.pid_start,
                         pgid,
                         supervisor_pid: st.supervisor_pid,
+                        supervisor_start: st.supervisor_start,
                         mconsole: paths.mconsole(),
                         exec_sock: paths.exec_sock(),
                         console_sock: paths.console_sock(),
@@ -384,8 +447,9 @@ impl Store {
     }
 
     fn status_of(&self, paths: &GuestPaths, st: &State) -> GuestStatus {
-        let sup_alive = sp::process_exists(st.supervisor_pid);
-        let kern_alive = st.pid.is_some_and(sp::process_exists);
+        // pid and start time: a dead guest's reused pid is not the guest
+        let sup_alive = st.supervisor_id().alive();
+        let kern_alive = st.kernel_id().is_some_and(|k| k.alive());
         let phase = match &st.ending {
             Some(Ending::Halted) => Phase::Halted,
             Some(Ending::Killed) => Phase::Killed,
@@ -401,19 +465,14 @@ impl Store {
         };
         let alive = matches!(phase, Phase::Booting | Phase::Running);
         let processes = if alive {
-            guest_processes(st.pgid, st.marker.as_deref())
+            guest_processes(st.live_pgid(), st.marker.as_deref())
         } else {
             vec![]
         };
-        let (mut rss, mut pss) = (0, 0);
-        for p in &processes {
-            if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/status")) {
-                rss += kb_field(&s, "VmRSS:");
-            }
-            if let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")) {
-                pss += kb_field(&s, "Pss:");
-            }
-        }
+        let HostMemory {
+            rss_kb: rss,
+            pss_kb: pss,
+        } = host_memory(&processes);
         let physmem_kb = match (alive, st.pid) {
             (true, Some(pid)) => physmem_kb(pid),
             _ => 0,
@@ -546,7 +605,7 @@ impl Store {
         loop {
             if let Ok(s) = self.status(name) {
                 let st = State::load(&self.paths(name).state()).ok();
-                let left = st.map(|st| guest_processes(st.pgid, st.marker.as_deref()));
+                let left = st.map(|st| guest_processes(st.live_pgid(), st.marker.as_deref()));
                 if !s.alive() && left.is_none_or_empty() {
                     return true;
                 }
@@ -583,7 +642,7 @@ impl Store {
             }
             if !done {
                 let _ = std::fs::write(paths.stop_marker(), b"");
-                if let Some(g) = st.pgid {
+                if let Some(g) = st.live_pgid() {
                     let _ = sp::kill_group(g, sp::SIGTERM);
                 }
                 if !self.wait_ended(name, timeout) {
@@ -600,17 +659,18 @@ impl Store {
 
     fn force_kill(&self, paths: &GuestPaths, st: &State) {
         let _ = std::fs::write(paths.stop_marker(), b"");
-        if let Some(g) = st.pgid {
+        // The group only while its leader (the kernel) is the one we started;
+        // the marker finds the rest without trusting any number.
+        let pgid = st.live_pgid();
+        if let Some(g) = pgid {
             let _ = sp::kill_group(g, sp::SIGKILL);
         }
         if self.wait_ended(&st.name, Duration::from_secs(3)) {
             return;
         }
         // the supervisor is gone or stuck: finish its job
-        if sp::process_exists(st.supervisor_pid) {
-            let _ = sp::kill(st.supervisor_pid, sp::SIGKILL);
-        }
-        kill_all(st.pgid, st.marker.as_deref());
+        let _ = st.supervisor_id().signal(sp::SIGKILL);
+        kill_all(pgid, st.marker.as_deref());
         if let Ok(mut cur) = State::load(&paths.state()) {
             if cur.ending.is_none() {
                 cur.ending = Some(Ending::Killed);
@@ -668,8 +728,9 @@ impl Store {
         if self.status_of(&paths, &st).alive() {
             return Err(Error::StillRunning(name.to_string()));
         }
-        // a dead guest (supervisor lost) may have left helpers behind
-        kill_all(st.pgid, st.marker.as_deref());
+        // a dead guest (supervisor lost) may have left helpers behind: found
+        // by marker (its group id may belong to someone else by now)
+        kill_all(st.live_pgid(), st.marker.as_deref());
         self.remove_dir(&paths)
     }
 

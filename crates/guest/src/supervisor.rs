@@ -453,7 +453,9 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         marker: Some(mark.clone()),
         name: name.clone(),
         supervisor_pid: std::process::id(),
+        supervisor_start: sp::start_time(std::process::id()),
         pid: None,
+        pid_start: None,
         pgid: None,
         started_unix_ms: now_ms(),
         ready_unix_ms: None,
@@ -484,6 +486,7 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     drop(theirs);
     let pid = child.id();
     state.pid = Some(pid);
+    state.pid_start = sp::start_time(pid);
     state.pgid = Some(pid);
     let state_path = paths.state();
     state.save(&state_path)?;

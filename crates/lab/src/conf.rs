@@ -183,8 +183,8 @@ pub fn parse_mem_mb(v: &str) -> std::result::Result<u32, String> {
         .trim()
         .parse()
         .map_err(|_| format!("memory {v:?} is not a size (e.g. 128, 128m, 1g)"))?;
-    let mb = n * mul_kb / 1024;
-    if mb == 0 || mb > 1 << 20 {
+    let mb = n.saturating_mul(mul_kb) / 1024;
+    if mb == 0 || mb > u64::from(crate::model::MAX_MEM_MB) {
         return Err(format!("memory {v:?} out of range (1 MiB .. 1 TiB)"));
     }
     Ok(mb as u32)
@@ -308,8 +308,14 @@ pub fn parse_lab_conf(text: &str, file: &Path, force: Option<Dialect>) -> Result
                     message,
                 };
                 if let Ok(n) = key.parse::<u32>() {
-                    if n > 63 {
-                        return Err(syn(line, format!("interface number {n} too large (0..63)")));
+                    if n > crate::model::MAX_IFACE_INDEX {
+                        return Err(syn(
+                            line,
+                            format!(
+                                "interface number {n} too large (0..{})",
+                                crate::model::MAX_IFACE_INDEX
+                            ),
+                        ));
                     }
                     let (domain, mac) = split_domain_mac(&value);
                     if domain.is_empty() {

@@ -3,41 +3,70 @@
 
 use crate::plan::Plan;
 
+/// XML text: markup characters as entities; control characters (invalid in
+/// XML 1.0) written out as visible `\xNN` text.
 fn esc(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                format!("\\x{:02x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
 
-/// Graphviz DOT.
+/// `s` as the inside of a DOT quoted string: quotes and backslashes escaped,
+/// control characters written out as visible `\xNN` text, so a name from the lab
+/// file can neither end the string (and inject DOT) nor carry a raw escape.
+fn dot_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if c.is_control() => o.push_str(&format!("\\\\x{:02x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// Graphviz DOT. Every name is quoted and escaped ([`dot_str`]).
 pub fn dot(plan: &Plan) -> String {
     let mut s = format!(
         "graph \"{}\" {{\n  layout=neato; overlap=false;\n",
-        plan.name.replace('"', "'")
+        dot_str(&plan.name)
     );
     for m in &plan.machines {
         s.push_str(&format!(
             "  \"m:{0}\" [label=\"{0}\", shape=box];\n",
-            m.name
+            dot_str(&m.name)
         ));
     }
     for sw in &plan.switches {
         let kind = if sw.hub { "hub" } else { "switch" };
         s.push_str(&format!(
             "  \"d:{0}\" [label=\"{0}\\n({kind})\", shape=ellipse];\n",
-            sw.domain
+            dot_str(&sw.domain)
         ));
     }
     for m in &plan.machines {
         for i in &m.interfaces {
-            let mut label = i.name.clone();
+            let mut label = dot_str(&i.name);
             if let Some(a) = i.addresses.first() {
-                label.push_str(&format!("\\n{a}"));
+                label.push_str(&format!("\\n{}", dot_str(a)));
             }
             s.push_str(&format!(
                 "  \"m:{}\" -- \"d:{}\" [label=\"{label}\"];\n",
-                m.name, i.domain
+                dot_str(&m.name),
+                dot_str(&i.domain)
             ));
         }
     }
@@ -108,4 +137,17 @@ pub fn svg(plan: &Plan) -> String {
     s.push_str(&labels);
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dot_str;
+
+    #[test]
+    fn dot_strings_cannot_end_early() {
+        assert_eq!(dot_str("A"), "A");
+        assert_eq!(dot_str("a\"];x[label=\"y"), "a\\\"];x[label=\\\"y");
+        assert_eq!(dot_str("back\\"), "back\\\\");
+        assert_eq!(dot_str("e\x1b[2J"), "e\\\\x1b[2J");
+    }
 }

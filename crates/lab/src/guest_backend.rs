@@ -165,8 +165,10 @@ impl GuestBackend {
         rec(e.clone())?;
         let info = self.store.start(&cfg).map_err(gerr)?;
         e.pid = Some(info.pid);
+        e.start = info.pid_start;
         e.pgid = Some(info.pgid);
         e.extra_pids = vec![info.supervisor_pid];
+        e.extra_starts = vec![info.supervisor_start];
         rec(e)?;
         // Boot steps run asynchronously; the runner polls `ready`/`boot.error`.
         let store = self.store.clone();

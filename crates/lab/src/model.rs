@@ -40,6 +40,35 @@ impl std::str::FromStr for Dialect {
     }
 }
 
+/// Highest interface number N of ethN a lab may use (lab.conf and lab.toml).
+pub const MAX_IFACE_INDEX: u32 = 63;
+
+/// Largest guest memory a lab may ask for, in MiB (1 TiB).
+pub const MAX_MEM_MB: u32 = 1 << 20;
+
+/// `mem` of lab.toml: 1 MiB ..= [`MAX_MEM_MB`]. Checked while decoding, so
+/// the error carries the file's line and column.
+fn de_mem<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v == 0 || v > u64::from(MAX_MEM_MB) {
+        return Err(serde::de::Error::custom(format!(
+            "mem must be 1 ..= {MAX_MEM_MB} MiB (1 TiB), not {v}"
+        )));
+    }
+    Ok(Some(v as u32))
+}
+
+/// `index` of lab.toml: 0 ..= [`MAX_IFACE_INDEX`], checked while decoding.
+fn de_index<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v > u64::from(MAX_IFACE_INDEX) {
+        return Err(serde::de::Error::custom(format!(
+            "interface index {v} too large (0 ..= {MAX_IFACE_INDEX})"
+        )));
+    }
+    Ok(Some(v as u32))
+}
+
 /// A whole lab (the root of lab.toml).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -81,7 +110,11 @@ pub struct LabMeta {
 #[serde(deny_unknown_fields)]
 pub struct Machine {
     /// Guest memory in MiB (default 64, Kathará/Netkit `M[mem]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_mem"
+    )]
     pub mem: Option<u32>,
     /// Image name; only "default" (the umlkit busybox image) exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,7 +153,11 @@ pub struct Interface {
     pub domain: String,
     /// Interface number N of ethN; default: its position in the list
     /// (Netkit labs may skip numbers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_index"
+    )]
     pub index: Option<u32>,
     /// Fixed MAC (`aa:bb:cc:dd:ee:ff`); default: derived from the umid and
     /// interface name.
@@ -216,8 +253,21 @@ impl LabFile {
                     )));
                 }
             }
-            if m.mem == Some(0) {
-                return Err(bad(format!("machine {name}: mem must be > 0 MiB")));
+            if let Some(mem) = m.mem.filter(|&v| v == 0 || v > MAX_MEM_MB) {
+                return Err(bad(format!(
+                    "machine {name}: mem must be 1 ..= {MAX_MEM_MB} MiB (1 TiB), not {mem}"
+                )));
+            }
+            if let Some((i, itf)) = m
+                .interfaces
+                .iter()
+                .enumerate()
+                .find(|(_, itf)| itf.index.is_some_and(|n| n > MAX_IFACE_INDEX))
+            {
+                return Err(bad(format!(
+                    "machine {name} interface {i}: index {} too large (0 ..= {MAX_IFACE_INDEX})",
+                    itf.index.unwrap_or_default()
+                )));
             }
         }
         Ok(())

@@ -25,12 +25,57 @@ pub struct ExecOutput {
     pub code: i32,
 }
 
+/// A process named by pid and start time (`/proc/PID/stat` field 22), so a
+/// pid the system reused for something else is never taken for it.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProcRef {
+    pub pid: u32,
+    /// `None` only in state files written before start times were kept.
+    #[serde(default)]
+    pub start: Option<u64>,
+}
+
+impl ProcRef {
+    /// The running process `pid`, with its start time.
+    pub fn of(pid: u32) -> ProcRef {
+        ProcRef {
+            pid,
+            start: umlkit_sys::process::start_time(pid),
+        }
+    }
+
+    /// This process.
+    pub fn me() -> ProcRef {
+        ProcRef::of(std::process::id())
+    }
+
+    fn id(&self) -> umlkit_sys::process::ProcessId {
+        umlkit_sys::process::ProcessId {
+            pid: self.pid,
+            start: self.start,
+        }
+    }
+
+    /// True while this very process runs (not a zombie, pid not reused).
+    pub fn alive(&self) -> bool {
+        self.id().alive()
+    }
+
+    /// SIGKILL this process only (never a process that reused its pid).
+    pub fn kill(&self) {
+        let _ = self.id().signal(umlkit_sys::process::SIGKILL);
+    }
+}
+
 /// A process the lab started: enough to find and kill it later.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProcEntry {
     pub name: String,
     /// Set before the process is started; pid filled right after.
     pub pid: Option<u32>,
+    /// Start time of `pid` (see [`ProcRef`]).
+    #[serde(default)]
+    pub start: Option<u64>,
     /// Process group to kill (machines run in their own group).
     pub pgid: Option<u32>,
     /// For daemonizing switches: where the pid will appear.
@@ -39,6 +84,41 @@ pub struct ProcEntry {
     /// Other processes to kill with it (e.g. the guest's supervisor).
     #[serde(default)]
     pub extra_pids: Vec<u32>,
+    /// Start times of `extra_pids`, same order (empty in old state files).
+    #[serde(default)]
+    pub extra_starts: Vec<Option<u64>>,
+    /// Machines: the `lab start` process that runs the boot steps. When it
+    /// is gone and the machine never became ready, the steps will never
+    /// finish (that start was killed): a rerun restarts the machine.
+    #[serde(default)]
+    pub steps_runner: Option<ProcRef>,
+    /// Machines: per collision domain, the switch (pid and start time) the
+    /// machine was plugged into at boot. UML's daemon transport does not
+    /// reconnect: once that switch is gone the link is lost for good.
+    #[serde(default)]
+    pub links: BTreeMap<String, ProcRef>,
+}
+
+impl ProcEntry {
+    /// The main process, by pid and start time.
+    pub fn proc_ref(&self) -> Option<ProcRef> {
+        self.pid.map(|pid| ProcRef {
+            pid,
+            start: self.start,
+        })
+    }
+
+    /// True while the main process this entry recorded runs.
+    pub fn alive(&self) -> bool {
+        self.proc_ref().is_some_and(|p| p.alive())
+    }
+
+    fn extras(&self) -> impl Iterator<Item = ProcRef> + '_ {
+        self.extra_pids.iter().enumerate().map(|(i, &pid)| ProcRef {
+            pid,
+            start: self.extra_starts.get(i).copied().flatten(),
+        })
+    }
 }
 
 /// Interfaces added at run time with `lab connect`.
@@ -152,6 +232,7 @@ pub fn start_switch_process(
         if let Some(pid) = read_pid(&sw.pidfile) {
             if sw.ctl().exists() {
                 e.pid = Some(pid);
+                e.start = umlkit_sys::process::start_time(pid);
                 return rec(e);
             }
         }
@@ -222,14 +303,107 @@ fn read_pid(p: &Path) -> Option<u32> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }
 
-/// Machine liveness from the state file.
+/// Machine liveness from the state file (pid and start time).
 pub fn machine_alive(state: &State, name: &str) -> bool {
     state
         .machines
         .iter()
         .find(|e| e.name == name)
-        .and_then(|e| e.pid)
-        .is_some_and(pid_alive)
+        .is_some_and(ProcEntry::alive)
+}
+
+/// Where a machine stands, from the state file and its boot-step markers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MachineState {
+    /// Not started (or stopped).
+    Stopped,
+    /// Started, but its kernel is gone.
+    Dead,
+    /// Running; the boot steps are still being run.
+    Booting,
+    /// Running, boot steps done.
+    Running,
+    /// Running, but its boot steps failed.
+    Failed,
+    /// Running, but the `lab start` that ran its boot steps was killed
+    /// before they finished: they never will.
+    Interrupted,
+}
+
+impl std::fmt::Display for MachineState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MachineState::Stopped => "stopped",
+            MachineState::Dead => "dead",
+            MachineState::Booting => "booting",
+            MachineState::Running => "running",
+            MachineState::Failed => "failed",
+            MachineState::Interrupted => "interrupted",
+        })
+    }
+}
+
+/// The state of machine `m`.
+pub fn machine_state(backend: &GuestBackend, state: &State, m: &MachinePlan) -> MachineState {
+    let Some(e) = state.machines.iter().find(|e| e.name == m.name) else {
+        return MachineState::Stopped;
+    };
+    if e.pid.is_none() {
+        // recorded before its process started: a start is under way or died
+        return if e.steps_runner.is_some_and(|r| r.alive()) {
+            MachineState::Booting
+        } else {
+            MachineState::Stopped
+        };
+    }
+    if !e.alive() {
+        return MachineState::Dead;
+    }
+    if backend.is_ready(m) {
+        MachineState::Running
+    } else if backend.boot_failure(m).is_some() {
+        MachineState::Failed
+    } else if e.steps_runner.is_none_or(|r| r.alive()) {
+        MachineState::Booting
+    } else {
+        MachineState::Interrupted
+    }
+}
+
+/// A switch of the lab, as `status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwitchStatus {
+    pub domain: String,
+    /// `running`, `dead` (started, process gone) or `stopped`.
+    pub state: String,
+    pub pid: Option<u32>,
+}
+
+/// Running machines whose link to a domain is lost: the switch they were
+/// plugged into at boot is dead or was replaced by another one. Returns
+/// (machine, domains).
+pub fn lost_links(state: &State) -> Vec<(String, Vec<String>)> {
+    let mut v = Vec::new();
+    for e in state.machines.iter().filter(|e| e.alive()) {
+        let lost: Vec<String> = e
+            .links
+            .iter()
+            .filter(|(domain, was)| {
+                let now = state
+                    .switches
+                    .iter()
+                    .find(|s| &s.name == *domain)
+                    .and_then(ProcEntry::proc_ref);
+                !(now == Some(**was) && was.alive())
+            })
+            .map(|(d, _)| d.clone())
+            .collect();
+        if !lost.is_empty() {
+            v.push((e.name.clone(), lost));
+        }
+    }
+    v
 }
 
 /// Progress events of `start`.
@@ -279,9 +453,18 @@ pub fn start(
     for &si in &needed_sw {
         let sw = &plan.switches[si];
         let i = State::entry(&mut state.switches, &sw.domain);
-        if state.switches[i].pid.is_some_and(pid_alive) {
+        if state.switches[i].alive() {
             continue;
         }
+        if state.switches[i].pid.is_some() {
+            progress.event(&format!("switch {} was dead; starting it again", sw.domain));
+        }
+        // a switch whose start was interrupted before its pid was recorded
+        kill_entry(&state.switches[i]);
+        wait_entries_gone(
+            std::slice::from_ref(&state.switches[i]),
+            Duration::from_secs(5),
+        );
         backend.start_switch(plan, sw, &mut |e| {
             state.switches[i] = e;
             state.save(plan)
@@ -306,10 +489,49 @@ pub fn start(
             let mut batch: Vec<(&MachinePlan, usize)> = Vec::new();
             while booting.len() + batch.len() < parallel.max(1) {
                 let Some(m) = queue.pop() else { break };
-                if machine_alive(&state, &m.name) {
-                    done += 1;
-                    progress.event(&format!("[{done}/{total}] {} already running", m.name));
-                    continue;
+                match machine_state(backend, &state, m) {
+                    MachineState::Running => {
+                        done += 1;
+                        progress.event(&format!("[{done}/{total}] {} already running", m.name));
+                        continue;
+                    }
+                    MachineState::Booting if state.machines.iter().any(|e| e.name == m.name) => {
+                        let by = state
+                            .machines
+                            .iter()
+                            .find(|e| e.name == m.name)
+                            .and_then(|e| e.steps_runner)
+                            .map(|r| r.pid.to_string())
+                            .unwrap_or_else(|| "?".into());
+                        return Err(LabError::Run(format!(
+                            "{} is being started by another `lab start` (pid {by})",
+                            m.name
+                        )));
+                    }
+                    s @ (MachineState::Interrupted | MachineState::Failed) => {
+                        progress.event(&format!(
+                            "{}: {}; restarting it",
+                            m.name,
+                            if s == MachineState::Failed {
+                                "its boot steps failed"
+                            } else {
+                                "the start that ran its boot steps was killed before they finished"
+                            }
+                        ));
+                        if let Some(e) = state.machines.iter().find(|e| e.name == m.name) {
+                            kill_entry(e);
+                            wait_entries_gone(std::slice::from_ref(e), Duration::from_secs(5));
+                        }
+                        sweep(plan, Some(m));
+                    }
+                    MachineState::Stopped | MachineState::Dead => {
+                        // leftovers of a start interrupted before the pid
+                        // was recorded, or of a kernel that died
+                        if state.machines.iter().any(|e| e.name == m.name) {
+                            sweep(plan, Some(m));
+                        }
+                    }
+                    MachineState::Booting => {}
                 }
                 batch.push((m, State::entry(&mut state.machines, &m.name)));
             }
@@ -321,8 +543,22 @@ pub fn start(
                         .map(|&(m, i)| {
                             let shared = &shared;
                             sc.spawn(move || {
-                                backend.start_machine(plan, m, &mut |e| {
+                                backend.start_machine(plan, m, &mut |mut e| {
                                     let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
+                                    e.steps_runner = Some(ProcRef::me());
+                                    e.links = m
+                                        .interfaces
+                                        .iter()
+                                        .filter_map(|itf| {
+                                            let sw = &plan.switches[itf.switch];
+                                            let r = st
+                                                .switches
+                                                .iter()
+                                                .find(|s| s.name == sw.domain)?
+                                                .proc_ref()?;
+                                            Some((sw.domain.clone(), r))
+                                        })
+                                        .collect();
                                     st.machines[i] = e;
                                     st.save(plan)
                                 })
@@ -385,7 +621,27 @@ pub fn start(
             booting = still;
         }
     }
+    let lost = lost_links(&state);
+    if !lost.is_empty() {
+        return Err(LabError::Run(lost_links_message(&lost, plan)));
+    }
     Ok(())
+}
+
+/// "pc1 (A), pc2 (A, B) lost their links ...: how to fix it".
+pub fn lost_links_message(lost: &[(String, Vec<String>)], plan: &Plan) -> String {
+    let list: Vec<String> = lost
+        .iter()
+        .map(|(m, d)| format!("{m} (domain {})", d.join(", ")))
+        .collect();
+    let names: Vec<&str> = lost.iter().map(|(m, _)| m.as_str()).collect();
+    format!(
+        "{} lost the link to a switch that died (UML does not reconnect); \
+         restart them: umlkit lab restart {} {}",
+        list.join(", "),
+        plan.lab_dir.display(),
+        names.join(" ")
+    )
 }
 
 /// Last `n` lines of a file.
@@ -395,10 +651,10 @@ pub fn tail(p: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn wait_gone(pids: &[u32], timeout: Duration) -> bool {
+fn wait_gone(procs: &[ProcRef], timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        if pids.iter().all(|p| !pid_alive(*p)) {
+        if procs.iter().all(|p| !p.alive()) {
             return true;
         }
         if Instant::now() > deadline {
@@ -413,11 +669,16 @@ fn wait_entries_gone(entries: &[ProcEntry], timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         let alive = entries.iter().any(|e| {
-            e.pgid.is_some_and(umlkit_sys::process::group_exists)
-                || e.pid
-                    .or_else(|| e.pidfile.as_deref().and_then(read_pid))
-                    .is_some_and(pid_alive)
-                || e.extra_pids.iter().any(|p| pid_alive(*p))
+            e.pgid
+                .filter(|_| e.alive())
+                .is_some_and(umlkit_sys::process::group_exists)
+                || match e.proc_ref() {
+                    Some(r) => r.alive(),
+                    None => e.pidfile.as_deref().is_some_and(|pf| {
+                        read_pid(pf).is_some_and(|p| names_path(p, pf) && pid_alive(p))
+                    }),
+                }
+                || e.extras().any(|r| r.alive())
         });
         if !alive {
             return;
@@ -426,20 +687,39 @@ fn wait_entries_gone(entries: &[ProcEntry], timeout: Duration) {
     }
 }
 
+/// Kill what an entry recorded: its group only while the leader is the
+/// process we started, pids only while their start time matches (a pid or
+/// group id the system reused is never hit). A switch recorded before its
+/// pid was known is found through its pid file, if that process works in
+/// the lab's state folder.
 fn kill_entry(e: &ProcEntry) {
-    use umlkit_sys::process::{kill, kill_group, SIGKILL};
-    if let Some(g) = e.pgid {
+    use umlkit_sys::process::{kill_group, SIGKILL};
+    if let Some(g) = e.pgid.filter(|_| e.alive()) {
         let _ = kill_group(g, SIGKILL);
     }
-    let pid = e.pid.or_else(|| e.pidfile.as_deref().and_then(read_pid));
-    if let Some(p) = pid {
-        let _ = kill(p, SIGKILL);
-    }
-    for p in &e.extra_pids {
-        if pid_alive(*p) {
-            let _ = kill(*p, SIGKILL);
+    match e.proc_ref() {
+        Some(r) => r.kill(),
+        None => {
+            if let Some(pf) = e.pidfile.as_deref() {
+                if let Some(p) = read_pid(pf) {
+                    if names_path(p, pf) {
+                        ProcRef::of(p).kill();
+                    }
+                }
+            }
         }
     }
+    for r in e.extras() {
+        r.kill();
+    }
+}
+
+/// True when the command line of `pid` names `path` (a switch started with
+/// `-p PIDFILE`).
+fn names_path(pid: u32, path: &Path) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let want = path.as_os_str().as_encoded_bytes();
+    cmdline.split(|b| *b == 0).any(|a| a == want)
 }
 
 /// Stop machines (all, or `only`): graceful shutdown scripts, then power off;
@@ -459,11 +739,7 @@ pub fn stop(
         .filter(|e| only.is_empty() || only.contains(&e.name))
         .cloned()
         .collect();
-    let waiting: Vec<ProcEntry> = targets
-        .iter()
-        .filter(|e| e.pid.is_some_and(pid_alive))
-        .cloned()
-        .collect();
+    let waiting: Vec<ProcEntry> = targets.iter().filter(|e| e.alive()).cloned().collect();
     std::thread::scope(|sc| {
         for e in &waiting {
             if let Some(m) = plan.machine(&e.name) {
@@ -471,10 +747,10 @@ pub fn stop(
             }
         }
     });
-    let pids: Vec<u32> = waiting.iter().filter_map(|e| e.pid).collect();
-    if !wait_gone(&pids, timeout) {
+    let procs: Vec<ProcRef> = waiting.iter().filter_map(ProcEntry::proc_ref).collect();
+    if !wait_gone(&procs, timeout) {
         for e in &waiting {
-            if e.pid.is_some_and(pid_alive) {
+            if e.alive() {
                 progress.event(&format!(
                     "{} did not power off in {:?}; killed",
                     e.name, timeout
@@ -629,6 +905,10 @@ pub struct MachineStatus {
     pub pid: Option<u32>,
     pub mem_mb: u32,
     pub interfaces: Vec<IfaceStatus>,
+    /// Domains whose switch died since the machine booted: no traffic
+    /// passes there until the machine is restarted.
+    #[serde(default)]
+    pub lost_links: Vec<String>,
 }
 
 /// One interface in `status`.
@@ -643,6 +923,7 @@ pub struct IfaceStatus {
 /// Machine states and (for running machines) live addresses.
 pub fn status(backend: &GuestBackend, plan: &Plan) -> Result<Vec<MachineStatus>> {
     let state = State::load(plan)?;
+    let lost = lost_links(&state);
     let mut v = Vec::new();
     for m in &plan.machines {
         let pid = state
@@ -650,13 +931,8 @@ pub fn status(backend: &GuestBackend, plan: &Plan) -> Result<Vec<MachineStatus>>
             .iter()
             .find(|e| e.name == m.name)
             .and_then(|e| e.pid);
-        let alive = pid.is_some_and(pid_alive);
-        let st = match (pid.is_some(), alive, backend.is_ready(m)) {
-            (false, _, _) => "stopped",
-            (true, false, _) => "dead",
-            (true, true, true) => "running",
-            (true, true, false) => "booting",
-        };
+        let ms = machine_state(backend, &state, m);
+        let st = ms.to_string();
         let mut interfaces: Vec<IfaceStatus> = m
             .interfaces
             .iter()
@@ -675,7 +951,7 @@ pub fn status(backend: &GuestBackend, plan: &Plan) -> Result<Vec<MachineStatus>>
                 addresses: vec![],
             });
         }
-        if st == "running" {
+        if ms == MachineState::Running {
             if let Ok(out) = backend.exec(m, "ip -o addr show", Duration::from_secs(5)) {
                 for i in interfaces.iter_mut() {
                     i.addresses = out
@@ -695,13 +971,49 @@ pub fn status(backend: &GuestBackend, plan: &Plan) -> Result<Vec<MachineStatus>>
         }
         v.push(MachineStatus {
             name: m.name.clone(),
-            state: st.into(),
+            state: st,
             pid,
             mem_mb: m.mem_mb,
             interfaces,
+            lost_links: lost
+                .iter()
+                .find(|(n, _)| *n == m.name)
+                .map(|(_, d)| d.clone())
+                .unwrap_or_default(),
         });
     }
     Ok(v)
+}
+
+/// The lab's switches: running, dead (started, process gone) or stopped.
+pub fn switch_status(plan: &Plan) -> Result<Vec<SwitchStatus>> {
+    let state = State::load(plan)?;
+    let mut domains: Vec<String> = plan.switches.iter().map(|s| s.domain.clone()).collect();
+    domains.extend(state.extra_switches.keys().cloned());
+    Ok(domains
+        .into_iter()
+        .map(|d| {
+            let e = state.switches.iter().find(|e| e.name == d);
+            let st = match e {
+                None => "stopped",
+                Some(e) if e.alive() => "running",
+                Some(e)
+                    if e.pid.is_none()
+                        && e.pidfile.as_deref().is_some_and(|pf| {
+                            read_pid(pf).is_some_and(|p| names_path(p, pf) && pid_alive(p))
+                        }) =>
+                {
+                    "running"
+                }
+                Some(_) => "dead",
+            };
+            SwitchStatus {
+                domain: d,
+                state: st.into(),
+                pid: e.and_then(|e| e.pid),
+            }
+        })
+        .collect())
 }
 
 /// Plug a running machine into `domain` (a new interface, hot-added through
@@ -715,11 +1027,7 @@ pub fn connect(backend: &GuestBackend, plan: &Plan, machine: &str, domain: &str)
         return Err(LabError::Run(format!("{machine} is not running")));
     }
     let ctl = if let Some(sw) = plan.switches.iter().find(|s| s.domain == domain) {
-        if !state
-            .switches
-            .iter()
-            .any(|e| e.name == domain && e.pid.is_some_and(pid_alive))
-        {
+        if !state.switches.iter().any(|e| e.name == domain && e.alive()) {
             let i = State::entry(&mut state.switches, domain);
             backend.start_switch(plan, sw, &mut |e| {
                 state.switches[i] = e;
@@ -775,6 +1083,15 @@ pub fn connect(backend: &GuestBackend, plan: &Plan, machine: &str, domain: &str)
         domain: domain.to_string(),
         mac,
     });
+    // the switch this interface is plugged into, to tell when it dies
+    let sw = state
+        .switches
+        .iter()
+        .find(|e| e.name == domain)
+        .and_then(ProcEntry::proc_ref);
+    if let (Some(sw), Some(e)) = (sw, state.machines.iter_mut().find(|e| e.name == machine)) {
+        e.links.insert(domain.to_string(), sw);
+    }
     state.save(plan)?;
     Ok(name)
 }
@@ -812,6 +1129,9 @@ pub fn disconnect(
     state
         .extra_ifaces
         .retain(|x| !(x.machine == machine && x.name == name));
+    if let Some(e) = state.machines.iter_mut().find(|e| e.name == machine) {
+        e.links.remove(domain);
+    }
     state.save(plan)?;
     Ok(name)
 }
@@ -819,4 +1139,53 @@ pub fn disconnect(
 /// Write `text` to stdout-like sinks without failing on a closed pipe.
 pub fn emit(out: &mut dyn Write, text: &str) {
     let _ = out.write_all(text.as_bytes());
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    fn entry(name: &str, pid: u32, start: Option<u64>) -> ProcEntry {
+        ProcEntry {
+            name: name.into(),
+            pid: Some(pid),
+            start,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn entries_are_alive_only_with_their_own_start_time() {
+        let me = ProcRef::me();
+        assert!(entry("x", me.pid, me.start).alive());
+        // an old state file without start times: the pid alone
+        assert!(entry("x", me.pid, None).alive());
+        // the pid was reused by someone else (another start time)
+        assert!(!entry("x", me.pid, me.start.map(|s| s + 1)).alive());
+    }
+
+    #[test]
+    fn a_machine_loses_its_link_when_its_switch_is_replaced_or_dead() {
+        let me = ProcRef::me();
+        let other = ProcRef {
+            pid: me.pid,
+            start: me.start.map(|s| s + 1),
+        };
+        let mut m = entry("pc1", me.pid, me.start);
+        m.links.insert("A".into(), me);
+        let mut state = State {
+            switches: vec![entry("A", me.pid, me.start)],
+            machines: vec![m.clone()],
+            ..Default::default()
+        };
+        assert!(lost_links(&state).is_empty());
+        // the switch entry now names another process (restarted switch)
+        state.switches[0].start = other.start;
+        assert_eq!(lost_links(&state), vec![("pc1".into(), vec!["A".into()])]);
+        // the switch recorded at boot is gone
+        m.links.insert("A".into(), other);
+        state.machines = vec![m];
+        state.switches[0].start = other.start;
+        assert_eq!(lost_links(&state), vec![("pc1".into(), vec!["A".into()])]);
+    }
 }

@@ -339,3 +339,195 @@ pub fn all_pids() -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .collect()
 }
+
+/// The fields of `/proc/PID/stat` after the parenthesised command name
+/// (`state ppid pgrp ...`, field 3 onwards), or `None` when it is gone.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = text.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// When `pid` started, in clock ticks since boot (`/proc/PID/stat` field
+/// 22). Together with the pid it names one process for the whole uptime of
+/// the host: a pid reused by another process has another start time.
+pub fn start_time(pid: u32) -> Option<u64> {
+    // field 22 is the 20th after the command name (fields 3..)
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// True when `pid` is a zombie (or dead and not yet reaped: `X`).
+pub fn is_zombie(pid: u32) -> bool {
+    stat_fields(pid)
+        .and_then(|f| f.first().cloned())
+        .is_some_and(|s| s == "Z" || s == "X")
+}
+
+/// One process, named by pid and start time so that a reused pid is never
+/// taken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProcessId {
+    pub pid: u32,
+    /// [`start_time`] when the process was recorded; `None` for records
+    /// written before start times were kept (then only the pid is checked).
+    pub start: Option<u64>,
+}
+
+impl ProcessId {
+    /// The running process `pid` with its current start time.
+    pub fn of(pid: u32) -> ProcessId {
+        ProcessId {
+            pid,
+            start: start_time(pid),
+        }
+    }
+
+    /// True while this very process runs (not a zombie, pid not reused).
+    pub fn alive(&self) -> bool {
+        if !process_exists(self.pid) || is_zombie(self.pid) {
+            return false;
+        }
+        match self.start {
+            Some(s) => start_time(self.pid) == Some(s),
+            None => true,
+        }
+    }
+
+    /// Send `sig` to this process only: the pid is pinned with a pidfd, then
+    /// its start time is checked, so a pid reused in between is never hit.
+    /// `Ok(false)` when the process is gone (or the pid belongs to another).
+    pub fn signal(&self, sig: Signal) -> io::Result<bool> {
+        let fd = match pidfd_open(self.pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if let Some(s) = self.start {
+            if start_time(self.pid) != Some(s) {
+                return Ok(false);
+            }
+        }
+        match pidfd_send_signal(&fd, sig) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `pidfd_open(2)`: a file descriptor that keeps naming `pid` even after
+/// the pid is reused.
+pub fn pidfd_open(pid: u32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if pid <= 0 {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: pidfd_open takes a plain pid and flags (0) and returns a new fd or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0 as libc::c_uint) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `r` is a fresh fd the kernel just gave us; OwnedFd closes it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as libc::c_int) })
+}
+
+/// `pidfd_send_signal(2)` to the process behind `fd`.
+pub fn pidfd_send_signal(fd: &std::os::fd::OwnedFd, sig: Signal) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the fd is open for the call; info is NULL (as kill(2) would
+    // fill it) and flags are 0, so no memory of ours is read or written.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `kcmp(a, b, KCMP_VM)`: true when both processes share one address space
+/// (threads, or `clone(CLONE_VM)` helpers such as UML's). Needs ptrace
+/// access to both (our own processes, or root).
+pub fn same_address_space(a: u32, b: u32) -> io::Result<bool> {
+    const KCMP_VM: libc::c_int = 1;
+    let a = libc::pid_t::try_from(a).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let b = libc::pid_t::try_from(b).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kcmp takes plain integers (pids, type, two unused idx values)
+    // and touches no memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            a,
+            b,
+            KCMP_VM,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r == 0)
+    }
+}
+
+/// Group `pids` by address space: one representative pid per distinct
+/// address space (the first of each group, in the order given). Pids whose
+/// address space cannot be compared (gone, no permission) stay on their own.
+pub fn distinct_address_spaces(pids: &[u32]) -> Vec<u32> {
+    let mut reps: Vec<u32> = Vec::new();
+    for &p in pids {
+        let shared = reps
+            .iter()
+            .any(|&r| same_address_space(r, p).unwrap_or(false));
+        if !shared {
+            reps.push(p);
+        }
+    }
+    reps
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_self_is_stable_and_names_us() {
+        let me = std::process::id();
+        let a = start_time(me).expect("our own start time");
+        assert_eq!(start_time(me), Some(a));
+        assert!(ProcessId::of(me).alive());
+        let wrong = ProcessId {
+            pid: me,
+            start: Some(a + 1),
+        };
+        assert!(!wrong.alive(), "another start time is another process");
+        assert!(!wrong.signal(0).unwrap());
+        assert!(ProcessId::of(me).signal(0).unwrap());
+    }
+
+    #[test]
+    fn threads_share_an_address_space_children_do_not() {
+        let me = std::process::id();
+        assert!(same_address_space(me, me).unwrap());
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let c = child.id();
+        let r = same_address_space(me, c);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!r.unwrap());
+        assert_eq!(distinct_address_spaces(&[me, me]), vec![me]);
+    }
+}

@@ -151,7 +151,7 @@ fn run_cow(cmd: CowCommand) -> anyhow::Result<ExitCode> {
         CowCommand::Info { cow, json } => {
             let i = cow::info(&cow)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&i)?);
+                outln!("{}", serde_json::to_string_pretty(&i)?);
             } else {
                 print_info(&i);
             }
@@ -159,7 +159,7 @@ fn run_cow(cmd: CowCommand) -> anyhow::Result<ExitCode> {
         }
         CowCommand::Check { cow } => match cow::check(&cow) {
             Ok(b) => {
-                println!(
+                outln!(
                     "{}: ok, matches backing file {} (size and mtime as recorded)",
                     cow.display(),
                     b.display()
@@ -186,10 +186,10 @@ fn run_cow(cmd: CowCommand) -> anyhow::Result<ExitCode> {
                 },
             )?;
             if old == new {
-                println!("{}: nothing to change", cow.display());
+                outln!("{}: nothing to change", cow.display());
             }
             if old.backing_file != new.backing_file {
-                println!(
+                outln!(
                     "{}: backing file {} -> {}",
                     cow.display(),
                     String::from_utf8_lossy(&old.backing_file),
@@ -197,7 +197,7 @@ fn run_cow(cmd: CowCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             if old.mtime != new.mtime {
-                println!(
+                outln!(
                     "{}: recorded mtime {} ({}) -> {} ({})",
                     cow.display(),
                     old.mtime,
@@ -211,15 +211,15 @@ fn run_cow(cmd: CowCommand) -> anyhow::Result<ExitCode> {
         CowCommand::Pack { out, cows } => {
             let names = cow::tar::pack(&out, &cows)?;
             for n in names {
-                println!("{n}");
+                outln!("{n}");
             }
             Ok(ExitCode::SUCCESS)
         }
         CowCommand::Unpack { input, dir } => {
             for u in cow::tar::unpack(&input, &dir)? {
                 match u.backing {
-                    Some(b) => println!("{} (COW over {})", u.path.display(), b.display()),
-                    None => println!("{}", u.path.display()),
+                    Some(b) => outln!("{} (COW over {})", u.path.display(), b.display()),
+                    None => outln!("{}", u.path.display()),
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -250,41 +250,44 @@ fn utc(t: i64) -> String {
 }
 
 fn print_info(i: &cow::CowInfo) {
-    println!("COW file:          {}", i.path);
-    println!("version:           {}", i.version);
-    println!("backing file:      {}", i.backing_file);
-    println!("recorded size:     {} bytes", i.recorded_size);
-    println!(
+    outln!("COW file:          {}", i.path);
+    outln!("version:           {}", i.version);
+    outln!("backing file:      {}", i.backing_file);
+    outln!("recorded size:     {} bytes", i.recorded_size);
+    outln!(
         "recorded mtime:    {} ({})",
         i.recorded_mtime,
         utc(i64::from(i.recorded_mtime))
     );
     match (i.current_size, i.current_mtime) {
         (Some(s), Some(m)) => {
-            println!("current size:      {s} bytes");
-            println!("current mtime:     {m} ({})", utc(m));
+            outln!("current size:      {s} bytes");
+            outln!("current mtime:     {m} ({})", utc(m));
         }
-        _ => println!("current size/mtime: backing file cannot be stat'ed"),
+        _ => outln!("current size/mtime: backing file cannot be stat'ed"),
     }
     match &i.backing_problem {
-        None => println!("backing status:    ok (size and mtime match)"),
-        Some(p) => println!("backing status:    MISMATCH: {p}"),
+        None => outln!("backing status:    ok (size and mtime match)"),
+        Some(p) => outln!("backing status:    MISMATCH: {p}"),
     }
-    println!("sector size:       {}", i.sector_size);
-    println!("alignment:         {}", i.alignment);
-    println!(
+    outln!("sector size:       {}", i.sector_size);
+    outln!("alignment:         {}", i.alignment);
+    outln!(
         "bitmap:            offset {}, {} bytes",
-        i.bitmap_offset, i.bitmap_len
+        i.bitmap_offset,
+        i.bitmap_len
     );
-    println!("data offset:       {}", i.data_offset);
-    println!("file length:       {} bytes", i.file_len);
-    println!(
+    outln!("data offset:       {}", i.data_offset);
+    outln!("file length:       {} bytes", i.file_len);
+    outln!(
         "sectors changed:   {} of {} ({:.2}%)",
-        i.sectors_changed, i.sectors, i.percent_changed
+        i.sectors_changed,
+        i.sectors,
+        i.percent_changed
     );
-    println!("allocated on disk: {} bytes", i.allocated_bytes);
+    outln!("allocated on disk: {} bytes", i.allocated_bytes);
     if let Some(j) = &i.merge_journal {
-        println!(
+        outln!(
             "INTERRUPTED MERGE: journal {j}; finish it with `umlkit moo -d {}`",
             i.path
         );
@@ -339,7 +342,7 @@ pub fn bench(b: Bench) -> anyhow::Result<ExitCode> {
                 umlkit: std::env::current_exe().context("cannot find the umlkit executable")?,
             };
             let r = cow::bench::run_moo_bench(&cfg)?;
-            print!("{r}");
+            out!("{r}");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -386,21 +389,21 @@ pub fn multicall_mkcow(args: &[OsString]) -> ExitCode {
                     ..
                 } => {
                     // uml_mkcow reports any stat failure as err = 1 / EPERM.
-                    println!(
+                    outln!(
                         "write_cow_header - backing file '{}' mtime request failed, err = 1",
                         path.display()
                     );
                     eprintln!("write_cow_header: Operation not permitted");
                 }
                 CowError::BackingName { name, .. } => {
-                    println!(
+                    outln!(
                         "Backing file name \"{}\" is too long - names are limited to 4095 characters",
                         name.display()
                     );
                     eprintln!("write_cow_header: Invalid argument");
                 }
                 CowError::Absolutize { name, source } => {
-                    println!(
+                    outln!(
                         "absolutize : Can't cd to '{}' - errno = {}",
                         name.display(),
                         source.raw_os_error().unwrap_or(0)
@@ -445,7 +448,7 @@ pub fn multicall_moo(args: &[OsString]) -> ExitCode {
     }
     if let Ok(c) = cow::CowFile::open(&files[0], false) {
         if c.header.version == cow_format::Version::V3Broken {
-            println!("read_cow_header - broken V3 file with 64-bit layout - recovering content.");
+            outln!("read_cow_header - broken V3 file with 64-bit layout - recovering content.");
         }
     }
     let opts = MooOptions {

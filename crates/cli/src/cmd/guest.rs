@@ -215,7 +215,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Logs { name, follow } => logs(&name, follow),
         Command::Halt { name, timeout } => {
             let e = store()?.halt(&name, Duration::from_secs(timeout))?;
-            println!("{name}: {e}");
+            outln!("{name}: {e}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Reboot { name, timeout } => {
@@ -248,7 +248,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     readonly: ro,
                     no_cow: false,
                 };
-                println!("{}", store()?.disk_add(&name, &d)?);
+                outln!("{}", store()?.disk_add(&name, &d)?);
                 Ok(ExitCode::SUCCESS)
             }
             DiskCmd::Remove { name, dev } => {
@@ -274,7 +274,7 @@ fn image_cmd(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
         ImageCmd::Create { out, size, from } => {
             image::create(&out, size, from.as_deref())
                 .with_context(|| format!("cannot create image {}", out.display()))?;
-            println!("{}", out.display());
+            outln!("{}", out.display());
         }
         ImageCmd::Default { out, size, agent } => {
             let opts = image::DefaultImageOpts {
@@ -284,7 +284,7 @@ fn image_cmd(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             };
             let p = image::default_image(&opts).context("cannot build the default image")?;
-            println!("{}", p.display());
+            outln!("{}", p.display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -330,7 +330,7 @@ fn run_guest(a: RunArgs) -> anyhow::Result<ExitCode> {
             agent_fd: Some(guest::supervisor::AGENT_FD),
         };
         let args = guest::kernel_args(&cfg, &layout);
-        println!("{} {}", kernel.display(), args.join(" "));
+        outln!("{} {}", kernel.display(), args.join(" "));
         return Ok(ExitCode::SUCCESS);
     }
     if a.detach {
@@ -338,9 +338,10 @@ fn run_guest(a: RunArgs) -> anyhow::Result<ExitCode> {
         if a.wait {
             store.wait_ready(&name, Duration::from_secs(120))?;
         }
-        println!(
+        outln!(
             "{} pid {} (console: umlkit console {name}; exec: umlkit exec {name} -- CMD)",
-            info.name, info.pid
+            info.name,
+            info.pid
         );
         Ok(ExitCode::SUCCESS)
     } else {
@@ -353,11 +354,11 @@ fn prune(uml_dir: Option<PathBuf>, dry_run: bool) -> anyhow::Result<ExitCode> {
     let store = store()?;
     if dry_run {
         for g in store.list()?.into_iter().filter(|g| !g.alive()) {
-            println!("guest {}", g.name);
+            outln!("guest {}", g.name);
         }
     } else {
         for n in store.prune()? {
-            println!("removed guest {n}");
+            outln!("removed guest {n}");
         }
     }
     let dir = uml_dir.unwrap_or_else(|| {
@@ -365,11 +366,11 @@ fn prune(uml_dir: Option<PathBuf>, dry_run: bool) -> anyhow::Result<ExitCode> {
     });
     for d in guest::stale_uml_dirs(&dir) {
         if dry_run {
-            println!("stale {}", d.display());
+            outln!("stale {}", d.display());
         } else {
             std::fs::remove_dir_all(&d)
                 .with_context(|| format!("cannot remove {}", d.display()))?;
-            println!("removed stale {}", d.display());
+            outln!("removed stale {}", d.display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -387,19 +388,27 @@ fn fmt_dur(s: Option<f64>) -> String {
 fn ps(json: bool) -> anyhow::Result<ExitCode> {
     let list = store()?.list()?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:<16} {:<22} {:>7} {:>7} {:>8} {:>8} {:>8} {:<5} {:<5} CONSOLE",
-        "NAME", "STATE", "PID", "UPTIME", "RSS", "PSS", "PHYSMEM", "DISKS", "NETS"
+        "NAME",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RSS",
+        "PSS",
+        "PHYSMEM",
+        "DISKS",
+        "NETS"
     );
     for g in list {
         let state = match (&g.ending, g.phase) {
             (Some(e), _) => e.to_string(),
             (None, p) => p.to_string(),
         };
-        println!(
+        outln!(
             "{:<16} {:<22} {:>7} {:>7} {:>7}M {:>7}M {:>7}M {:<5} {:<5} {}",
             g.name,
             state,
@@ -681,7 +690,7 @@ impl Session {
         };
         match client.command(cmd) {
             Ok(r) => {
-                println!("{}", r.line());
+                outln!("{}", r.line());
                 r.exit_code()
             }
             Err(mconsole::Error::Send(_, e)) => {
@@ -715,11 +724,11 @@ impl Session {
             return None;
         }
         Some(if line.starts_with("mconsole-version") {
-            println!("uml_mconsole client version 2");
+            outln!("uml_mconsole client version 2");
             0
         } else if line.starts_with("help") {
             let c = self.send("help");
-            print!("{LOCAL_HELP}");
+            out!("{LOCAL_HELP}");
             c
         } else if let Some(n) = line.strip_prefix("switch") {
             let n = n.trim();
@@ -727,7 +736,7 @@ impl Session {
                 Some(p) => {
                     self.path = p;
                     self.name = n.to_string();
-                    println!("Switched to '{n}'");
+                    outln!("Switched to '{n}'");
                     0
                 }
                 None => {
@@ -742,7 +751,7 @@ impl Session {
                     0
                 }
                 None => {
-                    println!("Cannot determine the PID of your UML session, not sending signal.");
+                    outln!("Cannot determine the PID of your UML session, not sending signal.");
                     1
                 }
             }
@@ -804,7 +813,7 @@ fn mconsole_session(path: PathBuf, name: &str, words: &[String], _warned: bool) 
         } else {
             s.name.chars().take(10).collect()
         };
-        print!("({shown}) ");
+        out!("({shown}) ");
         let _ = std::io::stdout().flush();
         match lines.next() {
             Some(Ok(l)) => {
@@ -816,7 +825,7 @@ fn mconsole_session(path: PathBuf, name: &str, words: &[String], _warned: bool) 
                 }
             }
             _ => {
-                println!();
+                outln!();
                 return 0;
             }
         }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::cmd::{shown, shown_lines};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use lab::model::Dialect;
@@ -222,7 +223,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &waves,
                 p,
                 Duration::from_secs(timeout),
-                &mut |s: &str| eprintln!("  {s}"),
+                &mut |s: &str| eprintln!("  {}", shown(s)),
             )
             .context("lab start failed (`umlkit lab clean` removes what was started)")?;
             eprintln!(
@@ -244,7 +245,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &plan,
                 &machines,
                 Duration::from_secs(timeout),
-                &mut |s: &str| eprintln!("  {s}"),
+                &mut |s: &str| eprintln!("  {}", shown(s)),
             )?;
             Ok(ExitCode::SUCCESS)
         }
@@ -270,7 +271,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &plan,
                 &machines,
                 Duration::from_secs(30),
-                &mut |s: &str| eprintln!("  {s}"),
+                &mut |s: &str| eprintln!("  {}", shown(s)),
             )?;
             let waves = lab::plan::select(&plan, &machines)?;
             let p = parallel.unwrap_or_else(|| default_parallel(&plan));
@@ -280,7 +281,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &waves,
                 p,
                 Duration::from_secs(120),
-                &mut |s: &str| eprintln!("  {s}"),
+                &mut |s: &str| eprintln!("  {}", shown(s)),
             )?;
             Ok(ExitCode::SUCCESS)
         }
@@ -292,49 +293,103 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         LabCmd::Status { dir, json, opts } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
             let st = runner::status(&backend(&plan)?, &plan)?;
+            let sw = runner::switch_status(&plan)?;
             if json {
                 let v = serde_json::json!({
                     "lab": plan.name, "dir": plan.lab_dir, "dialect": plan.dialect.to_string(),
                     "state_dir": plan.state_dir,
-                    "domains": plan.switches.iter().map(|s| serde_json::json!({"name": s.domain, "hub": s.hub, "ctl": s.ctl()})).collect::<Vec<_>>(),
+                    "domains": plan.switches.iter().map(|s| {
+                        let live = sw.iter().find(|x| x.domain == s.domain);
+                        serde_json::json!({"name": s.domain, "hub": s.hub, "ctl": s.ctl(),
+                            "state": live.map(|x| x.state.as_str()).unwrap_or("stopped"),
+                            "pid": live.and_then(|x| x.pid)})
+                    }).collect::<Vec<_>>(),
                     "machines": st,
                 });
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!(
+                outln!(
                     "lab {} ({}, {})",
-                    plan.name,
+                    shown(&plan.name),
                     plan.dialect,
                     plan.lab_dir.display()
                 );
                 for m in &st {
-                    println!(
-                        "{:<16} {:<8} pid {:<8} {} MiB",
-                        m.name,
+                    outln!(
+                        "{:<16} {:<11} pid {:<8} {} MiB",
+                        shown(&m.name),
                         m.state,
                         m.pid.map(|p| p.to_string()).unwrap_or("-".into()),
                         m.mem_mb
                     );
                     for i in &m.interfaces {
-                        println!(
-                            "    {:<5} {:<12} {}  {}",
-                            i.name,
-                            i.domain,
+                        let lost = if m.lost_links.contains(&i.domain) {
+                            "  LINK LOST (switch died)"
+                        } else {
+                            ""
+                        };
+                        outln!(
+                            "    {:<5} {:<12} {}  {}{lost}",
+                            shown(&i.name),
+                            shown(&i.domain),
                             i.mac,
                             i.addresses.join(" ")
                         );
                     }
                 }
                 for s in &plan.switches {
-                    println!(
-                        "domain {:<12} {}  {}",
-                        s.domain,
-                        if s.hub { "hub" } else { "switch" },
+                    let state = sw
+                        .iter()
+                        .find(|x| x.domain == s.domain)
+                        .map(|x| x.state.as_str())
+                        .unwrap_or("stopped");
+                    outln!(
+                        "domain {:<12} {} {:<8} {}",
+                        shown(&s.domain),
+                        if s.hub { "hub   " } else { "switch" },
+                        state,
                         s.ctl().display()
                     );
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            // Anything that does not work as started makes the exit code 1.
+            let mut problems = Vec::new();
+            for s in sw.iter().filter(|s| s.state == "dead") {
+                problems.push(format!("the switch of domain {} is dead", shown(&s.domain)));
+            }
+            for m in &st {
+                match m.state.as_str() {
+                    "dead" => problems.push(format!("{} is dead", shown(&m.name))),
+                    "interrupted" => problems.push(format!(
+                        "{}: its boot steps never finished (the lab start was killed)",
+                        shown(&m.name)
+                    )),
+                    "failed" => problems.push(format!("{}: its boot steps failed", shown(&m.name))),
+                    _ => {}
+                }
+                if !m.lost_links.is_empty() {
+                    problems.push(format!(
+                        "{} lost its link to domain {}",
+                        shown(&m.name),
+                        m.lost_links
+                            .iter()
+                            .map(|d| shown(d))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+            if problems.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            for p in &problems {
+                eprintln!("umlkit: {p}");
+            }
+            eprintln!(
+                "umlkit: fix with `umlkit lab restart {}` (or name the machines to restart)",
+                plan.lab_dir.display()
+            );
+            Ok(ExitCode::from(1))
         }
         LabCmd::Exec {
             dir,
@@ -354,7 +409,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     .join(" ")
             };
             let out = backend(&plan)?.exec(m, &line, Duration::from_secs(timeout))?;
-            print!("{}", out.stdout);
+            out!("{}", out.stdout);
             eprint!("{}", out.stderr);
             Ok(ExitCode::from(out.code.clamp(0, 255) as u8))
         }
@@ -380,7 +435,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 }
                 match b.exec(m, line.trim(), Duration::from_secs(300)) {
                     Ok(o) => {
-                        print!("{}", o.stdout);
+                        out!("{}", o.stdout);
                         eprint!("{}", o.stderr);
                     }
                     Err(e) => eprintln!("{e}"),
@@ -396,7 +451,11 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
             let name = runner::connect(&backend(&plan)?, &plan, &machine, &domain)?;
-            println!("{machine}: {name} plugged into {domain}");
+            outln!(
+                "{}: {name} plugged into {}",
+                shown(&machine),
+                shown(&domain)
+            );
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Disconnect {
@@ -407,7 +466,11 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
             let name = runner::disconnect(&backend(&plan)?, &plan, &machine, &domain)?;
-            println!("{machine}: {name} unplugged from {domain}");
+            outln!(
+                "{}: {name} unplugged from {}",
+                shown(&machine),
+                shown(&domain)
+            );
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Graph {
@@ -421,7 +484,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             match dot {
                 Some(p) => std::fs::write(&p, d)
                     .with_context(|| format!("cannot write {}", p.display()))?,
-                None if svg.is_none() => print!("{d}"),
+                None if svg.is_none() => out!("{d}"),
                 None => {}
             }
             if let Some(p) = svg {
@@ -449,7 +512,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 );
             }
             for n in &loaded.notes {
-                eprintln!("note: {n}");
+                eprintln!("note: {}", shown(n));
             }
             let mut text = format!(
                 "# lab.toml written by `umlkit lab convert` from lab.conf ({})\n",
@@ -457,7 +520,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             );
             text.push_str(&loaded.lab.to_toml());
             match output.as_deref() {
-                Some(p) if p == Path::new("-") => print!("{text}"),
+                Some(p) if p == Path::new("-") => out!("{text}"),
                 _ => {
                     let p = output.unwrap_or_else(|| loaded.dir.join("lab.toml"));
                     if p.exists() && !force {
@@ -473,10 +536,10 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         LabCmd::Info { dir, json, opts } => {
             let (plan, loaded) = load_plan(&dir, &opts, false)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                outln!("{}", serde_json::to_string_pretty(&plan)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("lab {} at {}", plan.name, plan.lab_dir.display());
+            outln!("lab {} at {}", shown(&plan.name), plan.lab_dir.display());
             let meta = &loaded.lab.lab;
             for (k, v) in [
                 ("description", &meta.description),
@@ -486,18 +549,18 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 ("web", &meta.web),
             ] {
                 if let Some(v) = v {
-                    println!("{k}: {v}");
+                    outln!("{k}: {}", shown(v));
                 }
             }
-            println!("dialect: {}", loaded.dialect_reason);
+            outln!("dialect: {}", loaded.dialect_reason);
             for n in loaded.notes.iter().chain(plan.notes.iter()) {
-                println!("note: {n}");
+                outln!("note: {}", shown(n));
             }
-            println!("state: {}", plan.state_dir.display());
+            outln!("state: {}", plan.state_dir.display());
             for s in &plan.switches {
-                println!(
+                outln!(
                     "domain {} ({})",
-                    s.domain,
+                    shown(&s.domain),
                     if s.hub { "hub" } else { "switch" }
                 );
             }
@@ -505,17 +568,17 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 let ifs: Vec<String> = m
                     .interfaces
                     .iter()
-                    .map(|i| format!("{}={} {}", i.name, i.domain, i.mac))
+                    .map(|i| format!("{}={} {}", i.name, shown(&i.domain), i.mac))
                     .collect();
-                println!(
+                outln!(
                     "machine {} mem {} MiB: {}",
-                    m.name,
+                    shown(&m.name),
                     m.mem_mb,
                     ifs.join(", ")
                 );
             }
             for (i, w) in plan.waves.iter().enumerate() {
-                println!("wave {i}: {}", w.join(" "));
+                outln!("wave {i}: {}", shown(&w.join(" ")));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -547,7 +610,7 @@ fn load_plan(
     if verbose {
         eprintln!("dialect: {}", loaded.dialect_reason);
         for n in loaded.notes.iter().chain(plan.notes.iter()) {
-            eprintln!("note: {n}");
+            eprintln!("note: {}", shown(n));
         }
     }
     Ok((plan, loaded))
@@ -624,7 +687,7 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
             by_machine.entry(c.machine.as_str()).or_default().push(c);
         }
         for (mname, cs) in by_machine {
-            println!("{mname}:");
+            outln!("{}:", shown(mname));
             let m = plan.machine(mname);
             for c in cs {
                 let verdict = match m {
@@ -640,11 +703,11 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
                 match verdict {
                     Ok(()) => {
                         passed += 1;
-                        println!("  PASS {}", c.title);
+                        outln!("  PASS {}", shown(&c.title));
                     }
                     Err(why) => {
                         failed += 1;
-                        println!("  FAIL {}: {why}", c.title);
+                        outln!("  FAIL {}: {}", shown(&c.title), shown_lines(&why));
                     }
                 }
             }
@@ -659,7 +722,7 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
         }
         for m in &plan.machines {
             if !runner::machine_alive(&state, &m.name) {
-                println!("{}: FAIL _test: machine not running", m.name);
+                outln!("{}: FAIL _test: machine not running", m.name);
                 failed += 1;
                 continue;
             }
@@ -680,23 +743,23 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
                 let sig = sigs.join(format!("{}.{kind}", m.name));
                 if write_signatures {
                     std::fs::write(&sig, &out.stdout)?;
-                    println!("{}: wrote signature {}", m.name, sig.display());
+                    outln!("{}: wrote signature {}", m.name, sig.display());
                 } else if let Ok(s) = std::fs::read_to_string(&sig) {
                     match lab::check::compare_signature(&out.stdout, &s) {
                         Ok(()) => {
                             passed += 1;
-                            println!("{}: PASS _test {kind}", m.name);
+                            outln!("{}: PASS _test {kind}", m.name);
                         }
                         Err(why) => {
                             failed += 1;
-                            println!("{}: FAIL _test {kind}: {why}", m.name);
+                            outln!("{}: FAIL _test {kind}: {}", m.name, shown_lines(&why));
                         }
                     }
                 }
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    outln!("{passed} passed, {failed} failed");
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -709,24 +772,27 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Host memory (PSS, kB: shared guest RAM counted once) of all processes
-/// whose cmdline names `needle`.
+/// Host memory (PSS, kB: shared guest RAM counted once, each address space
+/// once) of all processes whose cmdline names `needle`.
 fn pss_kb_matching(needle: &str) -> u64 {
-    let mut total = 0;
-    for pid in umlkit_sys::process::all_pids() {
-        let p = std::path::PathBuf::from(format!("/proc/{pid}"));
-        let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
-        if cmd.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-            if let Ok(st) = std::fs::read_to_string(p.join("smaps_rollup")) {
-                total += st
-                    .lines()
-                    .find(|l| l.starts_with("Pss:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    total
+    let pids: Vec<u32> = umlkit_sys::process::all_pids()
+        .into_iter()
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmd.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .collect();
+    guest::host_memory(&pids).pss_kb
+}
+
+/// Shmem + AnonPages of /proc/meminfo (KiB): guest RAM (the kernels'
+/// /dev/shm files) and private memory of every process on the host.
+fn meminfo_used_kb() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("Shmem:") || l.starts_with("AnonPages:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 fn bench(
@@ -769,6 +835,7 @@ fn bench(
         let p = parallel.unwrap_or_else(|| default_parallel(&plan));
         let mut times = Vec::new();
         let mut rss = 0;
+        let mut freed = 0;
         for _ in 0..runs {
             runner::clean(&plan)?;
             let t0 = Instant::now();
@@ -808,13 +875,17 @@ fn bench(
             }
             times.push(t0.elapsed().as_secs_f64());
             rss = pss_kb_matching(&plan.state_dir.to_string_lossy());
+            // Second method: what the host gets back when the lab goes.
+            let before = meminfo_used_kb();
             runner::clean(&plan)?;
+            freed = before.saturating_sub(meminfo_used_kb());
         }
         let med = median(times.clone());
         report.push(format!(
-            "lab of {n} machines (-p {p}): start -> all reachable median {med:.2} s over {runs} runs {:?}; host memory (PSS) {:.1} MiB/machine",
+            "lab of {n} machines (-p {p}): start -> all reachable median {med:.2} s over {runs} runs {:?}; host memory (PSS) {:.1} MiB/machine (lab clean freed {:.1} MiB/machine of Shmem+AnonPages)",
             times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>(),
-            rss as f64 / 1024.0 / n as f64
+            rss as f64 / 1024.0 / n as f64,
+            freed as f64 / 1024.0 / n as f64
         ));
         eprintln!("{}", report.last().expect("pushed"));
     }
@@ -872,7 +943,7 @@ fn bench(
     runner::clean(&kplan)?;
     let _ = std::fs::remove_dir_all(&tmp);
     for r in &report {
-        println!("{r}");
+        outln!("{r}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,10 @@
 pub mod cow;
 pub mod guest;
 pub mod lab;
+pub mod out;
 pub mod switch;
+
+pub use out::{shown, shown_lines};
 
 /// The error chain on one line: `outer: cause: root cause`.
 pub fn error_chain(err: &anyhow::Error) -> String {

@@ -228,11 +228,11 @@ pub fn multicall_uml_switch(args: &[OsString]) -> ExitCode {
                 }
             }
             "-hub" => {
-                println!("uml_switch will be a hub instead of a switch");
+                outln!("uml_switch will be a hub instead of a switch");
                 hub = true;
             }
             "-compat-v0" => {
-                println!("Control protocol 0 compatibility");
+                outln!("Control protocol 0 compatibility");
                 compat = true;
                 data.get_or_insert_with(|| PathBuf::from("/tmp/uml.data"));
             }
@@ -273,7 +273,7 @@ pub fn multicall_uml_switch(args: &[OsString]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("uml_switch attached to unix socket '{}'", ctl.display());
+    outln!("uml_switch attached to unix socket '{}'", ctl.display());
     if daemon {
         if let Err(e) = umlkit_sys::net::daemonize(false, true) {
             eprintln!("uml_switch: daemon failed: {e}");
@@ -282,7 +282,7 @@ pub fn multicall_uml_switch(args: &[OsString]) -> ExitCode {
     }
     match server.run() {
         Ok(ExitReason::Signal(sig)) => {
-            println!("Caught signal {sig}, cleaning up and exiting");
+            outln!("Caught signal {sig}, cleaning up and exiting");
             umlkit_sys::net::reraise(sig);
             ExitCode::from(128 + sig as u8)
         }

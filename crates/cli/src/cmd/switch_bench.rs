@@ -307,11 +307,11 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    println!(
+    outln!(
         "umlkit bench switch: {} frames/run, {} rounds (median), vdeblast A->B unicast over each switch",
         a.frames, a.rounds
     );
-    println!(
+    outln!(
         "{:>6} | {:>22} | {:>22} | {:>8} | {:>10} | {:>22}",
         "size",
         "vde_switch kpps (loss)",
@@ -327,7 +327,7 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
         let ratio = uk_ / vk;
         ok &= ratio >= 2.5 && ul <= vl + 1.0;
         let ceil = median(&mut ceiling[si]);
-        println!(
+        outln!(
             "{:>6} | {:>13.1} ({:>5.2}%) | {:>13.1} ({:>5.2}%) | {:>7.2}x | {:>+9.2}pt | {:>8.1} (umlkit {:>3.0}%)",
             size,
             vk,
@@ -342,7 +342,7 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
     }
     let (vr, ur) = (median(&mut rtt[0]), median(&mut rtt[1]));
     ok &= ur <= vr;
-    println!(
+    outln!(
         "pingpong 64 B median RTT: vde_switch {:.1} us, umlkit {:.1} us (ratio {:.2})",
         vr,
         ur,
@@ -352,13 +352,13 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
         let raw = raw_pair_cost(50_000, *size)?;
         let vc = median(&mut acc[0][si].cpu_us);
         let uc = median(&mut acc[1][si].cpu_us);
-        println!(
+        outln!(
             "cost per forwarded {size} B frame (switch CPU time / frames received): vde_switch {vc:.2} us, umlkit {uc:.2} us; \
              one send+recv on a socket pair: {raw:.2} us (umlkit = {:.2}x that)",
             uc / raw
         );
     }
-    println!(
+    outln!(
         "goal (>= 2.5x pps, loss <= vde_switch + 1 point, RTT not higher): {}",
         if ok { "met" } else { "NOT met" }
     );
