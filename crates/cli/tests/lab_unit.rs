@@ -137,20 +137,35 @@ fn duplicate_interface_is_an_error() {
     assert!(e.contains("line 1") && e.contains(":2:"), "{e}");
 }
 
+/// Issue 10.6: Kathará keeps unknown keys (`h1[folder]=...`); they were
+/// fatal. Now a warning once per key, naming its first line, and the lab reads.
 #[test]
-fn kathara_unknown_option_is_error_netkit_is_note() {
-    let e = conf_err("a[0]=x\na[frobnicate]=1\n", Some(Dialect::Kathara));
-    assert!(e.contains("unknown device option a[frobnicate]"), "{e}");
-    let r = parse_lab_conf(
-        "a[0]=x\na[frobnicate]=1\n",
-        Path::new("l"),
-        Some(Dialect::Netkit),
-    )
-    .unwrap();
-    assert!(r
-        .notes
-        .iter()
-        .any(|n| n.key == "frobnicate" && n.message.contains("ignored")));
+fn kathara_unknown_option_warns_once_per_key_not_fatal() {
+    for d in [Dialect::Kathara, Dialect::Netkit] {
+        let r = parse_lab_conf(
+            "h1[0]=x\nh1[folder]=/a\nh2[0]=x\nh2[folder]=/b\nh1[frobnicate]=1\n",
+            Path::new("l"),
+            Some(d),
+        )
+        .unwrap();
+        let folder: Vec<_> = r.notes.iter().filter(|n| n.key == "folder").collect();
+        assert_eq!(folder.len(), 1, "{d}: one warning per key: {:?}", r.notes);
+        let text = folder[0].to_string();
+        assert!(
+            text.starts_with("line 2: h1[folder]: unknown option, ignored"),
+            "{text}"
+        );
+        assert!(text.contains("also h2 (line 4)"), "{text}");
+        let ignored: Vec<String> = r.ignored_keys().iter().map(|k| k.to_string()).collect();
+        assert_eq!(
+            ignored,
+            vec![
+                "folder (h1 (line 2), h2 (line 4))".to_string(),
+                "frobnicate (h1 (line 5))".to_string()
+            ]
+        );
+        assert_eq!(r.lab.machines.len(), 2);
+    }
 }
 
 #[test]

@@ -74,6 +74,10 @@ pub struct LabMeta {
     /// Behaviour flavour (switch mode, shared/, sysctls).
     #[serde(default)]
     pub dialect: Dialect,
+    /// Memory floor in MiB: machines asking for less get this much (default
+    /// `plan::MEM_FLOOR_MB`, measured; `lab start --min-mem` overrides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_mem: Option<u32>,
 }
 
 /// One machine.
@@ -110,6 +114,22 @@ pub struct Machine {
     /// Machines that must be up before this one (lab.dep).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// Host uplinks (Netkit `M[N]=tap,HOST_IP,GUEST_IP`): recorded, not
+    /// applied yet (no NAT uplink): the interface stays unplugged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uplinks: Vec<Uplink>,
+}
+
+/// A host uplink of a machine (Netkit's `tap` collision domain).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    /// Interface number N of ethN.
+    pub index: u32,
+    /// Host side address (IPv4).
+    pub host: String,
+    /// Guest side address (IPv4).
+    pub guest: String,
 }
 
 /// One network interface of a machine.

@@ -28,6 +28,9 @@ pub struct LabOpts {
     /// Root of the per-lab state folders (default $UMLKIT_LAB_STATE or /tmp/umlkit-lab)
     #[arg(long, global = true)]
     pub state_root: Option<PathBuf>,
+    /// Memory floor in MiB for machines asking for less (default 64, measured; lab.toml [lab] min_mem)
+    #[arg(long, global = true, value_name = "MIB")]
+    pub min_mem: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -493,6 +496,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             for n in loaded.notes.iter().chain(plan.notes.iter()) {
                 println!("note: {n}");
             }
+            if !loaded.ignored_keys.is_empty() {
+                println!("ignored keys: {}", loaded.ignored_keys.join("; "));
+            }
             println!("state: {}", plan.state_dir.display());
             for s in &plan.switches {
                 println!(
@@ -541,7 +547,10 @@ fn load_plan(
     opts: &LabOpts,
     verbose: bool,
 ) -> anyhow::Result<(Plan, lab::load::Loaded)> {
-    let loaded = lab::load::load_lab(dir, opts.dialect)?;
+    let mut loaded = lab::load::load_lab(dir, opts.dialect)?;
+    if let Some(n) = opts.min_mem {
+        loaded.lab.lab.min_mem = Some(n);
+    }
     let state_dir = state_root(opts).join(lab::plan::lab_id(&loaded.dir));
     let plan = lab::plan::plan(&loaded.lab, &loaded.dir, &state_dir)?;
     if verbose {
@@ -762,6 +771,7 @@ fn bench(
         let lopts = LabOpts {
             dialect: None,
             state_root: Some(root.clone()),
+            min_mem: opts.min_mem,
         };
         let (plan, _) = load_plan(&dir, &lopts, false)?;
         let b = backend(&plan)?;
@@ -824,6 +834,7 @@ fn bench(
     let lopts = LabOpts {
         dialect: None,
         state_root: Some(root.clone()),
+        min_mem: opts.min_mem,
     };
     let kl = tmp.join("lab1");
     std::fs::create_dir_all(&kl)?;
