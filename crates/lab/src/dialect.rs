@@ -5,8 +5,8 @@
 //! `pc1[mem]=32`): most Netkit-era labs look like that. The folder around it
 //! does: Netkit labs configure their machines with `ifconfig`/`route add`,
 //! start Quagga/Zebra through `/etc/init.d`, ship `_test/` signatures and lay
-//! `shared/` out as a root tree; Kathará labs use `ip address add`, FRR and
-//! `/shared`. Evidence is weighed in three steps:
+//! `shared/` out as a root tree, and Netkit-JH labs use `ifup` and
+//! `systemctl`; Kathará labs use `ip address add`, FRR and `/shared`. Evidence is weighed in three steps:
 //!
 //! 1. lab.conf syntax only one dialect accepts (strong): a Kathará-only key
 //!    or `DOMAIN/MAC` -> Kathará; `machines=`, free text, a vstart option, a
@@ -47,6 +47,10 @@ const NETKIT_STYLE: &[(&str, &str)] = &[
     ("/etc/zebra/", "/etc/zebra/"),
     ("/etc/quagga/", "/etc/quagga/"),
     ("/hostlab/", "/hostlab"),
+    // Netkit-JH's Debian filesystem runs systemd and ifupdown; Kathará's
+    // containers run neither.
+    ("systemctl ", "systemctl"),
+    ("ifup ", "ifup"),
 ];
 /// Command patterns of Kathará-era startup scripts.
 const KATHARA_STYLE: &[(&str, &str)] = &[
@@ -57,7 +61,6 @@ const KATHARA_STYLE: &[(&str, &str)] = &[
     ("ip link ", "ip link"),
     ("/etc/init.d/frr", "/etc/init.d/frr"),
     ("/etc/frr/", "/etc/frr/"),
-    ("systemctl ", "systemctl"),
     ("/shared/", "/shared"),
 ];
 
@@ -220,7 +223,7 @@ mod tests {
             Some(Dialect::Netkit)
         );
         assert_eq!(
-            startup_style("ip address add 10.0.0.1/24 dev eth0\nsystemctl start frr\n")
+            startup_style("ip address add 10.0.0.1/24 dev eth0\n/etc/init.d/frr start\n")
                 .map(|s| s.0),
             Some(Dialect::Kathara)
         );
