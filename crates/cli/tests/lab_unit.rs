@@ -679,6 +679,23 @@ fn dialect_netkit_era_lab_detected_from_its_folder() {
         ("r1/etc/zebra/daemons", "zebra=yes\n"),
         ("_test/results/", ""),
     ]);
+    // netkit.org's own labs name it in LAB_WEB / LAB_EMAIL: that decides.
+    let l = lab::load::load_lab(t.path(), None).unwrap();
+    assert_eq!(l.lab.lab.dialect, Dialect::Netkit, "{}", l.dialect_reason);
+    assert!(
+        l.dialect_reason
+            .contains("line 4: LAB_EMAIL points to Netkit"),
+        "{}",
+        l.dialect_reason
+    );
+    // Without them, the folder does.
+    let conf = std::fs::read_to_string(t.path().join("lab.conf")).unwrap();
+    let conf: String = conf
+        .lines()
+        .filter(|l| !l.contains("netkit.org"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(t.path().join("lab.conf"), conf).unwrap();
     let l = lab::load::load_lab(t.path(), None).unwrap();
     assert_eq!(l.lab.lab.dialect, Dialect::Netkit, "{}", l.dialect_reason);
     assert!(

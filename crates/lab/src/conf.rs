@@ -716,6 +716,15 @@ fn conf_evidence(entries: &[(usize, Entry)]) -> Vec<Evidence> {
                 Dialect::Kathara,
                 format!("line {line}: LAB_NAME is Kathará metadata"),
             ),
+            Entry::Meta { key, value }
+                if matches!(key.as_str(), "LAB_WEB" | "LAB_EMAIL")
+                    && value.to_ascii_lowercase().contains("netkit") =>
+            {
+                push(
+                    Dialect::Netkit,
+                    format!("line {line}: {key} points to Netkit ({value})"),
+                )
+            }
             _ => {}
         }
     }
