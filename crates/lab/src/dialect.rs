@@ -8,11 +8,11 @@
 //! `shared/` out as a root tree, and Netkit-JH labs use `ifup` and
 //! `systemctl`; Kathará labs use `ip address add`, FRR and `/shared`. Evidence is weighed in three steps:
 //!
-//! 1. lab.conf syntax only one dialect accepts (strong): a Kathará-only key
+//! 1. lab.conf syntax only one dialect accepts (strong): a Kathará-only key,
 //!    `DOMAIN/MAC` or `LAB_NAME` -> Kathará; `machines=`, free text, a vstart
 //!    option, a `tap,` domain, a name only Netkit allows, `LAB_WEB` naming
-//!    netkit -> Netkit. Both -> Kathará
-//!    (Netkit cannot start a lab with Kathará keys; the reason names both).
+//!    netkit -> Netkit. Both -> Kathará (Netkit cannot start a lab with
+//!    Kathará keys; the reason names both).
 //! 2. otherwise the folder (weak): each `.startup` file votes for the style
 //!    of its commands; `_test/` and a `shared/` root tree count for Netkit.
 //! 3. otherwise Kathará, the maintained one, is the default.
