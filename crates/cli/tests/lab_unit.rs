@@ -827,16 +827,14 @@ fn netkit_tap_domain_is_parsed_and_left_unplugged() {
     );
     assert_eq!(m.interfaces.len(), 1);
     assert_eq!(m.interfaces[0].index, Some(1), "eth1 stays eth1");
-    assert!(r
-        .notes
-        .iter()
-        .any(|n| n.message.contains("no NAT uplink yet") && n.message.contains("unplugged")));
     let p = lab::plan::plan(&r.lab, Path::new("/labs/t"), Path::new("/s")).unwrap();
     assert_eq!(p.switches.len(), 1, "no switch for the tap");
     assert_eq!(p.switches[0].domain, "A");
     assert_eq!(p.machine("pc1").unwrap().interfaces[0].name, "eth1");
     assert!(
-        p.notes.iter().any(|n| n.contains("pc1 eth0: host uplink")),
+        p.notes.iter().any(|n| n
+            .contains("pc1 eth0: Netkit tap uplink (host 10.0.0.1, guest 10.0.0.2)")
+            && n.contains("no NAT uplink yet: the interface is left unplugged")),
         "{:?}",
         p.notes
     );

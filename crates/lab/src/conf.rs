@@ -492,10 +492,7 @@ pub fn parse_lab_conf_in(
                         let mut up = parse_tap(&value.replace(char::is_whitespace, ""))
                             .map_err(|r| syn(line, format!("{machine}[{orig_key}]: {r}")))?;
                         up.index = n;
-                        push_note(&mut notes, note(&orig_key, format!(
-                            "eth{n} is on Netkit's tap (host {}, guest {}): umlkit has no NAT uplink yet, so the interface is left unplugged",
-                            up.host, up.guest
-                        ), false));
+                        // Reported once, by the planner (lab.toml has it too).
                         tmap.insert(n, line);
                         m.uplinks.push(up);
                         continue;

@@ -182,7 +182,7 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
     for (name, m) in &lab.machines {
         for up in &m.uplinks {
             notes.push(format!(
-                "{name} eth{}: host uplink (tap, host {}, guest {}) is recorded but not applied yet (no NAT uplink): the interface is left unplugged",
+                "{name} eth{}: Netkit tap uplink (host {}, guest {}) is recorded, but umlkit has no NAT uplink yet: the interface is left unplugged",
                 up.index, up.host, up.guest
             ));
         }
