@@ -18,10 +18,10 @@ pub const DEFAULT_MEM_MB: u32 = 64;
 
 /// Memory floor (MiB) for lab machines: Netkit-era labs ask for 16 or 32
 /// MiB, which a 6.1 kernel with the default image cannot boot with its
-/// startup work. Measured (docs/labs.md, "Memory floor"): at 40 MiB every
-/// 3-machine lab start failed (OOM kills of the exec agent / cp, usable RAM
-/// 13-27 MB); at 48 all booted but with as little as 6.5 MB left; at 64 at
-/// least 22 MB stayed available. Guest RAM is allocated lazily by the host,
+/// startup work. Measured (docs/labs.md, "Memory floor"): at 40 MiB 7 of 10
+/// three-machine lab starts failed (OOM kills of the exec agent during the
+/// folder copy; guest MemTotal 13-29 MB); at 48 all booted but with as little
+/// as 6.5 MB left; at 64 at least 19 MB stayed available. Guest RAM is allocated lazily by the host,
 /// so the floor costs only what a guest really uses. `[lab] min_mem` /
 /// `lab start --min-mem` override it (never below `guest::MIN_MEM_MB`).
 pub const MEM_FLOOR_MB: u32 = 64;
