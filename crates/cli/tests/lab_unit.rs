@@ -841,6 +841,20 @@ fn netkit_tap_domain_is_parsed_and_left_unplugged() {
     // lab.toml keeps it.
     let back = LabFile::from_toml(&r.lab.to_toml(), Path::new("lab.toml")).unwrap();
     assert_eq!(back, r.lab);
+    // lab.toml: bad uplinks are errors naming the machine.
+    for (toml, want) in [
+        (
+            "[[machines.a.uplinks]]\nindex = 0\nhost = \"10.0.0.1\"\nguest = \"x\"\n",
+            "guest address \"x\" is not an IPv4 address",
+        ),
+        (
+            "[[machines.a.interfaces]]\ndomain = \"A\"\n[[machines.a.uplinks]]\nindex = 0\nhost = \"10.0.0.1\"\nguest = \"10.0.0.2\"\n",
+            "eth0 is both an interface and an uplink",
+        ),
+    ] {
+        let e = LabFile::from_toml(toml, Path::new("lab.toml")).unwrap_err().to_string();
+        assert!(e.contains("machine a") && e.contains(want), "{e}");
+    }
     // A malformed tap is an error naming the line.
     let e = conf_err("pc1[0]=tap,10.0.0.1\n", Some(Dialect::Netkit));
     assert!(

@@ -236,6 +236,27 @@ impl LabFile {
                     )));
                 }
             }
+            for up in &m.uplinks {
+                for (what, a) in [("host", &up.host), ("guest", &up.guest)] {
+                    a.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                        bad(format!(
+                            "machine {name} uplink eth{}: {what} address {a:?} is not an IPv4 address",
+                            up.index
+                        ))
+                    })?;
+                }
+                let taken = m
+                    .interfaces
+                    .iter()
+                    .enumerate()
+                    .any(|(i, itf)| itf.index.unwrap_or(i as u32) == up.index);
+                if taken {
+                    return Err(bad(format!(
+                        "machine {name}: eth{} is both an interface and an uplink",
+                        up.index
+                    )));
+                }
+            }
             if m.mem == Some(0) {
                 return Err(bad(format!("machine {name}: mem must be > 0 MiB")));
             }
