@@ -331,7 +331,7 @@ fn parse_tap(v: &str) -> std::result::Result<Uplink, String> {
 }
 
 /// Read lab.conf text. `file` is used in messages only; `force` overrides
-/// dialect detection (which then only sees lab.conf itself).
+/// dialect detection (from lab.conf alone: see [`parse_lab_conf_in`]).
 pub fn parse_lab_conf(text: &str, file: &Path, force: Option<Dialect>) -> Result<ConfRead> {
     parse_lab_conf_in(text, file, force, &FolderFacts::default())
 }
