@@ -122,3 +122,44 @@ fn lab_start_without_the_agent_says_how_to_build_it() {
     );
     assert!(!st.exists() || std::fs::read_dir(&st).unwrap().next().is_none());
 }
+
+/// Issue 10.3 and 10.6 through the binary: `lab info` shows the memory floor
+/// once, `--min-mem` overrides it, and a Kathará lab with an unknown key
+/// (`h1[folder]=...`) reads, warning once and listing the key.
+#[test]
+fn lab_info_memory_floor_and_ignored_keys() {
+    let t = testkit::short_tempdir("labfl");
+    let d = t.path().join("lab");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("lab.conf"),
+        "h1[0]=A\nh1[image]=kathara/base\nh1[mem]=16\nh1[folder]=/x\nh2[0]=A\nh2[folder]=/y\n",
+    )
+    .unwrap();
+    let st = t.path().join("st");
+    let o = umlkit(&["info", d.to_str().unwrap()], &st);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("dialect: kathara"), "{out}");
+    assert!(out.contains("machine h1 mem 64 MiB"), "{out}");
+    assert_eq!(out.matches("floor of 64 MiB").count(), 1, "{out}");
+    assert!(out.contains("h1 (16)"), "{out}");
+    assert_eq!(
+        out.matches("[folder]: unknown option, ignored").count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        out.contains("line 4: h1[folder]: unknown option, ignored (also h2 (line 6))"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nignored keys: folder (h1 (line 4), h2 (line 6))\n"),
+        "{out}"
+    );
+    let o = umlkit(&["info", d.to_str().unwrap(), "--min-mem", "48"], &st);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("machine h1 mem 48 MiB"), "{out}");
+    assert!(out.contains("floor of 48 MiB"), "{out}");
+    assert!(!st.exists(), "read-only commands create no state");
+}

@@ -576,3 +576,68 @@ fn lab_interfaces_are_up_before_startup_scripts() {
     lab.ok("stop", &[]);
     assert!(lab.leftovers().is_empty(), "stop left processes");
 }
+
+/// Issue 10.3: Netkit-era labs ask for 16 or 32 MiB. Raised silently to 40,
+/// guests were OOM-killed while copying their folder (measured: 4 of 4
+/// three-machine starts failed at 40 MiB). The measured floor applies, `lab
+/// start` says so once, and every machine boots, copies its 4 MiB folder and
+/// runs its startup.
+#[test]
+fn lab_netkit_mem_16_boots_copies_folder_and_runs_startup() {
+    let mut files: Vec<(String, String)> = vec![(
+        "lab.conf".into(),
+        "pc1[0]=A\npc1[mem]=16\npc2[0]=A\npc2[M]=16\npc3[0]=A\npc3[mem]=32\n".into(),
+    )];
+    for (i, m) in ["pc1", "pc2", "pc3"].iter().enumerate() {
+        files.push((
+            format!("{m}.startup"),
+            format!(
+                "ifconfig eth0 10.7.0.{} netmask 255.255.255.0 up\ncat /data/* > /dev/null && echo started > /root/startup-ran\n",
+                i + 1
+            ),
+        ));
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let lab = TestLab::new("labmem", &refs);
+    // 4 MiB of incompressible data per machine folder.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for m in ["pc1", "pc2", "pc3"] {
+        let d = lab.dir.join(m).join("data");
+        std::fs::create_dir_all(&d).unwrap();
+        for f in 0..4 {
+            let bytes: Vec<u8> = (0..1 << 20)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            std::fs::write(d.join(format!("f{f}")), bytes).unwrap();
+        }
+    }
+    let o = lab.run_dir("start", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("dialect: netkit"), "{err}");
+    assert_eq!(err.matches("floor of 64 MiB").count(), 1, "{err}");
+    assert!(err.contains("pc1 (16), pc2 (16), pc3 (32)"), "{err}");
+    for m in ["pc1", "pc2", "pc3"] {
+        let out = lab.exec_ok(
+            m,
+            &format!(
+                "for f in 0 1 2 3; do cmp /data/f$f /hostlab/{m}/data/f$f || exit 1; done; cat /root/startup-ran"
+            ),
+        );
+        assert_eq!(out.trim(), "started", "{m}");
+    }
+    let st: serde_json::Value = serde_json::from_str(&lab.ok("status", &["--json"])).unwrap();
+    for m in st["machines"].as_array().unwrap() {
+        assert_eq!(m["mem_mb"], 64, "{m}");
+    }
+    lab.ok("stop", &[]);
+    assert!(lab.leftovers().is_empty(), "stop left processes");
+}

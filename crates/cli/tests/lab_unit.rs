@@ -137,20 +137,35 @@ fn duplicate_interface_is_an_error() {
     assert!(e.contains("line 1") && e.contains(":2:"), "{e}");
 }
 
+/// Issue 10.6: Kathará keeps unknown keys (`h1[folder]=...`); they were
+/// fatal. Now a warning once per key, naming its first line, and the lab reads.
 #[test]
-fn kathara_unknown_option_is_error_netkit_is_note() {
-    let e = conf_err("a[0]=x\na[frobnicate]=1\n", Some(Dialect::Kathara));
-    assert!(e.contains("unknown device option a[frobnicate]"), "{e}");
-    let r = parse_lab_conf(
-        "a[0]=x\na[frobnicate]=1\n",
-        Path::new("l"),
-        Some(Dialect::Netkit),
-    )
-    .unwrap();
-    assert!(r
-        .notes
-        .iter()
-        .any(|n| n.key == "frobnicate" && n.message.contains("ignored")));
+fn kathara_unknown_option_warns_once_per_key_not_fatal() {
+    for d in [Dialect::Kathara, Dialect::Netkit] {
+        let r = parse_lab_conf(
+            "h1[0]=x\nh1[folder]=/a\nh2[0]=x\nh2[folder]=/b\nh1[frobnicate]=1\n",
+            Path::new("l"),
+            Some(d),
+        )
+        .unwrap();
+        let folder: Vec<_> = r.notes.iter().filter(|n| n.key == "folder").collect();
+        assert_eq!(folder.len(), 1, "{d}: one warning per key: {:?}", r.notes);
+        let text = folder[0].to_string();
+        assert!(
+            text.starts_with("line 2: h1[folder]: unknown option, ignored"),
+            "{text}"
+        );
+        assert!(text.contains("also h2 (line 4)"), "{text}");
+        let ignored: Vec<String> = r.ignored_keys().iter().map(|k| k.to_string()).collect();
+        assert_eq!(
+            ignored,
+            vec![
+                "folder (h1 (line 2), h2 (line 4))".to_string(),
+                "frobnicate (h1 (line 5))".to_string()
+            ]
+        );
+        assert_eq!(r.lab.machines.len(), 2);
+    }
 }
 
 #[test]
@@ -619,4 +634,299 @@ fn convert_output_reads_back() {
     assert_eq!(l2.source, lab::load::Source::LabToml);
     assert_eq!(l2.lab, l.lab);
     assert!(l2.notes.iter().any(|n| n.contains("lab.toml is used")));
+}
+
+/// Write `files` (path, text) under a fresh temp dir.
+fn lab_folder(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    for (p, text) in files {
+        let p = t.path().join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        if p.to_string_lossy().ends_with('/') {
+            std::fs::create_dir_all(&p).unwrap();
+        } else {
+            std::fs::write(&p, text).unwrap();
+        }
+    }
+    t
+}
+
+/// Issue 10.4: netkit.org-style labs (LAB_* lines and `M[N]=DOMAIN` only in
+/// lab.conf) were read as Kathará: learning switches, forwarding everywhere.
+/// Their folders show Netkit: ifconfig/route startups, zebra, `_test/`.
+#[test]
+fn dialect_netkit_era_lab_detected_from_its_folder() {
+    let t = lab_folder(&[
+        (
+            "lab.conf",
+            "LAB_DESCRIPTION=\"static routing\"\nLAB_VERSION=2.2\nLAB_AUTHOR=\"netkit team\"\n\
+             LAB_EMAIL=contact@netkit.org\nLAB_WEB=http://www.netkit.org/\n\n\
+             pc1[0]=\"A\"\npc2[0]=\"B\"\nr1[0]=\"A\"\nr1[1]=\"C\"\nr2[0]=\"B\"\nr2[1]=\"C\"\n",
+        ),
+        (
+            "pc1.startup",
+            "ifconfig eth0 195.11.14.5 netmask 255.255.255.0 broadcast 195.11.14.255 up\nroute add default gw 195.11.14.1 dev eth0\n",
+        ),
+        (
+            "pc2.startup",
+            "ifconfig eth0 200.1.1.7 netmask 255.255.255.0 up\nroute add default gw 200.1.1.1\n",
+        ),
+        (
+            "r1.startup",
+            "ifconfig eth0 195.11.14.1 netmask 255.255.255.0 up\nifconfig eth1 100.0.0.9 netmask 255.255.255.252 up\n/etc/init.d/zebra start\n",
+        ),
+        ("r2.startup", "ifconfig eth0 200.1.1.1 up\n"),
+        ("r1/etc/zebra/daemons", "zebra=yes\n"),
+        ("_test/results/", ""),
+    ]);
+    // netkit.org's own labs name it in LAB_WEB / LAB_EMAIL: that decides.
+    let l = lab::load::load_lab(t.path(), None).unwrap();
+    assert_eq!(l.lab.lab.dialect, Dialect::Netkit, "{}", l.dialect_reason);
+    assert!(
+        l.dialect_reason
+            .contains("line 4: LAB_EMAIL points to Netkit"),
+        "{}",
+        l.dialect_reason
+    );
+    // Without them, the folder does.
+    let conf = std::fs::read_to_string(t.path().join("lab.conf")).unwrap();
+    let conf: String = conf
+        .lines()
+        .filter(|l| !l.contains("netkit.org"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(t.path().join("lab.conf"), conf).unwrap();
+    let l = lab::load::load_lab(t.path(), None).unwrap();
+    assert_eq!(l.lab.lab.dialect, Dialect::Netkit, "{}", l.dialect_reason);
+    assert!(
+        l.dialect_reason
+            .contains("4 of 4 .startup files use ifconfig")
+            && l.dialect_reason.contains("_test/"),
+        "{}",
+        l.dialect_reason
+    );
+    let p = lab::plan::plan(&l.lab, &l.dir, Path::new("/s")).unwrap();
+    assert!(p.switches.iter().all(|s| s.hub), "Netkit domains are hubs");
+    assert!(p
+        .machines
+        .iter()
+        .all(|m| !m.sysctl.iter().any(|s| s.contains("ip_forward"))));
+}
+
+/// The same lab.conf with Kathará-era startups (ip, FRR) stays Kathará.
+#[test]
+fn dialect_kathara_era_startups_stay_kathara() {
+    let t = lab_folder(&[
+        ("lab.conf", "pc1[0]=A\nr1[0]=A\n"),
+        (
+            "pc1.startup",
+            "ip address add 10.0.0.1/24 dev eth0\nip route add default via 10.0.0.254\n",
+        ),
+        (
+            "r1.startup",
+            "ip address add 10.0.0.254/24 dev eth0\n/etc/init.d/frr start\n",
+        ),
+    ]);
+    let l = lab::load::load_lab(t.path(), None).unwrap();
+    assert_eq!(l.lab.lab.dialect, Dialect::Kathara, "{}", l.dialect_reason);
+    assert!(
+        l.dialect_reason
+            .contains("2 of 2 .startup files use ip address"),
+        "{}",
+        l.dialect_reason
+    );
+    // lab.conf evidence wins over the folder.
+    std::fs::write(
+        t.path().join("lab.conf"),
+        "machines=\"pc1 r1\"\npc1[0]=A\nr1[0]=A\n",
+    )
+    .unwrap();
+    let l = lab::load::load_lab(t.path(), None).unwrap();
+    assert_eq!(l.lab.lab.dialect, Dialect::Netkit);
+    assert!(
+        l.dialect_reason.contains("line 1: machines="),
+        "{}",
+        l.dialect_reason
+    );
+}
+
+/// Issue 10.5: Netkit's short options (`M[M]=32` is `vstart -M 32`) and
+/// `M[ethN]` were ignored; they are vstart options lstart passes on.
+#[test]
+fn netkit_short_options_are_read() {
+    let r = conf("pc1[M]=32\npc1[e]=echo hi\npc1[eth0]=A\npc1[k]=/x/kernel\n");
+    assert_eq!(r.lab.lab.dialect, Dialect::Netkit);
+    assert!(
+        r.dialect_reason
+            .contains("pc1[M] is a Netkit vstart option"),
+        "{}",
+        r.dialect_reason
+    );
+    let m = &r.lab.machines["pc1"];
+    assert_eq!(m.mem, Some(32));
+    assert_eq!(m.exec, vec!["echo hi".to_string()]);
+    assert_eq!(m.interfaces.len(), 1);
+    assert_eq!(m.interfaces[0].domain, "A");
+    assert!(
+        r.notes.iter().any(|n| n.key == "k" && n.ignored),
+        "{:?}",
+        r.notes
+    );
+}
+
+/// Issue 10.5: a value with spaces was fatal; Netkit strips the spaces (and
+/// `_ , .` from collision domains) with a warning.
+#[test]
+fn netkit_value_with_spaces_is_stripped_with_warning() {
+    let r = parse_lab_conf(
+        "pc1[0]=lan A\npc1[mem]=6 4\npc2[0]=lanA\npc3[0]=lan_A\n",
+        Path::new("lab.conf"),
+        Some(Dialect::Netkit),
+    )
+    .unwrap();
+    let d = |m: &str| r.lab.machines[m].interfaces[0].domain.clone();
+    assert_eq!(
+        (d("pc1"), d("pc2"), d("pc3")),
+        ("lanA".into(), "lanA".into(), "lanA".into())
+    );
+    assert_eq!(r.lab.machines["pc1"].mem, Some(64));
+    let text: Vec<String> = r.notes.iter().map(|n| n.to_string()).collect();
+    assert!(
+        text.iter()
+            .any(|n| n.starts_with("line 1: pc1[0]:") && n.contains("renamed to \"lanA\"")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|n| n.starts_with("line 2: pc1[mem]:") && n.contains("contains spaces")),
+        "{text:?}"
+    );
+    // Kathará keeps its stricter rule.
+    let e = conf_err("pc1[0]=lan A\n", Some(Dialect::Kathara));
+    assert!(
+        e.contains("lab.conf:1:") && e.contains("contains spaces"),
+        "{e}"
+    );
+}
+
+/// Issue 10.5: `tap,HOST_IP,GUEST_IP` became a private collision domain named
+/// "tap,...". It is parsed, reported, and the interface is left unplugged.
+#[test]
+fn netkit_tap_domain_is_parsed_and_left_unplugged() {
+    let r = conf("pc1[0]=tap,10.0.0.1,10.0.0.2\npc1[1]=A\npc2[0]=A\n");
+    assert_eq!(r.lab.lab.dialect, Dialect::Netkit, "{}", r.dialect_reason);
+    assert!(r.dialect_reason.contains("tap"), "{}", r.dialect_reason);
+    let m = &r.lab.machines["pc1"];
+    assert_eq!(
+        m.uplinks,
+        vec![lab::model::Uplink {
+            index: 0,
+            host: "10.0.0.1".into(),
+            guest: "10.0.0.2".into()
+        }]
+    );
+    assert_eq!(m.interfaces.len(), 1);
+    assert_eq!(m.interfaces[0].index, Some(1), "eth1 stays eth1");
+    let p = lab::plan::plan(&r.lab, Path::new("/labs/t"), Path::new("/s")).unwrap();
+    assert_eq!(p.switches.len(), 1, "no switch for the tap");
+    assert_eq!(p.switches[0].domain, "A");
+    assert_eq!(p.machine("pc1").unwrap().interfaces[0].name, "eth1");
+    assert!(
+        p.notes.iter().any(|n| n
+            .contains("pc1 eth0: Netkit tap uplink (host 10.0.0.1, guest 10.0.0.2)")
+            && n.contains("no NAT uplink yet: the interface is left unplugged")),
+        "{:?}",
+        p.notes
+    );
+    // lab.toml keeps it.
+    let back = LabFile::from_toml(&r.lab.to_toml(), Path::new("lab.toml")).unwrap();
+    assert_eq!(back, r.lab);
+    // lab.toml: bad uplinks are errors naming the machine.
+    for (toml, want) in [
+        (
+            "[[machines.a.uplinks]]\nindex = 0\nhost = \"10.0.0.1\"\nguest = \"x\"\n",
+            "guest address \"x\" is not an IPv4 address",
+        ),
+        (
+            "[[machines.a.interfaces]]\ndomain = \"A\"\n[[machines.a.uplinks]]\nindex = 0\nhost = \"10.0.0.1\"\nguest = \"10.0.0.2\"\n",
+            "eth0 is both an interface and an uplink",
+        ),
+    ] {
+        let e = LabFile::from_toml(toml, Path::new("lab.toml")).unwrap_err().to_string();
+        assert!(e.contains("machine a") && e.contains(want), "{e}");
+    }
+    // A malformed tap is an error naming the line.
+    let e = conf_err("pc1[0]=tap,10.0.0.1\n", Some(Dialect::Netkit));
+    assert!(
+        e.contains("lab.conf:1:") && e.contains("tap,HOST_IP,GUEST_IP"),
+        "{e}"
+    );
+    let e = conf_err("pc1[0]=tap,10.0.0.1,nothere\n", Some(Dialect::Netkit));
+    assert!(e.contains("\"nothere\" is not an IPv4 address"), "{e}");
+}
+
+/// Netkit keeps the first setting of a key (lstart warns); it was an error
+/// for interfaces and silently the last for options.
+#[test]
+fn netkit_duplicate_settings_first_wins() {
+    let r = parse_lab_conf(
+        "a[0]=A\na[0]=B\na[mem]=32\na[mem]=128\n",
+        Path::new("lab.conf"),
+        Some(Dialect::Netkit),
+    )
+    .unwrap();
+    let m = &r.lab.machines["a"];
+    assert_eq!(m.interfaces[0].domain, "A");
+    assert_eq!(m.mem, Some(32));
+    assert_eq!(
+        r.notes
+            .iter()
+            .filter(|n| n.message.contains("keeps the first"))
+            .count(),
+        2
+    );
+    let e = conf_err("a[0]=A\na[0]=B\n", Some(Dialect::Kathara));
+    assert!(e.contains("already given on line 1"), "{e}");
+}
+
+/// Issue 10.3: `M[mem]=16` (Netkit era) was raised to 40 MiB silently, where
+/// guests die while booting. The plan applies the measured floor and says so once.
+#[test]
+fn mem_below_floor_is_raised_once_with_a_note() {
+    let r = conf("a[M]=16\nb[mem]=32\nc[mem]=128\n");
+    let p = lab::plan::plan(&r.lab, Path::new("/labs/m"), Path::new("/s")).unwrap();
+    let mem = |n: &str| p.machine(n).unwrap().mem_mb;
+    assert_eq!((mem("a"), mem("b"), mem("c")), (64, 64, 128));
+    assert_eq!(lab::plan::MEM_FLOOR_MB, 64);
+    let floor: Vec<&String> = p.notes.iter().filter(|n| n.contains("floor")).collect();
+    assert_eq!(floor.len(), 1, "{:?}", p.notes);
+    assert!(floor[0].contains("a (16), b (32)"), "{}", floor[0]);
+    // An explicit floor overrides (never below the kernel's minimum).
+    let mut l = r.lab.clone();
+    l.lab.min_mem = Some(48);
+    let p = lab::plan::plan(&l, Path::new("/labs/m"), Path::new("/s")).unwrap();
+    assert_eq!(p.machine("a").unwrap().mem_mb, 48);
+    l.lab.min_mem = Some(8);
+    let p = lab::plan::plan(&l, Path::new("/labs/m"), Path::new("/s")).unwrap();
+    assert_eq!(p.machine("a").unwrap().mem_mb, guest::MIN_MEM_MB);
+    // lab.toml: [lab] min_mem.
+    let l = LabFile::from_toml(
+        "[lab]\nmin_mem = 96\n[machines.a]\nmem = 16\n",
+        Path::new("lab.toml"),
+    )
+    .unwrap();
+    let p = lab::plan::plan(&l, Path::new("/labs/m"), Path::new("/s")).unwrap();
+    assert_eq!(p.machine("a").unwrap().mem_mb, 96);
+    // Nothing raised, nothing said.
+    let p = lab::plan::plan(
+        &conf("a[mem]=64\n").lab,
+        Path::new("/labs/m"),
+        Path::new("/s"),
+    )
+    .unwrap();
+    assert!(
+        !p.notes.iter().any(|n| n.contains("floor")),
+        "{:?}",
+        p.notes
+    );
 }

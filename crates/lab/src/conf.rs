@@ -7,17 +7,22 @@
 //! KEY is an interface number, its VALUE the collision domain (Kathará:
 //! `DOMAIN/MAC`). Other keys are device options.
 //!
-//! Netkit: `machines="a b c"` lists the machines, lines that are not
-//! assignments are comments, KEY may be any vstart option (`mem`, `con0`,
-//! `append`, `exec`, ...), any machine name vstart accepts, interface numbers
-//! may have gaps. Kathará rejects all of that: names match `[a-z0-9_]{1,30}`,
-//! interfaces are numbered from eth0 without gaps, unknown keys are errors.
+//! Netkit (read as Netkit's lstart reads it): `machines="a b c"` lists the
+//! machines, lines that are not assignments are comments, KEY may be any
+//! vstart option, long (`mem`, `con0`, `append`, `exec`, `eth0`, ...) or
+//! short (`M` is `--mem`, `e` is `--exec`, ...), any machine name vstart
+//! accepts, interface numbers may have gaps, the first setting of a key wins,
+//! spaces in values are removed with a warning, and `tap,HOST_IP,GUEST_IP`
+//! is the host uplink. Kathará rejects most of that: names match
+//! `[a-z0-9_]{1,30}`, interfaces are numbered from eth0 without gaps. In both,
+//! an unknown key is kept going past with one warning per key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::dialect::{decide, Evidence, FolderFacts};
 use crate::error::{LabError, Result};
-use crate::model::{check_machine_name, Dialect, Interface, LabFile};
+use crate::model::{check_machine_name, Dialect, Interface, LabFile, Uplink};
 
 /// Something lab.conf asked for that umlkit does not do as asked, with what
 /// was done instead.
@@ -27,14 +32,54 @@ pub struct Note {
     pub machine: Option<String>,
     pub key: String,
     pub message: String,
+    /// The key had no effect (unknown, or known but not honoured).
+    pub ignored: bool,
+    /// Later `machine (line N)` places with the same key and message: each
+    /// key is reported once.
+    pub also: Vec<String>,
 }
 
 impl std::fmt::Display for Note {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.machine {
-            Some(m) => write!(f, "line {}: {m}[{}]: {}", self.line, self.key, self.message),
-            None => write!(f, "line {}: {}: {}", self.line, self.key, self.message),
+            Some(m) => write!(f, "line {}: {m}[{}]: {}", self.line, self.key, self.message)?,
+            None => write!(f, "line {}: {}: {}", self.line, self.key, self.message)?,
         }
+        if !self.also.is_empty() {
+            write!(f, " (also {})", self.also.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Add `n`, or fold it into an earlier note with the same key and message
+/// (one warning per key, naming its first line).
+fn push_note(notes: &mut Vec<Note>, n: Note) {
+    if let Some(prev) = notes
+        .iter_mut()
+        .find(|p| p.key == n.key && p.message == n.message && p.machine.is_some())
+    {
+        if let Some(m) = n.machine {
+            prev.also.push(format!("{m} (line {})", n.line));
+            return;
+        }
+    }
+    notes.push(n);
+}
+
+/// A lab.conf key that had no effect, with where it was used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredKey {
+    pub key: String,
+    /// First line using it.
+    pub line: usize,
+    /// `machine (line N)` for every use.
+    pub uses: Vec<String>,
+}
+
+impl std::fmt::Display for IgnoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.key, self.uses.join(", "))
     }
 }
 
@@ -47,6 +92,29 @@ pub struct ConfRead {
     /// How the dialect was chosen.
     pub dialect_reason: String,
     pub notes: Vec<Note>,
+}
+
+impl ConfRead {
+    /// Keys that had no effect (unknown, or known but not honoured), once
+    /// each, in file order.
+    pub fn ignored_keys(&self) -> Vec<IgnoredKey> {
+        let mut v: Vec<IgnoredKey> = Vec::new();
+        for n in self.notes.iter().filter(|n| n.ignored) {
+            let Some(m) = &n.machine else { continue };
+            let mut uses = vec![format!("{m} (line {})", n.line)];
+            uses.extend(n.also.iter().cloned());
+            match v.iter_mut().find(|k| k.key == n.key) {
+                Some(k) => k.uses.extend(uses),
+                None => v.push(IgnoredKey {
+                    key: n.key.clone(),
+                    line: n.line,
+                    uses,
+                }),
+            }
+        }
+        v.sort_by_key(|k| k.line);
+        v
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -208,9 +276,74 @@ fn split_domain_mac(v: &str) -> (String, Option<String>) {
     (v.to_string(), None)
 }
 
+/// vstart's short options (`M[M]=32` is `vstart -M 32`) by their long name.
+const NETKIT_SHORT: &[(&str, &str)] = &[
+    ("M", "mem"),
+    ("e", "exec"),
+    ("k", "kernel"),
+    ("m", "model-fs"),
+    ("f", "filesystem"),
+    ("l", "hostlab"),
+    ("w", "hostwd"),
+    ("H", "no-hosthome"),
+    ("W", "no-cow"),
+    ("D", "hide-disk-file"),
+    ("F", "foreground"),
+    ("p", "print"),
+    ("q", "quiet"),
+    ("v", "verbose"),
+    ("h", "help"),
+    ("L", "L"),
+];
+
+/// Netkit vstart options that only steer the host side of vstart (disk
+/// files, terminals, output): nothing to do in umlkit.
+const NETKIT_NOOP: &[&str] = &[
+    "hostwd",
+    "no-cow",
+    "hide-disk-file",
+    "foreground",
+    "print",
+    "quiet",
+    "verbose",
+    "help",
+    "version",
+    "test",
+    "L",
+];
+
+/// A Netkit `tap,HOST_IP,GUEST_IP` collision domain.
+fn parse_tap(v: &str) -> std::result::Result<Uplink, String> {
+    let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+    let ip = |s: &str, what: &str| {
+        s.parse::<std::net::Ipv4Addr>().map_err(|_| {
+            format!("tap: {what} {s:?} is not an IPv4 address (expected tap,HOST_IP,GUEST_IP)")
+        })
+    };
+    match parts.as_slice() {
+        ["tap", host, guest] => Ok(Uplink {
+            index: 0,
+            host: ip(host, "host address")?.to_string(),
+            guest: ip(guest, "guest address")?.to_string(),
+        }),
+        _ => Err(format!("tap: expected tap,HOST_IP,GUEST_IP, found {v:?}")),
+    }
+}
+
 /// Read lab.conf text. `file` is used in messages only; `force` overrides
-/// dialect detection.
+/// dialect detection (from lab.conf alone: see [`parse_lab_conf_in`]).
 pub fn parse_lab_conf(text: &str, file: &Path, force: Option<Dialect>) -> Result<ConfRead> {
+    parse_lab_conf_in(text, file, force, &FolderFacts::default())
+}
+
+/// Read lab.conf text of a folder showing `folder` (used by dialect
+/// detection when lab.conf itself is not decisive).
+pub fn parse_lab_conf_in(
+    text: &str,
+    file: &Path,
+    force: Option<Dialect>,
+    folder: &FolderFacts,
+) -> Result<ConfRead> {
     let entries: Vec<(usize, Entry)> = text
         .lines()
         .enumerate()
@@ -219,7 +352,7 @@ pub fn parse_lab_conf(text: &str, file: &Path, force: Option<Dialect>) -> Result
 
     let (dialect, dialect_reason) = match force {
         Some(d) => (d, format!("{d} (forced)")),
-        None => detect(&entries),
+        None => decide(&conf_evidence(&entries), folder),
     };
     let syn = |line: usize, rule: String| LabError::Syntax {
         file: file.to_path_buf(),
@@ -232,7 +365,11 @@ pub fn parse_lab_conf(text: &str, file: &Path, force: Option<Dialect>) -> Result
     let mut notes = Vec::new();
     let mut machines_line = None;
     let mut ifaces: BTreeMap<String, BTreeMap<u32, (usize, Interface)>> = BTreeMap::new();
+    let mut taps: BTreeMap<String, BTreeMap<u32, usize>> = BTreeMap::new();
     let mut first_line: BTreeMap<String, usize> = BTreeMap::new();
+    // Netkit: the first setting of a parameter wins (lstart warns).
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let netkit = dialect == Dialect::Netkit;
 
     for (line, e) in entries {
         match e {
@@ -242,6 +379,8 @@ pub fn parse_lab_conf(text: &str, file: &Path, force: Option<Dialect>) -> Result
                     machine: None,
                     key: "(line)".into(),
                     message: format!("not an assignment, treated as a comment: {t}"),
+                    ignored: false,
+                    also: Vec::new(),
                 }),
                 Dialect::Kathara => {
                     return Err(syn(
@@ -256,6 +395,8 @@ pub fn parse_lab_conf(text: &str, file: &Path, force: Option<Dialect>) -> Result
                     machine: None,
                     key: key.clone(),
                     message: "unknown global setting, ignored".into(),
+                    ignored: false,
+                    also: Vec::new(),
                 }),
                 Dialect::Kathara => {
                     return Err(syn(line, format!("Kathará: unknown global setting {key}")))
@@ -290,23 +431,42 @@ pub fn parse_lab_conf(text: &str, file: &Path, force: Option<Dialect>) -> Result
                             "unknown metadata (known: {}), ignored",
                             META_KEYS.join(", ")
                         ),
+                        ignored: false,
+                        also: Vec::new(),
                     }),
                 }
             }
             Entry::Option {
                 machine,
-                key,
+                key: orig_key,
                 value,
             } => {
                 check_machine_name(&machine, dialect).map_err(|r| syn(line, r))?;
                 first_line.entry(machine.clone()).or_insert(line);
                 let m = lab.machines.entry(machine.clone()).or_default();
-                let note = |message: String| Note {
+                let note = |key: &str, message: String, ignored: bool| Note {
                     line,
                     machine: Some(machine.clone()),
-                    key: key.clone(),
+                    key: key.to_string(),
                     message,
+                    ignored,
+                    also: Vec::new(),
                 };
+                // Netkit passes M[X] to vstart as -X (one letter) or --X;
+                // M[ethN] is --ethN, M[appendN] is --append.
+                let mut key = orig_key.clone();
+                let mut value = value;
+                if netkit {
+                    if let Some((_, long)) = NETKIT_SHORT.iter().find(|(s, _)| *s == key) {
+                        key = long.to_string();
+                    }
+                    if let Some(n) = key.strip_prefix("eth").filter(|n| n.parse::<u32>().is_ok()) {
+                        key = n.to_string();
+                    }
+                    if key.starts_with("append") {
+                        key = "append".into();
+                    }
+                }
                 if let Ok(n) = key.parse::<u32>() {
                     if n > crate::model::MAX_IFACE_INDEX {
                         return Err(syn(
@@ -317,7 +477,47 @@ pub fn parse_lab_conf(text: &str, file: &Path, force: Option<Dialect>) -> Result
                             ),
                         ));
                     }
-                    let (domain, mac) = split_domain_mac(&value);
+                    let map = ifaces.entry(machine.clone()).or_default();
+                    let tmap = taps.entry(machine.clone()).or_default();
+                    let prev = map.get(&n).map(|(p, _)| *p).or(tmap.get(&n).copied());
+                    if let Some(prev) = prev {
+                        if netkit {
+                            push_note(&mut notes, note(&orig_key, format!(
+                                "interface eth{n} already given on line {prev}; Netkit keeps the first"
+                            ), true));
+                            continue;
+                        }
+                        return Err(syn(
+                            line,
+                            format!(
+                                "{machine}[{n}]: interface eth{n} already given on line {prev}"
+                            ),
+                        ));
+                    }
+                    if netkit && (value.trim() == "tap" || value.trim_start().starts_with("tap,")) {
+                        let mut up = parse_tap(&value.replace(char::is_whitespace, ""))
+                            .map_err(|r| syn(line, format!("{machine}[{orig_key}]: {r}")))?;
+                        up.index = n;
+                        // Reported once, by the planner (lab.toml has it too).
+                        tmap.insert(n, line);
+                        m.uplinks.push(up);
+                        continue;
+                    }
+                    let (mut domain, mac) = split_domain_mac(&value);
+                    if netkit {
+                        // lstart removes spaces, underscores, commas and dots
+                        // from collision domain names, with a warning.
+                        let clean: String = domain
+                            .chars()
+                            .filter(|c| !c.is_whitespace() && !matches!(c, '_' | ',' | '.'))
+                            .collect();
+                        if clean != domain && !clean.is_empty() {
+                            push_note(&mut notes, note(&orig_key, format!(
+                                "collision domain {domain:?} has characters Netkit removes (spaces _ , .): renamed to {clean:?} as Netkit does"
+                            ), false));
+                            domain = clean;
+                        }
+                    }
                     if domain.is_empty() {
                         return Err(syn(line, format!("{machine}[{n}]: empty collision domain")));
                     }
@@ -325,15 +525,6 @@ pub fn parse_lab_conf(text: &str, file: &Path, force: Option<Dialect>) -> Result
                         return Err(syn(
                             line,
                             format!("{machine}[{n}]: collision domain {domain:?} contains spaces"),
-                        ));
-                    }
-                    let map = ifaces.entry(machine.clone()).or_default();
-                    if let Some((prev, _)) = map.get(&n) {
-                        return Err(syn(
-                            line,
-                            format!(
-                                "{machine}[{n}]: interface eth{n} already given on line {prev}"
-                            ),
                         ));
                     }
                     map.insert(
@@ -349,8 +540,34 @@ pub fn parse_lab_conf(text: &str, file: &Path, force: Option<Dialect>) -> Result
                     );
                     continue;
                 }
+                if netkit {
+                    let dedup = (machine.clone(), orig_key.clone());
+                    if let Some(prev) = seen.get(&dedup) {
+                        push_note(
+                            &mut notes,
+                            note(
+                                &orig_key,
+                                format!(
+                                    "already set on line {prev}; Netkit keeps the first setting"
+                                ),
+                                true,
+                            ),
+                        );
+                        continue;
+                    }
+                    seen.insert(dedup, line);
+                    if value.contains(char::is_whitespace)
+                        && !matches!(key.as_str(), "append" | "exec" | "env" | "sysctl")
+                    {
+                        let clean: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+                        push_note(&mut notes, note(&orig_key, format!(
+                            "value {value:?} contains spaces; Netkit removes them: {clean:?} is used"
+                        ), false));
+                        value = clean;
+                    }
+                }
                 match key.as_str() {
-                    "mem" => m.mem = Some(parse_mem_mb(&value).map_err(|r| syn(line, r))?),
+                    "mem" => m.mem = Some(parse_mem_mb(&value).map_err(|r| syn(line, format!("{machine}[{orig_key}]: {r}")))?),
                     "image" => m.image = Some(value),
                     "ipv6" => {
                         m.ipv6 = Some(parse_bool(&value).ok_or_else(|| {
@@ -376,27 +593,27 @@ pub fn parse_lab_conf(text: &str, file: &Path, force: Option<Dialect>) -> Result
                     "append" => m.kernel_args.extend(value.split_whitespace().map(str::to_string)),
                     "bridged" => {
                         if parse_bool(&value) == Some(true) {
-                            notes.push(note("no host uplink in umlkit: the machine gets no bridged interface".into()))
+                            push_note(&mut notes, note(&orig_key, "no host uplink in umlkit: the machine gets no bridged interface".into(), true))
                         }
                     }
-                    "num_terms" | "con0" | "con1" | "xterm" | "shell" => notes.push(note(
-                        "terminals are not opened; use `umlkit lab console` / `lab exec`".into(),
+                    "num_terms" | "con0" | "con1" | "xterm" | "shell" => push_note(&mut notes, note(&orig_key,
+                        "terminals are not opened; use `umlkit lab console` / `lab exec`".into(), true,
                     )),
-                    "kernel" | "filesystem" | "model-fs" => notes.push(note(
-                        "ignored: umlkit boots linux.uml on its own default image".into(),
+                    "kernel" | "filesystem" | "model-fs" => push_note(&mut notes, note(&orig_key,
+                        "ignored: umlkit boots linux.uml on its own default image".into(), true,
                     )),
-                    "hostlab" | "hosthome" | "no-hosthome" => notes.push(note(
-                        "ignored: the lab folder is always at /hostlab, the host home is never mounted".into(),
+                    "hostlab" | "hosthome" | "no-hosthome" => push_note(&mut notes, note(&orig_key,
+                        "ignored: the lab folder is always at /hostlab, the host home is never mounted".into(), true,
                     )),
                     "cpus" | "port" | "volume" | "privileged" | "ulimit" | "entrypoint" | "args" => {
-                        notes.push(note("container-only option, ignored".into()))
+                        push_note(&mut notes, note(&orig_key, "container-only option, ignored".into(), true))
                     }
-                    _ => match dialect {
-                        Dialect::Netkit => notes.push(note("unknown option, ignored".into())),
-                        Dialect::Kathara => {
-                            return Err(syn(line, format!("Kathará: unknown device option {machine}[{key}]")))
-                        }
-                    },
+                    k if netkit && NETKIT_NOOP.contains(&k) => push_note(&mut notes, note(&orig_key,
+                        format!("vstart option --{k} only steers the host side of Netkit, ignored"), true,
+                    )),
+                    // Both dialects keep going on an unknown key (Kathará
+                    // keeps unknown keys too): warned once per key.
+                    _ => push_note(&mut notes, note(&orig_key, "unknown option, ignored".into(), true)),
                 }
             }
         }
@@ -438,9 +655,10 @@ pub fn parse_lab_conf(text: &str, file: &Path, force: Option<Dialect>) -> Result
     })
 }
 
-fn detect(entries: &[(usize, Entry)]) -> (Dialect, String) {
-    let mut kathara = None;
-    let mut netkit = None;
+/// Everything in lab.conf that only one dialect accepts, in file order.
+fn conf_evidence(entries: &[(usize, Entry)]) -> Vec<Evidence> {
+    let mut v = Vec::new();
+    let mut push = |dialect: Dialect, what: String| v.push(Evidence { dialect, what });
     for (line, e) in entries {
         match e {
             Entry::Option {
@@ -448,45 +666,72 @@ fn detect(entries: &[(usize, Entry)]) -> (Dialect, String) {
                 key,
                 value,
             } => {
-                if kathara.is_none() {
-                    if KATHARA_ONLY_KEYS.contains(&key.as_str()) {
-                        kathara =
-                            Some(format!("line {line}: {machine}[{key}] is a Kathará option"));
-                    } else if key.parse::<u32>().is_ok() && split_domain_mac(value).1.is_some() {
-                        kathara = Some(format!("line {line}: DOMAIN/MAC is Kathará syntax"));
-                    }
+                if KATHARA_ONLY_KEYS.contains(&key.as_str()) {
+                    push(
+                        Dialect::Kathara,
+                        format!("line {line}: {machine}[{key}] is a Kathará option"),
+                    );
+                } else if key.parse::<u32>().is_ok() && split_domain_mac(value).1.is_some() {
+                    push(
+                        Dialect::Kathara,
+                        format!("line {line}: DOMAIN/MAC is Kathará syntax"),
+                    );
                 }
-                if netkit.is_none() {
-                    if NETKIT_ONLY_KEYS.contains(&key.as_str()) {
-                        netkit = Some(format!(
-                            "line {line}: {machine}[{key}] is a Netkit vstart option"
-                        ));
-                    } else if check_machine_name(machine, Dialect::Kathara).is_err() {
-                        netkit = Some(format!(
-                            "line {line}: machine name {machine:?} is only valid in Netkit"
-                        ));
-                    }
+                if NETKIT_ONLY_KEYS.contains(&key.as_str())
+                    || NETKIT_SHORT.iter().any(|(s, _)| s == key)
+                    || NETKIT_NOOP.contains(&key.as_str())
+                {
+                    push(
+                        Dialect::Netkit,
+                        format!("line {line}: {machine}[{key}] is a Netkit vstart option"),
+                    );
+                } else if key
+                    .strip_prefix("eth")
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+                {
+                    push(
+                        Dialect::Netkit,
+                        format!("line {line}: {machine}[{key}] is Netkit's vstart --{key}"),
+                    );
+                } else if key.parse::<u32>().is_ok()
+                    && (value.trim() == "tap" || value.trim_start().starts_with("tap,"))
+                {
+                    push(
+                        Dialect::Netkit,
+                        format!("line {line}: {machine}[{key}]=tap,... is a Netkit tap domain"),
+                    );
+                } else if check_machine_name(machine, Dialect::Kathara).is_err() {
+                    push(
+                        Dialect::Netkit,
+                        format!("line {line}: machine name {machine:?} is only valid in Netkit"),
+                    );
                 }
             }
-            Entry::MachinesList(_) if netkit.is_none() => {
-                netkit = Some(format!("line {line}: machines= is Netkit syntax"))
-            }
-            Entry::Junk(_) if netkit.is_none() => {
-                netkit = Some(format!(
-                    "line {line}: free text is only a comment in Netkit"
-                ))
+            Entry::MachinesList(_) => push(
+                Dialect::Netkit,
+                format!("line {line}: machines= is Netkit syntax"),
+            ),
+            Entry::Junk(_) => push(
+                Dialect::Netkit,
+                format!("line {line}: free text is only a comment in Netkit"),
+            ),
+            Entry::Meta { key, .. } if key == "LAB_NAME" => push(
+                Dialect::Kathara,
+                format!("line {line}: LAB_NAME is Kathará metadata"),
+            ),
+            Entry::Meta { key, value }
+                if matches!(key.as_str(), "LAB_WEB" | "LAB_EMAIL")
+                    && value.to_ascii_lowercase().contains("netkit") =>
+            {
+                push(
+                    Dialect::Netkit,
+                    format!("line {line}: {key} points to Netkit ({value})"),
+                )
             }
             _ => {}
         }
     }
-    match (kathara, netkit) {
-        (Some(k), _) => (Dialect::Kathara, format!("kathara ({k})")),
-        (None, Some(n)) => (Dialect::Netkit, format!("netkit ({n})")),
-        (None, None) => (
-            Dialect::Kathara,
-            "kathara (nothing dialect-specific; Kathará is the default)".into(),
-        ),
-    }
+    v
 }
 
 /// lab.dep: `MACHINE: DEP DEP ...` per line, `#` comments. Returns

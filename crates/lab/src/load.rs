@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use crate::conf::{parse_lab_conf, parse_lab_dep, start_waves, Note};
+use crate::conf::{parse_lab_conf_in, parse_lab_dep, start_waves, Note};
+use crate::dialect::FolderFacts;
 use crate::error::{io_err, LabError, Result};
 use crate::model::{check_machine_name, Dialect, LabFile};
 
@@ -26,6 +27,8 @@ pub struct Loaded {
     pub dialect_reason: String,
     /// Things asked for that are done differently (by name, with what was done).
     pub notes: Vec<String>,
+    /// lab.conf keys that had no effect: `key (machine (line N), ...)`.
+    pub ignored_keys: Vec<String>,
 }
 
 /// Folder names in a lab that are never machines.
@@ -39,6 +42,7 @@ pub fn load_lab(dir: &Path, force: Option<Dialect>) -> Result<Loaded> {
     let toml_path = dir.join("lab.toml");
     let conf_path = dir.join("lab.conf");
     let mut notes = Vec::new();
+    let mut ignored_keys = Vec::new();
     let (mut lab, source, reason, machines_line) = if toml_path.is_file() {
         let text = read(&toml_path)?;
         let mut lab = LabFile::from_toml(&text, &toml_path)?;
@@ -52,20 +56,13 @@ pub fn load_lab(dir: &Path, force: Option<Dialect>) -> Result<Loaded> {
         (lab, Source::LabToml, reason, None)
     } else if conf_path.is_file() {
         let text = read(&conf_path)?;
-        let mut r = parse_lab_conf(&text, &conf_path, force)?;
-        // Undecided by lab.conf: a shared/ laid out as a root tree (etc/, ...)
-        // only makes sense in Netkit, which copies it over every root.
-        if force.is_none() && r.dialect_reason.contains("nothing dialect-specific") {
-            if let Some(d) = ["etc", "root", "usr", "bin", "var"]
-                .iter()
-                .find(|d| dir.join("shared").join(d).is_dir())
-            {
-                r = parse_lab_conf(&text, &conf_path, Some(Dialect::Netkit))?;
-                r.dialect_reason = format!(
-                    "netkit (shared/{d}/ is a root tree, which Netkit copies into every machine)"
-                );
-            }
-        }
+        let facts = if force.is_none() {
+            folder_facts(&dir)?
+        } else {
+            FolderFacts::default()
+        };
+        let r = parse_lab_conf_in(&text, &conf_path, force, &facts)?;
+        ignored_keys = r.ignored_keys().iter().map(|k| k.to_string()).collect();
         notes.extend(
             r.notes
                 .iter()
@@ -131,6 +128,7 @@ pub fn load_lab(dir: &Path, force: Option<Dialect>) -> Result<Loaded> {
         source,
         dialect_reason: reason,
         notes,
+        ignored_keys,
     })
 }
 
@@ -157,6 +155,43 @@ pub fn apply_deps(
         }
     }
     Ok(())
+}
+
+/// Largest part of a `.startup` file read for dialect detection.
+const STARTUP_SNIFF_BYTES: u64 = 64 * 1024;
+
+/// What the lab folder shows about its dialect (`dialect::decide`). Only
+/// regular files and folders count: symlinks are not followed.
+fn folder_facts(dir: &Path) -> Result<FolderFacts> {
+    use std::io::Read;
+    let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    let mut facts = FolderFacts {
+        test_dir: is_dir(&dir.join("_test")),
+        lab_ext: std::fs::symlink_metadata(dir.join("lab.ext")).is_ok_and(|m| m.is_file()),
+        shared_root_tree: ["etc", "root", "usr", "bin", "var"]
+            .iter()
+            .find(|d| is_dir(&dir.join("shared").join(d)))
+            .map(|d| d.to_string()),
+        startups: Vec::new(),
+    };
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io_err("cannot list", dir))? {
+        let e = e.map_err(io_err("cannot list", dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".startup") && e.file_type().is_ok_and(|t| t.is_file()) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    for name in names {
+        let p = dir.join(&name);
+        let mut text = String::new();
+        let f = std::fs::File::open(&p).map_err(io_err("cannot read", &p))?;
+        // Not UTF-8 or unreadable as text: it shows nothing either way.
+        let _ = f.take(STARTUP_SNIFF_BYTES).read_to_string(&mut text);
+        facts.startups.push((name, text));
+    }
+    Ok(facts)
 }
 
 fn read(p: &Path) -> Result<String> {

@@ -103,6 +103,10 @@ pub struct LabMeta {
     /// Behaviour flavour (switch mode, shared/, sysctls).
     #[serde(default)]
     pub dialect: Dialect,
+    /// Memory floor in MiB: machines asking for less get this much (default
+    /// `plan::MEM_FLOOR_MB`, measured; `lab start --min-mem` overrides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_mem: Option<u32>,
 }
 
 /// One machine.
@@ -143,6 +147,22 @@ pub struct Machine {
     /// Machines that must be up before this one (lab.dep).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// Host uplinks (Netkit `M[N]=tap,HOST_IP,GUEST_IP`): recorded, not
+    /// applied yet (no NAT uplink): the interface stays unplugged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uplinks: Vec<Uplink>,
+}
+
+/// A host uplink of a machine (Netkit's `tap` collision domain).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Uplink {
+    /// Interface number N of ethN.
+    pub index: u32,
+    /// Host side address (IPv4).
+    pub host: String,
+    /// Guest side address (IPv4).
+    pub guest: String,
 }
 
 /// One network interface of a machine.
@@ -268,6 +288,33 @@ impl LabFile {
                     "machine {name} interface {i}: index {} too large (0 ..= {MAX_IFACE_INDEX})",
                     itf.index.unwrap_or_default()
                 )));
+            }
+            for up in &m.uplinks {
+                for (what, a) in [("host", &up.host), ("guest", &up.guest)] {
+                    a.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                        bad(format!(
+                            "machine {name} uplink eth{}: {what} address {a:?} is not an IPv4 address",
+                            up.index
+                        ))
+                    })?;
+                }
+                let taken = m
+                    .interfaces
+                    .iter()
+                    .enumerate()
+                    .any(|(i, itf)| itf.index.unwrap_or(i as u32) == up.index);
+                if taken {
+                    return Err(bad(format!(
+                        "machine {name}: eth{} is both an interface and an uplink",
+                        up.index
+                    )));
+                }
+                if up.index > MAX_IFACE_INDEX {
+                    return Err(bad(format!(
+                        "machine {name} uplink: index {} too large (0 ..= {MAX_IFACE_INDEX})",
+                        up.index
+                    )));
+                }
             }
         }
         Ok(())

@@ -16,6 +16,16 @@ use crate::model::{Dialect, DomainMode, LabFile, LinkEmulation};
 /// Default guest memory (MiB).
 pub const DEFAULT_MEM_MB: u32 = 64;
 
+/// Memory floor (MiB) for lab machines: Netkit-era labs ask for 16 or 32
+/// MiB, which a 6.1 kernel with the default image cannot boot with its
+/// startup work. Measured (docs/labs.md, "Memory floor"): at 40 MiB 7 of 10
+/// three-machine lab starts failed (OOM kills of the exec agent during the
+/// folder copy; guest MemTotal 13-29 MB); at 48 all booted but with as little
+/// as 6.5 MB left; at 64 at least 19 MB stayed available. Guest RAM is allocated lazily by the host,
+/// so the floor costs only what a guest really uses. `[lab] min_mem` /
+/// `lab start --min-mem` override it (never below `guest::MIN_MEM_MB`).
+pub const MEM_FLOOR_MB: u32 = 64;
+
 /// Per-lab identity: 8 hex digits of SHA-1 of the canonical lab folder. Two
 /// labs never share switches, sockets, umids or state.
 pub fn lab_id(lab_dir: &Path) -> String {
@@ -162,8 +172,24 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
         .map(|(i, s)| (s.domain.as_str(), i))
         .collect();
 
+    let floor = lab
+        .lab
+        .min_mem
+        .unwrap_or(MEM_FLOOR_MB)
+        .max(guest::MIN_MEM_MB);
+    let mut raised: Vec<String> = Vec::new();
     let mut machines = Vec::new();
     for (name, m) in &lab.machines {
+        for up in &m.uplinks {
+            notes.push(format!(
+                "{name} eth{}: Netkit tap uplink (host {}, guest {}) is recorded, but umlkit has no NAT uplink yet: the interface is left unplugged",
+                up.index, up.host, up.guest
+            ));
+        }
+        let asked = m.mem.unwrap_or(DEFAULT_MEM_MB);
+        if asked < floor {
+            raised.push(format!("{name} ({asked})"));
+        }
         let umid = format!("{name}-{id}");
         if let Some(img) = &m.image {
             if img != "default" {
@@ -211,7 +237,7 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
         machines.push(MachinePlan {
             name: name.clone(),
             umid,
-            mem_mb: m.mem.unwrap_or(DEFAULT_MEM_MB),
+            mem_mb: asked.max(floor),
             dir: state_dir.join("m").join(name),
             interfaces,
             routes: m.routes.clone(),
@@ -222,6 +248,12 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
             kernel_args: m.kernel_args.clone(),
             depends_on: m.depends_on.clone(),
         });
+    }
+    if !raised.is_empty() {
+        notes.push(format!(
+            "memory raised to the floor of {floor} MiB (below it the kernel with the default image and its startup work may not boot) for: {}; set `min_mem` in lab.toml [lab] or `--min-mem N` to change the floor",
+            raised.join(", ")
+        ));
     }
     let names: Vec<String> = lab.machines.keys().cloned().collect();
     let deps: BTreeMap<String, Vec<String>> = lab

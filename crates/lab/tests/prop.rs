@@ -15,6 +15,19 @@ proptest! {
         }
     }
 
+    /// Netkit reads any collision domain as lstart does: spaces, `_ , .`
+    /// removed (with a warning), never an error.
+    #[test]
+    fn netkit_domains_are_cleaned_never_rejected(dom in "D[A-Za-z0-9 _.,]{0,12}", mem in "[0-9 ]{0,2}[1-9][0-9 ]{0,2}") {
+        let text = format!("pc1[0]={dom}\npc1[mem]={mem}\n");
+        let r = parse_lab_conf(&text, Path::new("lab.conf"), Some(Dialect::Netkit)).unwrap();
+        let got = &r.lab.machines["pc1"].interfaces[0].domain;
+        let want: String = dom.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        prop_assert_eq!(got, &want);
+        let want_mem: u32 = mem.replace(' ', "").parse().unwrap();
+        prop_assert_eq!(r.lab.machines["pc1"].mem, Some(want_mem));
+    }
+
     #[test]
     fn lab_dep_never_panics(text in "(?s).{0,300}") {
         let _ = parse_lab_dep(&text, Path::new("lab.dep"));

@@ -29,6 +29,9 @@ pub struct LabOpts {
     /// Root of the per-lab state folders (default $UMLKIT_LAB_STATE or /tmp/umlkit-lab)
     #[arg(long, global = true)]
     pub state_root: Option<PathBuf>,
+    /// Memory floor in MiB for machines asking for less (default 64, measured; lab.toml [lab] min_mem)
+    #[arg(long, global = true, value_name = "MIB")]
+    pub min_mem: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -556,6 +559,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             for n in loaded.notes.iter().chain(plan.notes.iter()) {
                 outln!("note: {}", shown(n));
             }
+            if !loaded.ignored_keys.is_empty() {
+                outln!("ignored keys: {}", shown(&loaded.ignored_keys.join("; ")));
+            }
             outln!("state: {}", plan.state_dir.display());
             for s in &plan.switches {
                 outln!(
@@ -604,7 +610,10 @@ fn load_plan(
     opts: &LabOpts,
     verbose: bool,
 ) -> anyhow::Result<(Plan, lab::load::Loaded)> {
-    let loaded = lab::load::load_lab(dir, opts.dialect)?;
+    let mut loaded = lab::load::load_lab(dir, opts.dialect)?;
+    if let Some(n) = opts.min_mem {
+        loaded.lab.lab.min_mem = Some(n);
+    }
     let state_dir = state_root(opts).join(lab::plan::lab_id(&loaded.dir));
     let plan = lab::plan::plan(&loaded.lab, &loaded.dir, &state_dir)?;
     if verbose {
@@ -828,6 +837,7 @@ fn bench(
         let lopts = LabOpts {
             dialect: None,
             state_root: Some(root.clone()),
+            min_mem: opts.min_mem,
         };
         let (plan, _) = load_plan(&dir, &lopts, false)?;
         let b = backend(&plan)?;
@@ -895,6 +905,7 @@ fn bench(
     let lopts = LabOpts {
         dialect: None,
         state_root: Some(root.clone()),
+        min_mem: opts.min_mem,
     };
     let kl = tmp.join("lab1");
     std::fs::create_dir_all(&kl)?;
