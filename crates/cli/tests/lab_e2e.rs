@@ -358,7 +358,9 @@ fn lab_kathara_defaults_and_shutdown_scripts() {
             ("shared.shutdown", "echo shared >> /hostlab/shutdown_order\n"),
         ],
     );
-    lab.ok("start", &[]);
+    // Shutdown scripts write back to the lab folder: only a trusted lab
+    // (--host-access, live hostfs) may do that.
+    lab.ok("start", &["--host-access"]);
     assert_eq!(
         lab.exec_ok("r", "cat /proc/sys/net/ipv4/ip_forward").trim(),
         "1"

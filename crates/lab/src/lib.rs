@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod conf;
+pub mod confine;
 pub mod error;
 pub mod graph;
 pub mod guest_backend;

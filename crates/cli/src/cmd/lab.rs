@@ -45,6 +45,10 @@ pub enum LabCmd {
         timeout: u64,
         /// Start only these machines (and what they depend on)
         machines: Vec<String>,
+        /// Trust this lab: share the folder live through hostfs (machines can
+        /// write to it) and allow host-side kernel arguments in M[append]
+        #[arg(long)]
+        host_access: bool,
         #[command(flatten)]
         opts: LabOpts,
     },
@@ -73,6 +77,9 @@ pub enum LabCmd {
         machines: Vec<String>,
         #[arg(short = 'p', long)]
         parallel: Option<usize>,
+        /// Trust this lab (see `lab start --host-access`)
+        #[arg(long)]
+        host_access: bool,
         #[command(flatten)]
         opts: LabOpts,
     },
@@ -90,6 +97,16 @@ pub enum LabCmd {
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// A machine's full boot and startup logs (umlkit's boot steps,
+    /// /var/log/shared.{log,err}, /var/log/startup.{log,err})
+    Logs {
+        /// Lab folder
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        machine: String,
         #[command(flatten)]
         opts: LabOpts,
     },
@@ -202,9 +219,11 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             parallel,
             timeout,
             machines,
+            host_access,
             opts,
         } => {
-            let (plan, _) = load_plan(&dir, &opts, true)?;
+            let (mut plan, loaded) = load_plan(&dir, &opts, true)?;
+            trust(&mut plan, &loaded, host_access)?;
             let backend = backend(&plan)?;
             let waves = lab::plan::select(&plan, &machines)?;
             let p = parallel.unwrap_or_else(|| default_parallel(&plan));
@@ -261,9 +280,11 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             dir,
             machines,
             parallel,
+            host_access,
             opts,
         } => {
-            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let (mut plan, loaded) = load_plan(&dir, &opts, false)?;
+            trust(&mut plan, &loaded, host_access)?;
             let b = backend(&plan)?;
             runner::stop(
                 &b,
@@ -315,6 +336,14 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         m.pid.map(|p| p.to_string()).unwrap_or("-".into()),
                         m.mem_mb
                     );
+                    if let Some(e) = &m.boot_error {
+                        for l in e.lines().take(6) {
+                            println!("    boot: {l}");
+                        }
+                    }
+                    if let (Some(e), Some(mp)) = (&m.startup_errors, plan.machine(&m.name)) {
+                        println!("    {}", runner::startup_errors_text(&plan, mp, e));
+                    }
                     for i in &m.interfaces {
                         println!(
                             "    {:<5} {:<12} {}  {}",
@@ -334,6 +363,14 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Logs { dir, machine, opts } => {
+            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let m = plan
+                .machine(&machine)
+                .with_context(|| format!("no machine {machine} in lab {}", plan.name))?;
+            print!("{}", runner::logs(&backend(&plan)?, &plan, m)?);
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Exec {
@@ -553,6 +590,21 @@ fn load_plan(
     Ok((plan, loaded))
 }
 
+/// A lab folder is untrusted: refuse kernel arguments that open host
+/// resources unless the user vouches for the lab (`--host-access`).
+fn trust(plan: &mut Plan, loaded: &lab::load::Loaded, host_access: bool) -> anyhow::Result<()> {
+    if host_access {
+        plan.host_access = true;
+        eprintln!(
+            "note: --host-access: machines share {} live through hostfs and may write to it",
+            plan.lab_dir.display()
+        );
+    } else {
+        lab::confine::check_kernel_args(loaded)?;
+    }
+    Ok(())
+}
+
 /// The backend for this lab (guest-crate guests).
 fn backend(plan: &Plan) -> anyhow::Result<GuestBackend> {
     let exe = std::env::current_exe().ok();
@@ -653,10 +705,9 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
     if test_dir.is_dir() {
         let results = plan.state_dir.join("test-results");
         std::fs::create_dir_all(&results)?;
-        let sigs = test_dir.join("signatures");
-        if write_signatures {
-            std::fs::create_dir_all(&sigs)?;
-        }
+        // _test/ is part of the untrusted lab folder: every path is resolved
+        // inside it, signatures are written with O_NOFOLLOW.
+        let sigs = Path::new("_test/signatures");
         for m in &plan.machines {
             if !runner::machine_alive(&state, &m.name) {
                 println!("{}: FAIL _test: machine not running", m.name);
@@ -679,9 +730,12 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
                 std::fs::write(&res, &out.stdout)?;
                 let sig = sigs.join(format!("{}.{kind}", m.name));
                 if write_signatures {
-                    std::fs::write(&sig, &out.stdout)?;
-                    println!("{}: wrote signature {}", m.name, sig.display());
-                } else if let Ok(s) = std::fs::read_to_string(&sig) {
+                    let p = lab::confine::write_inside(&plan.lab_dir, &sig, out.stdout.as_bytes())?;
+                    println!("{}: wrote signature {}", m.name, p.display());
+                } else if let Ok(s) = lab::confine::resolve_inside(&plan.lab_dir, &sig)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|p| Ok(std::fs::read_to_string(p)?))
+                {
                     match lab::check::compare_signature(&out.stdout, &s) {
                         Ok(()) => {
                             passed += 1;
