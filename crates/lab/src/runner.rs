@@ -400,7 +400,7 @@ pub fn startup_errors_text(plan: &Plan, m: &MachinePlan, summary: &str) -> Strin
         t.push_str(l);
     }
     t.push_str(&format!(
-        "\n    full logs: umlkit lab logs {} {}",
+        "\n    full logs: umlkit lab logs -d {} {}",
         plan.lab_dir.display(),
         m.name
     ));

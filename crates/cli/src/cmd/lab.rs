@@ -104,7 +104,7 @@ pub enum LabCmd {
     /// /var/log/shared.{log,err}, /var/log/startup.{log,err})
     Logs {
         /// Lab folder
-        #[arg(default_value = ".")]
+        #[arg(short = 'd', long, default_value = ".")]
         dir: PathBuf,
         machine: String,
         #[command(flatten)]
