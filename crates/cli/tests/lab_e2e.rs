@@ -640,6 +640,15 @@ fn lab_untrusted_folder_hostfs_escape_and_signature_symlink() {
     assert!(err.contains("symlink"), "{err}");
     assert!(err.contains("pc1.user"), "{err}");
     assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host secret\n");
+    // ... nor read: comparing against it is a failure naming the link.
+    let o = lab.run_dir("test", &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success());
+    assert!(
+        out.contains("FAIL _test user") && out.contains("outside the lab folder"),
+        "{out}"
+    );
+    assert!(!out.contains("host secret"), "{out}");
     // A symlinked signatures folder leading out is refused too.
     std::fs::remove_dir_all(lab.dir.join("_test/signatures")).unwrap();
     let out_dir = lab.dir.parent().unwrap().join("outside-dir");
