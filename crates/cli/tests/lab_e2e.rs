@@ -690,6 +690,18 @@ fn lab_append_host_kernel_args_refused() {
         assert!(err.contains("--host-access"), "{err}");
         assert!(!lab.state.join("g").exists() || lab.leftovers().is_empty());
     }
+    // lab.toml's kernel_args likewise, with the line of the argument.
+    let lab = TestLab::new(
+        "labapptoml",
+        &[(
+            "lab.toml",
+            "[lab]\nname = \"t\"\n\n[machines.pc1]\nkernel_args = [\"quiet\", \"eth1=mcast\"]\n",
+        )],
+    );
+    let o = lab.run_dir("start", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("lab.toml:5") && err.contains("eth1=mcast"), "{err}");
 }
 
 /// Issue 8.7: the symlink check was lexical: `pc1/x -> ../hop` with
