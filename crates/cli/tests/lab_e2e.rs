@@ -701,7 +701,10 @@ fn lab_append_host_kernel_args_refused() {
     let o = lab.run_dir("start", &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("lab.toml:5") && err.contains("eth1=mcast"), "{err}");
+    assert!(
+        err.contains("lab.toml:5") && err.contains("eth1=mcast"),
+        "{err}"
+    );
 }
 
 /// Issue 8.7: the symlink check was lexical: `pc1/x -> ../hop` with
@@ -805,6 +808,11 @@ fn lab_failed_boot_step_machine_failed_not_ready() {
     let st = lab.ok("status", &[]);
     assert!(st.contains("pc1              failed"), "{st}");
     assert!(st.contains("umlkit-cannot-create"), "{st}");
+    // Starting again does not call the failed machine "already running".
+    let o = lab.run_dir("start", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("boot steps failed"), "{err}");
 }
 
 /// Issue 10 as reported: 40k files in a machine folder exhaust the default

@@ -307,6 +307,16 @@ pub fn start(
             while booting.len() + batch.len() < parallel.max(1) {
                 let Some(m) = queue.pop() else { break };
                 if machine_alive(&state, &m.name) {
+                    if let Some(why) = backend.boot_failure(m) {
+                        // A machine whose boot steps failed is never ready,
+                        // not even on the next `start`.
+                        return Err(LabError::Run(format!(
+                            "{} is running but its boot steps failed: {}\n\
+                             (`umlkit lab restart` or `umlkit lab clean` it)",
+                            m.name,
+                            why.trim()
+                        )));
+                    }
                     done += 1;
                     progress.event(&format!("[{done}/{total}] {} already running", m.name));
                     continue;
