@@ -495,13 +495,24 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             text.push_str(&loaded.lab.to_toml());
             match output.as_deref() {
                 Some(p) if p == Path::new("-") => print!("{text}"),
-                _ => {
-                    let p = output.unwrap_or_else(|| loaded.dir.join("lab.toml"));
+                Some(p) => {
                     if p.exists() && !force {
                         bail!("{} exists (use --force to replace it)", p.display());
                     }
                     std::fs::write(&p, text)
                         .with_context(|| format!("cannot write {}", p.display()))?;
+                    eprintln!("wrote {}", p.display());
+                }
+                None => {
+                    // Inside the (untrusted) lab folder: never through a symlink.
+                    let rel = Path::new("lab.toml");
+                    if loaded.dir.join(rel).symlink_metadata().is_ok() && !force {
+                        bail!(
+                            "{} exists (use --force to replace it)",
+                            loaded.dir.join(rel).display()
+                        );
+                    }
+                    let p = lab::confine::write_inside(&loaded.dir, rel, text.as_bytes())?;
                     eprintln!("wrote {}", p.display());
                 }
             }
@@ -666,7 +677,8 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
         );
     }
     if check_file.is_file() {
-        let text = std::fs::read_to_string(&check_file)
+        let real = lab::confine::resolve_inside(&plan.lab_dir, Path::new("lab.test.toml"))?;
+        let text = std::fs::read_to_string(&real)
             .with_context(|| format!("cannot read {}", check_file.display()))?;
         let cf = lab::check::CheckFile::from_toml(&text, &check_file)?;
         let checks = cf.checks();
