@@ -499,7 +499,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     if p.exists() && !force {
                         bail!("{} exists (use --force to replace it)", p.display());
                     }
-                    std::fs::write(&p, text)
+                    std::fs::write(p, text)
                         .with_context(|| format!("cannot write {}", p.display()))?;
                     eprintln!("wrote {}", p.display());
                 }
