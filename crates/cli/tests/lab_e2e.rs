@@ -705,6 +705,15 @@ fn lab_append_host_kernel_args_refused() {
         err.contains("lab.toml:5") && err.contains("eth1=mcast"),
         "{err}"
     );
+    // A trusted lab (--host-access) may pass host-side arguments.
+    let lab = TestLab::new(
+        "labapptrust",
+        &[("lab.conf", "pc1[0]=A\npc1[append]=\"con1=null\"\n")],
+    );
+    lab.ok("start", &["--host-access"]);
+    let mounts = lab.exec_ok("pc1", "cat /proc/mounts");
+    assert!(mounts.contains("/hostlab hostfs"), "{mounts}");
+    lab.ok("stop", &[]);
 }
 
 /// Issue 8.7: the symlink check was lexical: `pc1/x -> ../hop` with
