@@ -288,6 +288,28 @@ mod tests {
     }
 
     #[test]
+    fn resolve_inside_follows_links_fully() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("lab")).unwrap();
+        let lab = t.path().join("lab").canonicalize().unwrap();
+        std::fs::create_dir_all(lab.join("_test/in")).unwrap();
+        std::os::unix::fs::symlink("/etc", lab.join("hop")).unwrap();
+        std::os::unix::fs::symlink("../hop", lab.join("_test/x")).unwrap();
+        std::os::unix::fs::symlink("in", lab.join("_test/ok")).unwrap();
+        let r = resolve_inside(&lab, Path::new("_test/x/passwd"));
+        assert!(r
+            .unwrap_err()
+            .to_string()
+            .contains("outside the lab folder"));
+        assert_eq!(
+            resolve_inside(&lab, Path::new("_test/ok/new/file")).unwrap(),
+            lab.join("_test/in/new/file")
+        );
+        assert!(resolve_inside(&lab, Path::new("../x")).is_err());
+        assert!(resolve_inside(&lab, Path::new("/etc")).is_err());
+    }
+
+    #[test]
     fn line_of_finds_the_machine_line() {
         let t = "pc2[append]=quiet\npc1[0]=A\npc1[append]=\"hostfs=/\"\n";
         assert_eq!(line_of(t, "pc1", "hostfs=/"), 3);
