@@ -231,12 +231,10 @@ pub fn build_lab_disk(lab_dir: &Path, out: &Path) -> Result<LabDiskStats> {
     let st = scan_lab_folder(lab_dir)?;
     let inodes = st.entries + 256;
     let size = st.bytes + st.bytes / 8 + inodes * 1024 + (16 << 20);
-    image::create_private(out, size, lab_dir, inodes).map_err(|e| {
-        LabError::Run(format!(
-            "cannot build the lab disk {} from {}: {e}",
-            out.display(),
-            lab_dir.display()
-        ))
+    image::create_private(out, size, lab_dir, inodes).map_err(|source| LabError::LabDisk {
+        disk: out.to_path_buf(),
+        dir: lab_dir.to_path_buf(),
+        source,
     })?;
     Ok(st)
 }
