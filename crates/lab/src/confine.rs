@@ -228,6 +228,17 @@ pub fn scan_lab_folder(lab_dir: &Path) -> Result<LabDiskStats> {
 /// headroom and one inode per entry plus spare ones. Symlinks are copied as
 /// links (never followed on the host).
 pub fn build_lab_disk(lab_dir: &Path, out: &Path) -> Result<LabDiskStats> {
+    let out_dir = out.parent().and_then(|p| p.canonicalize().ok());
+    if out_dir.is_some_and(|d| d.starts_with(lab_dir)) {
+        return Err(LabError::Unsafe {
+            path: out.to_path_buf(),
+            rule: format!(
+                "the lab's state folder is inside the lab folder {} (it would be copied \
+                 onto its own disk); use a --state-root outside it",
+                lab_dir.display()
+            ),
+        });
+    }
     let st = scan_lab_folder(lab_dir)?;
     let inodes = st.entries + 256;
     let size = st.bytes + st.bytes / 8 + inodes * 1024 + (16 << 20);

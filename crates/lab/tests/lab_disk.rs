@@ -81,3 +81,17 @@ fn lab_disk_has_an_inode_per_entry() {
     let ls = debugfs(&img, "ls -p /pc1/many");
     assert_eq!(ls.lines().filter(|l| !l.is_empty()).count(), 8_002);
 }
+
+/// A state root inside the lab folder would copy the disk (and the guests'
+/// COWs) onto itself: refused with a clear error.
+#[test]
+fn lab_disk_refuses_a_state_folder_inside_the_lab() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = tmp.path().join("lab");
+    std::fs::create_dir_all(lab.join("st")).unwrap();
+    let lab = lab.canonicalize().unwrap();
+    let e = lab::confine::build_lab_disk(&lab, &lab.join("st/hostlab.img"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--state-root"), "{e}");
+}
