@@ -163,3 +163,21 @@ fn lab_info_memory_floor_and_ignored_keys() {
     assert!(out.contains("floor of 48 MiB"), "{out}");
     assert!(!st.exists(), "read-only commands create no state");
 }
+
+/// Issue 8.7: `lab convert` wrote DIR/lab.toml through a (dangling) symlink
+/// put there by the lab folder, creating or replacing a file outside it.
+#[test]
+fn lab_convert_never_writes_through_a_lab_toml_symlink() {
+    let t = testkit::short_tempdir("labcvln");
+    let d = t.path().join("lab");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("lab.conf"), "pc1[0]=A\n").unwrap();
+    let target = t.path().join("outside-target");
+    std::os::unix::fs::symlink(&target, d.join("lab.toml")).unwrap();
+    let st = t.path().join("st");
+    let o = umlkit(&["convert", d.to_str().unwrap(), "--force"], &st);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("symlink") && err.contains("lab.toml"), "{err}");
+    assert!(!target.exists(), "wrote through the link");
+}

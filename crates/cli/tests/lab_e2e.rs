@@ -358,7 +358,9 @@ fn lab_kathara_defaults_and_shutdown_scripts() {
             ("shared.shutdown", "echo shared >> /hostlab/shutdown_order\n"),
         ],
     );
-    lab.ok("start", &[]);
+    // Shutdown scripts write back to the lab folder: only a trusted lab
+    // (--host-access, live hostfs) may do that.
+    lab.ok("start", &["--host-access"]);
     assert_eq!(
         lab.exec_ok("r", "cat /proc/sys/net/ipv4/ip_forward").trim(),
         "1"
@@ -640,4 +642,273 @@ fn lab_netkit_mem_16_boots_copies_folder_and_runs_startup() {
     }
     lab.ok("stop", &[]);
     assert!(lab.leftovers().is_empty(), "stop left processes");
+}
+
+/// Issue 8.7: an untrusted lab folder wrote anywhere on the host: a startup
+/// script mounted hostfs with `-o ../../..` (hostfs= only prefixes the path)
+/// and `lab test --write-signatures` followed a symlink out of the folder.
+/// Now machines get a read-only copy of the folder and no hostfs at all.
+#[test]
+fn lab_untrusted_folder_hostfs_escape_and_signature_symlink() {
+    let lab = TestLab::new(
+        "labesc",
+        &[
+            ("lab.conf", "pc1[0]=A\n"),
+            (
+                "pc1.startup",
+                "mkdir -p /mnt/a /mnt/b /mnt/c\n\
+                 mount -t hostfs none /mnt/a -o ../../../../../../..\n\
+                 mount -t hostfs none /mnt/b\n\
+                 mount -t hostfs none /mnt/c -o /etc\n\
+                 echo escaped > /hostlab/written_from_guest\n\
+                 true\n",
+            ),
+            ("_test/pc1.test", "echo user-signature\n"),
+        ],
+    );
+    // A host file outside the lab folder the guest must not see or change.
+    let outside = lab.dir.parent().unwrap().join("outside-secret");
+    std::fs::write(&outside, "host secret\n").unwrap();
+    std::fs::create_dir_all(lab.dir.join("_test/signatures")).unwrap();
+    std::os::unix::fs::symlink(&outside, lab.dir.join("_test/signatures/pc1.user")).unwrap();
+    lab.ok("start", &[]);
+    let mounts = lab.exec_ok("pc1", "cat /proc/mounts");
+    assert!(
+        !mounts.contains("hostfs"),
+        "a hostfs mount succeeded:\n{mounts}"
+    );
+    assert!(
+        mounts.contains("/hostlab ext4 ro"),
+        "lab folder not a read-only disk:\n{mounts}"
+    );
+    let o = lab.exec(
+        "pc1",
+        &format!("cat /mnt/a{0} /mnt/b{0} /mnt/c/passwd", outside.display()),
+    );
+    assert!(!o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("secret"));
+    // The copy is read-only and the host folder is untouched.
+    assert!(!lab.dir.join("written_from_guest").exists());
+    assert!(lab.exec("pc1", "touch /hostlab/x").status.code() != Some(0));
+    assert_eq!(
+        lab.exec_ok("pc1", "cat /hostlab/_test/pc1.test"),
+        "echo user-signature\n"
+    );
+    // The startup's failed write is reported as a startup error.
+    let st = lab.ok("status", &[]);
+    assert!(st.contains("startup errors"), "{st}");
+    assert!(st.contains("written_from_guest"), "{st}");
+    // The signature symlink is not followed.
+    let o = lab.run_dir("test", &["--write-signatures"]);
+    assert!(!o.status.success(), "wrote through a symlink");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("symlink"), "{err}");
+    assert!(err.contains("pc1.user"), "{err}");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "host secret\n");
+    // ... nor read: comparing against it is a failure naming the link.
+    let o = lab.run_dir("test", &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success());
+    assert!(
+        out.contains("FAIL _test user") && out.contains("outside the lab folder"),
+        "{out}"
+    );
+    assert!(!out.contains("host secret"), "{out}");
+    // A symlinked signatures folder leading out is refused too.
+    std::fs::remove_dir_all(lab.dir.join("_test/signatures")).unwrap();
+    let out_dir = lab.dir.parent().unwrap().join("outside-dir");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::os::unix::fs::symlink(&out_dir, lab.dir.join("_test/signatures")).unwrap();
+    let o = lab.run_dir("test", &["--write-signatures"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("outside the lab folder"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
+    lab.ok("stop", &[]);
+}
+
+/// Issue 8.7: `pc1[append]="hostfs=/"` was passed to the kernel.
+#[test]
+fn lab_append_host_kernel_args_refused() {
+    for (arg, line) in [
+        ("hostfs=/", 3),
+        ("ubd1=/etc/shadow", 3),
+        ("con1=port:9999", 3),
+    ] {
+        let lab = TestLab::new(
+            "labapp",
+            &[(
+                "lab.conf",
+                &format!("pc1[0]=A\npc1[mem]=64\npc1[append]=\"{arg}\"\n"),
+            )],
+        );
+        let o = lab.run_dir("start", &[]);
+        assert!(!o.status.success(), "{arg} accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("lab.conf:{line}")) && err.contains(arg),
+            "{arg}: {err}"
+        );
+        assert!(err.contains("--host-access"), "{err}");
+        assert!(!lab.state.join("g").exists() || lab.leftovers().is_empty());
+    }
+    // lab.toml's kernel_args likewise, with the line of the argument.
+    let lab = TestLab::new(
+        "labapptoml",
+        &[(
+            "lab.toml",
+            "[lab]\nname = \"t\"\n\n[machines.pc1]\nkernel_args = [\"quiet\", \"eth1=mcast\"]\n",
+        )],
+    );
+    let o = lab.run_dir("start", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("lab.toml:5") && err.contains("eth1=mcast"),
+        "{err}"
+    );
+    // A trusted lab (--host-access) may pass host-side arguments.
+    let lab = TestLab::new(
+        "labapptrust",
+        &[("lab.conf", "pc1[0]=A\npc1[append]=\"con1=null\"\n")],
+    );
+    lab.ok("start", &["--host-access"]);
+    let mounts = lab.exec_ok("pc1", "cat /proc/mounts");
+    assert!(mounts.contains("/hostlab hostfs"), "{mounts}");
+    lab.ok("stop", &[]);
+}
+
+/// Issue 8.7: the symlink check was lexical: `pc1/x -> ../hop` with
+/// `hop -> /etc` at the lab root passed.
+#[test]
+fn lab_symlink_chain_out_of_the_folder_refused() {
+    let lab = TestLab::new(
+        "labchain",
+        &[("lab.conf", "pc1[0]=A\n"), ("pc1/etc/motd", "hi\n")],
+    );
+    std::os::unix::fs::symlink("/etc", lab.dir.join("hop")).unwrap();
+    std::os::unix::fs::symlink("../hop", lab.dir.join("pc1/x")).unwrap();
+    let o = lab.run_dir("start", &[]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("pc1/x") && err.contains("outside the lab folder"),
+        "{err}"
+    );
+    // lab.conf itself as a link out of the folder is refused too.
+    let lab2 = TestLab::new("labchain2", &[]);
+    let real = lab2.dir.parent().unwrap().join("real.conf");
+    std::fs::write(&real, "pc1[0]=A\n").unwrap();
+    std::os::unix::fs::symlink(&real, lab2.dir.join("lab.conf")).unwrap();
+    let o = lab2.run_dir("info", &[]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("outside the lab folder"));
+}
+
+/// Issue 10: a startup leaving a daemon that holds its stdout (`sleep 600 &`)
+/// made the machine never ready, and a startup printing hundreds of MB went
+/// through the exec pipe into `lab start`'s memory (1.1 GiB RSS for 600 MB).
+#[test]
+fn lab_startup_background_job_and_big_output() {
+    let lab = TestLab::new(
+        "labbg",
+        &[
+            ("lab.conf", "pc1[0]=A\n"),
+            (
+                "pc1.startup",
+                "sleep 600 &\nnc -l -p 5000 &\nhead -c 67108864 /dev/zero | tr '\\0' x\necho done-startup\necho startup-problem >&2\n",
+            ),
+        ],
+    );
+    let t = std::time::Instant::now();
+    let o = lab.run_dir("start", &[]);
+    let took = t.elapsed();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(took < Duration::from_secs(90), "lab start took {took:?}");
+    let rss_kb = umlkit_sys::process::children_max_rss_kb().unwrap();
+    assert!(rss_kb < 64 * 1024, "lab start peak RSS {rss_kb} KiB");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("startup errors") && err.contains("startup-problem"),
+        "{err}"
+    );
+    assert!(err.contains("lab logs"), "{err}");
+    let size = lab.exec_ok("pc1", "wc -c < /var/log/startup.log");
+    assert!(size.trim().parse::<u64>().unwrap() > 64 << 20, "{size}");
+    let logs = lab.run(&["logs", "-d", lab.dir.to_str().unwrap(), "pc1"]);
+    assert!(
+        logs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    // 64 MiB + the error file, through `lab logs`
+    assert!(
+        logs.stdout.len() > 64 << 20,
+        "{} bytes; {}",
+        logs.stdout.len(),
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&logs.stdout[logs.stdout.len() - 4096..])
+            .contains("startup-problem")
+    );
+    lab.ok("stop", &[]);
+}
+
+/// Issue 10: a machine whose boot steps failed was reported ready (the
+/// steps' status was ignored). A machine folder that cannot be copied into
+/// the root (here into /proc; in the report 100k files exhausting the
+/// guest's inodes, see the slow test below) now fails the machine.
+#[test]
+fn lab_failed_boot_step_machine_failed_not_ready() {
+    let lab = TestLab::new(
+        "labstep",
+        &[
+            (
+                "lab.conf",
+                "pc1[0]=A
+",
+            ),
+            ("pc1/proc/umlkit-cannot-create", "x\n"),
+        ],
+    );
+    let o = lab.run_dir("start", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "reported ready: {err}");
+    assert!(err.contains("boot step failed: copy pc1/ into /"), "{err}");
+    // status shows the failure and, since a machine failed, exits 1
+    let o = lab.run_dir("status", &[]);
+    let st = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "{st}");
+    assert!(st.contains("pc1              failed"), "{st}");
+    assert!(st.contains("umlkit-cannot-create"), "{st}");
+    // Starting again does not call the failed machine "already running".
+    let o = lab.run_dir("start", &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("boot steps failed"), "{err}");
+}
+
+/// Issue 10 as reported: 40k files in a machine folder exhaust the default
+/// image's inodes (32k); the lab said ready. Slow (cp of 31k files in UML
+/// takes ~3.5 min on 2 busy cores), so ignored by default.
+#[test]
+#[ignore = "slow: about 3.5 minutes"]
+fn lab_too_many_files_machine_failed_not_ready() {
+    let lab = TestLab::new("labinodes", &[("lab.conf", "pc1[0]=A\n")]);
+    let d = lab.dir.join("pc1/many");
+    std::fs::create_dir_all(&d).unwrap();
+    for i in 0..40_000 {
+        std::fs::write(d.join(i.to_string()), b"").unwrap();
+    }
+    let o = lab.run_dir("start", &["--timeout", "300"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "reported ready: {err}");
+    assert!(err.contains("copy pc1/ into /"), "{err}");
+    let st = lab.run_dir("status", &[]);
+    let out = String::from_utf8_lossy(&st.stdout);
+    assert!(!out.contains("running"), "{out}");
 }

@@ -433,10 +433,19 @@ fn boot_script_dialects() {
     let p = lab::plan::plan(&r.lab, Path::new("/labs/l"), Path::new("/s")).unwrap();
     let s = lab::script::boot_script(&p, &p.machines[0]);
     assert!(
-        s.contains("mount --bind /hostlab/shared /shared"),
-        "Kathará mounts shared/"
+        s.contains("cp -a /hostlab/shared/. /shared"),
+        "Kathará gets a copy of shared/ at /shared"
     );
-    assert!(!s.contains("cp -a /hostlab/shared"));
+    assert!(!s.contains("mount --bind"));
+    assert!(s.contains("mount -t ext4 -o ro /dev/ubdb /hostlab"));
+    let mut trusted = p.clone();
+    trusted.host_access = true;
+    let s = lab::script::boot_script(&trusted, &trusted.machines[0]);
+    assert!(
+        s.contains("mount --bind /hostlab/shared /shared"),
+        "with host access, Kathará shares shared/ live"
+    );
+    assert!(!s.contains("/dev/ubdb"));
     let sd = lab::script::shutdown_scripts("a");
     assert!(sd.find("'a'.shutdown").unwrap() < sd.find("shared.shutdown").unwrap());
 }

@@ -94,11 +94,34 @@ pub fn create(out: &Path, size_bytes: u64, from_dir: Option<&Path>) -> Result<()
     create_inner(out, size_bytes, from_dir, false)
 }
 
+/// Build a private (mode 0600) ext4 image of `size_bytes` at `out` from the
+/// tree `from_dir` with at least `inodes` inodes, replacing `out` atomically
+/// (guests that still hold the old image keep reading the old file).
+/// `mkfs.ext4 -d` copies symlinks as links, never following them.
+pub fn create_private(
+    out: &Path,
+    size_bytes: u64,
+    from_dir: &Path,
+    inodes: u64,
+) -> Result<(), Error> {
+    create_with(out, size_bytes, Some(from_dir), true, Some(inodes))
+}
+
 fn create_inner(
     out: &Path,
     size_bytes: u64,
     from_dir: Option<&Path>,
     replace: bool,
+) -> Result<(), Error> {
+    create_with(out, size_bytes, from_dir, replace, None)
+}
+
+fn create_with(
+    out: &Path,
+    size_bytes: u64,
+    from_dir: Option<&Path>,
+    replace: bool,
+    inodes: Option<u64>,
 ) -> Result<(), Error> {
     if size_bytes < 4 << 20 {
         return Err(Error::TooSmall(size_bytes));
@@ -117,7 +140,20 @@ fn create_inner(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = out.with_file_name(format!(".{name}.tmp{}-{}", std::process::id(), unique()));
-    let f = std::fs::File::create(&tmp).map_err(io(&tmp, "cannot create the image file"))?;
+    let f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(if inodes.is_some() { 0o600 } else { 0o666 })
+            .open(&tmp)
+            .map_err(io(&tmp, "cannot create the image file"))?
+    };
+    if inodes.is_some() {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io(&tmp, "cannot chmod the image file"))?;
+    }
     f.set_len(size_bytes)
         .map_err(io(&tmp, "cannot size the image file"))?;
     drop(f);
@@ -132,6 +168,9 @@ fn create_inner(
         "-L",
         "umlkit",
     ]);
+    if let Some(n) = inodes {
+        cmd.arg("-N").arg(n.to_string());
+    }
     if let Some(d) = from_dir {
         cmd.arg("-d").arg(d);
     }

@@ -33,6 +33,14 @@ pub enum LabError {
         #[source]
         source: std::io::Error,
     },
+    /// The read-only lab disk could not be built from the lab folder.
+    #[error("cannot build the lab disk {disk} from {dir}")]
+    LabDisk {
+        disk: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: image::Error,
+    },
     /// The runner could not do what was asked.
     #[error("{0}")]
     Run(String),

@@ -1,7 +1,8 @@
 //! The lab backend on the guest crate: each machine is a supervised guest
 //! (`guest::Store` rooted in the lab's state folder) booting the default
-//! image (`image::default_image`) with the lab folder as hostfs at
-//! `/hostlab`; the boot steps ([`crate::script::boot_script`]) and every
+//! image (`image::default_image`) with the lab folder as a read-only disk
+//! at `/hostlab` (live hostfs only with `--host-access`, see
+//! [`crate::confine`]); the boot steps ([`crate::script::boot_script`]) and every
 //! `lab exec` go through the guest's exec agent; stop runs the shutdown
 //! scripts and then `Store::halt` (Ctrl-Alt-Del: init powers off).
 
@@ -20,6 +21,9 @@ use crate::script;
 /// Seconds a guest may take until its agent answers.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// File in the machine's state folder holding the startup error summary.
+const STARTUP_ERRORS: &str = "startup.errors";
+
 /// The command that builds the static exec agent the default image needs.
 pub const AGENT_BUILD: &str = "RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p umlkit-agent --target x86_64-unknown-linux-gnu";
 
@@ -29,6 +33,8 @@ pub struct GuestBackend {
     switch_cmd: Vec<String>,
     umlkit: Option<PathBuf>,
     image: std::sync::OnceLock<PathBuf>,
+    lab_disk: std::sync::OnceLock<()>,
+    disk_lock: std::sync::Mutex<()>,
 }
 
 fn gerr(e: impl std::fmt::Display) -> LabError {
@@ -61,6 +67,8 @@ impl GuestBackend {
             switch_cmd: discover_switch(umlkit)?,
             umlkit: umlkit.map(Path::to_path_buf),
             image: std::sync::OnceLock::new(),
+            lab_disk: std::sync::OnceLock::new(),
+            disk_lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -68,7 +76,17 @@ impl GuestBackend {
         let mut cfg = GuestConfig::new(&m.name);
         cfg.mem_mb = m.mem_mb.max(guest::MIN_MEM_MB);
         cfg.disks.push(DiskSpec::new(image));
-        cfg.hostfs = Some(plan.lab_dir.clone());
+        if plan.host_access {
+            cfg.hostfs = Some(plan.lab_dir.clone());
+        } else {
+            // The lab folder as a read-only disk (/dev/ubdb, mounted at
+            // /hostlab by the boot steps); no host path reachable by hostfs.
+            cfg.disks.push(DiskSpec {
+                readonly: true,
+                ..DiskSpec::new(plan.lab_disk())
+            });
+            cfg.extra_args.push(crate::confine::NO_HOSTFS.to_string());
+        }
         cfg.console = ConsoleMode::Pty;
         let contiguous = m
             .interfaces
@@ -129,16 +147,35 @@ impl GuestBackend {
         m.dir.join("ready").exists()
     }
 
+    /// The startup error summary of a ready machine (see
+    /// [`script::boot_script`]), `None` when its startup wrote no errors.
+    pub fn startup_errors(&self, m: &MachinePlan) -> Option<String> {
+        std::fs::read_to_string(m.dir.join(STARTUP_ERRORS))
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+    }
+
     /// Why the machine's boot failed (set by the asynchronous boot steps).
     pub fn boot_failure(&self, m: &MachinePlan) -> Option<String> {
         std::fs::read_to_string(m.dir.join("boot.error")).ok()
     }
 
     /// Build the default image (cached by the image crate).
-    pub fn prepare(&self, _plan: &Plan) -> Result<()> {
+    /// Build the default image (cached by the image crate) and, unless the
+    /// lab has host access, the lab disk (once per backend).
+    pub fn prepare(&self, plan: &Plan) -> Result<()> {
         if self.image.get().is_none() {
             let img = image::default_image(&image::DefaultImageOpts::default()).map_err(gerr)?;
             let _ = self.image.set(img);
+        }
+        if !plan.host_access && self.lab_disk.get().is_none() {
+            let _guard = self.disk_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if self.lab_disk.get().is_none() {
+                std::fs::create_dir_all(&plan.state_dir)
+                    .map_err(crate::error::io_err("cannot create", &plan.state_dir))?;
+                crate::confine::build_lab_disk(&plan.lab_dir, &plan.lab_disk())?;
+                let _ = self.lab_disk.set(());
+            }
         }
         Ok(())
     }
@@ -189,8 +226,18 @@ impl GuestBackend {
                 Ok(o) => {
                     let mut log = o.stdout.clone();
                     log.extend_from_slice(&o.stderr);
-                    let _ = std::fs::write(dir.join("boot.log"), log);
-                    let _ = std::fs::write(dir.join("ready"), b"");
+                    let _ = std::fs::write(dir.join("boot.log"), &log);
+                    if o.code == 0 {
+                        if !o.stdout.is_empty() {
+                            let _ = std::fs::write(dir.join(STARTUP_ERRORS), &o.stdout);
+                        }
+                        let _ = std::fs::write(dir.join("ready"), b"");
+                    } else {
+                        let _ = std::fs::write(
+                            dir.join("boot.error"),
+                            String::from_utf8_lossy(&o.stderr).as_bytes(),
+                        );
+                    }
                 }
                 Err(e) => {
                     let tail = crate::runner::tail(&console, 10);

@@ -2,7 +2,9 @@
 //! runner.
 //!
 //! Layers: [`conf`] and [`model`] are pure parsers (text in, typed values
-//! out); [`load`] reads a lab folder and checks path safety; [`plan`] turns a
+//! out); [`load`] reads a lab folder and checks path safety; [`confine`]
+//! keeps an untrusted lab folder off the host (lab disk instead of hostfs,
+//! host-side kernel arguments refused, symlink-safe writes); [`plan`] turns a
 //! lab into a typed [`plan::Plan`]; [`script`] writes the guest-side scripts;
 //! [`check`] evaluates `lab test` checks; [`graph`] draws the topology;
 //! [`runner`] starts, stops and inspects a lab on guest-crate guests
@@ -10,6 +12,7 @@
 
 pub mod check;
 pub mod conf;
+pub mod confine;
 pub mod dialect;
 pub mod error;
 pub mod graph;

@@ -194,7 +194,11 @@ fn folder_facts(dir: &Path) -> Result<FolderFacts> {
     Ok(facts)
 }
 
+/// Read a lab file; a symlink leading outside the lab folder is refused.
 fn read(p: &Path) -> Result<String> {
+    if let (Some(dir), Some(name)) = (p.parent(), p.file_name()) {
+        crate::confine::resolve_inside(dir, Path::new(name))?;
+    }
     std::fs::read_to_string(p).map_err(io_err("cannot read", p))
 }
 
@@ -264,6 +268,20 @@ pub fn check_tree_safe(root: &Path, tree: &Path) -> Result<()> {
                         target.display()
                     ),
                 });
+            }
+            // Lexically inside is not enough: a chain (`M/x -> ../hop`,
+            // `hop -> /etc`) is resolved fully. Dangling links stay links.
+            if let Ok(real) = p.canonicalize() {
+                if !real.starts_with(root) {
+                    return Err(LabError::Unsafe {
+                        path: p,
+                        rule: format!(
+                            "symlink to {} resolves to {} outside the lab folder",
+                            target.display(),
+                            real.display()
+                        ),
+                    });
+                }
             }
         } else if meta.is_dir() {
             for e in std::fs::read_dir(&p).map_err(io_err("cannot list", &p))? {

@@ -97,6 +97,11 @@ pub struct Plan {
     /// Machine names per start wave (lab.dep order).
     pub waves: Vec<Vec<String>>,
     pub notes: Vec<String>,
+    /// Trusted lab (`lab start --host-access`): the lab folder is shared
+    /// live through hostfs and host-side kernel arguments pass. Otherwise
+    /// machines see a read-only copy ([`Plan::lab_disk`]) and no host path.
+    #[serde(default)]
+    pub host_access: bool,
 }
 
 impl Plan {
@@ -108,6 +113,10 @@ impl Plan {
     }
     pub fn image(&self) -> PathBuf {
         self.state_dir.join("root.img")
+    }
+    /// The read-only ext4 copy of the lab folder machines mount at /hostlab.
+    pub fn lab_disk(&self) -> PathBuf {
+        self.state_dir.join("hostlab.img")
     }
 }
 
@@ -282,6 +291,7 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
         machines,
         waves,
         notes,
+        host_access: false,
     })
 }
 

@@ -591,6 +591,9 @@ pub fn start(
                         t.elapsed().as_secs_f64(),
                         t0.elapsed().as_secs_f64()
                     ));
+                    if let Some(errs) = backend.startup_errors(m) {
+                        progress.event(&startup_errors_text(plan, m, &errs));
+                    }
                 } else if let Some(why) = backend.boot_failure(m) {
                     return Err(LabError::Run(format!(
                         "{}: boot failed: {}; console log {}:\n{}",
@@ -642,6 +645,52 @@ pub fn lost_links_message(lost: &[(String, Vec<String>)], plan: &Plan) -> String
         plan.lab_dir.display(),
         names.join(" ")
     )
+}
+
+/// A ready machine's startup errors for people: the summary of each error
+/// file (`== FILE: N lines` and its first lines) and where the rest is.
+pub fn startup_errors_text(plan: &Plan, m: &MachinePlan, summary: &str) -> String {
+    let mut t = format!("{}: startup errors:", m.name);
+    for l in summary.lines() {
+        t.push_str("\n    ");
+        t.push_str(l);
+    }
+    t.push_str(&format!(
+        "\n    full logs: umlkit lab logs -d {} {}",
+        plan.lab_dir.display(),
+        m.name
+    ));
+    t
+}
+
+/// The full boot and startup logs of a machine: read from the guest when it
+/// runs (umlkit's boot step log, then Kathará's /var/log/shared.* and
+/// /var/log/startup.*), plus the host-side boot failure if any.
+pub fn logs(backend: &GuestBackend, plan: &Plan, m: &MachinePlan) -> Result<String> {
+    let mut out = String::new();
+    if let Some(e) = backend.boot_failure(m) {
+        out.push_str(&format!("== boot failure (host)\n{}\n", e.trim_end()));
+    }
+    let state = State::load(plan)?;
+    if machine_alive(&state, &m.name) {
+        let files: Vec<&str> = std::iter::once(crate::script::BOOT_LOG)
+            .chain(crate::script::STARTUP_LOGS.iter().copied())
+            .collect();
+        let cmd = format!(
+            "for f in {}; do [ -s \"$f\" ] && {{ echo \"== $f\"; cat \"$f\"; }}; done; true",
+            files.join(" ")
+        );
+        let o = backend.exec(m, &cmd, Duration::from_secs(60))?;
+        out.push_str(&o.stdout);
+    } else {
+        out.push_str(&format!(
+            "{} is not running; console log {}:\n{}\n",
+            m.name,
+            backend.console_log(m).display(),
+            tail(&backend.console_log(m), 30)
+        ));
+    }
+    Ok(out)
 }
 
 /// Last `n` lines of a file.
@@ -909,6 +958,12 @@ pub struct MachineStatus {
     /// passes there until the machine is restarted.
     #[serde(default)]
     pub lost_links: Vec<String>,
+    /// Startup error summary (`== FILE: N lines`, first lines), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_errors: Option<String>,
+    /// Why the boot steps failed, if they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_error: Option<String>,
 }
 
 /// One interface in `status`.
@@ -933,6 +988,7 @@ pub fn status(backend: &GuestBackend, plan: &Plan) -> Result<Vec<MachineStatus>>
             .and_then(|e| e.pid);
         let ms = machine_state(backend, &state, m);
         let st = ms.to_string();
+        let boot_error = backend.boot_failure(m);
         let mut interfaces: Vec<IfaceStatus> = m
             .interfaces
             .iter()
@@ -980,6 +1036,8 @@ pub fn status(backend: &GuestBackend, plan: &Plan) -> Result<Vec<MachineStatus>>
                 .find(|(n, _)| *n == m.name)
                 .map(|(_, d)| d.clone())
                 .unwrap_or_default(),
+            startup_errors: backend.startup_errors(m),
+            boot_error,
         });
     }
     Ok(v)

@@ -11,13 +11,77 @@ pub fn shq(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// Where the boot steps log in the guest. Startup output goes to Kathará's
+/// files: `shared.startup` to /var/log/shared.log, `M.startup` and `exec`
+/// commands to /var/log/startup.log, their stderr next to them in `.err`.
+pub const BOOT_LOG: &str = "/var/log/umlkit-boot.log";
+pub const STARTUP_LOGS: &[&str] = &[
+    "/var/log/shared.log",
+    "/var/log/shared.err",
+    "/var/log/startup.log",
+    "/var/log/startup.err",
+];
+
+/// Lines of each startup error file the boot steps report (the rest is in
+/// the guest: `umlkit lab logs`).
+pub const ERROR_LINES: usize = 5;
+
 /// The boot steps run through the guest crate's exec agent (the default
-/// image already set the hostname and mounted the lab folder at /hostlab).
+/// image already set the hostname; with host access it mounted the lab
+/// folder at /hostlab, else the steps mount the lab disk /dev/ubdb there).
+///
+/// Every step's status is checked by the steps themselves: the script exits
+/// with the number of failed steps (their names on stderr, their output in
+/// [`BOOT_LOG`]), so a machine whose steps failed is never ready. Startup
+/// files and `exec` commands run with stdin, stdout and stderr on files in
+/// the guest, never on the exec pipe, so a background job they leave
+/// (`sleep 600 &`) cannot hold the boot open and their output, however
+/// large, never reaches the host. Their errors are not fatal (as in
+/// Kathará): stdout ends with a summary per `.err` file: `== FILE: N lines`
+/// then its first [`ERROR_LINES`] lines.
 pub fn boot_script(plan: &Plan, m: &MachinePlan) -> String {
     let mut s = String::from("export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root\n");
-    s.push_str(&format!("echo {} > /etc/hostname\n", shq(&m.name)));
+    s.push_str(&format!(
+        "mkdir -p /var/log\n: > {BOOT_LOG}\nbad=0\n\
+         fail() {{ bad=$((bad+1)); echo \"boot step failed: $*\" >&2; }}\n"
+    ));
+    s.push_str(&step(
+        &format!("echo {} > /etc/hostname", shq(&m.name)),
+        "set the hostname",
+    ));
+    if !plan.host_access {
+        s.push_str(&step(
+            "mkdir -p /hostlab && mount -t ext4 -o ro /dev/ubdb /hostlab",
+            "mount the lab disk at /hostlab",
+        ));
+    }
     s.push_str(&boot_body(plan, m));
+    s.push_str(&format!(
+        "for f in /var/log/shared.err /var/log/startup.err; do\n\
+         \x20 [ -s \"$f\" ] && {{ echo \"== $f: $(wc -l < \"$f\") lines\"; head -n {ERROR_LINES} \"$f\" | cut -c1-300; }}\n\
+         done\n\
+         [ $bad -eq 0 ] || {{ echo \"$bad boot steps failed; their output: {BOOT_LOG} in the guest\" >&2; tail -n 5 {BOOT_LOG} | cut -c1-300 >&2; exit 1; }}\n"
+    ));
     s
+}
+
+/// `cmd` as a checked boot step: its output to [`BOOT_LOG`], a failure
+/// counted and named.
+fn step(cmd: &str, what: &str) -> String {
+    format!(
+        "{{ {cmd}; }} </dev/null >>{BOOT_LOG} 2>&1 || fail {}\n",
+        shq(what)
+    )
+}
+
+/// A startup file or command: output to its log files, detached from the
+/// exec pipe; a failing exit status is recorded in its `.err` file.
+fn startup(cmd: &str, what: &str, log: &str) -> String {
+    format!(
+        "{cmd} </dev/null >>/var/log/{log}.log 2>>/var/log/{log}.err || \
+         echo \"umlkit: {} exited with status $?\" >>/var/log/{log}.err\n",
+        what.replace(['"', '\\', '$', '`'], "_")
+    )
 }
 
 /// Env, shared/ and M/, sysctls,
@@ -32,14 +96,31 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
     }
     match plan.dialect {
         Dialect::Netkit => {
-            s.push_str("[ -d /hostlab/shared ] && cp -a /hostlab/shared/. /\n");
+            s.push_str(&format!(
+                "if [ -d /hostlab/shared ]; then\n{}fi\n",
+                step("cp -a /hostlab/shared/. /", "copy shared/ into /")
+            ));
+        }
+        Dialect::Kathara if plan.host_access => {
+            s.push_str(&step(
+                "mkdir -p /shared && { [ ! -d /hostlab/shared ] || mount --bind /hostlab/shared /shared; }",
+                "share shared/ at /shared",
+            ));
         }
         Dialect::Kathara => {
-            s.push_str("mkdir -p /shared\n[ -d /hostlab/shared ] && mount --bind /hostlab/shared /shared\n");
+            // A copy: with a lab disk, /shared is no longer shared live.
+            s.push_str(&step(
+                "mkdir -p /shared && { [ ! -d /hostlab/shared ] || cp -a /hostlab/shared/. /shared; }",
+                "copy shared/ to /shared",
+            ));
         }
     }
     s.push_str(&format!(
-        "[ -d /hostlab/{n} ] && cp -a /hostlab/{n}/. /\n",
+        "if [ -d /hostlab/{n} ]; then\n{}fi\n",
+        step(
+            &format!("cp -a /hostlab/{n}/. /", n = shq(name)),
+            &format!("copy {name}/ into /")
+        ),
         n = shq(name)
     ));
     for kv in &m.sysctl {
@@ -50,29 +131,51 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
         if let Some((k, v)) = kv.split_once('=') {
             let path = shq(&format!("/proc/sys/{}", k.trim().replace('.', "/")));
             s.push_str(&format!(
-                "[ -w {path} ] && echo {} > {path}\n",
-                shq(v.trim()),
+                "if [ -w {path} ]; then {}fi\n",
+                step(
+                    &format!("echo {} > {path}", shq(v.trim())),
+                    &format!("sysctl {}", kv.trim())
+                )
             ));
         }
     }
     for itf in &m.interfaces {
         if !itf.addresses.is_empty() {
-            s.push_str(&format!("ip link set {} up\n", itf.name));
+            s.push_str(&step(
+                &format!("ip link set {} up", itf.name),
+                &format!("set {} up", itf.name),
+            ));
         }
         for a in &itf.addresses {
-            s.push_str(&format!("ip addr add {} dev {}\n", shq(a), itf.name));
+            s.push_str(&step(
+                &format!("ip addr add {} dev {}", shq(a), itf.name),
+                &format!("address {a} on {}", itf.name),
+            ));
         }
     }
     for r in &m.routes {
-        s.push_str(&format!("ip route add {r}\n"));
+        s.push_str(&step(&format!("ip route add {r}"), &format!("route {r}")));
     }
-    s.push_str("cd /\n[ -f /hostlab/shared.startup ] && sh /hostlab/shared.startup\n");
+    s.push_str("cd /\n");
     s.push_str(&format!(
-        "[ -f /hostlab/{n}.startup ] && sh /hostlab/{n}.startup\n",
+        "if [ -f /hostlab/shared.startup ]; then\n{}fi\n",
+        startup("sh /hostlab/shared.startup", "shared.startup", "shared")
+    ));
+    s.push_str(&format!(
+        "if [ -f /hostlab/{n}.startup ]; then\n{}fi\n",
+        startup(
+            &format!("sh /hostlab/{n}.startup", n = shq(name)),
+            &format!("{name}.startup"),
+            "startup"
+        ),
         n = shq(name)
     ));
     for c in &m.exec {
-        s.push_str(&format!("sh -c {}\n", shq(c)));
+        s.push_str(&startup(
+            &format!("sh -c {}", shq(c)),
+            &format!("exec command {c}"),
+            "startup",
+        ));
     }
     s
 }

@@ -156,6 +156,34 @@ pub fn lock_holder(f: &File, kind: LockKind) -> io::Result<Option<u32>> {
     }
 }
 
+/// `ELOOP`: what opening a symlink with `O_NOFOLLOW` fails with.
+pub const ELOOP: i32 = libc::ELOOP;
+
+/// Write `data` to `path` (created with `mode`, chmod'ed explicitly whatever
+/// the umask, or truncated) without following a symlink at `path`: `O_NOFOLLOW`
+/// makes the open fail with `ELOOP` instead. Only regular files are written.
+pub fn write_nofollow(path: &std::path::Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        // O_NONBLOCK: a fifo put there fails (ENXIO) instead of blocking.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    f.set_len(0)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -496,6 +496,20 @@ pub fn distinct_address_spaces(pids: &[u32]) -> Vec<u32> {
     reps
 }
 
+/// Largest resident set (KiB) of any child this process has waited for
+/// (`getrusage(RUSAGE_CHILDREN)`): an upper bound of a finished child's peak.
+pub fn children_max_rss_kb() -> io::Result<u64> {
+    // SAFETY: an all-zero rusage is a valid value of a plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one rusage into the struct we own and pass
+    // by a valid pointer for the duration of the call.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ru.ru_maxrss.max(0) as u64)
+}
+
 #[cfg(test)]
 mod identity_tests {
     use super::*;

@@ -49,6 +49,10 @@ pub enum LabCmd {
         timeout: u64,
         /// Start only these machines (and what they depend on)
         machines: Vec<String>,
+        /// Trust this lab: share the folder live through hostfs (machines can
+        /// write to it) and allow host-side kernel arguments in M[append]
+        #[arg(long)]
+        host_access: bool,
         #[command(flatten)]
         opts: LabOpts,
     },
@@ -77,6 +81,9 @@ pub enum LabCmd {
         machines: Vec<String>,
         #[arg(short = 'p', long)]
         parallel: Option<usize>,
+        /// Trust this lab (see `lab start --host-access`)
+        #[arg(long)]
+        host_access: bool,
         #[command(flatten)]
         opts: LabOpts,
     },
@@ -94,6 +101,16 @@ pub enum LabCmd {
         /// Machine-readable output
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// A machine's full boot and startup logs (umlkit's boot steps,
+    /// /var/log/shared.{log,err}, /var/log/startup.{log,err})
+    Logs {
+        /// Lab folder
+        #[arg(short = 'd', long, default_value = ".")]
+        dir: PathBuf,
+        machine: String,
         #[command(flatten)]
         opts: LabOpts,
     },
@@ -206,9 +223,11 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             parallel,
             timeout,
             machines,
+            host_access,
             opts,
         } => {
-            let (plan, _) = load_plan(&dir, &opts, true)?;
+            let (mut plan, loaded) = load_plan(&dir, &opts, true)?;
+            trust(&mut plan, &loaded, host_access)?;
             let backend = backend(&plan)?;
             let waves = lab::plan::select(&plan, &machines)?;
             let p = parallel.unwrap_or_else(|| default_parallel(&plan));
@@ -265,9 +284,11 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             dir,
             machines,
             parallel,
+            host_access,
             opts,
         } => {
-            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let (mut plan, loaded) = load_plan(&dir, &opts, false)?;
+            trust(&mut plan, &loaded, host_access)?;
             let b = backend(&plan)?;
             runner::stop(
                 &b,
@@ -325,6 +346,17 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         m.pid.map(|p| p.to_string()).unwrap_or("-".into()),
                         m.mem_mb
                     );
+                    if let Some(e) = &m.boot_error {
+                        for l in e.lines().take(6) {
+                            outln!("    boot: {}", shown(l));
+                        }
+                    }
+                    if let (Some(e), Some(mp)) = (&m.startup_errors, plan.machine(&m.name)) {
+                        outln!(
+                            "    {}",
+                            shown_lines(&runner::startup_errors_text(&plan, mp, e))
+                        );
+                    }
                     for i in &m.interfaces {
                         let lost = if m.lost_links.contains(&i.domain) {
                             "  LINK LOST (switch died)"
@@ -393,6 +425,14 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 plan.lab_dir.display()
             );
             Ok(ExitCode::from(1))
+        }
+        LabCmd::Logs { dir, machine, opts } => {
+            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let m = plan
+                .machine(&machine)
+                .with_context(|| format!("no machine {machine} in lab {}", plan.name))?;
+            out!("{}", runner::logs(&backend(&plan)?, &plan, m)?);
+            Ok(ExitCode::SUCCESS)
         }
         LabCmd::Exec {
             dir,
@@ -524,13 +564,24 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             text.push_str(&loaded.lab.to_toml());
             match output.as_deref() {
                 Some(p) if p == Path::new("-") => out!("{text}"),
-                _ => {
-                    let p = output.unwrap_or_else(|| loaded.dir.join("lab.toml"));
+                Some(p) => {
                     if p.exists() && !force {
                         bail!("{} exists (use --force to replace it)", p.display());
                     }
-                    std::fs::write(&p, text)
+                    std::fs::write(p, text)
                         .with_context(|| format!("cannot write {}", p.display()))?;
+                    eprintln!("wrote {}", p.display());
+                }
+                None => {
+                    // Inside the (untrusted) lab folder: never through a symlink.
+                    let rel = Path::new("lab.toml");
+                    if loaded.dir.join(rel).symlink_metadata().is_ok() && !force {
+                        bail!(
+                            "{} exists (use --force to replace it)",
+                            loaded.dir.join(rel).display()
+                        );
+                    }
+                    let p = lab::confine::write_inside(&loaded.dir, rel, text.as_bytes())?;
                     eprintln!("wrote {}", p.display());
                 }
             }
@@ -625,6 +676,21 @@ fn load_plan(
     Ok((plan, loaded))
 }
 
+/// A lab folder is untrusted: refuse kernel arguments that open host
+/// resources unless the user vouches for the lab (`--host-access`).
+fn trust(plan: &mut Plan, loaded: &lab::load::Loaded, host_access: bool) -> anyhow::Result<()> {
+    if host_access {
+        plan.host_access = true;
+        eprintln!(
+            "note: --host-access: machines share {} live through hostfs and may write to it",
+            plan.lab_dir.display()
+        );
+    } else {
+        lab::confine::check_kernel_args(loaded)?;
+    }
+    Ok(())
+}
+
 /// The backend for this lab (guest-crate guests).
 fn backend(plan: &Plan) -> anyhow::Result<GuestBackend> {
     let exe = std::env::current_exe().ok();
@@ -686,7 +752,8 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
         );
     }
     if check_file.is_file() {
-        let text = std::fs::read_to_string(&check_file)
+        let real = lab::confine::resolve_inside(&plan.lab_dir, Path::new("lab.test.toml"))?;
+        let text = std::fs::read_to_string(&real)
             .with_context(|| format!("cannot read {}", check_file.display()))?;
         let cf = lab::check::CheckFile::from_toml(&text, &check_file)?;
         let checks = cf.checks();
@@ -725,10 +792,9 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
     if test_dir.is_dir() {
         let results = plan.state_dir.join("test-results");
         std::fs::create_dir_all(&results)?;
-        let sigs = test_dir.join("signatures");
-        if write_signatures {
-            std::fs::create_dir_all(&sigs)?;
-        }
+        // _test/ is part of the untrusted lab folder: every path is resolved
+        // inside it, signatures are written with O_NOFOLLOW.
+        let sigs = Path::new("_test/signatures");
         for m in &plan.machines {
             if !runner::machine_alive(&state, &m.name) {
                 outln!("{}: FAIL _test: machine not running", m.name);
@@ -736,14 +802,14 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
                 continue;
             }
             let mut kinds = vec![("default", lab::check::NETKIT_DEFAULT_TEST.to_string())];
-            if test_dir.join(format!("{}.test", m.name)).is_file() {
-                kinds.push((
-                    "user",
-                    format!(
-                        "sh /hostlab/_test/{}.test",
-                        lab::script::shq(&m.name).trim_matches('\'')
-                    ),
-                ));
+            // The user test is read now (resolved inside the lab folder) and
+            // its text run in the guest: /hostlab is a copy made at start.
+            let user = Path::new("_test").join(format!("{}.test", m.name));
+            if plan.lab_dir.join(&user).symlink_metadata().is_ok() {
+                let p = lab::confine::resolve_inside(&plan.lab_dir, &user)?;
+                let text = std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read {}", p.display()))?;
+                kinds.push(("user", text));
             }
             for (kind, cmd) in kinds {
                 let out = b.exec(m, &cmd, Duration::from_secs(60))?;
@@ -751,10 +817,16 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
                 std::fs::write(&res, &out.stdout)?;
                 let sig = sigs.join(format!("{}.{kind}", m.name));
                 if write_signatures {
-                    std::fs::write(&sig, &out.stdout)?;
-                    outln!("{}: wrote signature {}", m.name, sig.display());
-                } else if let Ok(s) = std::fs::read_to_string(&sig) {
-                    match lab::check::compare_signature(&out.stdout, &s) {
+                    let p = lab::confine::write_inside(&plan.lab_dir, &sig, out.stdout.as_bytes())?;
+                    outln!("{}: wrote signature {}", m.name, p.display());
+                } else if plan.lab_dir.join(&sig).symlink_metadata().is_ok() {
+                    // A signature leading out of the lab folder is a failure,
+                    // never read.
+                    let read = lab::confine::resolve_inside(&plan.lab_dir, &sig)
+                        .map_err(|e| e.to_string())
+                        .and_then(|p| std::fs::read_to_string(p).map_err(|e| e.to_string()))
+                        .and_then(|s| lab::check::compare_signature(&out.stdout, &s));
+                    match read {
                         Ok(()) => {
                             passed += 1;
                             outln!("{}: PASS _test {kind}", m.name);
