@@ -182,7 +182,13 @@ pub(crate) fn execute(s: &mut Server, line: &str) -> (String, bool, bool) {
             let (out, errno) = print_stats(s, port);
             (m::reply(Some(&out), errno), false, false)
         }
-        C::PortSetNumPorts(n) => res(s.switch.set_numports(n)),
+        C::PortSetNumPorts(n) => match s.switch.set_numports(n) {
+            // vde_switch tries to allocate them all (and aborts): say why
+            Err(e @ switch_core::Error::TooManyPorts(_)) => {
+                (m::reply(Some(&format!("{e}\n")), e.errno()), false, false)
+            }
+            r => res(r),
+        },
         C::PortSetHub(h) => {
             s.switch.set_hub(h);
             ok(None)

@@ -37,8 +37,6 @@ const PEND_MAX_TOTAL: usize = 32 << 20;
 const PEND_TIMEOUT: Duration = Duration::from_millis(200);
 /// A control connection must send its request within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Management output buffered for a slow reader before it is dropped.
-const MAX_MGMT_OUT: usize = 1 << 20;
 
 /// Typed epoll tokens: kind in the high 32 bits, an fd/endpoint number low.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1279,18 +1277,20 @@ impl Server {
                 }
             }
         }
+        // Flow control: no new command is read while the output of the
+        // last one waits, so a console holds at most one command's output
+        // (a full `hash/print` is streamed whole, never cut).
         let interest = if c.out.is_empty() {
             Interest::READ
         } else {
-            Interest::READ_WRITE
+            Interest {
+                read: false,
+                write: true,
+            }
         };
-        let too_much = c.out.len() > MAX_MGMT_OUT;
         let _ = self
             .epoll
             .modify(c.stream.as_fd(), Token::Mgmt(fd).encode(), interest);
-        if too_much {
-            self.close_mgmt(fd);
-        }
     }
 
     fn on_mgmt(&mut self, fd: u32, ev: Event) {
@@ -1305,6 +1305,12 @@ impl Server {
             let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::as_mut) else {
                 return;
             };
+            if !c.out.is_empty() {
+                if ev.hangup && !ev.writable {
+                    self.close_mgmt(fd); // the reader is gone
+                }
+                return; // the next command waits until this output is read
+            }
             c.stream.read(&mut buf)
         };
         match res {
