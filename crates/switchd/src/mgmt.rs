@@ -96,8 +96,14 @@ fn print_stats(s: &Server, port: Option<u32>) -> (String, i32) {
         let st = s.stats;
         let _ = writeln!(
             out,
-            "Loop waits={} recv_calls={} frames_in={} send_calls={} frames_out={} mac_table_full={}",
-            st.waits, st.recv_calls, st.frames_in, st.send_calls, st.frames_out, s.switch.table_full
+            "Loop waits={} recv_calls={} frames_in={} send_calls={} frames_out={} mac_table_full={} refused_sockets={}",
+            st.waits,
+            st.recv_calls,
+            st.frames_in,
+            st.send_calls,
+            st.frames_out,
+            s.switch.table_full,
+            st.refused_sockets
         );
     }
     (out, 0)
