@@ -220,6 +220,17 @@ fn root_switch_mode_0666_sends_nothing_to_a_socket_the_client_cannot_reach() {
     let sw = Sw::start(&["-m", "0666"]);
     chmod(sw.tmp.path(), 0o755);
     let ctl = sw.dir.join("ctl");
+    // the world-writable switch dir is sticky: the other user cannot move
+    // `ctl` away to put its own socket there
+    assert_eq!(mode(&sw.dir), 0o3777);
+    let mv = Command::new("runuser")
+        .args(["-u", OTHER, "--", "mv"])
+        .arg(&ctl)
+        .arg(sw.dir.join("stolen"))
+        .output()
+        .unwrap();
+    assert!(!mv.status.success(), "ctl moved by another user");
+    assert!(ctl.exists());
 
     // root's private socket in a 0700 directory
     let private = testkit::short_tempdir("swp");

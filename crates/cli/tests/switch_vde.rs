@@ -296,7 +296,9 @@ fn socket_and_directory_modes_follow_vde_switch() {
     assert_eq!(mode_of(&sw.dir.join("ctl")), 0o600);
     assert_eq!(mode_of(&sw.mgmt), 0o600);
     let sw = Sw::start(&["-m", "0660", "-g", "0", "--mgmtmode", "0640"]);
-    assert_eq!(mode_of(&sw.dir), 0o2770);
+    // vde_switch: 02770; we add the sticky bit to a group/other-writable
+    // directory so group members cannot replace `ctl`
+    assert_eq!(mode_of(&sw.dir), 0o3770);
     assert_eq!(mode_of(&sw.dir.join("ctl")), 0o660);
     assert_eq!(mode_of(&sw.mgmt), 0o640);
     use std::os::unix::fs::MetadataExt;

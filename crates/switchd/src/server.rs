@@ -334,6 +334,13 @@ fn prepare_switch_dir(dir: &Path, mode: u32, group: Option<u32>) -> Result<(), E
     if group.is_some() {
         std::os::unix::fs::fchown(&f, None, group).map_err(perr)?;
     }
+    // sticky when others may write in it: they may then add files but not
+    // rename or remove the switch's sockets (`ctl`) to put their own there
+    let mode = if mode & 0o022 != 0 {
+        mode | 0o1000
+    } else {
+        mode
+    };
     f.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(perr)?;
     Ok(())
