@@ -251,6 +251,14 @@ fn stale_socket_replaced_live_refused_sigterm_cleans_up() {
     let mut sw2 = Sw::start(&[]);
     sw2.guard.kill();
     assert!(sw2.dir.join("ctl").exists());
+    // ... which a status check can tell from a live switch: connect refused
+    // (issue 8.10: `lab status` relies on this)
+    assert_eq!(
+        std::os::unix::net::UnixStream::connect(sw2.dir.join("ctl"))
+            .unwrap_err()
+            .kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
     let mut cmd = Command::new(testkit::umlkit_bin());
     cmd.arg("switch")
         .arg("-s")
