@@ -61,9 +61,11 @@ impl Checked {
     /// The address to connect to: through the opened directory when that
     /// fits in a sockaddr_un, else by the canonical path.
     pub fn addr(&self) -> Option<SockAddrUn> {
-        let mut p = PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()));
-        p.push(&self.name);
-        SockAddrUn::from_path(&p).or_else(|| SockAddrUn::from_path(&self.canon))
+        let fd = PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()));
+        if !fd.is_dir() {
+            return SockAddrUn::from_path(&self.canon); // no /proc
+        }
+        SockAddrUn::from_path(&fd.join(&self.name)).or_else(|| SockAddrUn::from_path(&self.canon))
     }
 }
 
