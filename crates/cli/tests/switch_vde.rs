@@ -251,6 +251,14 @@ fn stale_socket_replaced_live_refused_sigterm_cleans_up() {
     let mut sw2 = Sw::start(&[]);
     sw2.guard.kill();
     assert!(sw2.dir.join("ctl").exists());
+    // ... which a status check can tell from a live switch: connect refused
+    // (issue 8.10: `lab status` relies on this)
+    assert_eq!(
+        std::os::unix::net::UnixStream::connect(sw2.dir.join("ctl"))
+            .unwrap_err()
+            .kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
     let mut cmd = Command::new(testkit::umlkit_bin());
     cmd.arg("switch")
         .arg("-s")
@@ -296,7 +304,9 @@ fn socket_and_directory_modes_follow_vde_switch() {
     assert_eq!(mode_of(&sw.dir.join("ctl")), 0o600);
     assert_eq!(mode_of(&sw.mgmt), 0o600);
     let sw = Sw::start(&["-m", "0660", "-g", "0", "--mgmtmode", "0640"]);
-    assert_eq!(mode_of(&sw.dir), 0o2770);
+    // vde_switch: 02770; we add the sticky bit to a group/other-writable
+    // directory so group members cannot replace `ctl`
+    assert_eq!(mode_of(&sw.dir), 0o3770);
     assert_eq!(mode_of(&sw.dir.join("ctl")), 0o660);
     assert_eq!(mode_of(&sw.mgmt), 0o640);
     use std::os::unix::fs::MetadataExt;

@@ -125,6 +125,20 @@ pub enum CowError {
         path.display()
     )]
     InUse { path: PathBuf, pid: u32 },
+    /// `moo -d` on a backing file, named only by the COW header, that the
+    /// invoking user does not own: the header could name anyone's file.
+    #[error(
+        "backing file \"{}\" named by {} belongs to uid {owner}, not to you (uid {me}): refusing to merge into it; name it explicitly with -b {} if you mean it",
+        backing.display(),
+        cow.display(),
+        backing.display()
+    )]
+    ForeignBacking {
+        cow: PathBuf,
+        backing: PathBuf,
+        owner: u32,
+        me: u32,
+    },
     /// A tar archive that we cannot unpack.
     #[error("archive {}: {msg}", path.display())]
     Archive { path: PathBuf, msg: String },

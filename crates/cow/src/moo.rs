@@ -418,6 +418,21 @@ pub fn moo_in_place(cow_path: &Path, opts: &MooOptions) -> Result<MooStats> {
         .write(true)
         .open(&backing)
         .ctx(Op::OpenBacking, &backing)?;
+    if opts.backing.is_none() {
+        // the header names the file: only the user's own is merged into
+        // unless -b names it explicitly (uml_moo overwrites anything)
+        use std::os::unix::fs::MetadataExt;
+        let owner = bf.metadata().ctx(Op::StatBacking, &backing)?.uid();
+        let me = umlkit_sys::net::euid();
+        if owner != me {
+            return Err(CowError::ForeignBacking {
+                cow: cow_path.to_path_buf(),
+                backing,
+                owner,
+                me,
+            });
+        }
+    }
     if opts.check_locks {
         crate::ensure_unlocked(&cow.file, cow_path, umlkit_sys::file::LockKind::Read)?;
         crate::ensure_unlocked(&bf, &backing, umlkit_sys::file::LockKind::Write)?;

@@ -28,6 +28,9 @@ pub const NOVLAN: u16 = 4095;
 pub const MAX_VLAN: u16 = 4093;
 /// Default number of ports.
 pub const DEFAULT_NUMPORTS: u32 = 32;
+/// Most ports a switch may have (`-n`, `port/setnumports`). Ports are
+/// allocated when used, so the number only bounds the port numbers.
+pub const MAX_NUMPORTS: u32 = 65536;
 /// Learned addresses expire after this long without traffic.
 pub const EXPIRE: Duration = Duration::from_secs(100);
 /// How often [`Switch::gc`] should run.
@@ -63,6 +66,8 @@ pub enum Error {
     VlanInUse(u16),
     #[error("invalid argument")]
     Invalid,
+    #[error("{0} ports is more than the limit of {MAX_NUMPORTS}")]
+    TooManyPorts(u32),
     #[error("no such endpoint {0}")]
     NoSuchEndpoint(EndpointId),
     #[error("endpoint {0} already connected")]
@@ -75,7 +80,10 @@ impl Error {
     /// The errno vde_switch's console answers with.
     pub fn errno(&self) -> i32 {
         match self {
-            Error::PortOutOfRange(_) | Error::BadVlan(_) | Error::Invalid => 22,
+            Error::PortOutOfRange(_)
+            | Error::BadVlan(_)
+            | Error::Invalid
+            | Error::TooManyPorts(_) => 22,
             Error::PortInUse(_) | Error::PortActive(_) | Error::VlanInUse(_) => 98,
             Error::NoFreePort => 12,
             Error::NoSuchPort(_) | Error::NoSuchVlan(_) | Error::NoSuchEndpoint(_) => 6,
@@ -253,7 +261,8 @@ impl Default for Config {
 pub struct Switch {
     numports: u32,
     hub: bool,
-    ports: Vec<Option<Port>>,
+    /// Existing ports only (allocated when created or connected).
+    ports: BTreeMap<u32, Port>,
     endpoints: Vec<Option<Endpoint>>,
     /// VLAN id -> tagged member ports. VLAN 0 always exists.
     vlans: BTreeMap<u16, BTreeSet<u32>>,
@@ -264,14 +273,16 @@ pub struct Switch {
 }
 
 impl Switch {
+    /// A switch with `cfg.numports` ports, clamped to 1..=[`MAX_NUMPORTS`]
+    /// (the daemon checks the user's value first).
     pub fn new(cfg: Config) -> Switch {
-        let numports = cfg.numports.max(1);
+        let numports = cfg.numports.clamp(1, MAX_NUMPORTS);
         let mut vlans = BTreeMap::new();
         vlans.insert(0, BTreeSet::new());
         Switch {
             numports,
             hub: cfg.hub,
-            ports: (0..numports).map(|_| None).collect(),
+            ports: BTreeMap::new(),
             endpoints: Vec::new(),
             vlans,
             table: FnvMap::default(),
@@ -296,15 +307,12 @@ impl Switch {
     }
 
     pub fn port(&self, n: u32) -> Option<&Port> {
-        self.ports.get(n as usize).and_then(Option::as_ref)
+        self.ports.get(&n)
     }
 
     /// All existing ports (active or not) with their numbers.
     pub fn ports(&self) -> impl Iterator<Item = (u32, &Port)> {
-        self.ports
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.as_ref().map(|p| (i as u32, p)))
+        self.ports.iter().map(|(&n, p)| (n, p))
     }
 
     pub fn endpoint(&self, ep: EndpointId) -> Option<&Endpoint> {
@@ -335,8 +343,7 @@ impl Switch {
         if n >= self.numports {
             return Err(Error::PortOutOfRange(n));
         }
-        let slot = &mut self.ports[n as usize];
-        match slot {
+        match self.ports.get_mut(&n) {
             Some(port) if port.active() => {
                 let root = user == Some(0);
                 if !root && port.user != user {
@@ -349,13 +356,16 @@ impl Switch {
                 port.user = user;
             }
             None => {
-                *slot = Some(Port {
-                    endpoints: vec![ep],
-                    vlan: 0,
-                    user,
-                    allocatable: true,
-                    counters: Counters::default(),
-                });
+                self.ports.insert(
+                    n,
+                    Port {
+                        endpoints: vec![ep],
+                        vlan: 0,
+                        user,
+                        allocatable: true,
+                        counters: Counters::default(),
+                    },
+                );
             }
         }
         let idx = ep as usize;
@@ -378,7 +388,7 @@ impl Switch {
             .get_mut(ep as usize)
             .and_then(Option::take)
             .ok_or(Error::NoSuchEndpoint(ep))?;
-        if let Some(Some(port)) = self.ports.get_mut(e.port as usize) {
+        if let Some(port) = self.ports.get_mut(&e.port) {
             port.endpoints.retain(|&x| x != ep);
             if !port.active() {
                 port.user = None;
@@ -425,13 +435,13 @@ impl Switch {
         let frame = match Frame::new_checked(bytes) {
             Ok(f) => f,
             Err(e) => {
-                if let Some(Some(port)) = self.ports.get_mut(p as usize) {
+                if let Some(port) = self.ports.get_mut(&p) {
                     port.counters.in_drops += 1;
                 }
                 return Outcome::Dropped(Drop::Frame(e));
             }
         };
-        let Some(Some(inport)) = self.ports.get_mut(p as usize) else {
+        let Some(inport) = self.ports.get_mut(&p) else {
             return Outcome::Dropped(Drop::UnknownEndpoint);
         };
         inport.counters.in_pkts += 1;
@@ -439,11 +449,9 @@ impl Switch {
         let in_vlan_untagged = inport.vlan;
 
         if self.hub {
-            for (q, port) in self.ports.iter().enumerate() {
-                if q as u32 != p {
-                    if let Some(port) = port {
-                        Self::push_port(out, port, Egress::AsIs);
-                    }
+            for (&q, port) in &self.ports {
+                if q != p {
+                    Self::push_port(out, port, Egress::AsIs);
                 }
             }
             return Outcome::Forwarded {
@@ -505,7 +513,7 @@ impl Switch {
         match target {
             Some(q) if q == p => Outcome::Dropped(Drop::SamePort),
             Some(q) => {
-                if let Some(Some(port)) = self.ports.get(q as usize) {
+                if let Some(port) = self.ports.get(&q) {
                     if let Some(eg) = self.member_egress(q, port, vlan, tagged_in) {
                         Self::push_port(out, port, eg);
                     }
@@ -516,18 +524,12 @@ impl Switch {
                 }
             }
             None => {
-                for (q, port) in self.ports.iter().enumerate() {
-                    let q = q as u32;
-                    if q == p {
+                for (&q, port) in &self.ports {
+                    if q == p || !port.active() {
                         continue;
                     }
-                    if let Some(port) = port {
-                        if !port.active() {
-                            continue;
-                        }
-                        if let Some(eg) = self.member_egress(q, port, vlan, tagged_in) {
-                            Self::push_port(out, port, eg);
-                        }
+                    if let Some(eg) = self.member_egress(q, port, vlan, tagged_in) {
+                        Self::push_port(out, port, eg);
                     }
                 }
                 Outcome::Forwarded {
@@ -539,7 +541,7 @@ impl Switch {
     }
 
     fn count_in_drop(&mut self, p: u32) {
-        if let Some(Some(port)) = self.ports.get_mut(p as usize) {
+        if let Some(port) = self.ports.get_mut(&p) {
             port.counters.in_drops += 1;
         }
     }
@@ -549,7 +551,7 @@ impl Switch {
         let Some(p) = self.endpoint(to).map(|e| e.port) else {
             return;
         };
-        if let Some(Some(port)) = self.ports.get_mut(p as usize) {
+        if let Some(port) = self.ports.get_mut(&p) {
             if delivered {
                 port.counters.out_pkts += 1;
                 port.counters.out_bytes += len as u64;
@@ -617,10 +619,12 @@ impl Switch {
         if n == 0 {
             return Err(Error::Invalid);
         }
+        if n > MAX_NUMPORTS {
+            return Err(Error::TooManyPorts(n));
+        }
         if let Some((q, _)) = self.ports().find(|(q, _)| *q >= n) {
             return Err(Error::PortActive(q));
         }
-        self.ports.resize(n as usize, None);
         for t in self.vlans.values_mut() {
             t.retain(|&q| q < n);
         }
@@ -637,13 +641,16 @@ impl Switch {
         if self.port(n).is_some() {
             return Err(Error::PortExists(n));
         }
-        self.ports[n as usize] = Some(Port {
-            endpoints: Vec::new(),
-            vlan: 0,
-            user: None,
-            allocatable: false,
-            counters: Counters::default(),
-        });
+        self.ports.insert(
+            n,
+            Port {
+                endpoints: Vec::new(),
+                vlan: 0,
+                user: None,
+                allocatable: false,
+                counters: Counters::default(),
+            },
+        );
         Ok(())
     }
 
@@ -664,7 +671,7 @@ impl Switch {
             None => Err(Error::NoSuchPort(n)),
             Some(p) if p.active() => Err(Error::PortActive(n)),
             Some(_) => {
-                self.ports[n as usize] = None;
+                self.ports.remove(&n);
                 for t in self.vlans.values_mut() {
                     t.remove(&n);
                 }
@@ -676,18 +683,17 @@ impl Switch {
     pub fn reset_counters(&mut self, n: Option<u32>) -> Result<(), Error> {
         match n {
             None => {
-                for p in self.ports.iter_mut().flatten() {
+                for p in self.ports.values_mut() {
                     p.counters = Counters::default();
                 }
                 Ok(())
             }
             Some(n) => {
                 // vde_switch answers Success for a port that does not exist
-                let slot = self
-                    .ports
-                    .get_mut(n as usize)
-                    .ok_or(Error::PortOutOfRange(n))?;
-                if let Some(p) = slot.as_mut() {
+                if n >= self.numports {
+                    return Err(Error::PortOutOfRange(n));
+                }
+                if let Some(p) = self.ports.get_mut(&n) {
                     p.counters = Counters::default();
                 }
                 Ok(())
@@ -703,9 +709,7 @@ impl Switch {
         if vlan != NOVLAN && !self.vlans.contains_key(&vlan) {
             return Err(Error::NoSuchVlan(vlan));
         }
-        let port = self.ports[n as usize]
-            .as_mut()
-            .ok_or(Error::NoSuchPort(n))?;
+        let port = self.ports.get_mut(&n).ok_or(Error::NoSuchPort(n))?;
         port.vlan = vlan;
         if let Some(t) = self.vlans.get_mut(&vlan) {
             t.remove(&n);

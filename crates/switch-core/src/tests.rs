@@ -226,6 +226,37 @@ fn port_admin_errors() {
     assert_eq!(sw.vlan_del_port(0, 1).unwrap_err().errno(), 98);
 }
 
+/// Issue 8.11: `port/setnumports 100000000` took the switch to 8 GiB and an
+/// abort. The number is capped and ports exist only once used.
+#[test]
+fn setnumports_100000000_is_refused_and_ports_are_lazy() {
+    let mut sw = three(false);
+    let before = sw.numports();
+    let e = sw.set_numports(100_000_000).unwrap_err();
+    assert_eq!(e, Error::TooManyPorts(100_000_000));
+    assert_eq!(e.errno(), 22);
+    assert_eq!(sw.numports(), before, "a refused size changes nothing");
+    sw.set_numports(MAX_NUMPORTS).unwrap();
+    assert_eq!(sw.ports().count(), 3, "no port is allocated by resizing");
+    let top = MAX_NUMPORTS - 1;
+    assert_eq!(sw.connect(40, PortRequest::Number(top), None, ""), Ok(top));
+    assert_eq!(
+        sw.connect(41, PortRequest::Number(MAX_NUMPORTS), None, ""),
+        Err(Error::PortOutOfRange(MAX_NUMPORTS))
+    );
+    assert_eq!(sw.ports().count(), 4);
+    // the new far port gets flooded frames like any other
+    let mut out = Vec::new();
+    sw.handle_frame(S, 40, &frame([0xff; 6], mac(9), b"x"), &mut out);
+    assert_eq!(out.len(), 3);
+    // a switch asked for too many ports at start is clamped
+    let big = Switch::new(Config {
+        numports: 100_000_000,
+        hub: false,
+    });
+    assert_eq!(big.numports(), MAX_NUMPORTS);
+}
+
 /// vde.md §4, the verified VLAN example: ports 11 untagged VLAN 0; 12
 /// untagged VLAN 10; 13 untagged VLAN 0 + tagged VLAN 10.
 #[test]

@@ -15,6 +15,7 @@
 
 mod log;
 mod mgmt;
+mod reach;
 mod server;
 
 use std::io;
@@ -100,6 +101,22 @@ pub fn dirmode_from_mode(mode: u32) -> u32 {
 pub enum Error {
     #[error("cannot create switch directory {path}: {source}")]
     Mkdir { path: PathBuf, source: io::Error },
+    /// The switch directory exists and belongs to someone else, who could
+    /// replace its sockets.
+    #[error(
+        "switch directory {path} belongs to {owner} (uid {uid}), not to the user running the switch (uid {me}): refusing it; remove it or choose another directory"
+    )]
+    ForeignDir {
+        path: PathBuf,
+        owner: String,
+        uid: u32,
+        me: u32,
+    },
+    /// The switch directory is a symbolic link (its target would be used and chmod'ed).
+    #[error("switch directory {0} is a symbolic link: refusing it; give the real directory")]
+    SymlinkDir(PathBuf),
+    #[error("switch directory {0} exists and is not a directory")]
+    NotADir(PathBuf),
     #[error("Could not bind to socket '{path}': {source}")]
     Bind { path: PathBuf, source: io::Error },
     /// A live server answers on the socket.

@@ -96,8 +96,14 @@ fn print_stats(s: &Server, port: Option<u32>) -> (String, i32) {
         let st = s.stats;
         let _ = writeln!(
             out,
-            "Loop waits={} recv_calls={} frames_in={} send_calls={} frames_out={} mac_table_full={}",
-            st.waits, st.recv_calls, st.frames_in, st.send_calls, st.frames_out, s.switch.table_full
+            "Loop waits={} recv_calls={} frames_in={} send_calls={} frames_out={} mac_table_full={} refused_sockets={}",
+            st.waits,
+            st.recv_calls,
+            st.frames_in,
+            st.send_calls,
+            st.frames_out,
+            s.switch.table_full,
+            st.refused_sockets
         );
     }
     (out, 0)
@@ -182,7 +188,13 @@ pub(crate) fn execute(s: &mut Server, line: &str) -> (String, bool, bool) {
             let (out, errno) = print_stats(s, port);
             (m::reply(Some(&out), errno), false, false)
         }
-        C::PortSetNumPorts(n) => res(s.switch.set_numports(n)),
+        C::PortSetNumPorts(n) => match s.switch.set_numports(n) {
+            // vde_switch tries to allocate them all (and aborts): say why
+            Err(e @ switch_core::Error::TooManyPorts(_)) => {
+                (m::reply(Some(&format!("{e}\n")), e.errno()), false, false)
+            }
+            r => res(r),
+        },
         C::PortSetHub(h) => {
             s.switch.set_hub(h);
             ok(None)

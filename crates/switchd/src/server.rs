@@ -1,7 +1,7 @@
 //! The event loop: epoll with a typed token per source, signalfd for clean
 //! shutdown, batched `recvmmsg`/`sendmmsg` on the data path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -14,7 +14,7 @@ use net_proto::eth;
 use switch_core::{Action, Config, Egress, EndpointId, Outcome, PortRequest, Switch};
 use umlkit_sys::net::{self as sys, Epoll, Event, Interest, RecvBatch, SignalFd, SockKind};
 
-use crate::mgmt;
+use crate::{mgmt, reach};
 use crate::{Error, Flavor, Logger, Options};
 
 /// Receive slot size: a tagged maximum frame fits; anything longer is
@@ -24,8 +24,10 @@ const SLOT: usize = 2048;
 const BATCH: usize = 64;
 /// Batches read from one socket before returning to epoll (fairness).
 const BUDGET: usize = 8;
-/// Pending connections (no request yet) kept at most; more are refused.
-const MAX_PENDING: usize = 256;
+/// Pending connections (no request yet) kept at most (fewer if the open
+/// file limit is low); when full, the oldest is closed to make room, so
+/// idle connections never lock real clients out.
+const MAX_PENDING: usize = 4096;
 /// Frames queued for a destination whose socket buffer is full; the
 /// sources feeding it are paused meanwhile (flow control).
 const PEND_MAX_FRAMES: usize = 1024;
@@ -37,8 +39,6 @@ const PEND_MAX_TOTAL: usize = 32 << 20;
 const PEND_TIMEOUT: Duration = Duration::from_millis(200);
 /// A control connection must send its request within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Management output buffered for a slow reader before it is dropped.
-const MAX_MGMT_OUT: usize = 1 << 20;
 
 /// Typed epoll tokens: kind in the high 32 bits, an fd/endpoint number low.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +104,8 @@ struct CtlConn {
     port: Option<u32>,
     /// When it was accepted (pending connections time out).
     since: Duration,
+    /// Accept sequence number (tells a reused fd number apart).
+    serial: u64,
 }
 
 /// Where frames for an endpoint go.
@@ -176,6 +178,11 @@ pub struct Server {
     pub(crate) switch: Switch,
     conns: Vec<Option<CtlConn>>,
     pending: usize,
+    /// Pending connections in accept order: (fd, serial); entries of
+    /// connections closed or established meanwhile are skipped.
+    pending_order: VecDeque<(u32, u64)>,
+    max_pending: usize,
+    accepted: u64,
     eps: Vec<Option<EpIo>>,
     by_addr: HashMap<SockAddrUn, EndpointId>,
     mgmts: Vec<Option<MgmtConn>>,
@@ -213,6 +220,9 @@ pub(crate) struct LoopStats {
     pub frames_in: u64,
     pub send_calls: u64,
     pub frames_out: u64,
+    /// Port requests refused because the client named a socket it could
+    /// not reach itself.
+    pub refused_sockets: u64,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -269,6 +279,73 @@ fn set_perm(path: &Path, mode: u32, uid: Option<u32>, gid: Option<u32>) -> Resul
     Ok(())
 }
 
+/// Create the switch directory, or take an existing one only if it is a
+/// real directory (not a symlink) owned by the user running the switch;
+/// then set its mode and group through the opened handle, so the checked
+/// directory is the one changed.
+fn prepare_switch_dir(dir: &Path, mode: u32, group: Option<u32>) -> Result<(), Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(Error::Mkdir {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+    }
+    let lmeta = std::fs::symlink_metadata(dir).map_err(|source| Error::Mkdir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if lmeta.file_type().is_symlink() {
+        return Err(Error::SymlinkDir(dir.to_path_buf()));
+    }
+    if !lmeta.is_dir() {
+        return Err(Error::NotADir(dir.to_path_buf()));
+    }
+    // swapped for a symlink or a file since the check above: same errors
+    let f =
+        umlkit_sys::file::open_dir_nofollow(dir).map_err(|e| {
+            match std::fs::symlink_metadata(dir) {
+                Ok(m) if m.file_type().is_symlink() => Error::SymlinkDir(dir.to_path_buf()),
+                Ok(m) if !m.is_dir() => Error::NotADir(dir.to_path_buf()),
+                _ => Error::Mkdir {
+                    path: dir.to_path_buf(),
+                    source: e,
+                },
+            }
+        })?;
+    let perr = |source| Error::Perm {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let meta = f.metadata().map_err(perr)?;
+    let me = sys::euid();
+    if meta.uid() != me {
+        return Err(Error::ForeignDir {
+            path: dir.to_path_buf(),
+            owner: sys::user_name(meta.uid()).unwrap_or_else(|| meta.uid().to_string()),
+            uid: meta.uid(),
+            me,
+        });
+    }
+    if group.is_some() {
+        std::os::unix::fs::fchown(&f, None, group).map_err(perr)?;
+    }
+    // sticky when others may write in it: they may then add files but not
+    // rename or remove the switch's sockets (`ctl`) to put their own there
+    let mode = if mode & 0o022 != 0 {
+        mode | 0o1000
+    } else {
+        mode
+    };
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(perr)?;
+    Ok(())
+}
+
 impl Server {
     /// Create every socket and directory; nothing is served until [`Server::run`].
     pub fn bind(opts: Options, log: Logger) -> Result<Server, Error> {
@@ -279,17 +356,7 @@ impl Server {
         let mut cleanup = Vec::new();
         let mut vde_listener = None;
         if let Some(dir) = &opts.vde_dir {
-            match std::fs::create_dir(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(source) => {
-                    return Err(Error::Mkdir {
-                        path: dir.clone(),
-                        source,
-                    })
-                }
-            }
-            set_perm(dir, opts.dirmode, None, opts.group)?;
+            prepare_switch_dir(dir, opts.dirmode, opts.group)?;
             let ctl = dir.join("ctl");
             let l = bind_listener(&ctl)?;
             set_perm(&ctl, opts.mode, None, opts.group)?;
@@ -363,6 +430,14 @@ impl Server {
             shared_addr,
             conns: Vec::new(),
             pending: 0,
+            pending_order: VecDeque::new(),
+            // idle connections cost one fd each: raise the soft limit to the
+            // hard one and keep half of it for them at most
+            max_pending: umlkit_sys::process::raise_nofile_limit()
+                .map(|n| (n / 2) as usize)
+                .unwrap_or(512)
+                .clamp(16, MAX_PENDING),
+            accepted: 0,
             eps: Vec::new(),
             by_addr: HashMap::new(),
             mgmts: Vec::new(),
@@ -489,10 +564,11 @@ impl Server {
             let Some(l) = l else { return };
             match l.accept() {
                 Ok((stream, _)) => {
-                    if self.pending >= MAX_PENDING {
-                        self.log
-                            .peer("too many pending control connections, refusing one");
-                        continue;
+                    if self.pending >= self.max_pending {
+                        self.log.peer(
+                            "too many control connections without a request: closed the oldest",
+                        );
+                        self.close_oldest_pending();
                     }
                     let _ = stream.set_nonblocking(true);
                     let fd = stream.as_raw_fd() as u32;
@@ -512,39 +588,73 @@ impl Server {
                         dialect,
                         port: None,
                         since: self.start.elapsed(),
+                        serial: self.accepted,
                     });
+                    self.pending_order.push_back((fd, self.accepted));
+                    self.accepted += 1;
                     self.pending += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE and friends: log, retry on the next event.
+                    // EMFILE and friends: make room by closing the oldest
+                    // idle connection and try again; else retry on the
+                    // next event.
                     self.log.peer(&format!("accept failed: {e}"));
-                    return;
+                    if !self.close_oldest_pending() {
+                        return;
+                    }
                 }
             }
         }
     }
 
+    /// The oldest pending connection of `pending_order` still waiting for
+    /// its request (dropping entries of connections gone or established).
+    fn oldest_pending(&mut self) -> Option<(u32, Duration)> {
+        while let Some(&(fd, serial)) = self.pending_order.front() {
+            match self.conns.get(fd as usize).and_then(Option::as_ref) {
+                Some(c) if c.serial == serial && c.port.is_none() => return Some((fd, c.since)),
+                _ => {
+                    self.pending_order.pop_front();
+                }
+            }
+        }
+        None
+    }
+
+    /// Close the oldest connection that sent no request yet; false if there
+    /// is none.
+    fn close_oldest_pending(&mut self) -> bool {
+        match self.oldest_pending() {
+            Some((fd, _)) => {
+                self.pending_order.pop_front();
+                self.close_ctl(fd);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Close control connections that sent no request in time.
     fn expire_handshakes(&mut self, now: Duration) {
-        if self.pending == 0 {
+        let mut stale = Vec::new();
+        while let Some((fd, since)) = self.oldest_pending() {
+            if now.saturating_sub(since) <= HANDSHAKE_TIMEOUT {
+                break;
+            }
+            self.pending_order.pop_front();
+            stale.push(fd);
+        }
+        if stale.is_empty() {
             return;
         }
-        let stale: Vec<u32> = self
-            .conns
-            .iter()
-            .enumerate()
-            .filter_map(|(fd, c)| match c {
-                Some(c) if c.port.is_none() && now.saturating_sub(c.since) > HANDSHAKE_TIMEOUT => {
-                    Some(fd as u32)
-                }
-                _ => None,
-            })
-            .collect();
+        // logged before closing: a client seeing EOF finds the line there
+        self.log.peer(&format!(
+            "{} control connection(s) sent no request in time, closed",
+            stale.len()
+        ));
         for fd in stale {
-            self.log
-                .peer("control connection sent no request in time, closed");
             self.close_ctl(fd);
         }
     }
@@ -679,10 +789,50 @@ impl Server {
         self.pend[idx] = PendQ::default();
     }
 
+    /// A client naming a socket path: unless it is root or the switch's own
+    /// user, check that it could connect there itself (see [`reach`]).
+    /// Returns the checked place to connect to (None: use the path as is).
+    fn check_client_socket(
+        &mut self,
+        fd: u32,
+        path: &Path,
+    ) -> Result<Option<reach::Checked>, String> {
+        let conn = self.conns[fd as usize].as_ref().ok_or("gone")?;
+        let checked = match sys::peer_cred(conn.stream.as_fd()) {
+            Ok((_, uid, _)) if uid == 0 || uid == sys::euid() => return Ok(None),
+            Ok((pid, uid, gid)) => {
+                let cred = reach::Cred {
+                    uid,
+                    gid,
+                    groups: umlkit_sys::process::supplementary_groups(pid as u32),
+                };
+                reach::check(path, &cred)
+            }
+            Err(e) => Err(format!("cannot get the credentials of the client: {e}")),
+        };
+        match checked {
+            Ok(c) => Ok(Some(c)),
+            Err(msg) => {
+                self.stats.refused_sockets += 1;
+                Err(format!(
+                    "port request refused ({} so far): {msg}",
+                    self.stats.refused_sockets
+                ))
+            }
+        }
+    }
+
     fn new_vde_port(&mut self, fd: u32, req: &Request) -> Result<(), String> {
-        let addr = *req.addr();
+        let mut addr = *req.addr();
         let mut user = None;
-        if let Some(path) = addr.path() {
+        // keeps the checked directory open until connected
+        let mut _checked = None;
+        if let Some(named) = req.addr().path() {
+            if let Some(c) = self.check_client_socket(fd, named)? {
+                addr = c.addr().ok_or("client socket path too long")?;
+                _checked = Some(c);
+            }
+            let path = addr.path().unwrap_or(named);
             if !sys::access_rw(path) {
                 return Err(format!(
                     "client socket {} not accessible, request refused",
@@ -754,6 +904,10 @@ impl Server {
 
     fn new_uml_port(&mut self, fd: u32, req: &Request) -> Result<(), String> {
         let addr = *req.addr();
+        if let Some(path) = addr.path() {
+            // frames go by sendto(path): checked at the request only
+            self.check_client_socket(fd, path)?;
+        }
         if self.by_addr.contains_key(&addr) {
             return Err("a port with this data socket address exists already".into());
         }
@@ -1279,18 +1433,20 @@ impl Server {
                 }
             }
         }
+        // Flow control: no new command is read while the output of the
+        // last one waits, so a console holds at most one command's output
+        // (a full `hash/print` is streamed whole, never cut).
         let interest = if c.out.is_empty() {
             Interest::READ
         } else {
-            Interest::READ_WRITE
+            Interest {
+                read: false,
+                write: true,
+            }
         };
-        let too_much = c.out.len() > MAX_MGMT_OUT;
         let _ = self
             .epoll
             .modify(c.stream.as_fd(), Token::Mgmt(fd).encode(), interest);
-        if too_much {
-            self.close_mgmt(fd);
-        }
     }
 
     fn on_mgmt(&mut self, fd: u32, ev: Event) {
@@ -1305,6 +1461,12 @@ impl Server {
             let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::as_mut) else {
                 return;
             };
+            if !c.out.is_empty() {
+                if ev.hangup && !ev.writable {
+                    self.close_mgmt(fd); // the reader is gone
+                }
+                return; // the next command waits until this output is read
+            }
             c.stream.read(&mut buf)
         };
         match res {

@@ -184,6 +184,47 @@ pub fn write_nofollow(path: &std::path::Path, data: &[u8], mode: u32) -> io::Res
     f.write_all(data)
 }
 
+/// Open `name` relative to the directory `dir` (or `name` as a path when
+/// `dir` is None) with `O_PATH | O_NOFOLLOW`: a symlink is opened as the
+/// link itself, never followed, so `metadata()` of the result tells what is
+/// really there. Used to walk a path one component at a time without a
+/// component being swapped under the walk.
+pub fn open_path_nofollow(
+    dir: Option<std::os::fd::BorrowedFd<'_>>,
+    name: &std::ffi::OsStr,
+) -> io::Result<File> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let dirfd = dir.map(|d| d.as_raw_fd()).unwrap_or(libc::AT_FDCWD);
+    // SAFETY: c is a NUL-terminated string living across the call; dirfd is
+    // AT_FDCWD or a descriptor the caller's borrow keeps open.
+    let fd = unsafe {
+        libc::openat(
+            dirfd,
+            c.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by openat and is owned by nobody else.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Open a directory without following a symlink in its last component
+/// (`O_DIRECTORY | O_NOFOLLOW`): fails with ELOOP/ENOTDIR on a symlink or
+/// a non-directory. The handle allows `fstat`, `fchmod` and `fchown`.
+pub fn open_dir_nofollow(path: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -97,6 +97,13 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
     if a.numports == 0 {
         anyhow::bail!("the number of ports must be at least 1");
     }
+    if a.numports > switch_core::MAX_NUMPORTS {
+        anyhow::bail!(
+            "-n {}: at most {} ports are supported",
+            a.numports,
+            switch_core::MAX_NUMPORTS
+        );
+    }
     o.numports = a.numports;
     match (a.mode, a.dirmode) {
         (Some(m), Some(d)) => {
