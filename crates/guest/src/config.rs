@@ -260,11 +260,21 @@ pub fn kernel_args(cfg: &GuestConfig, l: &Layout) -> Vec<String> {
     if let Some(h) = &cfg.hostfs {
         a.push(format!("hostfs={}", h.display()));
         a.push("umlkit.hostfs=/hostlab".into());
+    } else if !cfg.extra_args.iter().any(|x| x.starts_with("hostfs=")) {
+        // Without a share, hostfs would reach the host's whole `/` (root in
+        // the guest can `mount -t hostfs none /mnt`). `hostfs=DIR` only
+        // prefixes guest paths lexically, so a file is the only root below
+        // which no host path resolves.
+        a.push(NO_HOSTFS.into());
     }
     a.push(format!("umlkit.hostname={}", cfg.name));
     a.extend(cfg.extra_args.iter().cloned());
     a
 }
+
+/// The hostfs root of a guest that shares no host directory: a file, so
+/// `mount -t hostfs` in the guest reaches no host path.
+pub const NO_HOSTFS: &str = "hostfs=/dev/null";
 
 #[cfg(test)]
 mod tests {
@@ -338,6 +348,29 @@ mod tests {
         assert!(a.contains(&"con0=null".to_string()));
         assert!(!a.iter().any(|x| x.starts_with("ssl1=")));
         assert!(!a.iter().any(|x| x.starts_with("root=")));
+    }
+
+    /// Issue 8: a guest started without `--hostfs` could mount the host's
+    /// whole `/` with `mount -t hostfs none /mnt` (no `hostfs=` meant `/`).
+    #[test]
+    fn guest_without_a_share_gets_no_host_filesystem() {
+        let c = GuestConfig::new("x");
+        let a = kernel_args(&c, &layout());
+        assert_eq!(
+            a.iter()
+                .filter(|x| x.starts_with("hostfs="))
+                .collect::<Vec<_>>(),
+            [NO_HOSTFS]
+        );
+        let mut c = GuestConfig::new("x");
+        c.hostfs = Some("/srv/share".into());
+        let a = kernel_args(&c, &layout());
+        assert!(a.contains(&"hostfs=/srv/share".to_string()), "{a:?}");
+        assert!(!a.iter().any(|x| x == NO_HOSTFS), "{a:?}");
+        let mut c = GuestConfig::new("x");
+        c.extra_args.push("hostfs=/explicit".into());
+        let a = kernel_args(&c, &layout());
+        assert!(!a.iter().any(|x| x == NO_HOSTFS), "{a:?}");
     }
 
     #[test]

@@ -20,10 +20,6 @@ use std::path::{Component, Path, PathBuf};
 use crate::error::{io_err, LabError, Result};
 use crate::load::{Loaded, Source};
 
-/// The hostfs root given to lab machines without host access: a file, so
-/// every path below it fails to resolve on the host (ENOTDIR).
-pub const NO_HOSTFS: &str = "hostfs=/dev/null";
-
 /// Why `arg` (one kernel parameter) opens a host resource, or `None` when it
 /// is a guest-side parameter. The kernel matches UML options by prefix, so
 /// the name is compared the same way (`ubd0r=` is `ubd`).

@@ -80,12 +80,12 @@ impl GuestBackend {
             cfg.hostfs = Some(plan.lab_dir.clone());
         } else {
             // The lab folder as a read-only disk (/dev/ubdb, mounted at
-            // /hostlab by the boot steps); no host path reachable by hostfs.
+            // /hostlab by the boot steps); without a share the guest crate
+            // points hostfs at a file, so no host path is reachable.
             cfg.disks.push(DiskSpec {
                 readonly: true,
                 ..DiskSpec::new(plan.lab_disk())
             });
-            cfg.extra_args.push(crate::confine::NO_HOSTFS.to_string());
         }
         cfg.console = ConsoleMode::Pty;
         let contiguous = m
