@@ -339,3 +339,17 @@ pub fn all_pids() -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .collect()
 }
+
+/// Point this process's stderr (fd 2) at `f` (`dup2`), e.g. a detached
+/// supervisor that reported its start-up over a pipe moving on to its log.
+pub fn redirect_stderr(f: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2(2) on a descriptor `f` keeps open and the constant 2;
+    // it touches no memory of ours.
+    let r = unsafe { libc::dup2(f.as_raw_fd(), 2) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
