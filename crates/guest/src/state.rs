@@ -130,15 +130,78 @@ pub fn now_ms() -> u64 {
 }
 
 impl State {
-    pub fn load(path: &Path) -> Result<State, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read", e))?;
-        serde_json::from_str(&text).map_err(|e| Error::BadState(path.to_path_buf(), e.to_string()))
+    /// The advisory lock beside a state file (`state.lock`): shared while
+    /// reading, exclusive while writing, so a reader never sees a file
+    /// being rewritten in place and read-modify-write cycles do not
+    /// interleave.
+    pub fn lock_path(path: &Path) -> PathBuf {
+        path.with_file_name("state.lock")
     }
 
-    pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(self).expect("state serializes");
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, "cannot write", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "cannot write", e))
+    pub fn load(path: &Path) -> Result<State, Error> {
+        // best effort: a reader that cannot create the lock file still reads
+        let _lock = umlkit_sys::private::StateLock::shared(&Self::lock_path(path)).ok();
+        let bytes = umlkit_sys::private::read_nofollow(path)
+            .map_err(|e| Error::io(path, "cannot read", e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::BadState(path.to_path_buf(), e.to_string()))
     }
+
+    /// Write the state atomically (0600, a temp name unique to this writer,
+    /// then rename), under the exclusive lock.
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        let _lock = Self::lock(path)?;
+        self.save_locked(path)
+    }
+
+    fn lock(path: &Path) -> Result<umlkit_sys::private::StateLock, Error> {
+        let lp = Self::lock_path(path);
+        umlkit_sys::private::StateLock::exclusive(&lp)
+            .map_err(|e| Error::io(&lp, "cannot lock the guest state", e))
+    }
+
+    fn save_locked(&self, path: &Path) -> Result<(), Error> {
+        let text = serde_json::to_string_pretty(self).expect("state serializes");
+        umlkit_sys::private::write_atomic(path, text.as_bytes())
+            .map_err(|e| Error::io(path, "cannot write the guest state", e))
+    }
+
+    /// Save; when that fails (a full disk), still try to record this state
+    /// by rewriting the existing file in place (compact JSON, which fits in
+    /// the blocks the file already has). Returns the error of the save.
+    pub fn save_or_record(&self, path: &Path) -> Result<(), Error> {
+        let _lock = Self::lock(path)?;
+        let r = self.save_locked(path);
+        if r.is_err() {
+            let text = serde_json::to_string(self).expect("state serializes");
+            let _ = umlkit_sys::private::rewrite_in_place(path, text.as_bytes());
+        }
+        r
+    }
+
+    /// Read-modify-write under the exclusive lock: `f` sees the state as
+    /// it is on disk now, so concurrent updaters lose nothing.
+    pub fn update<R>(path: &Path, f: impl FnOnce(&mut State) -> R) -> Result<R, Error> {
+        let _lock = Self::lock(path)?;
+        let bytes = umlkit_sys::private::read_nofollow(path)
+            .map_err(|e| Error::io(path, "cannot read", e))?;
+        let mut st: State = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::BadState(path.to_path_buf(), e.to_string()))?;
+        let r = f(&mut st);
+        st.save_locked(path)?;
+        Ok(r)
+    }
+}
+
+/// An error and its sources on one line (`a: b: c`), for messages stored
+/// in `state.json`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

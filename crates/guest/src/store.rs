@@ -180,9 +180,8 @@ impl Store {
     /// Open (creating it) the state root.
     pub fn open(state_root: Option<PathBuf>) -> Result<Store, Error> {
         let root = state_root.unwrap_or_else(Store::default_root);
-        std::fs::create_dir_all(&root)
-            .map_err(|e| Error::io(&root, "cannot create the state dir", e))?;
         let root = std::path::absolute(&root).unwrap_or(root);
+        umlkit_sys::private::private_dir(&root, false)?;
         Ok(Store {
             root,
             supervisor: None,
@@ -279,10 +278,9 @@ impl Store {
             }
             self.remove_dir(&paths)?;
         }
-        std::fs::create_dir_all(&paths.dir)
-            .map_err(|e| Error::io(&paths.dir, "cannot create", e))?;
+        umlkit_sys::private::private_dir(&paths.dir, true)?;
         let text = serde_json::to_string_pretty(&c).expect("config serializes");
-        std::fs::write(paths.config(), text)
+        umlkit_sys::private::write_atomic(&paths.config(), text.as_bytes())
             .map_err(|e| Error::io(&paths.config(), "cannot write", e))?;
         Ok((paths, c))
     }
@@ -292,17 +290,15 @@ impl Store {
     pub fn start(&self, cfg: &GuestConfig) -> Result<GuestInfo, Error> {
         let exe = self.supervisor_exe()?;
         let (paths, _) = self.prepare(cfg)?;
-        let log = std::fs::File::create(paths.supervisor_log())
-            .map_err(|e| Error::io(&paths.supervisor_log(), "cannot create", e))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| Error::io(&paths.supervisor_log(), "dup", e))?;
+        // Until the kernel runs and its state is saved, the supervisor's
+        // stderr is a pipe to us, so a start-up failure reaches the user even
+        // when the state dir is full; then it moves to supervisor.log.
         let mut cmd = Command::new(&exe);
         cmd.arg("supervise")
             .arg(&paths.dir)
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         sp::setsid_on_spawn(&mut cmd, false);
         let mut child = cmd
             .spawn()
@@ -327,7 +323,14 @@ impl Store {
                 }
             }
             if let Ok(Some(st)) = child.try_wait() {
-                let log = std::fs::read_to_string(paths.supervisor_log()).unwrap_or_default();
+                let mut log = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut log);
+                }
+                if log.trim().is_empty() {
+                    log = std::fs::read_to_string(paths.supervisor_log()).unwrap_or_default();
+                }
                 break Err(Error::NotRunning(
                     cfg.name.clone(),
                     format!("the supervisor exited ({st}): {}", log.trim()),
@@ -484,6 +487,12 @@ impl Store {
             match s.phase {
                 Phase::Running => return Ok(()),
                 Phase::Booting => {}
+                _ if st.error.is_some() => {
+                    return Err(Error::NotRunning(
+                        name.to_string(),
+                        st.error.unwrap_or_default(),
+                    ));
+                }
                 _ => {
                     let log = std::fs::read_to_string(paths.console_log()).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(5).collect();
@@ -582,7 +591,7 @@ impl Store {
                 }
             }
             if !done {
-                let _ = std::fs::write(paths.stop_marker(), b"");
+                let _ = umlkit_sys::private::create_private(&paths.stop_marker());
                 if let Some(g) = st.pgid {
                     let _ = sp::kill_group(g, sp::SIGTERM);
                 }
@@ -599,7 +608,7 @@ impl Store {
     }
 
     fn force_kill(&self, paths: &GuestPaths, st: &State) {
-        let _ = std::fs::write(paths.stop_marker(), b"");
+        let _ = umlkit_sys::private::create_private(&paths.stop_marker());
         if let Some(g) = st.pgid {
             let _ = sp::kill_group(g, sp::SIGKILL);
         }
@@ -611,13 +620,12 @@ impl Store {
             let _ = sp::kill(st.supervisor_pid, sp::SIGKILL);
         }
         kill_all(st.pgid, st.marker.as_deref());
-        if let Ok(mut cur) = State::load(&paths.state()) {
+        let _ = State::update(&paths.state(), |cur| {
             if cur.ending.is_none() {
                 cur.ending = Some(Ending::Killed);
                 cur.ended_unix_ms = Some(now_ms());
-                let _ = cur.save(&paths.state());
             }
-        }
+        });
     }
 
     /// SIGKILL the guest's processes at once.

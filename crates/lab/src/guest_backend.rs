@@ -156,7 +156,7 @@ impl GuestBackend {
         self.prepare(plan)?;
         let image = self.image.get().expect("prepared").clone();
         let _ = std::fs::remove_dir_all(&m.dir);
-        std::fs::create_dir_all(&m.dir).map_err(crate::error::io_err("cannot create", &m.dir))?;
+        umlkit_sys::private::private_dir(&m.dir, true).map_err(gerr)?;
         let cfg = self.config(plan, m, &image);
         let mut e = ProcEntry {
             name: m.name.clone(),
@@ -187,12 +187,15 @@ impl GuestBackend {
                 Ok(o) => {
                     let mut log = o.stdout.clone();
                     log.extend_from_slice(&o.stderr);
-                    let _ = std::fs::write(dir.join("boot.log"), log);
-                    let _ = std::fs::write(dir.join("ready"), b"");
+                    let _ = umlkit_sys::private::write_atomic(&dir.join("boot.log"), &log);
+                    let _ = umlkit_sys::private::write_atomic(&dir.join("ready"), b"");
                 }
                 Err(e) => {
                     let tail = crate::runner::tail(&console, 10);
-                    let _ = std::fs::write(dir.join("boot.error"), format!("{e}\n{tail}"));
+                    let _ = umlkit_sys::private::write_atomic(
+                        &dir.join("boot.error"),
+                        format!("{e}\n{tail}").as_bytes(),
+                    );
                 }
             }
         });

@@ -18,7 +18,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::net::euid;
+pub use crate::net::euid;
 
 /// Why a directory cannot hold private state.
 #[derive(Debug, thiserror::Error)]
