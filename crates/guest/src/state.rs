@@ -205,3 +205,68 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str) -> State {
+        State {
+            name: name.into(),
+            supervisor_pid: 1,
+            pid: None,
+            pgid: None,
+            started_unix_ms: 0,
+            ready_unix_ms: None,
+            boots: 0,
+            ended_unix_ms: None,
+            ending: None,
+            kernel: "/usr/bin/linux.uml".into(),
+            cmdline: vec![],
+            config: GuestConfig::new(name),
+            error: None,
+            marker: None,
+        }
+    }
+
+    /// Regression (issue 8.4): `state.json.tmp` was one fixed name with no
+    /// lock, so concurrent writers clobbered each other's temp file and
+    /// read-modify-write cycles lost updates. Each thread opens the lock
+    /// file itself, so the flock conflicts exactly as between processes.
+    #[test]
+    fn guest_state_concurrent_updates_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        sample("g").save(&p).unwrap();
+        let (threads, rounds) = (8, 40);
+        std::thread::scope(|sc| {
+            for _ in 0..threads {
+                sc.spawn(|| {
+                    for _ in 0..rounds {
+                        State::update(&p, |s| s.boots += 1).unwrap();
+                        // readers never see a torn or missing file
+                        State::load(&p).unwrap();
+                    }
+                });
+            }
+            // a second writer replacing the whole state concurrently
+            sc.spawn(|| {
+                for _ in 0..rounds {
+                    State::update(&p, |s| s.cmdline.push("x".into())).unwrap();
+                }
+            });
+        });
+        let st = State::load(&p).unwrap();
+        assert_eq!(st.boots, threads * rounds);
+        assert_eq!(st.cmdline.len(), rounds as usize);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["state.json", "state.lock"], "temp files left");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+    }
+}

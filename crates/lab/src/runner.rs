@@ -927,3 +927,92 @@ pub fn disconnect(
 pub fn emit(out: &mut dyn Write, text: &str) {
     let _ = out.write_all(text.as_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_in(root: &Path) -> Plan {
+        Plan {
+            name: "t".into(),
+            id: "t".into(),
+            dialect: crate::model::Dialect::Kathara,
+            lab_dir: root.join("lab"),
+            state_dir: root.join("st").join("t"),
+            uml_dir: root.join("st").join("t").join("uml"),
+            switches: vec![],
+            machines: vec![],
+            waves: vec![],
+            notes: vec![],
+        }
+    }
+
+    /// Regression (issue 8.4): two lab commands on one lab each loaded the
+    /// state, changed it and wrote it back through one fixed
+    /// `state.json.tmp`, so one lost the other's records. Every writer
+    /// here opens the lock file itself (as separate processes do).
+    #[test]
+    fn lab_state_concurrent_updates_lose_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = plan_in(tmp.path());
+        let (threads, per) = (8, 25);
+        std::thread::scope(|sc| {
+            for t in 0..threads {
+                let plan = &plan;
+                sc.spawn(move || {
+                    for k in 0..per {
+                        let e = ProcEntry {
+                            name: format!("m{t}-{k}"),
+                            pid: Some(1000 + k),
+                            ..Default::default()
+                        };
+                        State::record(plan, |s| &mut s.machines, &e).unwrap();
+                        State::load(plan).unwrap();
+                    }
+                });
+            }
+        });
+        let st = State::load(&plan).unwrap();
+        assert_eq!(st.machines.len(), (threads * per) as usize);
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(plan.state_file()).unwrap();
+        assert_eq!(md.mode() & 0o777, 0o600);
+        let sd = std::fs::metadata(&plan.state_dir).unwrap();
+        assert_eq!(sd.mode() & 0o777, 0o700);
+        let left: Vec<_> = std::fs::read_dir(&plan.state_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "temp files left: {left:?}");
+    }
+
+    /// A state root that is a symlink or writable by others is refused
+    /// before anything is read from it.
+    #[test]
+    fn lab_state_root_symlink_or_world_writable_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, tmp.path().join("st")).unwrap();
+        let plan = plan_in(tmp.path());
+        let e = State::load(&plan).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(State::update(&plan, |_| ()).is_err());
+        assert!(!real.join("t").exists(), "wrote through the symlink");
+        std::fs::remove_file(tmp.path().join("st")).unwrap();
+        std::fs::create_dir(tmp.path().join("st")).unwrap();
+        std::fs::set_permissions(
+            tmp.path().join("st"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .unwrap();
+        let e = State::load(&plan).unwrap_err().to_string();
+        assert!(
+            e.contains("0777") && e.contains("other users can write"),
+            "{e}"
+        );
+    }
+}
