@@ -483,16 +483,15 @@ impl Store {
         let deadline = Instant::now() + timeout;
         loop {
             let (paths, st) = self.load(name)?;
+            // the supervisor could not start the kernel or record its
+            // state (a full disk): say so at once, naming the file
+            if let Some(err) = st.error {
+                return Err(Error::NotRunning(name.to_string(), err));
+            }
             let s = self.status_of(&paths, &st);
             match s.phase {
                 Phase::Running => return Ok(()),
                 Phase::Booting => {}
-                _ if st.error.is_some() => {
-                    return Err(Error::NotRunning(
-                        name.to_string(),
-                        st.error.unwrap_or_default(),
-                    ));
-                }
                 _ => {
                     let log = std::fs::read_to_string(paths.console_log()).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(5).collect();

@@ -62,6 +62,10 @@ impl Hub {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = st.save(&self.state_path) {
             let msg = crate::state::error_chain(&e);
+            self.failed.store(true, Ordering::SeqCst);
+            if let Some(g) = st.pgid {
+                let _ = sp::kill_group(g, sp::SIGKILL);
+            }
             // stderr may be on the full disk too: never panic on it
             let _ = writeln!(std::io::stderr(), "umlkit supervise: {msg}");
             if st.error.is_none() {
@@ -70,10 +74,6 @@ impl Hub {
                 ));
             }
             let _ = st.save_or_record(&self.state_path);
-            self.failed.store(true, Ordering::SeqCst);
-            if let Some(g) = st.pgid {
-                let _ = sp::kill_group(g, sp::SIGKILL);
-            }
         }
     }
     fn to_agent(&self, f: &Frame) -> bool {
