@@ -516,3 +516,41 @@ fn lab_relative_state_root_clean_leaves_nothing() {
         lab.leftovers()
     );
 }
+
+/// Issue 8 item 5 for the image cache: a full cache fails naming the file
+/// that could not be written (it used to name the source agent binary) and
+/// leaves no half-built image or staging tree; a cache dir others can write
+/// to (they could plant an image we would boot) is refused.
+#[test]
+fn image_cache_full_fails_naming_the_file_and_leaves_nothing() {
+    let tmp = testkit::short_tempdir("stimg");
+    let Some(fs) = Tmpfs::mount(&tmp.path().join("c"), "2m") else {
+        return;
+    };
+    let cache = fs.0.join("images");
+    let build = |cache: &Path| {
+        Command::new(testkit::umlkit_bin())
+            .args(["image", "default"])
+            .env("UMLKIT_CACHE_DIR", cache)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = build(&cache);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains(cache.to_str().unwrap()) && t.contains("No space left on device"),
+        "{t}"
+    );
+    assert_eq!(mode(&cache), 0o700);
+    let left: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    let ww = tmp.path().join("ww");
+    std::fs::create_dir(&ww).unwrap();
+    std::fs::set_permissions(&ww, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let o = build(&ww);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("other users can write"), "{}", text(&o));
+}
