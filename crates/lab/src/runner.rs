@@ -337,7 +337,7 @@ pub fn start(
             .as_bytes(),
     )
     .map_err(io_err("cannot write", &plan_file))?;
-    let mut state = State::update(plan, |s| s.lab_dir = plan.lab_dir.clone())?.0;
+    State::update(plan, |s| s.lab_dir = plan.lab_dir.clone())?;
     backend.prepare(plan)?;
 
     let wanted: Vec<&MachinePlan> = waves
@@ -351,6 +351,13 @@ pub fn start(
         .collect();
     needed_sw.sort();
     needed_sw.dedup();
+    // Two lab commands starting machines of one lab at once must not both
+    // start a switch for a domain: check and start under one lock, on the
+    // state as it is on disk now.
+    let switches_lock = plan.state_dir.join("switches.lock");
+    let sw_guard = umlkit_sys::private::StateLock::exclusive(&switches_lock)
+        .map_err(io_err("cannot lock", &switches_lock))?;
+    let mut state = State::load(plan)?;
     for &si in &needed_sw {
         let sw = &plan.switches[si];
         let i = State::entry(&mut state.switches, &sw.domain);
@@ -367,6 +374,7 @@ pub fn start(
             if sw.hub { "hub" } else { "learning switch" }
         ));
     }
+    drop(sw_guard);
 
     let total = wanted.len();
     let mut done = 0usize;
