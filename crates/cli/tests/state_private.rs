@@ -554,3 +554,61 @@ fn image_cache_full_fails_naming_the_file_and_leaves_nothing() {
     assert!(!o.status.success());
     assert!(text(&o).contains("other users can write"), "{}", text(&o));
 }
+
+/// Regression (issue 8.4): two `lab start` commands on one lab at once
+/// (one machine each) overwrote each other's state records, raced on
+/// creating and removing the state folders, and each started a switch for
+/// the shared domain. Now both machines are recorded, share one switch and
+/// reach each other; one `lab stop` stops everything.
+#[test]
+fn lab_two_concurrent_starts_lose_nothing() {
+    let lab = Lab::new("stconc", None);
+    let ca = lab.cmd("start").arg("a").spawn().unwrap();
+    let cb = lab.cmd("start").arg("b").spawn().unwrap();
+    let (oa, ob) = (
+        ca.wait_with_output().unwrap(),
+        cb.wait_with_output().unwrap(),
+    );
+    assert!(
+        oa.status.success() && ob.status.success(),
+        "{} {}",
+        text(&oa),
+        text(&ob)
+    );
+    let st: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
+        &lab.cmd("status").arg("--json").output().unwrap().stdout,
+    ))
+    .unwrap();
+    let running: Vec<&str> = st["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["state"] == "running")
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(running, ["a", "b"], "{st}");
+    let switches = pids_mentioning("switch")
+        .into_iter()
+        .filter(|p| {
+            let c = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            c.contains(&format!("{}/", lab.state.display())) && c.contains("/sw/0 ")
+        })
+        .count();
+    assert_eq!(switches, 1, "switches for one domain");
+    let o = Command::new(testkit::umlkit_bin())
+        .args(["lab", "exec", "--state-root"])
+        .arg(&lab.state)
+        .arg("-d")
+        .arg(&lab.dir)
+        .args(["a", "--", "ping", "-c", "1", "-W", "3", "10.7.0.2"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "a cannot reach b: {}", text(&o));
+    lab.ok("stop");
+    assert!(
+        lab.leftovers().is_empty(),
+        "stop left {:?}",
+        lab.leftovers()
+    );
+}

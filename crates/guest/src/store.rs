@@ -188,6 +188,21 @@ impl Store {
         })
     }
 
+    /// A store at `state_root` that creates nothing yet: the root (0700)
+    /// appears with the first guest. An existing root is checked as in
+    /// [`Store::open`]. For callers that share a root between concurrent
+    /// processes (labs) and must not create-then-remove it.
+    pub fn at(state_root: PathBuf) -> Result<Store, Error> {
+        let root = std::path::absolute(&state_root).unwrap_or(state_root);
+        if root.symlink_metadata().is_ok() {
+            umlkit_sys::private::private_dir(&root, false)?;
+        }
+        Ok(Store {
+            root,
+            supervisor: None,
+        })
+    }
+
     /// Use this `umlkit` executable to run supervisors (`EXE supervise DIR`).
     pub fn with_supervisor_exe(mut self, exe: PathBuf) -> Store {
         self.supervisor = Some(exe);

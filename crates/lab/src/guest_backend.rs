@@ -46,15 +46,10 @@ impl GuestBackend {
             ))
         })?;
         guest::find_kernel(None).map_err(gerr)?;
-        let mut store = Store::open(Some(plan.state_dir.join("g"))).map_err(gerr)?;
+        // Creates nothing: a concurrent lab command may be using the folders.
+        let mut store = Store::at(plan.state_dir.join("g")).map_err(gerr)?;
         if let Some(u) = umlkit {
             store = store.with_supervisor_exe(u.to_path_buf());
-        }
-        // Store::open created the folder; keep a lab that was never started clean.
-        let _ = std::fs::remove_dir(plan.state_dir.join("g"));
-        let _ = std::fs::remove_dir(&plan.state_dir);
-        if let Some(root) = plan.state_dir.parent() {
-            let _ = std::fs::remove_dir(root);
         }
         Ok(GuestBackend {
             store,
