@@ -151,7 +151,7 @@ impl GuestBackend {
         self.prepare(plan)?;
         let image = self.image.get().expect("prepared").clone();
         let _ = std::fs::remove_dir_all(&m.dir);
-        umlkit_sys::private::private_dir(&m.dir, true).map_err(gerr)?;
+        umlkit_sys::private::private_dir(&m.dir, true)?;
         let cfg = self.config(plan, m, &image);
         let mut e = ProcEntry {
             name: m.name.clone(),

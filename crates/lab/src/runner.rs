@@ -70,17 +70,16 @@ pub struct State {
 pub fn check_state_dir(plan: &Plan, create: bool) -> Result<()> {
     use umlkit_sys::private::private_dir;
     let sd = &plan.state_dir;
-    let priv_err = |e: umlkit_sys::private::DirError| LabError::Run(e.to_string());
     if !create && sd.symlink_metadata().is_err() {
         if let Some(root) = sd.parent().filter(|r| r.symlink_metadata().is_ok()) {
-            private_dir(root, false).map_err(priv_err)?;
+            private_dir(root, false)?;
         }
         return Ok(());
     }
     if let Some(root) = sd.parent() {
-        private_dir(root, false).map_err(priv_err)?;
+        private_dir(root, false)?;
     }
-    private_dir(sd, true).map_err(priv_err)
+    Ok(private_dir(sd, true)?)
 }
 
 impl State {
@@ -183,7 +182,7 @@ pub fn start_switch_process(
 ) -> Result<()> {
     // the switch makes its own dir; the folder holding it is private
     let parent = sw.dir.parent().expect("switch dir has a parent");
-    umlkit_sys::private::private_dir(parent, true).map_err(|e| LabError::Run(e.to_string()))?;
+    umlkit_sys::private::private_dir(parent, true)?;
     let _ = std::fs::remove_file(&sw.pidfile);
     let mut e = ProcEntry {
         name: sw.domain.clone(),
