@@ -74,3 +74,21 @@ done
 chmod 0700 "$G"
 check "20 owner still execs" test "$("$UMLKIT" exec r20 -- echo mine 2>&1)" = mine
 "$UMLKIT" halt r20 >/dev/null 2>&1
+
+# a lab started under umask 000: its state folder is private and another
+# user reaches neither its switch nor its machines
+LST=$WORK/labstate
+on_exit "$UMLKIT" lab clean "$LAB" --state-root "$LST"
+if out=$( (umask 000; exec "$UMLKIT" lab start "$LAB" --state-root "$LST") 2>&1); then
+  SD=$LST/$ID
+  m=$(stat -c '%a' "$LST" "$SD" "$SD/sw" "$SD/state.json" | tr '\n' ' ')
+  if [ "$m" = "700 700 700 600 " ]; then ok "20 lab state root, folder, sw/ 0700 and state.json 0600 under umask 000"; else fail "20 lab modes: $m"; fi
+  chmod 0755 "$LST" # even with the root opened up
+  r=$(as_other perl -e "$probe" "$SD/sw/0/ctl" 0)
+  if [ "$r" = "Permission denied" ]; then ok "20 other user cannot connect to the lab's switch"; else fail "20 other user and the lab switch: $r"; fi
+  r=$(as_other perl -e "$probe" "$SD/g/a/exec.sock" 0)
+  if [ "$r" = "Permission denied" ]; then ok "20 other user cannot connect to a lab machine's exec socket"; else fail "20 other user and a lab machine: $r"; fi
+  "$UMLKIT" lab clean "$LAB" --state-root "$LST" >/dev/null 2>&1
+else
+  fail "20 lab start under umask 000: $out"
+fi
