@@ -165,7 +165,8 @@ fn kb_field(text: &str, key: &str) -> u64 {
 
 impl Store {
     /// The default state root: `$UMLKIT_STATE_DIR`, else
-    /// `$XDG_RUNTIME_DIR/umlkit`, else `$HOME/.umlkit/run`.
+    /// `$XDG_RUNTIME_DIR/umlkit`, else `$HOME/.umlkit/run`, else
+    /// `/tmp/umlkit-run-UID`.
     pub fn default_root() -> PathBuf {
         if let Some(d) = std::env::var_os("UMLKIT_STATE_DIR").filter(|d| !d.is_empty()) {
             return PathBuf::from(d);
@@ -173,8 +174,11 @@ impl Store {
         if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
             return PathBuf::from(d).join("umlkit");
         }
-        let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-        PathBuf::from(home).join(".umlkit/run")
+        match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            Some(home) => PathBuf::from(home).join(".umlkit/run"),
+            // per user, and checked like any root (owner, mode, no symlink)
+            None => PathBuf::from(format!("/tmp/umlkit-run-{}", umlkit_sys::private::euid())),
+        }
     }
 
     /// Open (creating it) the state root.
