@@ -61,3 +61,21 @@ if [ "$rc" -eq 0 ] && [ "$(running)" -eq 0 ] && [ -z "$(ls -A "$L/st" 2>/dev/nul
 else
   fail "21 lab clean on a full disk: rc=$rc left=$(running): $out"
 fi
+
+# a lab started on a nearly full state dir fails at once, naming a file, and
+# leaves nothing running (it used to wait for the boot timeout)
+for size in 16k 32k; do
+  S=$WORK/labsmall$size
+  mnt "$size" "$S"
+  on_exit "$UMLKIT" lab clean "$LAB" --state-root "$S/st"
+  t0=$(date +%s)
+  out=$("$UMLKIT" lab start "$LAB" --state-root "$S/st" 2>&1)
+  rc=$? took=$(($(date +%s) - t0))
+  "$UMLKIT" lab clean "$LAB" --state-root "$S/st" >/dev/null 2>&1
+  left=$(pgrep -f "$S/st" | wc -l)
+  if [ "$rc" -ne 0 ] && [ "$took" -lt 30 ] && grep -q "$S/st/" <<<"$out" && [ "$left" -eq 0 ]; then
+    ok "21 lab start on a full state dir ($size) fails in ${took}s naming the file; clean leaves nothing"
+  else
+    fail "21 lab start on a full state dir ($size): rc=$rc took=${took}s left=$left: $out"
+  fi
+done

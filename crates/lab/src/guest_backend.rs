@@ -29,6 +29,20 @@ pub struct GuestBackend {
     switch_cmd: Vec<String>,
     umlkit: Option<PathBuf>,
     image: std::sync::OnceLock<PathBuf>,
+    /// Boot results of the machines this process started, so a start does
+    /// not depend on writing `ready`/`boot.error` (a full state disk).
+    boots: BootResults,
+}
+
+type BootResults = std::sync::Arc<
+    std::sync::Mutex<std::collections::HashMap<String, std::result::Result<(), String>>>,
+>;
+
+fn boot_result(b: &BootResults, name: &str) -> Option<std::result::Result<(), String>> {
+    b.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+        .cloned()
 }
 
 fn gerr(e: impl std::fmt::Display) -> LabError {
@@ -56,6 +70,7 @@ impl GuestBackend {
             switch_cmd: discover_switch(umlkit)?,
             umlkit: umlkit.map(Path::to_path_buf),
             image: std::sync::OnceLock::new(),
+            boots: Default::default(),
         })
     }
 
@@ -121,12 +136,18 @@ impl GuestBackend {
 
     /// True once the machine finished its boot steps.
     pub fn is_ready(&self, m: &MachinePlan) -> bool {
-        m.dir.join("ready").exists()
+        match boot_result(&self.boots, &m.name) {
+            Some(r) => r.is_ok(),
+            None => m.dir.join("ready").exists(),
+        }
     }
 
     /// Why the machine's boot failed (set by the asynchronous boot steps).
     pub fn boot_failure(&self, m: &MachinePlan) -> Option<String> {
-        std::fs::read_to_string(m.dir.join("boot.error")).ok()
+        match boot_result(&self.boots, &m.name) {
+            Some(r) => r.err(),
+            None => std::fs::read_to_string(m.dir.join("boot.error")).ok(),
+        }
     }
 
     /// Build the default image (cached by the image crate).
@@ -150,6 +171,10 @@ impl GuestBackend {
     ) -> Result<()> {
         self.prepare(plan)?;
         let image = self.image.get().expect("prepared").clone();
+        self.boots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&m.name);
         let _ = std::fs::remove_dir_all(&m.dir);
         umlkit_sys::private::private_dir(&m.dir, true)?;
         let cfg = self.config(plan, m, &image);
@@ -169,6 +194,7 @@ impl GuestBackend {
         let dir = m.dir.clone();
         let script = script::boot_script(plan, m);
         let console = self.store.paths(&m.name).console_log();
+        let boots = self.boots.clone();
         std::thread::spawn(move || {
             let r = store
                 .wait_ready(&name, READY_TIMEOUT)
@@ -178,21 +204,30 @@ impl GuestBackend {
                         .exec(&name, &["sh", "-c", &script], READY_TIMEOUT)
                         .map_err(|e| e.to_string())
                 });
-            match r {
+            // `ready` is what `lab status` reads later: failing to write it
+            // fails the boot, naming the file
+            let write = |f: &str, data: &[u8]| {
+                let p = dir.join(f);
+                umlkit_sys::private::write_atomic(&p, data)
+                    .map_err(|e| format!("cannot write {}: {e}", p.display()))
+            };
+            let r = match r {
                 Ok(o) => {
                     let mut log = o.stdout.clone();
                     log.extend_from_slice(&o.stderr);
-                    let _ = umlkit_sys::private::write_atomic(&dir.join("boot.log"), &log);
-                    let _ = umlkit_sys::private::write_atomic(&dir.join("ready"), b"");
+                    write("boot.log", &log).and_then(|()| write("ready", b""))
                 }
                 Err(e) => {
                     let tail = crate::runner::tail(&console, 10);
-                    let _ = umlkit_sys::private::write_atomic(
-                        &dir.join("boot.error"),
-                        format!("{e}\n{tail}").as_bytes(),
-                    );
+                    let msg = format!("{e}\n{tail}");
+                    let _ = write("boot.error", msg.as_bytes());
+                    Err(msg)
                 }
-            }
+            };
+            boots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name, r);
         });
         Ok(())
     }
