@@ -63,6 +63,22 @@ pub fn set_umask(mask: u32) -> u32 {
 /// directory with any group/other bits is chmod'ed to 0700 (for dirs that
 /// are entirely ours, such as one guest's or one lab's state dir).
 pub fn private_dir(path: &Path, tighten: bool) -> Result<(), DirError> {
+    // A concurrent `lab clean` may remove an empty parent between our
+    // check and our mkdir: try again a few times.
+    let mut tries = 0;
+    loop {
+        match private_dir_once(path, tighten) {
+            Err(DirError::Io { source, .. })
+                if source.kind() == io::ErrorKind::NotFound && tries < 3 =>
+            {
+                tries += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+fn private_dir_once(path: &Path, tighten: bool) -> Result<(), DirError> {
     match std::fs::symlink_metadata(path) {
         Ok(md) => return verify(path, &md, tighten),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
