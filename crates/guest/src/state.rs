@@ -210,23 +210,17 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
+    /// A state from JSON (fields added later with `serde(default)` need
+    /// no change here).
     fn sample(name: &str) -> State {
-        State {
-            name: name.into(),
-            supervisor_pid: 1,
-            pid: None,
-            pgid: None,
-            started_unix_ms: 0,
-            ready_unix_ms: None,
-            boots: 0,
-            ended_unix_ms: None,
-            ending: None,
-            kernel: "/usr/bin/linux.uml".into(),
-            cmdline: vec![],
-            config: GuestConfig::new(name),
-            error: None,
-            marker: None,
-        }
+        let cfg = serde_json::to_value(GuestConfig::new(name)).unwrap();
+        serde_json::from_value(serde_json::json!({
+            "name": name, "supervisor_pid": 1, "pid": null, "pgid": null,
+            "started_unix_ms": 0, "ready_unix_ms": null, "ended_unix_ms": null,
+            "ending": null, "kernel": "/usr/bin/linux.uml", "cmdline": [],
+            "config": cfg, "error": null,
+        }))
+        .unwrap()
     }
 
     /// Regression (issue 8.4): `state.json.tmp` was one fixed name with no
