@@ -33,7 +33,9 @@
 //!
 //! # Layout
 //! State root: `$UMLKIT_STATE_DIR`, else `$XDG_RUNTIME_DIR/umlkit`, else
-//! `$HOME/.umlkit/run`. Per guest `<root>/<name>/`: `config.json`,
+//! `$HOME/.umlkit/run`; it must be ours (not a symlink, owned by the
+//! effective uid, not group/world writable) and is created 0700. Per guest
+//! `<root>/<name>/` (0700; files 0600, sockets 0600): `config.json`,
 //! `state.json`, `console.log`, `exec.sock`, `console.sock`, `ubdN.cow`
 //! (automatic COWs), `u/<name>/mconsole` (private uml_dir).
 
@@ -102,6 +104,9 @@ pub enum Error {
     MconsoleErr(String, String, String),
     #[error("cannot find the umlkit executable to run the supervisor (set UMLKIT_BIN)")]
     NoSupervisor,
+    /// A state dir that is not private (symlink, someone else's, writable by others).
+    #[error(transparent)]
+    Private(#[from] umlkit_sys::private::DirError),
 }
 
 impl Error {

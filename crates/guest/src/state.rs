@@ -162,15 +162,137 @@ impl State {
             .filter(|_| self.kernel_id().is_some_and(|k| k.alive()))
     }
 
-    pub fn load(path: &Path) -> Result<State, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read", e))?;
-        serde_json::from_str(&text).map_err(|e| Error::BadState(path.to_path_buf(), e.to_string()))
+    /// The advisory lock beside a state file (`state.lock`): shared while
+    /// reading, exclusive while writing, so a reader never sees a file
+    /// being rewritten in place and read-modify-write cycles do not
+    /// interleave.
+    pub fn lock_path(path: &Path) -> PathBuf {
+        path.with_file_name("state.lock")
     }
 
+    pub fn load(path: &Path) -> Result<State, Error> {
+        // best effort: a reader that cannot create the lock file still reads
+        let _lock = umlkit_sys::private::StateLock::shared(&Self::lock_path(path)).ok();
+        let bytes = umlkit_sys::private::read_nofollow(path)
+            .map_err(|e| Error::io(path, "cannot read", e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::BadState(path.to_path_buf(), e.to_string()))
+    }
+
+    /// Write the state atomically (0600, a temp name unique to this writer,
+    /// then rename), under the exclusive lock.
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let tmp = path.with_extension("json.tmp");
+        let _lock = Self::lock(path)?;
+        self.save_locked(path)
+    }
+
+    fn lock(path: &Path) -> Result<umlkit_sys::private::StateLock, Error> {
+        let lp = Self::lock_path(path);
+        umlkit_sys::private::StateLock::exclusive(&lp)
+            .map_err(|e| Error::io(&lp, "cannot lock the guest state", e))
+    }
+
+    fn save_locked(&self, path: &Path) -> Result<(), Error> {
         let text = serde_json::to_string_pretty(self).expect("state serializes");
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, "cannot write", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "cannot write", e))
+        umlkit_sys::private::write_atomic(path, text.as_bytes())
+            .map_err(|e| Error::io(path, "cannot write the guest state", e))
+    }
+
+    /// Save; when that fails (a full disk), still try to record this state
+    /// by rewriting the existing file in place (compact JSON, which fits in
+    /// the blocks the file already has). Returns the error of the save.
+    pub fn save_or_record(&self, path: &Path) -> Result<(), Error> {
+        let _lock = Self::lock(path)?;
+        let r = self.save_locked(path);
+        if r.is_err() {
+            let text = serde_json::to_string(self).expect("state serializes");
+            let _ = umlkit_sys::private::rewrite_in_place(path, text.as_bytes());
+        }
+        r
+    }
+
+    /// Read-modify-write under the exclusive lock: `f` sees the state as
+    /// it is on disk now, so concurrent updaters lose nothing.
+    pub fn update<R>(path: &Path, f: impl FnOnce(&mut State) -> R) -> Result<R, Error> {
+        let _lock = Self::lock(path)?;
+        let bytes = umlkit_sys::private::read_nofollow(path)
+            .map_err(|e| Error::io(path, "cannot read", e))?;
+        let mut st: State = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::BadState(path.to_path_buf(), e.to_string()))?;
+        let r = f(&mut st);
+        st.save_locked(path)?;
+        Ok(r)
+    }
+}
+
+/// An error and its sources on one line (`a: b: c`), for messages stored
+/// in `state.json`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state from JSON (fields added later with `serde(default)` need
+    /// no change here).
+    fn sample(name: &str) -> State {
+        let cfg = serde_json::to_value(GuestConfig::new(name)).unwrap();
+        serde_json::from_value(serde_json::json!({
+            "name": name, "supervisor_pid": 1, "pid": null, "pgid": null,
+            "started_unix_ms": 0, "ready_unix_ms": null, "ended_unix_ms": null,
+            "ending": null, "kernel": "/usr/bin/linux.uml", "cmdline": [],
+            "config": cfg, "error": null,
+        }))
+        .unwrap()
+    }
+
+    /// Regression (issue 8.4): `state.json.tmp` was one fixed name with no
+    /// lock, so concurrent writers clobbered each other's temp file and
+    /// read-modify-write cycles lost updates. Each thread opens the lock
+    /// file itself, so the flock conflicts exactly as between processes.
+    #[test]
+    fn guest_state_concurrent_updates_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        sample("g").save(&p).unwrap();
+        let (threads, rounds) = (8, 40);
+        std::thread::scope(|sc| {
+            for _ in 0..threads {
+                sc.spawn(|| {
+                    for _ in 0..rounds {
+                        State::update(&p, |s| s.boots += 1).unwrap();
+                        // readers never see a torn or missing file
+                        State::load(&p).unwrap();
+                    }
+                });
+            }
+            // a second writer replacing the whole state concurrently
+            sc.spawn(|| {
+                for _ in 0..rounds {
+                    State::update(&p, |s| s.cmdline.push("x".into())).unwrap();
+                }
+            });
+        });
+        let st = State::load(&p).unwrap();
+        assert_eq!(st.boots, threads * rounds);
+        assert_eq!(st.cmdline.len(), rounds as usize);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["state.json", "state.lock"], "temp files left");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
     }
 }

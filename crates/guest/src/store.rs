@@ -226,7 +226,8 @@ fn kb_field(text: &str, key: &str) -> u64 {
 
 impl Store {
     /// The default state root: `$UMLKIT_STATE_DIR`, else
-    /// `$XDG_RUNTIME_DIR/umlkit`, else `$HOME/.umlkit/run`.
+    /// `$XDG_RUNTIME_DIR/umlkit`, else `$HOME/.umlkit/run`, else
+    /// `/tmp/umlkit-run-UID`.
     pub fn default_root() -> PathBuf {
         if let Some(d) = std::env::var_os("UMLKIT_STATE_DIR").filter(|d| !d.is_empty()) {
             return PathBuf::from(d);
@@ -234,16 +235,33 @@ impl Store {
         if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
             return PathBuf::from(d).join("umlkit");
         }
-        let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-        PathBuf::from(home).join(".umlkit/run")
+        match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            Some(home) => PathBuf::from(home).join(".umlkit/run"),
+            // per user, and checked like any root (owner, mode, no symlink)
+            None => PathBuf::from(format!("/tmp/umlkit-run-{}", umlkit_sys::private::euid())),
+        }
     }
 
     /// Open (creating it) the state root.
     pub fn open(state_root: Option<PathBuf>) -> Result<Store, Error> {
         let root = state_root.unwrap_or_else(Store::default_root);
-        std::fs::create_dir_all(&root)
-            .map_err(|e| Error::io(&root, "cannot create the state dir", e))?;
         let root = std::path::absolute(&root).unwrap_or(root);
+        umlkit_sys::private::private_dir(&root, false)?;
+        Ok(Store {
+            root,
+            supervisor: None,
+        })
+    }
+
+    /// A store at `state_root` that creates nothing yet: the root (0700)
+    /// appears with the first guest. An existing root is checked as in
+    /// [`Store::open`]. For callers that share a root between concurrent
+    /// processes (labs) and must not create-then-remove it.
+    pub fn at(state_root: PathBuf) -> Result<Store, Error> {
+        let root = std::path::absolute(&state_root).unwrap_or(state_root);
+        if root.symlink_metadata().is_ok() {
+            umlkit_sys::private::private_dir(&root, false)?;
+        }
         Ok(Store {
             root,
             supervisor: None,
@@ -340,10 +358,9 @@ impl Store {
             }
             self.remove_dir(&paths)?;
         }
-        std::fs::create_dir_all(&paths.dir)
-            .map_err(|e| Error::io(&paths.dir, "cannot create", e))?;
+        umlkit_sys::private::private_dir(&paths.dir, true)?;
         let text = serde_json::to_string_pretty(&c).expect("config serializes");
-        std::fs::write(paths.config(), text)
+        umlkit_sys::private::write_atomic(&paths.config(), text.as_bytes())
             .map_err(|e| Error::io(&paths.config(), "cannot write", e))?;
         Ok((paths, c))
     }
@@ -353,17 +370,15 @@ impl Store {
     pub fn start(&self, cfg: &GuestConfig) -> Result<GuestInfo, Error> {
         let exe = self.supervisor_exe()?;
         let (paths, _) = self.prepare(cfg)?;
-        let log = std::fs::File::create(paths.supervisor_log())
-            .map_err(|e| Error::io(&paths.supervisor_log(), "cannot create", e))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| Error::io(&paths.supervisor_log(), "dup", e))?;
+        // Until the kernel runs and its state is saved, the supervisor's
+        // stderr is a pipe to us, so a start-up failure reaches the user even
+        // when the state dir is full; then it moves to supervisor.log.
         let mut cmd = Command::new(&exe);
         cmd.arg("supervise")
             .arg(&paths.dir)
             .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         sp::setsid_on_spawn(&mut cmd, false);
         let mut child = cmd
             .spawn()
@@ -390,7 +405,14 @@ impl Store {
                 }
             }
             if let Ok(Some(st)) = child.try_wait() {
-                let log = std::fs::read_to_string(paths.supervisor_log()).unwrap_or_default();
+                let mut log = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut log);
+                }
+                if log.trim().is_empty() {
+                    log = std::fs::read_to_string(paths.supervisor_log()).unwrap_or_default();
+                }
                 break Err(Error::NotRunning(
                     cfg.name.clone(),
                     format!("the supervisor exited ({st}): {}", log.trim()),
@@ -539,6 +561,11 @@ impl Store {
         let deadline = Instant::now() + timeout;
         loop {
             let (paths, st) = self.load(name)?;
+            // the supervisor could not start the kernel or record its
+            // state (a full disk): say so at once, naming the file
+            if let Some(err) = st.error {
+                return Err(Error::NotRunning(name.to_string(), err));
+            }
             let s = self.status_of(&paths, &st);
             match s.phase {
                 Phase::Running => return Ok(()),
@@ -641,7 +668,7 @@ impl Store {
                 }
             }
             if !done {
-                let _ = std::fs::write(paths.stop_marker(), b"");
+                let _ = umlkit_sys::private::create_private(&paths.stop_marker());
                 if let Some(g) = st.live_pgid() {
                     let _ = sp::kill_group(g, sp::SIGTERM);
                 }
@@ -658,7 +685,7 @@ impl Store {
     }
 
     fn force_kill(&self, paths: &GuestPaths, st: &State) {
-        let _ = std::fs::write(paths.stop_marker(), b"");
+        let _ = umlkit_sys::private::create_private(&paths.stop_marker());
         // The group only while its leader (the kernel) is the one we started;
         // the marker finds the rest without trusting any number.
         let pgid = st.live_pgid();
@@ -671,13 +698,12 @@ impl Store {
         // the supervisor is gone or stuck: finish its job
         let _ = st.supervisor_id().signal(sp::SIGKILL);
         kill_all(pgid, st.marker.as_deref());
-        if let Ok(mut cur) = State::load(&paths.state()) {
+        let _ = State::update(&paths.state(), |cur| {
             if cur.ending.is_none() {
                 cur.ending = Some(Ending::Killed);
                 cur.ended_unix_ms = Some(now_ms());
-                let _ = cur.save(&paths.state());
             }
-        }
+        });
     }
 
     /// SIGKILL the guest's processes at once.

@@ -48,13 +48,32 @@ struct Hub {
     dead: AtomicBool,
     state: Shared<State>,
     state_path: PathBuf,
+    /// A state write failed: the guest was stopped (its state would lie).
+    failed: AtomicBool,
 }
 
 impl Hub {
+    /// Save the state. A failed write (e.g. a full disk) is not just
+    /// logged: `ps` would show a stale phase and `run --wait` would wait
+    /// for nothing. The error (naming the file) goes into the state by an
+    /// in-place rewrite when a new file cannot be written, and the guest
+    /// is stopped at once.
     fn save(&self) {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = st.save(&self.state_path) {
-            eprintln!("umlkit supervise: {e}");
+            let msg = crate::state::error_chain(&e);
+            self.failed.store(true, Ordering::SeqCst);
+            if let Some(g) = st.pgid {
+                let _ = sp::kill_group(g, sp::SIGKILL);
+            }
+            // stderr may be on the full disk too: never panic on it
+            let _ = writeln!(std::io::stderr(), "umlkit supervise: {msg}");
+            if st.error.is_none() {
+                st.error = Some(format!(
+                    "{msg}; the guest was stopped because its state cannot be recorded"
+                ));
+            }
+            let _ = st.save_or_record(&self.state_path);
         }
     }
     fn to_agent(&self, f: &Frame) -> bool {
@@ -300,9 +319,15 @@ fn serve_console(l: UnixListener, master: File, clients: Shared<Vec<UnixStream>>
     }
 }
 
+/// Listen on a unix socket only its owner can connect to: mode 0600 set
+/// explicitly after bind, whatever the umask (the guest dir is 0700 too).
 fn bind(path: &Path) -> Result<UnixListener, Error> {
+    use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
-    UnixListener::bind(path).map_err(|e| Error::io(path, "cannot listen on", e))
+    let l = UnixListener::bind(path).map_err(|e| Error::io(path, "cannot listen on", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io(path, "cannot chmod 0600", e))?;
+    Ok(l)
 }
 
 /// Processes whose process group is `pgid` (from /proc).
@@ -403,12 +428,17 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     if !foreground {
         let _ = sp::setsid();
     }
+    // Everything the supervisor and the kernel create (COWs, console.log,
+    // the uml_dir and its mconsole socket) is private whatever the caller's
+    // umask; sockets and files we make are chmod'ed explicitly as well.
+    umlkit_sys::private::set_umask(0o077);
+    umlkit_sys::private::private_dir(&paths.dir, true)?;
     // orphans of the kernel come back to us, so none can escape cleanup
     let _ = sp::set_child_subreaper();
     sp::ignore_sigpipe();
     let kernel = crate::find_kernel(cfg.kernel.as_deref())?;
     let uml_dir = paths.uml_dir();
-    std::fs::create_dir_all(&uml_dir).map_err(|e| Error::io(&uml_dir, "cannot create", e))?;
+    umlkit_sys::private::private_dir(&uml_dir, true)?;
     let layout = Layout {
         dir: paths.dir.clone(),
         uml_dir: uml_dir.clone(),
@@ -443,8 +473,8 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
             pty_master = Some(pty.master);
         }
         (ConsoleMode::None, _) => {
-            let f =
-                File::create(&log_path).map_err(|e| Error::io(&log_path, "cannot create", e))?;
+            let f = umlkit_sys::private::create_private(&log_path)
+                .map_err(|e| Error::io(&log_path, "cannot create", e))?;
             let g = f.try_clone().map_err(|e| Error::io(&log_path, "dup", e))?;
             cmd.stdin(Stdio::null()).stdout(f).stderr(g);
         }
@@ -477,7 +507,7 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
                 signal: None,
             });
             state.ended_unix_ms = Some(now_ms());
-            state.save(&paths.state())?;
+            let _ = state.save_or_record(&paths.state());
             let _ = std::fs::remove_file(paths.exec_sock());
             return Err(Error::io(&kernel, "cannot start the kernel", e));
         }
@@ -489,7 +519,26 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     state.pid_start = sp::start_time(pid);
     state.pgid = Some(pid);
     let state_path = paths.state();
-    state.save(&state_path)?;
+    if let Err(e) = state.save(&state_path) {
+        // nobody could find or stop this kernel without its state: stop it
+        kill_all(Some(pid), Some(&mark));
+        let _ = child.wait();
+        return Err(e);
+    }
+    if !foreground {
+        // start-up is reported; from now on stderr is the log
+        let log = paths.supervisor_log();
+        match umlkit_sys::private::append_private(&log) {
+            Ok(f) => {
+                let _ = sp::redirect_stderr(&f);
+            }
+            Err(_) => {
+                if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                    let _ = sp::redirect_stderr(&f);
+                }
+            }
+        }
+    }
     let hub = Arc::new(Hub {
         outbox: Mutex::new(Outbox {
             queue: Default::default(),
@@ -503,6 +552,7 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         dead: AtomicBool::new(false),
         state: Arc::new(Mutex::new(state)),
         state_path: state_path.clone(),
+        failed: AtomicBool::new(false),
     });
     {
         let h = hub.clone();
@@ -514,10 +564,7 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         std::thread::spawn(move || serve_exec(h, exec_l));
     }
     if let Some(master) = pty_master {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
+        let log = umlkit_sys::private::append_private(&log_path)
             .map_err(|e| Error::io(&log_path, "cannot create", e))?;
         let clients: Shared<Vec<UnixStream>> = Arc::new(Mutex::new(Vec::new()));
         let l = bind(&paths.console_sock())?;
@@ -534,7 +581,7 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     let stop_requested = paths.stop_marker().exists();
     let ending = match (status.code(), status.signal()) {
         (Some(0), _) => Ending::Halted,
-        _ if stop_requested => Ending::Killed,
+        _ if stop_requested || hub.failed.load(Ordering::SeqCst) => Ending::Killed,
         (code, signal) => Ending::Crashed {
             exit_code: code,
             signal,

@@ -55,6 +55,9 @@ pub enum Error {
          RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p umlkit-agent --target x86_64-unknown-linux-gnu"
     )]
     AgentNotStatic(PathBuf),
+    /// The cache dir is a symlink, someone else's, or writable by others.
+    #[error("image cache: {0}")]
+    Private(#[from] umlkit_sys::private::DirError),
 }
 
 fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
@@ -413,7 +416,8 @@ pub fn default_image(opts: &DefaultImageOpts) -> Result<PathBuf, Error> {
         }
         None => {
             let dir = opts.cache_dir.clone().unwrap_or_else(cache_dir);
-            std::fs::create_dir_all(&dir).map_err(io(&dir, "cannot create the image cache"))?;
+            // others must not be able to plant an image we would boot
+            umlkit_sys::private::private_dir(&dir, false)?;
             let p = dir.join(format!("default-{:016x}.img", h.0));
             if p.is_file() {
                 return Ok(p);
@@ -496,7 +500,7 @@ fn stage_tree(root: &Path, busybox: &Path, agent: &Path, modules: &Path) -> Resu
     std::os::unix::fs::symlink("../run", &var_run).map_err(io(&var_run, "cannot create link"))?;
     let _ = std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777));
     let bb = root.join("bin/busybox");
-    std::fs::copy(busybox, &bb).map_err(io(busybox, "cannot copy busybox"))?;
+    std::fs::copy(busybox, &bb).map_err(io(&bb, "cannot copy busybox here"))?;
     std::fs::set_permissions(&bb, std::fs::Permissions::from_mode(0o755))
         .map_err(io(&bb, "cannot chmod"))?;
     let out = Command::new(busybox)
@@ -516,7 +520,7 @@ fn stage_tree(root: &Path, busybox: &Path, agent: &Path, modules: &Path) -> Resu
         }
     }
     let ag = root.join("sbin/umlkit-agent");
-    std::fs::copy(agent, &ag).map_err(io(agent, "cannot copy the agent"))?;
+    std::fs::copy(agent, &ag).map_err(io(&ag, "cannot copy the agent here"))?;
     std::fs::set_permissions(&ag, std::fs::Permissions::from_mode(0o755))
         .map_err(io(&ag, "cannot chmod"))?;
     let etc = root.join("etc");

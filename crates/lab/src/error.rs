@@ -41,6 +41,10 @@ pub enum LabError {
         #[source]
         source: image::Error,
     },
+    /// A state folder that is not ours alone (a symlink, another user's,
+    /// writable by others).
+    #[error(transparent)]
+    Private(#[from] umlkit_sys::private::DirError),
     /// The runner could not do what was asked.
     #[error("{0}")]
     Run(String),

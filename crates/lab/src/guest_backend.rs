@@ -35,6 +35,20 @@ pub struct GuestBackend {
     image: std::sync::OnceLock<PathBuf>,
     lab_disk: std::sync::OnceLock<()>,
     disk_lock: std::sync::Mutex<()>,
+    /// Boot results of the machines this process started, so a start does
+    /// not depend on writing `ready`/`boot.error` (a full state disk).
+    boots: BootResults,
+}
+
+type BootResults = std::sync::Arc<
+    std::sync::Mutex<std::collections::HashMap<String, std::result::Result<(), String>>>,
+>;
+
+fn boot_result(b: &BootResults, name: &str) -> Option<std::result::Result<(), String>> {
+    b.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(name)
+        .cloned()
 }
 
 fn gerr(e: impl std::fmt::Display) -> LabError {
@@ -52,15 +66,10 @@ impl GuestBackend {
             ))
         })?;
         guest::find_kernel(None).map_err(gerr)?;
-        let mut store = Store::open(Some(plan.state_dir.join("g"))).map_err(gerr)?;
+        // Creates nothing: a concurrent lab command may be using the folders.
+        let mut store = Store::at(plan.state_dir.join("g")).map_err(gerr)?;
         if let Some(u) = umlkit {
             store = store.with_supervisor_exe(u.to_path_buf());
-        }
-        // Store::open created the folder; keep a lab that was never started clean.
-        let _ = std::fs::remove_dir(plan.state_dir.join("g"));
-        let _ = std::fs::remove_dir(&plan.state_dir);
-        if let Some(root) = plan.state_dir.parent() {
-            let _ = std::fs::remove_dir(root);
         }
         Ok(GuestBackend {
             store,
@@ -69,6 +78,7 @@ impl GuestBackend {
             image: std::sync::OnceLock::new(),
             lab_disk: std::sync::OnceLock::new(),
             disk_lock: std::sync::Mutex::new(()),
+            boots: Default::default(),
         })
     }
 
@@ -144,7 +154,10 @@ impl GuestBackend {
 
     /// True once the machine finished its boot steps.
     pub fn is_ready(&self, m: &MachinePlan) -> bool {
-        m.dir.join("ready").exists()
+        match boot_result(&self.boots, &m.name) {
+            Some(r) => r.is_ok(),
+            None => m.dir.join("ready").exists(),
+        }
     }
 
     /// The startup error summary of a ready machine (see
@@ -157,7 +170,10 @@ impl GuestBackend {
 
     /// Why the machine's boot failed (set by the asynchronous boot steps).
     pub fn boot_failure(&self, m: &MachinePlan) -> Option<String> {
-        std::fs::read_to_string(m.dir.join("boot.error")).ok()
+        match boot_result(&self.boots, &m.name) {
+            Some(r) => r.err(),
+            None => std::fs::read_to_string(m.dir.join("boot.error")).ok(),
+        }
     }
 
     /// Build the default image (cached by the image crate).
@@ -192,8 +208,12 @@ impl GuestBackend {
     ) -> Result<()> {
         self.prepare(plan)?;
         let image = self.image.get().expect("prepared").clone();
+        self.boots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&m.name);
         let _ = std::fs::remove_dir_all(&m.dir);
-        std::fs::create_dir_all(&m.dir).map_err(crate::error::io_err("cannot create", &m.dir))?;
+        umlkit_sys::private::private_dir(&m.dir, true)?;
         let cfg = self.config(plan, m, &image);
         let mut e = ProcEntry {
             name: m.name.clone(),
@@ -213,6 +233,7 @@ impl GuestBackend {
         let dir = m.dir.clone();
         let script = script::boot_script(plan, m);
         let console = self.store.paths(&m.name).console_log();
+        let boots = self.boots.clone();
         std::thread::spawn(move || {
             let r = store
                 .wait_ready(&name, READY_TIMEOUT)
@@ -222,28 +243,41 @@ impl GuestBackend {
                         .exec(&name, &["sh", "-c", &script], READY_TIMEOUT)
                         .map_err(|e| e.to_string())
                 });
-            match r {
+            // `ready` is what `lab status` reads later: failing to write it
+            // fails the boot, naming the file
+            let write = |f: &str, data: &[u8]| {
+                let p = dir.join(f);
+                umlkit_sys::private::write_atomic(&p, data)
+                    .map_err(|e| format!("cannot write {}: {e}", p.display()))
+            };
+            let r = match r {
                 Ok(o) => {
                     let mut log = o.stdout.clone();
                     log.extend_from_slice(&o.stderr);
-                    let _ = std::fs::write(dir.join("boot.log"), &log);
-                    if o.code == 0 {
-                        if !o.stdout.is_empty() {
-                            let _ = std::fs::write(dir.join(STARTUP_ERRORS), &o.stdout);
+                    write("boot.log", &log).and_then(|()| {
+                        if o.code == 0 {
+                            if !o.stdout.is_empty() {
+                                write(STARTUP_ERRORS, &o.stdout)?;
+                            }
+                            write("ready", b"")
+                        } else {
+                            let msg = String::from_utf8_lossy(&o.stderr).into_owned();
+                            let _ = write("boot.error", msg.as_bytes());
+                            Err(msg)
                         }
-                        let _ = std::fs::write(dir.join("ready"), b"");
-                    } else {
-                        let _ = std::fs::write(
-                            dir.join("boot.error"),
-                            String::from_utf8_lossy(&o.stderr).as_bytes(),
-                        );
-                    }
+                    })
                 }
                 Err(e) => {
                     let tail = crate::runner::tail(&console, 10);
-                    let _ = std::fs::write(dir.join("boot.error"), format!("{e}\n{tail}"));
+                    let msg = format!("{e}\n{tail}");
+                    let _ = write("boot.error", msg.as_bytes());
+                    Err(msg)
                 }
-            }
+            };
+            boots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name, r);
         });
         Ok(())
     }

@@ -143,11 +143,34 @@ pub struct State {
     pub extra_ifaces: Vec<ExtraIface>,
 }
 
+/// Refuse state dirs another user could have prepared: the state root and
+/// the lab's state dir must be real directories (not symlinks) owned by us
+/// and not writable by others. With `create`, missing ones are made 0700.
+/// Without, a missing state dir is fine (nothing to read).
+pub fn check_state_dir(plan: &Plan, create: bool) -> Result<()> {
+    use umlkit_sys::private::private_dir;
+    let sd = &plan.state_dir;
+    if !create && sd.symlink_metadata().is_err() {
+        if let Some(root) = sd.parent().filter(|r| r.symlink_metadata().is_ok()) {
+            private_dir(root, false)?;
+        }
+        return Ok(());
+    }
+    if let Some(root) = sd.parent() {
+        private_dir(root, false)?;
+    }
+    Ok(private_dir(sd, true)?)
+}
+
 impl State {
-    pub fn load(plan: &Plan) -> Result<State> {
+    fn lock_file(plan: &Plan) -> PathBuf {
+        plan.state_dir.join("state.lock")
+    }
+
+    fn read(plan: &Plan) -> Result<State> {
         let p = plan.state_file();
-        match std::fs::read_to_string(&p) {
-            Ok(t) => serde_json::from_str(&t).map_err(|e| LabError::Invalid {
+        match umlkit_sys::private::read_nofollow(&p) {
+            Ok(t) => serde_json::from_slice(&t).map_err(|e| LabError::Invalid {
                 file: p.clone(),
                 rule: format!("unreadable state file: {e}"),
             }),
@@ -159,12 +182,62 @@ impl State {
         }
     }
 
-    pub fn save(&self, plan: &Plan) -> Result<()> {
+    /// Read the state (under a shared lock), after checking that the state
+    /// dir is ours.
+    pub fn load(plan: &Plan) -> Result<State> {
+        check_state_dir(plan, false)?;
+        if plan.state_dir.symlink_metadata().is_err() {
+            return Self::read(plan);
+        }
+        let _lock = umlkit_sys::private::StateLock::shared(&Self::lock_file(plan)).ok();
+        Self::read(plan)
+    }
+
+    fn write(&self, plan: &Plan) -> Result<()> {
         let p = plan.state_file();
-        let tmp = p.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self).expect("state serializes");
-        std::fs::write(&tmp, text).map_err(io_err("cannot write", &tmp))?;
-        std::fs::rename(&tmp, &p).map_err(io_err("cannot write", &p))
+        umlkit_sys::private::write_atomic(&p, text.as_bytes())
+            .map_err(io_err("cannot write the lab state", &p))
+    }
+
+    /// Replace the state file with this state (under the exclusive lock).
+    /// Prefer [`State::update`], which loses no concurrent change.
+    pub fn save(&self, plan: &Plan) -> Result<()> {
+        let _lock = Self::lock(plan)?;
+        self.write(plan)
+    }
+
+    fn lock(plan: &Plan) -> Result<umlkit_sys::private::StateLock> {
+        check_state_dir(plan, true)?;
+        let lf = Self::lock_file(plan);
+        umlkit_sys::private::StateLock::exclusive(&lf).map_err(io_err("cannot lock", &lf))
+    }
+
+    /// Read-modify-write under the exclusive lock (`flock` on
+    /// `state.lock`): `f` changes the state as it is on disk now, so two lab
+    /// commands on one lab lose none of each other's records. `f` runs even
+    /// when the write then fails (a full disk): what it stops is stopped.
+    /// Returns the new state and what `f` returned.
+    pub fn update<R>(plan: &Plan, f: impl FnOnce(&mut State) -> R) -> Result<(State, R)> {
+        let _lock = Self::lock(plan)?;
+        let mut st = Self::read(plan)?;
+        let r = f(&mut st);
+        st.write(plan)?;
+        Ok((st, r))
+    }
+
+    /// Record `e` in the list chosen by `pick` (by name).
+    fn record(
+        plan: &Plan,
+        pick: fn(&mut State) -> &mut Vec<ProcEntry>,
+        e: &ProcEntry,
+    ) -> Result<State> {
+        Ok(State::update(plan, |s| {
+            let list = pick(s);
+            let i = State::entry(list, &e.name);
+            list[i] = e.clone();
+        })?
+        .0)
     }
 
     fn entry(list: &mut Vec<ProcEntry>, name: &str) -> usize {
@@ -187,8 +260,9 @@ pub fn start_switch_process(
     sw: &SwitchPlan,
     rec: &mut dyn FnMut(ProcEntry) -> Result<()>,
 ) -> Result<()> {
-    std::fs::create_dir_all(sw.dir.parent().expect("switch dir has a parent"))
-        .map_err(io_err("cannot create", &sw.dir))?;
+    // the switch makes its own dir; the folder holding it is private
+    let parent = sw.dir.parent().expect("switch dir has a parent");
+    umlkit_sys::private::private_dir(parent, true)?;
     let _ = std::fs::remove_file(&sw.pidfile);
     let mut e = ProcEntry {
         name: sw.domain.clone(),
@@ -427,16 +501,16 @@ pub fn start(
     boot_timeout: Duration,
     progress: &mut dyn Progress,
 ) -> Result<()> {
-    std::fs::create_dir_all(&plan.state_dir).map_err(io_err("cannot create", &plan.state_dir))?;
+    check_state_dir(plan, true)?;
     let plan_file = plan.state_dir.join("plan.json");
-    std::fs::write(
+    umlkit_sys::private::write_atomic(
         &plan_file,
-        serde_json::to_string_pretty(plan).expect("plan serializes"),
+        serde_json::to_string_pretty(plan)
+            .expect("plan serializes")
+            .as_bytes(),
     )
     .map_err(io_err("cannot write", &plan_file))?;
-    let mut state = State::load(plan)?;
-    state.lab_dir = plan.lab_dir.clone();
-    state.save(plan)?;
+    State::update(plan, |s| s.lab_dir = plan.lab_dir.clone())?;
     backend.prepare(plan)?;
 
     let wanted: Vec<&MachinePlan> = waves
@@ -450,6 +524,13 @@ pub fn start(
         .collect();
     needed_sw.sort();
     needed_sw.dedup();
+    // Two lab commands starting machines of one lab at once must not both
+    // start a switch for a domain: check and start under one lock, on the
+    // state as it is on disk now.
+    let switches_lock = plan.state_dir.join("switches.lock");
+    let sw_guard = umlkit_sys::private::StateLock::exclusive(&switches_lock)
+        .map_err(io_err("cannot lock", &switches_lock))?;
+    let mut state = State::load(plan)?;
     for &si in &needed_sw {
         let sw = &plan.switches[si];
         let i = State::entry(&mut state.switches, &sw.domain);
@@ -466,8 +547,8 @@ pub fn start(
             Duration::from_secs(5),
         );
         backend.start_switch(plan, sw, &mut |e| {
-            state.switches[i] = e;
-            state.save(plan)
+            state = State::record(plan, |s| &mut s.switches, &e)?;
+            Ok(())
         })?;
         progress.event(&format!(
             "switch {} up ({})",
@@ -475,6 +556,7 @@ pub fn start(
             if sw.hub { "hub" } else { "learning switch" }
         ));
     }
+    drop(sw_guard);
 
     let total = wanted.len();
     let mut done = 0usize;
@@ -540,7 +622,7 @@ pub fn start(
                 let results: Vec<Result<()>> = std::thread::scope(|sc| {
                     let handles: Vec<_> = batch
                         .iter()
-                        .map(|&(m, i)| {
+                        .map(|&(m, _)| {
                             let shared = &shared;
                             sc.spawn(move || {
                                 backend.start_machine(plan, m, &mut |mut e| {
@@ -559,8 +641,8 @@ pub fn start(
                                             Some((sw.domain.clone(), r))
                                         })
                                         .collect();
-                                    st.machines[i] = e;
-                                    st.save(plan)
+                                    **st = State::record(plan, |s| &mut s.machines, &e)?;
+                                    Ok(())
                                 })
                             })
                         })
@@ -817,11 +899,41 @@ pub fn stop(
             sweep(plan, Some(m));
         }
     }
-    state
-        .machines
-        .retain(|e| !targets.iter().any(|t| t.name == e.name));
-    stop_switches_if_idle(plan, &mut state);
-    state.save(plan)
+    forget_machines(plan, &mut state, |n| targets.iter().any(|t| t.name == n))
+}
+
+/// Drop the stopped machines from the state (as it is on disk now) and stop
+/// the switches once no machine is left. The processes are gone even when
+/// the state cannot be written (a full disk): the error says so.
+fn forget_machines(plan: &Plan, state: &mut State, gone: impl Fn(&str) -> bool) -> Result<()> {
+    let mut ran = false;
+    let r = State::update(plan, |s| {
+        ran = true;
+        s.machines.retain(|e| !gone(&e.name));
+        stop_switches_if_idle(plan, s);
+    });
+    if !ran {
+        // the state on disk could not be read: go by what we loaded
+        state.machines.retain(|e| !gone(&e.name));
+        stop_switches_if_idle(plan, state);
+    }
+    r.map(|_| ()).map_err(|e| {
+        LabError::Run(format!(
+            "every process asked for was stopped, but the lab state could not be updated: {}",
+            chain(&e)
+        ))
+    })
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Once no machine of the lab is left, its switches go too, with whatever
@@ -906,18 +1018,20 @@ pub fn crash(plan: &Plan, only: &[String]) -> Result<()> {
     {
         sweep(plan, Some(m));
     }
-    state
-        .machines
-        .retain(|e| !(only.is_empty() || only.contains(&e.name)));
-    stop_switches_if_idle(plan, &mut state);
-    state.save(plan)
+    forget_machines(plan, &mut state, |n| {
+        only.is_empty() || only.iter().any(|o| o == n)
+    })
 }
 
 /// Kill whatever the lab still runs and remove its state folder (and the
 /// state root if that is then empty). The lab folder is not touched.
 pub fn clean(plan: &Plan) -> Result<()> {
-    if plan.state_dir.exists() {
-        crash(plan, &[])?;
+    // never kill or remove on the word of a state dir someone else prepared
+    check_state_dir(plan, false)?;
+    if plan.state_dir.symlink_metadata().is_ok() {
+        // the state dir goes anyway: a state that cannot be written (full
+        // disk) or read must not keep the lab running
+        let _ = crash(plan, &[]);
         // Guests found only through their uml_dir pid files (interrupted start).
         if let Ok(rd) = std::fs::read_dir(&plan.uml_dir) {
             for e in rd.flatten() {
@@ -1086,10 +1200,9 @@ pub fn connect(backend: &GuestBackend, plan: &Plan, machine: &str, domain: &str)
     }
     let ctl = if let Some(sw) = plan.switches.iter().find(|s| s.domain == domain) {
         if !state.switches.iter().any(|e| e.name == domain && e.alive()) {
-            let i = State::entry(&mut state.switches, domain);
             backend.start_switch(plan, sw, &mut |e| {
-                state.switches[i] = e;
-                state.save(plan)
+                state = State::record(plan, |s| &mut s.switches, &e)?;
+                Ok(())
             })?;
         }
         sw.ctl()
@@ -1105,14 +1218,15 @@ pub fn connect(backend: &GuestBackend, plan: &Plan, machine: &str, domain: &str)
             capture: false,
             link: None,
         };
-        let i = State::entry(&mut state.switches, domain);
         backend.start_switch(plan, &sw, &mut |e| {
-            state.switches[i] = e;
-            state.save(plan)
+            state = State::record(plan, |s| &mut s.switches, &e)?;
+            Ok(())
         })?;
-        state
-            .extra_switches
-            .insert(domain.to_string(), sw.dir.clone());
+        let dir = sw.dir.clone();
+        state = State::update(plan, |s| {
+            s.extra_switches.insert(domain.to_string(), dir);
+        })?
+        .0;
         sw.ctl()
     };
     let used: Vec<u32> = m
@@ -1135,22 +1249,24 @@ pub fn connect(backend: &GuestBackend, plan: &Plan, machine: &str, domain: &str)
         m,
         &format!("config {name}=daemon,{mac},unix,{}", ctl.display()),
     )?;
-    state.extra_ifaces.push(ExtraIface {
+    let x = ExtraIface {
         machine: machine.to_string(),
         name: name.clone(),
         domain: domain.to_string(),
         mac,
-    });
+    };
     // the switch this interface is plugged into, to tell when it dies
     let sw = state
         .switches
         .iter()
         .find(|e| e.name == domain)
         .and_then(ProcEntry::proc_ref);
-    if let (Some(sw), Some(e)) = (sw, state.machines.iter_mut().find(|e| e.name == machine)) {
-        e.links.insert(domain.to_string(), sw);
-    }
-    state.save(plan)?;
+    State::update(plan, |s| {
+        s.extra_ifaces.push(x);
+        if let (Some(sw), Some(e)) = (sw, s.machines.iter_mut().find(|e| e.name == machine)) {
+            e.links.insert(domain.to_string(), sw);
+        }
+    })?;
     Ok(name)
 }
 
@@ -1165,7 +1281,7 @@ pub fn disconnect(
     let m = plan
         .machine(machine)
         .ok_or_else(|| LabError::Run(format!("no machine {machine} in lab {}", plan.name)))?;
-    let mut state = State::load(plan)?;
+    let state = State::load(plan)?;
     let name = state
         .extra_ifaces
         .iter()
@@ -1184,13 +1300,13 @@ pub fn disconnect(
         Duration::from_secs(10),
     )?;
     backend.mconsole(plan, m, &format!("remove {name}"))?;
-    state
-        .extra_ifaces
-        .retain(|x| !(x.machine == machine && x.name == name));
-    if let Some(e) = state.machines.iter_mut().find(|e| e.name == machine) {
-        e.links.remove(domain);
-    }
-    state.save(plan)?;
+    State::update(plan, |s| {
+        s.extra_ifaces
+            .retain(|x| !(x.machine == machine && x.name == name));
+        if let Some(e) = s.machines.iter_mut().find(|e| e.name == machine) {
+            e.links.remove(domain);
+        }
+    })?;
     Ok(name)
 }
 
@@ -1245,5 +1361,95 @@ mod identity_tests {
         state.machines = vec![m];
         state.switches[0].start = other.start;
         assert_eq!(lost_links(&state), vec![("pc1".into(), vec!["A".into()])]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_in(root: &Path) -> Plan {
+        Plan {
+            name: "t".into(),
+            id: "t".into(),
+            dialect: crate::model::Dialect::Kathara,
+            lab_dir: root.join("lab"),
+            state_dir: root.join("st").join("t"),
+            uml_dir: root.join("st").join("t").join("uml"),
+            switches: vec![],
+            machines: vec![],
+            waves: vec![],
+            notes: vec![],
+            host_access: false,
+        }
+    }
+
+    /// Regression (issue 8.4): two lab commands on one lab each loaded the
+    /// state, changed it and wrote it back through one fixed
+    /// `state.json.tmp`, so one lost the other's records. Every writer
+    /// here opens the lock file itself (as separate processes do).
+    #[test]
+    fn lab_state_concurrent_updates_lose_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = plan_in(tmp.path());
+        let (threads, per) = (8, 25);
+        std::thread::scope(|sc| {
+            for t in 0..threads {
+                let plan = &plan;
+                sc.spawn(move || {
+                    for k in 0..per {
+                        let e = ProcEntry {
+                            name: format!("m{t}-{k}"),
+                            pid: Some(1000 + k),
+                            ..Default::default()
+                        };
+                        State::record(plan, |s| &mut s.machines, &e).unwrap();
+                        State::load(plan).unwrap();
+                    }
+                });
+            }
+        });
+        let st = State::load(&plan).unwrap();
+        assert_eq!(st.machines.len(), (threads * per) as usize);
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(plan.state_file()).unwrap();
+        assert_eq!(md.mode() & 0o777, 0o600);
+        let sd = std::fs::metadata(&plan.state_dir).unwrap();
+        assert_eq!(sd.mode() & 0o777, 0o700);
+        let left: Vec<_> = std::fs::read_dir(&plan.state_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "temp files left: {left:?}");
+    }
+
+    /// A state root that is a symlink or writable by others is refused
+    /// before anything is read from it.
+    #[test]
+    fn lab_state_root_symlink_or_world_writable_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, tmp.path().join("st")).unwrap();
+        let plan = plan_in(tmp.path());
+        let e = State::load(&plan).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(State::update(&plan, |_| ()).is_err());
+        assert!(!real.join("t").exists(), "wrote through the symlink");
+        std::fs::remove_file(tmp.path().join("st")).unwrap();
+        std::fs::create_dir(tmp.path().join("st")).unwrap();
+        std::fs::set_permissions(
+            tmp.path().join("st"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .unwrap();
+        let e = State::load(&plan).unwrap_err().to_string();
+        assert!(
+            e.contains("0777") && e.contains("other users can write"),
+            "{e}"
+        );
     }
 }

@@ -5,7 +5,9 @@
 //! - [`file`]: sparse files and copying (`SEEK_DATA`/`SEEK_HOLE`, `copy_file_range`, ...)
 //! - [`net`]: sockets beyond `std` (abstract AF_UNIX addresses, batched datagrams, ...)
 //! - [`process`]: processes, process groups, ptys, signals
+//! - [`private`]: private state dirs and files (0700/0600, locks, atomic writes, no symlinks)
 
 pub mod file;
 pub mod net;
+pub mod private;
 pub mod process;

@@ -454,6 +454,20 @@ pub fn pidfd_send_signal(fd: &std::os::fd::OwnedFd, sig: Signal) -> io::Result<(
     }
 }
 
+/// Point this process's stderr (fd 2) at `f` (`dup2`), e.g. a detached
+/// supervisor that reported its start-up over a pipe moving on to its log.
+pub fn redirect_stderr(f: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2(2) on a descriptor `f` keeps open and the constant 2;
+    // it touches no memory of ours.
+    let r = unsafe { libc::dup2(f.as_raw_fd(), 2) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// `kcmp(a, b, KCMP_VM)`: true when both processes share one address space
 /// (threads, or `clone(CLONE_VM)` helpers such as UML's). Needs ptrace
 /// access to both (our own processes, or root).

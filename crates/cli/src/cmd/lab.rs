@@ -26,7 +26,9 @@ pub struct LabOpts {
     /// Force the lab.conf dialect instead of detecting it
     #[arg(long, global = true)]
     pub dialect: Option<Dialect>,
-    /// Root of the per-lab state folders (default $UMLKIT_LAB_STATE or /tmp/umlkit-lab)
+    /// Root of the per-lab state folders (default $UMLKIT_LAB_STATE, else
+    /// $XDG_RUNTIME_DIR/umlkit-lab, else /tmp/umlkit-lab-UID); must be yours
+    /// and not writable by others
     #[arg(long, global = true)]
     pub state_root: Option<PathBuf>,
     /// Memory floor in MiB for machines asking for less (default 64, measured; lab.toml [lab] min_mem)
@@ -261,7 +263,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             timeout,
             opts,
         } => {
-            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let plan = load_plan_or_saved(&dir, &opts)?;
             runner::stop(
                 &backend(&plan)?,
                 &plan,
@@ -276,7 +278,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             machines,
             opts,
         } => {
-            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let plan = load_plan_or_saved(&dir, &opts)?;
             runner::crash(&plan, &machines)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -310,7 +312,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LabCmd::Clean { dir, opts } => {
-            let (plan, _) = load_plan(&dir, &opts, false)?;
+            let plan = load_plan_or_saved(&dir, &opts)?;
             runner::clean(&plan)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -648,11 +650,61 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The state root, absolute (fixed once, so a relative `UMLKIT_LAB_STATE`
+/// means the same folder to every step, and to `lab clean` later).
 fn state_root(opts: &LabOpts) -> PathBuf {
-    opts.state_root
+    let root = opts
+        .state_root
         .clone()
         .or_else(|| std::env::var_os("UMLKIT_LAB_STATE").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/tmp/umlkit-lab"))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(default_state_root);
+    std::path::absolute(&root).unwrap_or(root)
+}
+
+/// `$XDG_RUNTIME_DIR/umlkit-lab`, else `/tmp/umlkit-lab-UID` (per user, so
+/// no other user's folder is ever taken for ours; it is checked anyway).
+fn default_state_root() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("umlkit-lab"),
+        None => PathBuf::from(format!("/tmp/umlkit-lab-{}", umlkit_sys::private::euid())),
+    }
+}
+
+/// The plan to stop or clean a lab with: from the lab folder, or, when its
+/// description no longer loads, the plan saved in its state folder at
+/// start (so a broken lab.conf cannot keep a lab running).
+fn load_plan_or_saved(dir: &Path, opts: &LabOpts) -> anyhow::Result<Plan> {
+    let err = match load_plan(dir, opts, false) {
+        Ok((plan, _)) => return Ok(plan),
+        Err(e) => e,
+    };
+    let Ok(lab_dir) = dir.canonicalize() else {
+        return Err(err);
+    };
+    let state_dir = state_root(opts).join(lab::plan::lab_id(&lab_dir));
+    let saved = state_dir.join("plan.json");
+    if saved.symlink_metadata().is_err() {
+        return Err(err);
+    }
+    umlkit_sys::private::private_dir(&state_dir, false)?;
+    let bytes = umlkit_sys::private::read_nofollow(&saved)
+        .with_context(|| format!("cannot read {}", saved.display()))?;
+    let plan: Plan = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: unreadable saved plan", saved.display()))?;
+    if plan.state_dir != state_dir {
+        bail!(
+            "{}: names state folder {}, not its own",
+            saved.display(),
+            plan.state_dir.display()
+        );
+    }
+    eprintln!(
+        "note: the lab does not load ({}); using the plan saved at start ({})",
+        crate::cmd::error_chain(&err),
+        saved.display()
+    );
+    Ok(plan)
 }
 
 /// Read the lab folder and plan it. Notes go to stderr when `verbose`.
