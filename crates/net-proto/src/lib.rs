@@ -6,9 +6,11 @@
 //! - [`eth`]: checked Ethernet frame view, MAC addresses, 802.1Q tag insert/strip.
 //! - [`ctl`]: control-socket requests (uml_switch v0/v1/v3, VDE v3) and replies.
 //! - [`mgmt`]: the vde_switch management console: command lines and reply framing.
+//! - [`link`]: link impairment settings (`delay=20ms,loss=1%,...`), one parser for every front end.
 
 pub mod ctl;
 pub mod eth;
+pub mod link;
 pub mod mgmt;
 
 pub use ctl::{CtlError, Request, SockAddrUn};
