@@ -28,11 +28,12 @@
 //! held: queued frames leave at the times already given to them.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use net_proto::eth::{ETHERTYPE_VLAN, HEADER_LEN, TAG_LEN};
-use net_proto::link::{Dist, LinkSpec, LossModel, Prob, PPB_ONE};
+use net_proto::link::{Dist, LinkDir, LinkSpec, LossModel, Prob, PPB_ONE};
 
 /// Bytes a link holds when the spec sets no `queue` (about netem's default
 /// of 1000 packets of 1 KiB).
@@ -84,6 +85,9 @@ pub struct Released {
     /// Index of the original offer (0 for the first frame ever offered);
     /// a duplicate has the index of its original.
     pub offer: u64,
+    /// The caller's tag given to [`Link::offer_tagged`] (e.g. the source or
+    /// destination endpoint), 0 for [`Link::offer`].
+    pub tag: u32,
     /// When it was due (≤ the `now` of the poll).
     pub due: Duration,
     pub frame: Vec<u8>,
@@ -94,6 +98,7 @@ struct Held {
     due: Duration,
     order: u64,
     offer: u64,
+    tag: u32,
     frame: Vec<u8>,
 }
 
@@ -255,6 +260,11 @@ impl Link {
 
     /// Offer a frame at time `now`.
     pub fn offer(&mut self, now: Duration, frame: &[u8]) -> Verdict {
+        self.offer_tagged(now, 0, frame)
+    }
+
+    /// Offer a frame at time `now`; `tag` comes back in [`Released::tag`].
+    pub fn offer_tagged(&mut self, now: Duration, tag: u32, frame: &[u8]) -> Verdict {
         let offer = self.counters.offered;
         self.counters.offered += 1;
         if self.neutral && self.heap.is_empty() {
@@ -272,10 +282,10 @@ impl Link {
             return Verdict::Dropped(DropReason::Loss);
         }
         let dup = self.rng.chance(self.spec.dup);
-        let first = self.copy(now, frame, offer, true);
+        let first = self.copy(now, frame, (offer, tag), true);
         if dup {
             self.counters.duplicated += 1;
-            let second = self.copy(now, frame, offer, false);
+            let second = self.copy(now, frame, (offer, tag), false);
             if matches!(first, Verdict::Dropped(_)) && second == Verdict::Held {
                 return Verdict::Held;
             }
@@ -304,7 +314,7 @@ impl Link {
 
     /// One copy: corrupt, check room, schedule. `may_pass`: the caller's
     /// buffer can be sent as is if nothing changes and nothing waits.
-    fn copy(&mut self, now: Duration, frame: &[u8], offer: u64, may_pass: bool) -> Verdict {
+    fn copy(&mut self, now: Duration, frame: &[u8], id: (u64, u32), may_pass: bool) -> Verdict {
         let flip = if !frame.is_empty() && self.rng.chance(self.spec.corrupt) {
             Some(self.rng.below(frame.len() as u64 * 8) as usize)
         } else {
@@ -345,7 +355,8 @@ impl Link {
         self.heap.push(Reverse(Held {
             due,
             order: self.order,
-            offer,
+            offer: id.0,
+            tag: id.1,
             frame: copy,
         }));
         self.order += 1;
@@ -378,12 +389,187 @@ impl Link {
             self.counters.passed += 1;
             out.push(Released {
                 offer: h.offer,
+                tag: h.tag,
                 due: h.due,
                 frame: h.frame,
             });
             n += 1;
         }
         n
+    }
+}
+
+/// One direction of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// Frames the port's machine sends into the switch.
+    In,
+    /// Frames the switch sends to the port.
+    Out,
+}
+
+impl Side {
+    /// The sides a console/CLI direction names.
+    pub fn of(dir: LinkDir) -> &'static [Side] {
+        match dir {
+            LinkDir::In => &[Side::In],
+            LinkDir::Out => &[Side::Out],
+            LinkDir::Both => &[Side::In, Side::Out],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Side::In => "in",
+            Side::Out => "out",
+        }
+    }
+}
+
+/// Both directions of one port.
+#[derive(Debug)]
+pub struct PortLinks {
+    pub inbound: Link,
+    pub outbound: Link,
+}
+
+impl PortLinks {
+    pub fn side(&self, side: Side) -> &Link {
+        match side {
+            Side::In => &self.inbound,
+            Side::Out => &self.outbound,
+        }
+    }
+
+    pub fn side_mut(&mut self, side: Side) -> &mut Link {
+        match side {
+            Side::In => &mut self.inbound,
+            Side::Out => &mut self.outbound,
+        }
+    }
+}
+
+/// The links of a switch's ports. A port without an entry has no
+/// emulation at all ([`LinkTable::link_mut`] returns None: forward as
+/// usual).
+#[derive(Debug, Default)]
+pub struct LinkTable {
+    seed: u64,
+    ports: BTreeMap<u32, PortLinks>,
+}
+
+impl LinkTable {
+    /// `seed` derives a different, reproducible random stream per port and
+    /// direction.
+    pub fn new(seed: u64) -> LinkTable {
+        LinkTable {
+            seed,
+            ports: BTreeMap::new(),
+        }
+    }
+
+    fn seed_for(&self, port: u32, side: Side) -> u64 {
+        Rng::new(self.seed ^ ((port as u64) << 1 | side as u64)).next_u64()
+    }
+
+    /// Set the impairments of `port` in `dir`; frames held are kept.
+    pub fn set(&mut self, port: u32, dir: LinkDir, spec: LinkSpec) {
+        if !self.ports.contains_key(&port) {
+            let links = PortLinks {
+                inbound: Link::new(LinkSpec::none(), self.seed_for(port, Side::In)),
+                outbound: Link::new(LinkSpec::none(), self.seed_for(port, Side::Out)),
+            };
+            self.ports.insert(port, links);
+        }
+        if let Some(p) = self.ports.get_mut(&port) {
+            for &side in Side::of(dir) {
+                p.side_mut(side).set_spec(spec);
+            }
+        }
+    }
+
+    /// Back to the neutral link in `dir` (held frames still leave).
+    pub fn clear(&mut self, port: u32, dir: LinkDir) {
+        if self.ports.contains_key(&port) {
+            self.set(port, dir, LinkSpec::none());
+        }
+    }
+
+    /// Forget a port (removed from the switch): its held frames go.
+    pub fn remove_port(&mut self, port: u32) -> Option<PortLinks> {
+        self.ports.remove(&port)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
+    pub fn get(&self, port: u32) -> Option<&PortLinks> {
+        self.ports.get(&port)
+    }
+
+    /// The link a frame of `port` crosses on `side`; None = no emulation.
+    pub fn link_mut(&mut self, port: u32, side: Side) -> Option<&mut Link> {
+        self.ports.get_mut(&port).map(|p| p.side_mut(side))
+    }
+
+    pub fn ports(&self) -> impl Iterator<Item = (u32, &PortLinks)> {
+        self.ports.iter().map(|(&n, p)| (n, p))
+    }
+
+    /// The earliest frame due on any link.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.ports
+            .values()
+            .flat_map(|p| [p.inbound.next_deadline(), p.outbound.next_deadline()])
+            .flatten()
+            .min()
+    }
+
+    /// Release every frame due at `now`: (port, side, frame), appended.
+    pub fn poll(&mut self, now: Duration, out: &mut Vec<(u32, Side, Released)>) {
+        let mut tmp = Vec::new();
+        for (&port, p) in self.ports.iter_mut() {
+            for side in [Side::In, Side::Out] {
+                tmp.clear();
+                p.side_mut(side).poll(now, &mut tmp);
+                out.extend(tmp.drain(..).map(|r| (port, side, r)));
+            }
+        }
+    }
+
+    /// The `link/show [N]` text: per port and direction, the settings and
+    /// the counters. None if `port` has no entry.
+    pub fn show(&self, port: Option<u32>) -> Option<String> {
+        let mut out = String::new();
+        for (n, p) in self.ports() {
+            if port.is_some_and(|q| q != n) {
+                continue;
+            }
+            for side in [Side::In, Side::Out] {
+                let l = p.side(side);
+                let c = l.counters();
+                let _ = writeln!(out, "Port {:04} {:<3} {}", n, side.name(), l.spec());
+                let _ = writeln!(
+                    out,
+                    " offered {} passed {} lost {} queue-drop {} mtu-drop {} duplicated {} corrupted {} delayed {} held {} frames {} bytes",
+                    c.offered,
+                    c.passed,
+                    c.dropped_loss,
+                    c.dropped_queue,
+                    c.dropped_mtu,
+                    c.duplicated,
+                    c.corrupted,
+                    c.delayed,
+                    l.held(),
+                    l.held_bytes()
+                );
+            }
+        }
+        if port.is_some() && out.is_empty() {
+            return None;
+        }
+        Some(out)
     }
 }
 
