@@ -486,3 +486,34 @@ fn table_streams_differ_per_port_and_side() {
     assert_ne!(a, b);
     assert_ne!(a, c);
 }
+
+proptest! {
+    /// Rate and fixed delay against a straightforward bottleneck model:
+    /// each frame starts when it arrives or when the one before finished,
+    /// takes len·8/rate, then the delay.
+    #[test]
+    fn rate_and_delay_match_bottleneck_model(
+        rate_kbit in 1u64..100_000,
+        delay_us in 0u64..50_000,
+        arrivals in proptest::collection::vec((0u64..3000, 0usize..1500), 1..200),
+    ) {
+        let s = LinkSpec::parse(&format!("rate={rate_kbit}kbit,delay={delay_us}us,queue=256m")).unwrap();
+        let mut l = Link::new(s, 1);
+        let rate = rate_kbit * 1000;
+        let mut now = Duration::ZERO;
+        let mut busy = Duration::ZERO;
+        let mut want = Vec::new();
+        for (gap_us, payload) in arrivals {
+            now += Duration::from_micros(gap_us);
+            let f = frame(0, payload);
+            prop_assert_eq!(l.offer(now, &f), Verdict::Held);
+            let tx = (f.len() as u128 * 8 * 1_000_000_000).div_ceil(rate as u128) as u64;
+            busy = now.max(busy) + Duration::from_nanos(tx);
+            want.push(busy + Duration::from_micros(delay_us));
+        }
+        let mut out = Vec::new();
+        l.poll(Duration::MAX, &mut out);
+        let got: Vec<Duration> = out.iter().map(|r| r.due).collect();
+        prop_assert_eq!(got, want);
+    }
+}
