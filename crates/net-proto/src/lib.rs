@@ -6,10 +6,14 @@
 //! - [`eth`]: checked Ethernet frame view, MAC addresses, 802.1Q tag insert/strip.
 //! - [`ctl`]: control-socket requests (uml_switch v0/v1/v3, VDE v3) and replies.
 //! - [`mgmt`]: the vde_switch management console: command lines and reply framing.
+//! - [`link`]: link impairment settings (`delay=20ms,loss=1%,...`), one parser for every front end.
+//! - [`pcap`]: capture files, classic pcap and pcapng (one interface per port, drop counts).
 
 pub mod ctl;
 pub mod eth;
+pub mod link;
 pub mod mgmt;
+pub mod pcap;
 
 pub use ctl::{CtlError, Request, SockAddrUn};
 pub use eth::{Frame, FrameError, MacAddr};

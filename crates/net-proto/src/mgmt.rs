@@ -15,6 +15,7 @@
 //! ```
 
 use crate::eth::MacAddr;
+use crate::link::{LinkDir, LinkSpec};
 
 /// The banner written on connect (before the first prompt).
 pub const BANNER: &str =
@@ -130,6 +131,21 @@ pub enum MgmtCommand {
         vlan: Option<u16>,
         all: bool,
     },
+    /// umlkit extension: `link/set PORT [in|out|both] SPEC`, the impairments
+    /// of a port's link (see [`crate::link`]); both directions by default.
+    LinkSet {
+        port: u32,
+        dir: LinkDir,
+        spec: LinkSpec,
+    },
+    /// umlkit extension: `link/show [PORT]`.
+    LinkShow(Option<u32>),
+    /// umlkit extension: `link/clear PORT [in|out|both]`: back to the
+    /// neutral link (frames held still leave).
+    LinkClear {
+        port: u32,
+        dir: LinkDir,
+    },
 }
 
 /// One entry of the command table: path, syntax, help (as `help` prints them).
@@ -198,6 +214,36 @@ pub const COMMANDS: &[CommandInfo] = &[
         "print the list of defined vlan (including inactive port)",
     ),
 ];
+
+/// Link emulation commands (umlkit extension). [`parse`] knows them; they
+/// join [`help_text`] once the daemon implements them.
+pub const LINK_COMMANDS: &[CommandInfo] = &[
+    ci("link", "============", "LINK EMULATION MENU"),
+    ci(
+        "link/set",
+        "N [in|out] SPEC",
+        "set the impairments of port N (delay=20ms,loss=1%,...)",
+    ),
+    ci("link/show", "[N]", "show link impairments and counters"),
+    ci(
+        "link/clear",
+        "N [in|out]",
+        "remove the impairments of port N",
+    ),
+];
+
+/// `[in|out|both] SPEC...` of the link commands.
+fn link_args<'a>(args: &mut impl Iterator<Item = &'a str>) -> (LinkDir, Vec<&'a str>) {
+    let mut rest: Vec<&str> = args.collect();
+    let dir = match rest.first().and_then(|a| LinkDir::parse(a)) {
+        Some(d) => {
+            rest.remove(0);
+            d
+        }
+        None => LinkDir::Both,
+    };
+    (dir, rest)
+}
 
 /// The `help [prefix]` text (data block content).
 pub fn help_text(prefix: Option<&str>) -> String {
@@ -270,6 +316,7 @@ pub fn parse(line: &str) -> Result<MgmtCommand, i32> {
     }
     let Some(info) = COMMANDS
         .iter()
+        .chain(LINK_COMMANDS)
         .filter(|c| c.syntax != "============")
         .find(|c| line.starts_with(c.path))
     else {
@@ -353,8 +400,43 @@ pub fn parse(line: &str) -> Result<MgmtCommand, i32> {
             vlan: opt_num(a1)?.map(|v| v.min(u16::MAX as u32) as u16),
             all: true,
         },
+        "link/set" => {
+            let port = strict_port(a1)?;
+            let mut rest = std::iter::once(a2).flatten().chain(args);
+            let (dir, spec) = link_args(&mut rest);
+            if spec.is_empty() {
+                return Err(EINVAL);
+            }
+            C::LinkSet {
+                port,
+                dir,
+                spec: LinkSpec::parse(&spec.join(",")).map_err(|_| EINVAL)?,
+            }
+        }
+        "link/show" => C::LinkShow(match a1 {
+            Some(a) => Some(strict_port(Some(a))?),
+            None => None,
+        }),
+        "link/clear" => {
+            let port = strict_port(a1)?;
+            let mut rest = std::iter::once(a2).flatten().chain(args);
+            let (dir, extra) = link_args(&mut rest);
+            if !extra.is_empty() {
+                return Err(EINVAL);
+            }
+            C::LinkClear { port, dir }
+        }
         _ => return Err(ENOSYS),
     })
+}
+
+/// A port number, digits only (the link commands are not atoi-lenient).
+fn strict_port(a: Option<&str>) -> Result<u32, i32> {
+    let a = a.ok_or(EINVAL)?;
+    if !a.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(EINVAL);
+    }
+    a.parse().map_err(|_| EINVAL)
 }
 
 #[cfg(test)]
@@ -438,7 +520,68 @@ mod tests {
         );
     }
 
+    #[test]
+    fn parse_link_commands() {
+        use MgmtCommand as C;
+        assert_eq!(
+            parse("link/set 3 delay=20ms,loss=1%\n"),
+            Ok(C::LinkSet {
+                port: 3,
+                dir: LinkDir::Both,
+                spec: LinkSpec::parse("delay=20ms,loss=1%").unwrap()
+            })
+        );
+        assert_eq!(
+            parse("link/set 3 out delay=20ms loss=1%"),
+            Ok(C::LinkSet {
+                port: 3,
+                dir: LinkDir::Out,
+                spec: LinkSpec::parse("delay=20ms,loss=1%").unwrap()
+            })
+        );
+        assert_eq!(
+            parse("link/set 4 in none"),
+            Ok(C::LinkSet {
+                port: 4,
+                dir: LinkDir::In,
+                spec: LinkSpec::none()
+            })
+        );
+        assert_eq!(parse("link/set 3"), Err(EINVAL));
+        assert_eq!(parse("link/set 3 in"), Err(EINVAL));
+        assert_eq!(parse("link/set 3x delay=1ms"), Err(EINVAL));
+        assert_eq!(parse("link/set 3 delay=20"), Err(EINVAL));
+        assert_eq!(parse("link/show"), Ok(C::LinkShow(None)));
+        assert_eq!(parse("link/show 7"), Ok(C::LinkShow(Some(7))));
+        assert_eq!(parse("link/show -1"), Err(EINVAL));
+        assert_eq!(
+            parse("link/clear 2"),
+            Ok(C::LinkClear {
+                port: 2,
+                dir: LinkDir::Both
+            })
+        );
+        assert_eq!(
+            parse("link/clear 2 out"),
+            Ok(C::LinkClear {
+                port: 2,
+                dir: LinkDir::Out
+            })
+        );
+        assert_eq!(parse("link/clear 2 sideways"), Err(EINVAL));
+        assert_eq!(parse("link/bogus"), Err(ENOSYS));
+        // not in help until the daemon implements them
+        assert!(!help_text(None).contains("link/"));
+    }
+
     proptest! {
+        #[test]
+        fn link_set_round_trips(port in 0u32..1000, loss in 0u32..=100, delay in 0u64..5000) {
+            let spec = LinkSpec::parse(&format!("loss={loss}%,delay={delay}us")).unwrap();
+            let line = format!("link/set {port} out {spec}");
+            prop_assert_eq!(parse(&line), Ok(MgmtCommand::LinkSet { port, dir: LinkDir::Out, spec }));
+        }
+
         #[test]
         fn parse_never_panics(s in "\\PC{0,128}") {
             let _ = parse(&s);

@@ -12,12 +12,17 @@
 //! auto allocation from port 1, a port persists (inactive) after its last
 //! endpoint leaves, untagged VLAN per port (default 0), tagged trunks,
 //! flooding within a VLAN, hub mode floods everything unchanged.
+//!
+//! [`emu`] is link emulation (delay, jitter, loss, duplication, corruption,
+//! rate, queue, MTU) per port and direction, the same way: time passed in.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use net_proto::eth::{Frame, FrameError, MacAddr};
+
+pub mod emu;
 
 /// An endpoint (one client connection). The daemon picks the numbers (it
 /// uses the control connection's fd number, as vde_switch shows it).

@@ -270,5 +270,9 @@ pub(crate) fn execute(s: &mut Server, line: &str) -> (String, bool, bool) {
             }
             ok(Some(out))
         }
+        // link emulation is parsed but not wired into the daemon yet
+        C::LinkSet { .. } | C::LinkShow(_) | C::LinkClear { .. } => {
+            (m::reply(None, m::ENOSYS), false, false)
+        }
     }
 }
