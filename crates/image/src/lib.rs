@@ -26,6 +26,9 @@
 //! `poweroff`: processes killed, filesystems synced and remounted read-only,
 //! then the kernel powers off (UML exits 0).
 
+pub mod debian;
+pub mod recipe;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -55,6 +58,16 @@ pub enum Error {
          RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release -p umlkit-agent --target x86_64-unknown-linux-gnu"
     )]
     AgentNotStatic(PathBuf),
+    #[error("image {image}: {msg}")]
+    Build { image: String, msg: String },
+    #[error("no image recipe named '{0}' (umlkit image ls --recipes lists them)")]
+    UnknownImage(String),
+    #[error(
+        "cannot build images as user {user} without root: mmdebstrap --mode=unshare needs {missing}"
+    )]
+    Unprivileged { user: String, missing: String },
+    #[error(transparent)]
+    Recipe(#[from] recipe::RecipeError),
 }
 
 fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
