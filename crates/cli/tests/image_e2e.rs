@@ -438,3 +438,87 @@ fn unprivileged_build_without_subuid_names_what_is_missing() {
         "{err}"
     );
 }
+
+/// `umlkit lab` with the shared image cache: (status, stdout, stderr).
+fn lab(state: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let o = std::process::Command::new(testkit::umlkit_bin())
+        .arg("lab")
+        .arg(args[0])
+        .arg("--state-root")
+        .arg(state)
+        .args(&args[1..])
+        .env("UMLKIT_CACHE_DIR", guest_common::cache_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+struct LabGuard(PathBuf, PathBuf);
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = lab(&self.1, &["clean", self.0.to_str().unwrap()]);
+    }
+}
+
+#[test]
+fn lab_machine_with_kathara_image_boots_the_debian_image() {
+    let _ = lab_image();
+    let tmp = testkit::short_tempdir("imgl");
+    let dir = tmp.path().join("lab");
+    let state = tmp.path().join("st");
+    for (f, t) in [
+        (
+            "lab.conf",
+            "r1[0]=A\nr1[image]=\"kathara/frr:latest\"\nr1[mem]=128\npc[0]=A\npc[image]=\"kathara/p4\"\n",
+        ),
+        // no shebang, bash syntax, Kathara's daemon start line
+        (
+            "r1.startup",
+            "ip addr add 10.1.0.1/24 dev eth0\nif [[ -d /etc/frr ]]; then systemctl start frr; fi\n",
+        ),
+        ("pc.startup", "ip addr add 10.1.0.2/24 dev eth0\n"),
+    ] {
+        let p = dir.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, t).unwrap();
+    }
+    let d = dir.to_str().unwrap();
+    let _g = LabGuard(dir.clone(), state.clone());
+    let (ok, info, err) = lab(&state, &["info", d]);
+    assert!(ok, "{err}");
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("machine r1 ") && l.contains("image kathara (built)")),
+        "{info}"
+    );
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("machine pc ") && l.contains("image default")),
+        "{info}"
+    );
+    assert!(
+        info.contains(
+            "pc[image]=kathara/p4: umlkit has no such image; using its default busybox image"
+        ),
+        "{info}"
+    );
+    let (ok, _, err) = lab(&state, &["start", d]);
+    assert!(ok, "lab start: {err}");
+    let (ok, out, err) = lab(
+        &state,
+        &["exec", "-d", d, "r1", "--", "vtysh -c 'show version'"],
+    );
+    assert!(ok && out.contains("FRRouting"), "{out}{err}");
+    let (ok, out, err) = lab(
+        &state,
+        &["exec", "-d", d, "pc", "--", "ping -c 1 -W 2 10.1.0.1"],
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = lab(&state, &["stop", d]);
+    assert!(ok, "{err}");
+}

@@ -28,7 +28,8 @@ pub struct GuestBackend {
     store: Store,
     switch_cmd: Vec<String>,
     umlkit: Option<PathBuf>,
-    image: std::sync::OnceLock<PathBuf>,
+    /// Image per recipe (`None`: the default image), built by `prepare`.
+    images: std::sync::Mutex<std::collections::BTreeMap<Option<String>, PathBuf>>,
 }
 
 fn gerr(e: impl std::fmt::Display) -> LabError {
@@ -60,7 +61,7 @@ impl GuestBackend {
             store,
             switch_cmd: discover_switch(umlkit)?,
             umlkit: umlkit.map(Path::to_path_buf),
-            image: std::sync::OnceLock::new(),
+            images: Default::default(),
         })
     }
 
@@ -134,11 +135,29 @@ impl GuestBackend {
         std::fs::read_to_string(m.dir.join("boot.error")).ok()
     }
 
-    /// Build the default image (cached by the image crate).
-    pub fn prepare(&self, _plan: &Plan) -> Result<()> {
-        if self.image.get().is_none() {
-            let img = image::default_image(&image::DefaultImageOpts::default()).map_err(gerr)?;
-            let _ = self.image.set(img);
+    /// Build (or find in the image cache) every image the plan's machines
+    /// boot: the default image, and Debian lab images with mmdebstrap's
+    /// progress on stderr the first time.
+    pub fn prepare(&self, plan: &Plan) -> Result<()> {
+        let mut images = self.images.lock().unwrap_or_else(|e| e.into_inner());
+        for m in &plan.machines {
+            if images.contains_key(&m.image) {
+                continue;
+            }
+            let img = match &m.image {
+                None => image::default_image(&image::DefaultImageOpts::default()).map_err(gerr)?,
+                Some(r) => {
+                    let opts = image::debian::BuildOpts::default();
+                    let (img, built) =
+                        image::debian::build(r, &opts, &mut |l| eprintln!("image {r}: {l}"))
+                            .map_err(gerr)?;
+                    if built {
+                        eprintln!("image {r}: built {}", img.path.display());
+                    }
+                    img.path
+                }
+            };
+            images.insert(m.image.clone(), img);
         }
         Ok(())
     }
@@ -154,7 +173,13 @@ impl GuestBackend {
         rec: &mut dyn FnMut(ProcEntry) -> Result<()>,
     ) -> Result<()> {
         self.prepare(plan)?;
-        let image = self.image.get().expect("prepared").clone();
+        let image = self
+            .images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&m.image)
+            .cloned()
+            .ok_or_else(|| gerr(format!("{}: image not prepared", m.name)))?;
         let _ = std::fs::remove_dir_all(&m.dir);
         std::fs::create_dir_all(&m.dir).map_err(crate::error::io_err("cannot create", &m.dir))?;
         let cfg = self.config(plan, m, &image);

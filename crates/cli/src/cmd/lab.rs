@@ -508,9 +508,10 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     .map(|i| format!("{}={} {}", i.name, i.domain, i.mac))
                     .collect();
                 println!(
-                    "machine {} mem {} MiB: {}",
+                    "machine {} mem {} MiB image {}: {}",
                     m.name,
                     m.mem_mb,
+                    image_state(m.image.as_deref()),
                     ifs.join(", ")
                 );
             }
@@ -525,6 +526,18 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             parallel,
             opts,
         } => bench(&sizes, runs, parallel, &opts),
+    }
+}
+
+/// `default`, or `kathara (built)` / `kathara (not built: built on first lab start)`.
+fn image_state(recipe: Option<&str>) -> String {
+    let Some(r) = recipe else {
+        return "default".into();
+    };
+    match image::debian::resolve(r, &Default::default()) {
+        Ok(Some(i)) if i.is_built() => format!("{r} (built)"),
+        Ok(_) => format!("{r} (not built: built on first lab start)"),
+        Err(e) => format!("{r} (cannot build here: {e})"),
     }
 }
 
