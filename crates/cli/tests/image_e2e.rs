@@ -194,6 +194,17 @@ fn debian_guest_runtime_systemctl_service_startup_halt() {
     assert!(log.contains("dropped 'dnssec-enable'"), "{log}");
     assert!(log.contains("dropped 'filter-aaaa-on-v4'"), "{log}");
     assert!(log.ends_with("ok\n"), "{log}");
+    // enabled units start at boot
+    sh_ok(
+        &env,
+        "deb1",
+        "systemctl enable frr && systemctl is-enabled frr",
+    );
+    env.ok(&["reboot", "deb1"]);
+    assert_eq!(
+        sh_ok(&env, "deb1", "systemctl is-active frr").trim(),
+        "active"
+    );
     // halt: busybox init powers off cleanly and quickly
     let t = Instant::now();
     let out = env.ok(&["halt", "deb1"]);

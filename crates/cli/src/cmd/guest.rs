@@ -370,16 +370,20 @@ fn image_ls() -> anyhow::Result<()> {
     if !built.is_empty() {
         println!();
         println!(
-            "{:<10} {:<17} {:>9} {:>9} {:<24} IMAGE",
-            "RECIPE", "KEY", "ALLOC", "SIZE", "BUILT"
+            "{:<10} {:<17} {:<7} {:>9} {:>9} {:<24} IMAGE",
+            "RECIPE", "KEY", "", "ALLOC", "SIZE", "BUILT"
         );
     }
     for m in built {
         let (alloc, size) = image::debian::disk_usage(&m.image).unwrap_or((0, 0));
+        // stale: built from another recipe, agent, kernel or builder version
+        let current = matches!(image::debian::resolve(&m.recipe, &opts),
+            Ok(Some(i)) if i.key == m.key);
         println!(
-            "{:<10} {:<17} {:>9} {:>9} {:<24} {}",
+            "{:<10} {:<17} {:<7} {:>9} {:>9} {:<24} {}",
             m.recipe,
             m.key,
+            if current { "current" } else { "stale" },
             fmt_mib(alloc),
             fmt_mib(size),
             fmt_date(m.built_unix),
