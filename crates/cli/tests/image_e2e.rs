@@ -525,6 +525,12 @@ fn lab_machine_with_kathara_image_boots_the_debian_image() {
         &["exec", "-d", d, "r1", "--", "vtysh -c 'show version'"],
     );
     assert!(ok && out.contains("FRRouting"), "{out}{err}");
+    // the daemons the startup file started outlive the boot steps
+    let (ok, out, err) = lab(
+        &state,
+        &["exec", "-d", d, "r1", "--", "systemctl status frr"],
+    );
+    assert!(ok && out.contains("zebra: running"), "{out}{err}");
     let (ok, out, err) = lab(
         &state,
         &["exec", "-d", d, "pc", "--", "ping -c 1 -W 2 10.1.0.1"],

@@ -458,9 +458,7 @@ fn run_logged(
     image: &str,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), Error> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| Error::Build {
         image: image.into(),
         msg: format!("cannot run {what}: {e}"),
@@ -494,12 +492,21 @@ struct WorkDir(PathBuf, Mode);
 impl Drop for WorkDir {
     fn drop(&mut self) {
         if std::fs::remove_dir_all(&self.0).is_err() && self.1 == Mode::Unshare {
-            // files owned by subordinate ids: remove them from inside
-            let _ = Command::new("mmdebstrap")
-                .arg("--unshare-helper")
-                .args(["rm", "-rf"])
-                .arg(&self.0)
-                .status();
+            // the tree is owned by subordinate ids: remove it from inside
+            // (through the directory on stdin: the cache is 0700)
+            if let Ok(d) = std::fs::File::open(&self.0) {
+                let _ = Command::new("mmdebstrap")
+                    .args([
+                        "--unshare-helper",
+                        "sh",
+                        "-c",
+                        "cd /proc/self/fd/0 && rm -rf root",
+                    ])
+                    .stdin(d)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
@@ -560,6 +567,7 @@ pub fn build(
         .arg("-cf")
         .arg(&overlay_tar)
         .arg(".");
+    tar.stdin(Stdio::null());
     run_logged(tar, "tar (overlay)", &label, &mut |_| {})?;
     progress(&format!(
         "[{:6.1}s] mmdebstrap --mode={} {} ({} packages)",
@@ -604,6 +612,7 @@ pub fn build(
     } else {
         m.args(&img.recipe.mirrors);
     }
+    m.stdin(Stdio::null());
     let mut last = String::new();
     run_logged(m, "mmdebstrap", &label, &mut |line| {
         // mmdebstrap's steps are its "I:" lines; the rest is apt/dpkg noise
@@ -622,19 +631,20 @@ pub fn build(
         img.recipe.size
     ));
     let size = crate::parse_size(&img.recipe.size).unwrap_or(2 << 30);
-    let tmp_img = dir.join(format!(
-        ".{label}-{}.img.tmp{}",
-        img.key,
-        std::process::id()
-    ));
-    let tree = work.join("root");
+    // Everything below runs in the work dir. As an ordinary user the
+    // unshare helper (a subordinate uid) cannot pass the 0700 cache: it gets
+    // the work dir (0777 inside the private cache) as its stdin and works
+    // relative to /proc/self/fd/0.
+    let tmp_img = work.join("image.tmp");
     let script = format!(
-        "set -e; mkdir {tree}; tar -C {tree} --numeric-owner -xpf {tar} --exclude='./dev/*'; \
-         {mkfs} -q -F -E root_owner=0:0 -O ^has_journal -L umlkit -d {tree} {out} {kib}k",
-        tree = sq(&tree.to_string_lossy()),
-        tar = sq(&rootfs_tar.to_string_lossy()),
+        "set -e; cd {cwd}; mkdir root; tar -C root --numeric-owner -xpf rootfs.tar --exclude='./dev/*'; \
+         {mkfs} -q -F -E root_owner=0:0 -O ^has_journal -L umlkit -d root image.tmp {kib}k",
+        cwd = if mode == Mode::Root {
+            sq(&work.to_string_lossy())
+        } else {
+            "/proc/self/fd/0".into()
+        },
         mkfs = sq(&mkfs.to_string_lossy()),
-        out = sq(&tmp_img.to_string_lossy()),
         kib = size / 1024,
     );
     // created by us (so we own it) before mkfs fills it
@@ -643,23 +653,24 @@ pub fn build(
     drop(f);
     let mut mk = if mode == Mode::Root {
         let mut c = Command::new("sh");
-        c.arg("-c").arg(&script);
+        c.arg("-c").arg(&script).stdin(Stdio::null());
         c
     } else {
-        std::fs::set_permissions(&tmp_img, std::fs::Permissions::from_mode(0o666))
-            .map_err(io(&tmp_img, "cannot chmod"))?;
+        for (p, m) in [(&tmp_img, 0o666), (&rootfs_tar, 0o644)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m))
+                .map_err(io(p, "cannot chmod"))?;
+        }
+        let d = std::fs::File::open(&work).map_err(io(&work, "cannot open"))?;
         let mut c = Command::new(&mmdebstrap);
-        c.args(["--unshare-helper", "sh", "-c"]).arg(&script);
+        c.args(["--unshare-helper", "sh", "-c"])
+            .arg(&script)
+            .stdin(d);
         c
     };
     mk.env("LC_ALL", "C");
-    let r = run_logged(mk, "unpack and mkfs.ext4", &label, &mut |l| {
+    run_logged(mk, "unpack and mkfs.ext4", &label, &mut |l| {
         progress(&format!("[{:6.1}s] {l}", secs(t0)))
-    });
-    if let Err(e) = r {
-        let _ = std::fs::remove_file(&tmp_img);
-        return Err(e);
-    }
+    })?;
     std::fs::set_permissions(&tmp_img, std::fs::Permissions::from_mode(0o400))
         .map_err(io(&tmp_img, "cannot chmod"))?;
     let pk = img.path.with_extension("packages");
