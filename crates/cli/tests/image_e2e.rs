@@ -114,6 +114,32 @@ fn image_build_is_cached_and_inspectable() {
     );
     let ls = env.ok(&["image", "ls"]);
     assert!(ls.contains("kathara") && ls.contains("built"), "{ls}");
+    // `image rm` removes every build of the recipe, `image ls` marks
+    // builds of other inputs stale (a private cache with an old build)
+    let other = testkit::short_tempdir("imgrm");
+    let old = other.path().join("kathara-0123456789abcdef.img");
+    std::fs::write(&old, b"old").unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(img.with_extension("json")).unwrap())
+            .unwrap();
+    meta["key"] = "0123456789abcdef".into();
+    meta["image"] = old.to_str().unwrap().into();
+    std::fs::write(old.with_extension("json"), meta.to_string()).unwrap();
+    std::fs::write(old.with_extension("packages"), "frr\t8\n").unwrap();
+    let run_other = |args: &[&str]| {
+        let o = env
+            .cmd(args)
+            .env("UMLKIT_CACHE_DIR", other.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let ls = run_other(&["image", "ls"]);
+    assert!(ls.contains("0123456789abcdef  stale"), "{ls}");
+    let rm = run_other(&["image", "rm", "kathara/quagga"]);
+    assert!(rm.contains("removed"), "{rm}");
+    assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 0);
     // an unknown name is a clear error
     let o = env.umlkit(&["image", "build", "kathara/p4"]);
     assert!(!o.status.success());

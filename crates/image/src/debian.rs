@@ -33,7 +33,7 @@ use crate::recipe::{self, Recipe};
 use crate::{io, Error, Fnv};
 
 /// Bumped whenever what the builder puts in an image changes.
-pub const BUILDER_VERSION: &str = "umlkit-debian-builder-1";
+pub const BUILDER_VERSION: &str = "umlkit-debian-builder-2";
 
 const RCS: &str = include_str!("files/debian/rcS");
 const RCK: &str = include_str!("files/debian/rcK");
@@ -441,7 +441,7 @@ fn stage_overlay(
     script.push_str(&format!("depmod -a {}\n", sq(&img.kernel)));
     script.push_str(
         "dpkg-query -W -f '${Package}\\t${Version}\\n' > /usr/lib/umlkit/packages\n\
-         rm -f /usr/lib/umlkit/customize\n",
+         rm -f /usr/lib/umlkit/customize /etc/dpkg/dpkg.cfg.d/99mmdebstrap\n",
     );
     put(root, "usr/lib/umlkit/customize", script.as_bytes(), 0o755)
 }
@@ -592,6 +592,8 @@ pub fn build(
         }
     ))
     .arg(format!("--variant={}", img.recipe.variant))
+    // no fsync per file: a failed build is thrown away anyway
+    .arg("--dpkgopt=force-unsafe-io")
     .arg("--verbose");
     if !img.recipe.packages.is_empty() {
         m.arg(format!("--include={}", img.recipe.packages.join(",")));
