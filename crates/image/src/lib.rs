@@ -1,5 +1,7 @@
 //! Disk image builder: sparse ext4 images without root, loop devices or
-//! mounts (`mkfs.ext4 -d`), and the default busybox image for guests.
+//! mounts (`mkfs.ext4 -d`), the default busybox image for guests, and
+//! Debian lab images built with mmdebstrap from embedded recipes
+//! ([`recipe`], [`debian`]; `kathara/frr` and friends).
 //!
 //! # The default image
 //! [`default_image`] builds (or reuses from the cache, keyed by a hash of all
@@ -60,7 +62,7 @@ pub enum Error {
     AgentNotStatic(PathBuf),
     #[error("image {image}: {msg}")]
     Build { image: String, msg: String },
-    #[error("no image recipe named '{0}' (umlkit image ls --recipes lists them)")]
+    #[error("no image recipe named '{0}' (`umlkit image ls` lists the recipes and their names)")]
     UnknownImage(String),
     #[error(
         "cannot build images as user {user} without root: mmdebstrap --mode=unshare needs {missing}"
