@@ -337,14 +337,27 @@ fn two_frr_routers_converge_with_frr_then_quagga_files_and_netem() {
         } else {
             "hostname zebra\n"
         };
+        // eBGP without any policy, as Quagga labs write it: exchanges
+        // routes only with `no bgp ebgp-requires-policy` added
+        let (asn, peer, peer_as) = if r == "r1" {
+            (65001, "10.0.0.2", 65002)
+        } else {
+            (65002, "10.0.0.1", 65001)
+        };
+        let bgpd = format!(
+            "hostname bgpd\nrouter bgp {asn}\n bgp router-id {id}\n neighbor {peer} remote-as {peer_as}\n \
+             neighbor {peer} timers connect 3\n network {id}/32\n!\n"
+        );
         sh_ok(
             &env,
             r,
             &format!(
-                "printf 'zebra=yes\\nospfd=yes\\nbgpd=no\\n' > /etc/quagga/daemons && \
-                 printf '{}' > /etc/quagga/zebra.conf && printf '{}' > /etc/quagga/ospfd.conf && {start}",
+                "printf 'zebra=yes\\nospfd=yes\\nbgpd=yes\\n' > /etc/quagga/daemons && \
+                 printf '{}' > /etc/quagga/zebra.conf && printf '{}' > /etc/quagga/ospfd.conf && \
+                 printf '{}' > /etc/quagga/bgpd.conf && {start}",
                 zebra.replace('\n', "\\n"),
-                ospfd_conf(id).replace('\n', "\\n")
+                ospfd_conf(id).replace('\n', "\\n"),
+                bgpd.replace('\n', "\\n")
             ),
         );
     }
@@ -361,6 +374,22 @@ fn two_frr_routers_converge_with_frr_then_quagga_files_and_netem() {
             &env,
             "r2",
             "ip route; cat /etc/frr/staticd.conf /var/log/umlkit-quagga.log"
+        )
+        .1
+    );
+    // eBGP (distance 20) wins over OSPF for the peer's loopback
+    assert!(
+        wait_in(
+            &env,
+            "r1",
+            "ip route | grep -q '^2.2.2.2 .*proto bgp'",
+            Duration::from_secs(60)
+        ),
+        "no eBGP route on r1: {}",
+        sh(
+            &env,
+            "r1",
+            "ip route; vtysh -c 'show bgp summary'; cat /etc/frr/bgpd.conf"
         )
         .1
     );
