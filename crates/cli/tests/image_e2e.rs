@@ -204,6 +204,12 @@ fn debian_guest_runtime_systemctl_service_startup_halt() {
         "deb1",
         "service apache2 start && systemctl is-active -q apache2",
     );
+    // sshd gets its own host keys at its first start
+    sh_ok(
+        &env,
+        "deb1",
+        "systemctl start ssh && systemctl status ssh && test -s /etc/ssh/ssh_host_ed25519_key",
+    );
     // BIND 9.11 options that stop 9.18 are dropped with a warning
     sh_ok(
         &env,
