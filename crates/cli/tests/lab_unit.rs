@@ -366,7 +366,8 @@ fn planner_switches_macs_scoping() {
 
 #[test]
 fn planner_kathara_defaults_and_image_note() {
-    let r = conf("a[0]=x\na[image]=kathara/frr\nb[0]=x\nb[ipv6]=true\n");
+    let r =
+        conf("a[0]=x\na[image]=kathara/frr\nb[0]=x\nb[ipv6]=true\nc[0]=x\nc[image]=kathara/p4\n");
     let p = lab::plan::plan(&r.lab, Path::new("/l"), Path::new("/s")).unwrap();
     assert!(
         p.switches.iter().all(|s| !s.hub),
@@ -387,10 +388,25 @@ fn planner_kathara_defaults_and_image_note() {
         .sysctl
         .iter()
         .any(|s| s.contains("disable_ipv6")));
+    // Kathará names boot the Debian lab image; unknown ones the default
+    // image, with a note naming it
+    assert_eq!(a.image.as_deref(), Some("kathara"));
+    assert_eq!(p.machine("b").unwrap().image, None);
+    assert!(p
+        .machine("b")
+        .unwrap()
+        .kernel_args
+        .contains(&"umlkit.ipv6=1".to_string()));
+    assert!(!a.kernel_args.contains(&"umlkit.ipv6=1".to_string()));
+    assert!(
+        !p.notes.iter().any(|n| n.contains("a[image]")),
+        "{:?}",
+        p.notes
+    );
     assert!(
         p.notes
             .iter()
-            .any(|n| n.contains("a[image]=kathara/frr") && n.contains("default busybox image")),
+            .any(|n| n.contains("c[image]=kathara/p4") && n.contains("default busybox image")),
         "{:?}",
         p.notes
     );

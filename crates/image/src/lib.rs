@@ -1,5 +1,7 @@
 //! Disk image builder: sparse ext4 images without root, loop devices or
-//! mounts (`mkfs.ext4 -d`), and the default busybox image for guests.
+//! mounts (`mkfs.ext4 -d`), the default busybox image for guests, and
+//! Debian lab images built with mmdebstrap from embedded recipes
+//! ([`recipe`], [`debian`]; `kathara/frr` and friends).
 //!
 //! # The default image
 //! [`default_image`] builds (or reuses from the cache, keyed by a hash of all
@@ -25,6 +27,9 @@
 //! Enter), reaps orphans, and maps Ctrl-Alt-Del (mconsole `cad`) to a clean
 //! `poweroff`: processes killed, filesystems synced and remounted read-only,
 //! then the kernel powers off (UML exits 0).
+
+pub mod debian;
+pub mod recipe;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -58,6 +63,16 @@ pub enum Error {
     /// The cache dir is a symlink, someone else's, or writable by others.
     #[error("image cache: {0}")]
     Private(#[from] umlkit_sys::private::DirError),
+    #[error("image {image}: {msg}")]
+    Build { image: String, msg: String },
+    #[error("no image recipe named '{0}' (`umlkit image ls` lists the recipes and their names)")]
+    UnknownImage(String),
+    #[error(
+        "cannot build images as user {user} without root: mmdebstrap --mode=unshare needs {missing}"
+    )]
+    Unprivileged { user: String, missing: String },
+    #[error(transparent)]
+    Recipe(#[from] recipe::RecipeError),
 }
 
 fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {

@@ -32,7 +32,8 @@ pub struct GuestBackend {
     store: Store,
     switch_cmd: Vec<String>,
     umlkit: Option<PathBuf>,
-    image: std::sync::OnceLock<PathBuf>,
+    /// Image per recipe (`None`: the default image), built by `prepare`.
+    images: std::sync::Mutex<std::collections::BTreeMap<Option<String>, PathBuf>>,
     lab_disk: std::sync::OnceLock<()>,
     disk_lock: std::sync::Mutex<()>,
     /// Boot results of the machines this process started, so a start does
@@ -75,7 +76,7 @@ impl GuestBackend {
             store,
             switch_cmd: discover_switch(umlkit)?,
             umlkit: umlkit.map(Path::to_path_buf),
-            image: std::sync::OnceLock::new(),
+            images: Default::default(),
             lab_disk: std::sync::OnceLock::new(),
             disk_lock: std::sync::Mutex::new(()),
             boots: Default::default(),
@@ -176,13 +177,30 @@ impl GuestBackend {
         }
     }
 
-    /// Build the default image (cached by the image crate).
-    /// Build the default image (cached by the image crate) and, unless the
-    /// lab has host access, the lab disk (once per backend).
+    /// Build (or find in the image cache) every image the plan's machines
+    /// boot: the default image, and Debian lab images with mmdebstrap's
+    /// progress on stderr the first time; and, unless the lab has host
+    /// access, the lab disk (once per backend).
     pub fn prepare(&self, plan: &Plan) -> Result<()> {
-        if self.image.get().is_none() {
-            let img = image::default_image(&image::DefaultImageOpts::default()).map_err(gerr)?;
-            let _ = self.image.set(img);
+        let mut images = self.images.lock().unwrap_or_else(|e| e.into_inner());
+        for m in &plan.machines {
+            if images.contains_key(&m.image) {
+                continue;
+            }
+            let img = match &m.image {
+                None => image::default_image(&image::DefaultImageOpts::default()).map_err(gerr)?,
+                Some(r) => {
+                    let opts = image::debian::BuildOpts::default();
+                    let (img, built) =
+                        image::debian::build(r, &opts, &mut |l| eprintln!("image {r}: {l}"))
+                            .map_err(gerr)?;
+                    if built {
+                        eprintln!("image {r}: built {}", img.path.display());
+                    }
+                    img.path
+                }
+            };
+            images.insert(m.image.clone(), img);
         }
         if !plan.host_access && self.lab_disk.get().is_none() {
             let _guard = self.disk_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -207,7 +225,13 @@ impl GuestBackend {
         rec: &mut dyn FnMut(ProcEntry) -> Result<()>,
     ) -> Result<()> {
         self.prepare(plan)?;
-        let image = self.image.get().expect("prepared").clone();
+        let image = self
+            .images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&m.image)
+            .cloned()
+            .ok_or_else(|| gerr(format!("{}: image not prepared", m.name)))?;
         self.boots
             .lock()
             .unwrap_or_else(|e| e.into_inner())

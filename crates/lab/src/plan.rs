@@ -80,6 +80,10 @@ pub struct MachinePlan {
     pub exec: Vec<String>,
     pub kernel_args: Vec<String>,
     pub depends_on: Vec<String>,
+    /// The built-in image recipe this machine boots ([`machine_image`]);
+    /// `None`: the default busybox image.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 /// A whole plan.
@@ -200,13 +204,8 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
             raised.push(format!("{name} ({asked})"));
         }
         let umid = format!("{name}-{id}");
-        if let Some(img) = &m.image {
-            if img != "default" {
-                notes.push(format!(
-                    "{name}[image]={img}: umlkit has no such image; using its default busybox image"
-                ));
-            }
-        }
+        let (image, note) = machine_image(name, m.image.as_deref());
+        notes.extend(note);
         let mut interfaces: Vec<IfacePlan> = Vec::new();
         for (pos, itf) in m.interfaces.iter().enumerate() {
             let index = itf.index.unwrap_or(pos as u32);
@@ -254,8 +253,16 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
             sysctl,
             env: m.env.clone(),
             exec: m.exec.clone(),
-            kernel_args: m.kernel_args.clone(),
+            kernel_args: {
+                let mut k = m.kernel_args.clone();
+                if ipv6 {
+                    // lab images keep IPv6 disabled unless asked for
+                    k.push("umlkit.ipv6=1".into());
+                }
+                k
+            },
             depends_on: m.depends_on.clone(),
+            image,
         });
     }
     if !raised.is_empty() {
@@ -293,6 +300,25 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
         notes,
         host_access: false,
     })
+}
+
+/// The image a machine's `[image]` names: a built-in recipe (any Kathará
+/// name such as `kathara/frr:latest` resolves to the Debian lab image), or
+/// `None` for the default busybox image, with a note when the name is
+/// unknown.
+pub fn machine_image(machine: &str, image: Option<&str>) -> (Option<String>, Option<String>) {
+    match image {
+        None | Some("default") => (None, None),
+        Some(img) => match image::recipe::resolve(img) {
+            Some((r, _)) => (Some(r.name), None),
+            None => (
+                None,
+                Some(format!(
+                    "{machine}[image]={img}: umlkit has no such image; using its default busybox image"
+                )),
+            ),
+        },
+    }
 }
 
 /// Restrict waves to `only` plus everything they depend on (transitively).

@@ -15,7 +15,7 @@ use guest::{ConsoleMode, DiskSpec, GuestConfig, NetSpec, Store};
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Disk images: sparse ext4 without root, the default busybox image
+    /// Disk images: sparse ext4 without root, the default busybox image, Debian lab images
     Image {
         #[command(subcommand)]
         cmd: ImageCmd,
@@ -113,6 +113,9 @@ pub struct RunArgs {
     /// IMAGE[:cow=PATH|:ro|:nocow]; repeatable; default: the default image with an automatic COW
     #[arg(long)]
     disk: Vec<String>,
+    /// Boot a named lab image (e.g. kathara/frr; see `umlkit image ls`), built on first use
+    #[arg(long, conflicts_with = "disk")]
+    image: Option<String>,
     /// SWITCH[,mac=..][,vde][,port=N]: a switch dir (DIR/ctl) or control socket; repeatable
     #[arg(long)]
     net: Vec<String>,
@@ -179,6 +182,25 @@ pub enum ImageCmd {
         /// Static exec agent (default: $UMLKIT_AGENT, next to umlkit, or target/x86_64-unknown-linux-gnu/release)
         #[arg(long)]
         agent: Option<PathBuf>,
+    },
+    /// Build a lab image from Debian packages (mmdebstrap), or reuse the cached one; print its path
+    Build {
+        /// Image name, e.g. kathara/frr, kathara/base:latest, kathara
+        name: String,
+        /// Rebuild even if the cache holds it
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the image recipes and the built images in the cache
+    Ls,
+    /// Remove the cached builds of an image
+    Rm { name: String },
+    /// Show an image: recipe, build date, kernel, sizes, package versions
+    Inspect {
+        name: String,
+        /// Also list every installed package with its version
+        #[arg(long)]
+        packages: bool,
     },
 }
 
@@ -286,8 +308,146 @@ fn image_cmd(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
             let p = image::default_image(&opts).context("cannot build the default image")?;
             outln!("{}", p.display());
         }
+        ImageCmd::Build { name, force } => {
+            let opts = image::debian::BuildOpts {
+                force,
+                ..Default::default()
+            };
+            let p = build_named_image(&name, &opts)?;
+            outln!("{}", p.display());
+        }
+        ImageCmd::Ls => image_ls()?,
+        ImageCmd::Rm { name } => {
+            let gone = image::debian::remove(&name, &Default::default())?;
+            if gone.is_empty() {
+                outln!("{name}: not built");
+            }
+            for p in gone {
+                outln!("removed {}", p.display());
+            }
+        }
+        ImageCmd::Inspect { name, packages } => image_inspect(&name, packages)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Build (or reuse) a named lab image, showing mmdebstrap's steps on stderr.
+pub fn build_named_image(name: &str, opts: &image::debian::BuildOpts) -> anyhow::Result<PathBuf> {
+    let (img, built) = image::debian::build(name, opts, &mut |line| eprintln!("{line}"))
+        .with_context(|| format!("cannot build image {name}"))?;
+    if !built {
+        eprintln!("{name}: cached ({})", img.path.display());
+    }
+    Ok(img.path)
+}
+
+fn fmt_mib(b: u64) -> String {
+    format!("{:.0}M", b as f64 / f64::from(1 << 20))
+}
+
+fn fmt_date(unix: u64) -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "-d", &format!("@{unix}"), "+%Y-%m-%d %H:%M:%S UTC"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => format!("@{unix}"),
+    }
+}
+
+fn image_ls() -> anyhow::Result<()> {
+    let opts = image::debian::BuildOpts::default();
+    outln!("{:<10} {:<8} ALIASES", "RECIPE", "STATE");
+    for (r, _) in image::recipe::builtin() {
+        let state = match image::debian::resolve(&r.name, &opts) {
+            Ok(Some(i)) if i.is_built() => "built",
+            Ok(_) => "-",
+            Err(_) => "?",
+        };
+        outln!("{:<10} {:<8} {}", r.name, state, r.aliases.join(" "));
+    }
+    let built = image::debian::list(&opts)?;
+    if !built.is_empty() {
+        outln!();
+        outln!(
+            "{:<10} {:<17} {:<7} {:>9} {:>9} {:<24} IMAGE",
+            "RECIPE",
+            "KEY",
+            "",
+            "ALLOC",
+            "SIZE",
+            "BUILT"
+        );
+    }
+    for m in built {
+        let (alloc, size) = image::debian::disk_usage(&m.image).unwrap_or((0, 0));
+        // stale: built from another recipe, agent, kernel or builder version
+        let current = matches!(image::debian::resolve(&m.recipe, &opts),
+            Ok(Some(i)) if i.key == m.key);
+        outln!(
+            "{:<10} {:<17} {:<7} {:>9} {:>9} {:<24} {}",
+            m.recipe,
+            m.key,
+            if current { "current" } else { "stale" },
+            fmt_mib(alloc),
+            fmt_mib(size),
+            fmt_date(m.built_unix),
+            m.image.display()
+        );
+    }
+    Ok(())
+}
+
+fn image_inspect(name: &str, packages: bool) -> anyhow::Result<()> {
+    let opts = image::debian::BuildOpts::default();
+    let img = image::debian::resolve(name, &opts)?
+        .ok_or_else(|| image::Error::UnknownImage(name.into()))?;
+    outln!("name:      {name}");
+    outln!(
+        "recipe:    {} ({})",
+        img.recipe.name,
+        img.recipe.description
+    );
+    outln!("aliases:   {}", img.recipe.aliases.join(" "));
+    outln!(
+        "debian:    {} --variant={}, {} packages requested",
+        img.recipe.suite,
+        img.recipe.variant,
+        img.recipe.packages.len()
+    );
+    outln!("kernel:    {}", img.kernel);
+    outln!("key:       {}", img.key);
+    outln!("image:     {}", img.path.display());
+    if !img.is_built() {
+        outln!("state:     not built (umlkit image build {name})");
+        return Ok(());
+    }
+    let m = img.meta()?;
+    let (alloc, size) = image::debian::disk_usage(&img.path).unwrap_or((0, 0));
+    outln!(
+        "state:     built {} in {:.1}s (mmdebstrap --mode={}, {})",
+        fmt_date(m.built_unix),
+        m.build_secs,
+        m.mode,
+        m.builder
+    );
+    outln!(
+        "size:      {} allocated, {} apparent",
+        fmt_mib(alloc),
+        fmt_mib(size)
+    );
+    let pk = img.packages()?;
+    outln!("packages:  {} installed", pk.lines().count());
+    let wanted: std::collections::HashSet<&str> =
+        img.recipe.packages.iter().map(String::as_str).collect();
+    for l in pk.lines() {
+        let pkg = l.split('\t').next().unwrap_or("");
+        if packages || wanted.contains(pkg) {
+            outln!("  {}", l.replace('\t', " "));
+        }
+    }
+    outln!("--- recipe ---\n{}", m.recipe_text.trim_end());
+    Ok(())
 }
 
 fn run_guest(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -299,6 +459,10 @@ fn run_guest(a: RunArgs) -> anyhow::Result<ExitCode> {
     for d in &a.disk {
         cfg.disks
             .push(DiskSpec::parse(d).map_err(|e| anyhow::anyhow!("--disk {d}: {e}"))?);
+    }
+    if let Some(n) = &a.image {
+        let img = build_named_image(n, &Default::default())?;
+        cfg.disks.push(DiskSpec::new(img));
     }
     if cfg.disks.is_empty() {
         let img =

@@ -630,9 +630,10 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     .map(|i| format!("{}={} {}", i.name, shown(&i.domain), i.mac))
                     .collect();
                 outln!(
-                    "machine {} mem {} MiB: {}",
+                    "machine {} mem {} MiB image {}: {}",
                     shown(&m.name),
                     m.mem_mb,
+                    image_state(m.image.as_deref()),
                     ifs.join(", ")
                 );
             }
@@ -647,6 +648,18 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             parallel,
             opts,
         } => bench(&sizes, runs, parallel, &opts),
+    }
+}
+
+/// `default`, or `kathara (built)` / `kathara (not built: built on first lab start)`.
+fn image_state(recipe: Option<&str>) -> String {
+    let Some(r) = recipe else {
+        return "default".into();
+    };
+    match image::debian::resolve(r, &Default::default()) {
+        Ok(Some(i)) if i.is_built() => format!("{r} (built)"),
+        Ok(_) => format!("{r} (not built: built on first lab start)"),
+        Err(e) => format!("{r} (cannot build here: {e})"),
     }
 }
 
