@@ -35,8 +35,12 @@ pub enum Overflow {
 /// Queue limit of an exec client: generous enough for a pager that reads in
 /// bursts, small enough that a few stuck clients cost little memory.
 pub const EXEC_BACKLOG: usize = 8 << 20;
-/// Queue limit of a console client.
-pub const CONSOLE_BACKLOG: usize = 1 << 20;
+/// Queue limit of a console client: an interactive viewer, `console.log`
+/// keeps everything.
+pub const CONSOLE_BACKLOG: usize = 64 << 10;
+/// Socket send buffer of a console client (keeps what sits unread in the
+/// kernel, beyond the backlog, small as well).
+pub const CONSOLE_SNDBUF: i32 = 32 << 10;
 
 struct Queue {
     chunks: VecDeque<Vec<u8>>,

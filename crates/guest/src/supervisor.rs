@@ -19,7 +19,7 @@ use umlkit_agent::{Decoder, Frame, Kind};
 use umlkit_sys::process as sp;
 
 use crate::config::{kernel_args, ConsoleMode, GuestConfig, Layout};
-use crate::sink::{Overflow, Sink, CONSOLE_BACKLOG, EXEC_BACKLOG};
+use crate::sink::{Overflow, Sink, CONSOLE_BACKLOG, CONSOLE_SNDBUF, EXEC_BACKLOG};
 use crate::state::{now_ms, Ending, GuestPaths, State};
 use crate::Error;
 
@@ -341,6 +341,7 @@ fn serve_console(
 ) {
     for c in l.incoming().flatten() {
         let Ok(w) = c.try_clone() else { continue };
+        umlkit_sys::net::set_buffer_sizes(std::os::fd::AsFd::as_fd(&w), CONSOLE_SNDBUF, 0);
         lock(&clients).push(Sink::new(
             w,
             CONSOLE_BACKLOG,
