@@ -1,5 +1,5 @@
 //! The per-guest supervisor: starts the kernel in its own process group,
-//! owns the host end of the agent's serial line and the console pty, serves
+//! owns the host end of the agent's serial line and of the console, serves
 //! `exec.sock` and `console.sock`, writes `console.log` and `state.json`,
 //! and records how the guest ended. Runs detached (`umlkit supervise DIR`,
 //! a session leader) or in the foreground of `umlkit run`.
@@ -312,7 +312,7 @@ fn serve_exec(hub: Arc<Hub>, l: UnixListener) {
     }
 }
 
-/// pty master -> console.log + attached clients. Clients get the output
+/// console -> console.log + attached clients. Clients get the output
 /// through bounded sinks: one that does not read loses output (counted),
 /// never the log or the other clients.
 fn console_pump(mut master: File, mut log: File, clients: Shared<Vec<Sink>>) {
@@ -497,13 +497,18 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     match (cfg.console, foreground) {
         (ConsoleMode::Stdio, true) => {}
         (ConsoleMode::Pty, _) | (ConsoleMode::Stdio, false) => {
-            let pty = sp::open_pty().map_err(|e| Error::io(dir, "cannot open a pty", e))?;
-            let _ = sp::set_winsize(std::os::fd::AsFd::as_fd(&pty.master), 25, 80);
+            // A socketpair, not a host pty: the 6.1 kernel's fd console
+            // waits for SIGIO once its host fd is full, and a pty slave
+            // does not raise it when the master drains, so fast console
+            // output stalled for good after a few hundred kB (issue 8.2).
+            // A socket signals write space; the kernel also starts no
+            // SIGWINCH helper for it.
+            let (m, slave) =
+                UnixStream::pair().map_err(|e| Error::io(dir, "console socketpair", e))?;
+            let slave = File::from(std::os::fd::OwnedFd::from(slave));
             let c = |f: &File| f.try_clone().map_err(|e| Error::io(dir, "dup", e));
-            cmd.stdin(c(&pty.slave)?)
-                .stdout(c(&pty.slave)?)
-                .stderr(c(&pty.slave)?);
-            pty_master = Some(pty.master);
+            cmd.stdin(c(&slave)?).stdout(c(&slave)?).stderr(c(&slave)?);
+            pty_master = Some(File::from(std::os::fd::OwnedFd::from(m)));
         }
         (ConsoleMode::None, _) => {
             let f =
