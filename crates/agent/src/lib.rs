@@ -145,11 +145,34 @@ impl Frame {
 }
 
 /// Incremental decoder: push bytes as they arrive, pull whole frames.
+///
+/// # Resynchronisation
+///
+/// The line carries whatever the guest writes to it, so the decoder must
+/// survive garbage (root in the guest can write to the agent's tty, and a
+/// shell's echo may precede raw mode). Every call to [`Decoder::next_frame`]
+/// either returns a frame, asks for more bytes, or returns an error after
+/// consuming input, so a caller that loops on errors always makes progress:
+///
+/// - bytes before a [`MAGIC`] byte are skipped in one step (one
+///   [`ProtoError::BadMagic`] for the whole run of garbage);
+/// - a header with an unknown kind or an oversize length is not trusted at
+///   all: only its magic byte is dropped ([`ProtoError::BadKind`],
+///   [`ProtoError::TooLarge`]) and decoding resumes at the next magic byte,
+///   so a real frame that follows the garbage (even inside the bad header's
+///   10 bytes) is still found.
+///
+/// A well-formed header inside garbage can still swallow up to
+/// [`MAX_PAYLOAD`] bytes of real frames; the protocol cannot tell that apart
+/// from a real frame, and the ids it carries are then simply unknown.
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
     pos: usize,
 }
+
+/// Largest number of buffered bytes: one whole frame plus one read.
+const MAX_BUFFERED: usize = HEADER + MAX_PAYLOAD + (1 << 16);
 
 impl Decoder {
     pub fn new() -> Decoder {
@@ -157,31 +180,44 @@ impl Decoder {
     }
 
     pub fn push(&mut self, data: &[u8]) {
-        if self.pos > 0 && self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        } else if self.pos > 1 << 20 {
+        if self.pos > 0
+            && (self.pos == self.buf.len() || self.buf.len() + data.len() > MAX_BUFFERED)
+        {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
         self.buf.extend_from_slice(data);
     }
 
-    /// The next complete frame, `Ok(None)` when more bytes are needed.
+    /// Bytes pushed but not yet consumed.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// The next complete frame, `Ok(None)` when more bytes are needed. An
+    /// error always consumes at least one byte (see the type's docs).
     pub fn next_frame(&mut self) -> Result<Option<Frame>, ProtoError> {
         let b = &self.buf[self.pos..];
+        let Some(&first) = b.first() else {
+            return Ok(None);
+        };
+        if first != MAGIC {
+            // drop everything up to the next plausible frame start
+            let skip = b.iter().position(|&c| c == MAGIC).unwrap_or(b.len());
+            self.pos += skip;
+            return Err(ProtoError::BadMagic(first));
+        }
         if b.len() < HEADER {
             return Ok(None);
         }
-        if b[0] != MAGIC {
-            // skip the bad byte so a caller may resynchronise
+        let Some(kind) = Kind::from_u8(b[1]) else {
             self.pos += 1;
-            return Err(ProtoError::BadMagic(b[0]));
-        }
-        let kind = Kind::from_u8(b[1]).ok_or(ProtoError::BadKind(b[1]))?;
+            return Err(ProtoError::BadKind(b[1]));
+        };
         let id = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
         let len = u32::from_le_bytes([b[6], b[7], b[8], b[9]]) as usize;
         if len > MAX_PAYLOAD {
+            self.pos += 1;
             return Err(ProtoError::TooLarge(len));
         }
         if b.len() < HEADER + len {
@@ -259,6 +295,7 @@ impl ExecRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn frames_round_trip_split_anywhere() {
@@ -305,10 +342,100 @@ mod tests {
         let mut d = Decoder::new();
         d.push(&[0u8; 12]);
         assert_eq!(d.next_frame(), Err(ProtoError::BadMagic(0)));
+        assert_eq!(d.pending(), 0, "a run of garbage is skipped at once");
         let mut d = Decoder::new();
         let mut f = Frame::new(Kind::Stdin, 1, vec![]).encode();
         f[6..10].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
         d.push(&f);
         assert_eq!(d.next_frame(), Err(ProtoError::TooLarge(MAX_PAYLOAD + 1)));
+    }
+
+    /// Issue 8.1: an unknown kind or an oversize length used to return an
+    /// error without consuming the header, so a caller that skipped errors
+    /// looped forever on the same ten bytes.
+    #[test]
+    fn bad_header_is_consumed_not_repeated_forever() {
+        let good = Frame::new(Kind::Exit, 4, 3i32.to_le_bytes().to_vec()).encode();
+        let mut bad_kind = Frame::new(Kind::Stdin, 1, vec![]).encode();
+        bad_kind[1] = 200;
+        let mut too_large = Frame::new(Kind::Stdin, 1, vec![]).encode();
+        too_large[6..10].copy_from_slice(&u32::MAX.to_le_bytes());
+        for bad in [bad_kind, too_large] {
+            let mut d = Decoder::new();
+            d.push(&bad);
+            d.push(&good);
+            let mut frames = Vec::new();
+            for _ in 0..100 {
+                match d.next_frame() {
+                    Ok(Some(f)) => frames.push(f),
+                    Ok(None) => break,
+                    Err(_) => {}
+                }
+            }
+            assert_eq!(d.pending(), 0);
+            assert_eq!(frames, vec![Frame::exit(4, 3)]);
+        }
+    }
+
+    fn arb_frame() -> impl Strategy<Value = Frame> {
+        (
+            1u8..=10,
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(|(k, id, payload)| Frame::new(Kind::from_u8(k).unwrap(), id, payload))
+    }
+
+    proptest! {
+        /// For any bytes, each call returns a frame, needs more, or advances.
+        #[test]
+        fn every_call_makes_progress(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16),
+            magic_heavy in any::<bool>(),
+        ) {
+            let mut d = Decoder::new();
+            for mut c in chunks {
+                if magic_heavy {
+                    for (i, b) in c.iter_mut().enumerate() {
+                        if i % 3 == 0 { *b = MAGIC; }
+                    }
+                }
+                d.push(&c);
+                let start = d.pending();
+                let mut calls = 0;
+                loop {
+                    let before = d.pending();
+                    match d.next_frame() {
+                        Ok(Some(_)) => prop_assert!(d.pending() < before),
+                        Ok(None) => break,
+                        Err(_) => prop_assert!(d.pending() < before, "error without progress"),
+                    }
+                    calls += 1;
+                    prop_assert!(calls <= start);
+                }
+            }
+        }
+
+        /// Garbage without a magic byte in front of real frames never hides them.
+        #[test]
+        fn frames_survive_leading_garbage(
+            garbage in proptest::collection::vec(any::<u8>().prop_filter("no magic", |b| *b != MAGIC), 0..40),
+            frames in proptest::collection::vec(arb_frame(), 1..5),
+        ) {
+            let mut d = Decoder::new();
+            d.push(&garbage);
+            for f in &frames {
+                d.push(&f.encode());
+            }
+            let mut got = Vec::new();
+            for _ in 0..1000 {
+                match d.next_frame() {
+                    Ok(Some(f)) => got.push(f),
+                    Ok(None) => break,
+                    Err(_) => {}
+                }
+            }
+            prop_assert_eq!(got, frames);
+        }
     }
 }

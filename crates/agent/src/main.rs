@@ -260,6 +260,9 @@ fn main() {
     );
     let mut dec = Decoder::new();
     let mut buf = vec![0u8; 65536];
+    const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+    let mut garbage: u64 = 0;
+    let mut last_report: Option<std::time::Instant> = None;
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => {
@@ -280,7 +283,16 @@ fn main() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
-                    eprintln!("umlkit-agent: {e}");
+                    // the decoder consumed the bad bytes; report garbage at
+                    // most once every few seconds so a flood of it cannot
+                    // flood the console in turn
+                    garbage += 1;
+                    if !matches!(last_report, Some(t) if t.elapsed() < REPORT_EVERY) {
+                        eprintln!(
+                            "umlkit-agent: {e} ({garbage} bad frame header(s) skipped so far)"
+                        );
+                        last_report = Some(std::time::Instant::now());
+                    }
                     continue;
                 }
             };

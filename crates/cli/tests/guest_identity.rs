@@ -48,6 +48,7 @@ fn write_reused_pid_state(env: &Env, name: &str, pid: u32) {
         config: cfg,
         error: None,
         marker: Some(format!("{pid}:{}", dir.display())),
+        io: Default::default(),
     };
     st.save(&dir.join("state.json")).unwrap();
 }

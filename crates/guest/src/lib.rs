@@ -41,6 +41,7 @@
 
 pub mod config;
 pub mod exec;
+pub mod sink;
 pub mod state;
 pub mod store;
 pub mod supervisor;
@@ -50,7 +51,7 @@ pub use config::{
     MIN_MEM_MB,
 };
 pub use exec::{Event, ExecOutput, ExecRequest, ExecSession, StdinHandle};
-pub use state::{Ending, GuestPaths, State};
+pub use state::{Ending, GuestPaths, IoCounters, State};
 pub use store::{host_memory, stale_uml_dirs, GuestInfo, GuestStatus, HostMemory, Phase, Store};
 
 use std::path::{Path, PathBuf};

@@ -128,6 +128,22 @@ pub struct State {
     /// `UMLKIT_GUEST` environment marker carried by all the guest's host processes.
     #[serde(default)]
     pub marker: Option<String>,
+    /// What slow clients and garbage on the agent line cost (updated at most
+    /// once a second while the guest runs).
+    #[serde(default)]
+    pub io: IoCounters,
+}
+
+/// Counters of the supervisor's client and agent-line I/O.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoCounters {
+    /// Console output not sent to `umlkit console` clients that did not keep
+    /// up (bytes; `console.log` still has everything).
+    pub console_dropped_bytes: u64,
+    /// Exec clients disconnected because they did not read their output.
+    pub exec_clients_disconnected: u64,
+    /// Bad frame headers (or runs of garbage) skipped on the agent line.
+    pub agent_bad_frames: u64,
 }
 
 pub fn now_ms() -> u64 {

@@ -79,6 +79,8 @@ pub struct GuestStatus {
     pub console: Option<PathBuf>,
     pub ending: Option<Ending>,
     pub mem_mb: u32,
+    /// Supervisor I/O counters (slow clients, agent-line garbage).
+    pub io: crate::state::IoCounters,
 }
 
 impl GuestStatus {
@@ -534,6 +536,7 @@ impl Store {
             console: (alive && paths.console_sock().exists()).then(|| paths.console_sock()),
             ending: st.ending.clone(),
             mem_mb: st.config.mem_mb,
+            io: st.io.clone(),
         }
     }
 

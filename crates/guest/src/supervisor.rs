@@ -1,5 +1,5 @@
 //! The per-guest supervisor: starts the kernel in its own process group,
-//! owns the host end of the agent's serial line and the console pty, serves
+//! owns the host end of the agent's serial line and of the console, serves
 //! `exec.sock` and `console.sock`, writes `console.log` and `state.json`,
 //! and records how the guest ended. Runs detached (`umlkit supervise DIR`,
 //! a session leader) or in the foreground of `umlkit run`.
@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use umlkit_agent::{Decoder, Frame, Kind};
 use umlkit_sys::process as sp;
 
 use crate::config::{kernel_args, ConsoleMode, GuestConfig, Layout};
+use crate::sink::{Overflow, Sink, CONSOLE_BACKLOG, CONSOLE_SNDBUF, EXEC_BACKLOG};
 use crate::state::{now_ms, Ending, GuestPaths, State};
 use crate::Error;
 
@@ -28,8 +29,26 @@ pub const AGENT_FD: i32 = 3;
 type Shared<T> = Arc<Mutex<T>>;
 
 struct Route {
-    client: Shared<UnixStream>,
+    client: Sink,
     cid: u32,
+}
+
+/// Live counters behind `state.json`'s `io` (see [`crate::state::IoCounters`]).
+#[derive(Default)]
+struct Counters {
+    console_dropped: Arc<AtomicU64>,
+    exec_disconnected: Arc<AtomicU64>,
+    bad_frames: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> crate::state::IoCounters {
+        crate::state::IoCounters {
+            console_dropped_bytes: self.console_dropped.load(Ordering::Relaxed),
+            exec_clients_disconnected: self.exec_disconnected.load(Ordering::Relaxed),
+            agent_bad_frames: self.bad_frames.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Bytes queued for the agent, sent within the flow-control window.
@@ -50,6 +69,7 @@ struct Hub {
     state_path: PathBuf,
     /// A state write failed: the guest was stopped (its state would lie).
     failed: AtomicBool,
+    counters: Counters,
 }
 
 impl Hub {
@@ -60,6 +80,7 @@ impl Hub {
     /// is stopped at once.
     fn save(&self) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.io = self.counters.snapshot();
         if let Err(e) = st.save(&self.state_path) {
             let msg = crate::state::error_chain(&e);
             self.failed.store(true, Ordering::SeqCst);
@@ -146,7 +167,15 @@ fn agent_reader(hub: Arc<Hub>, mut rd: UnixStream) {
             let f = match dec.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(_) => continue, // skip garbage (e.g. echo before raw mode)
+                Err(e) => {
+                    // the decoder consumed the garbage (e.g. echo before raw
+                    // mode, or bytes root wrote to the agent's tty): count it
+                    // and report the first one
+                    if hub.counters.bad_frames.fetch_add(1, Ordering::Relaxed) == 0 {
+                        let _ = writeln!(std::io::stderr(), "umlkit supervise: agent line: {e} (skipped; see io.agent_bad_frames in state.json)");
+                    }
+                    continue;
+                }
             };
             if f.kind == Kind::Ack {
                 if let Ok(n) = f.code() {
@@ -167,7 +196,7 @@ fn agent_reader(hub: Arc<Hub>, mut rd: UnixStream) {
                             route.cid,
                             b"the guest agent restarted".to_vec(),
                         );
-                        let _ = lock(&route.client).write_all(&e.encode());
+                        route.client.send(e.encode());
                     }
                 }
                 {
@@ -191,8 +220,10 @@ fn agent_reader(hub: Arc<Hub>, mut rd: UnixStream) {
                 }
             };
             if let Some(route) = route {
+                // never blocks: a client that does not keep up is cut off
+                // by its sink, the line and the other clients go on
                 let out = Frame::new(f.kind, route.cid, f.payload);
-                let _ = lock(&route.client).write_all(&out.encode());
+                route.client.send(out.encode());
             }
         }
     }
@@ -201,7 +232,12 @@ fn agent_reader(hub: Arc<Hub>, mut rd: UnixStream) {
 /// One exec client.
 fn exec_client(hub: Arc<Hub>, mut rd: UnixStream) {
     let wr = match rd.try_clone() {
-        Ok(w) => Arc::new(Mutex::new(w)),
+        Ok(w) => Sink::new(
+            w,
+            EXEC_BACKLOG,
+            Overflow::Disconnect,
+            hub.counters.exec_disconnected.clone(),
+        ),
         Err(_) => return,
     };
     let mut mine: HashMap<u32, u32> = HashMap::new(); // cid -> gid
@@ -234,7 +270,7 @@ fn exec_client(hub: Arc<Hub>, mut rd: UnixStream) {
                             f.id,
                             b"the guest is not running (or its agent never started)".to_vec(),
                         );
-                        let _ = lock(&wr).write_all(&e.encode());
+                        wr.send(e.encode());
                         continue;
                     }
                     let gid = {
@@ -254,7 +290,7 @@ fn exec_client(hub: Arc<Hub>, mut rd: UnixStream) {
                         lock(&hub.routes).remove(&gid);
                         let e =
                             Frame::new(Kind::Error, f.id, b"cannot reach the guest agent".to_vec());
-                        let _ = lock(&wr).write_all(&e.encode());
+                        wr.send(e.encode());
                     }
                 }
                 Kind::Stdin | Kind::Eof | Kind::Signal => {
@@ -266,10 +302,24 @@ fn exec_client(hub: Arc<Hub>, mut rd: UnixStream) {
             }
         }
     }
-    // client gone: kill what it still runs
+    // client gone (or cut off for not reading): kill what it still runs
     for gid in mine.values() {
         if lock(&hub.routes).remove(gid).is_some() {
             hub.to_agent(&Frame::new(Kind::Signal, *gid, 9i32.to_le_bytes().to_vec()));
+        }
+    }
+    wr.finish();
+}
+
+/// Publish changed I/O counters in `state.json`, at most once a second.
+fn save_counters(hub: Arc<Hub>) {
+    let mut saved = crate::state::IoCounters::default();
+    while !hub.dead.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = hub.counters.snapshot();
+        if now != saved && !hub.dead.load(Ordering::SeqCst) {
+            hub.save();
+            saved = now;
         }
     }
 }
@@ -281,8 +331,10 @@ fn serve_exec(hub: Arc<Hub>, l: UnixListener) {
     }
 }
 
-/// pty master -> console.log + attached clients.
-fn console_pump(mut master: File, mut log: File, clients: Shared<Vec<UnixStream>>) {
+/// console -> console.log + attached clients. Clients get the output
+/// through bounded sinks: one that does not read loses output (counted),
+/// never the log or the other clients.
+fn console_pump(mut master: File, mut log: File, clients: Shared<Vec<Sink>>) {
     let mut buf = vec![0u8; 16384];
     loop {
         let n = match master.read(&mut buf) {
@@ -296,14 +348,25 @@ fn console_pump(mut master: File, mut log: File, clients: Shared<Vec<UnixStream>
             }
         };
         let _ = log.write_all(&buf[..n]);
-        lock(&clients).retain_mut(|c| c.write_all(&buf[..n]).is_ok());
+        lock(&clients).retain(|c| c.send(buf[..n].to_vec()));
     }
 }
 
-fn serve_console(l: UnixListener, master: File, clients: Shared<Vec<UnixStream>>) {
+fn serve_console(
+    l: UnixListener,
+    master: File,
+    clients: Shared<Vec<Sink>>,
+    dropped: Arc<AtomicU64>,
+) {
     for c in l.incoming().flatten() {
         let Ok(w) = c.try_clone() else { continue };
-        lock(&clients).push(w);
+        umlkit_sys::net::set_buffer_sizes(std::os::fd::AsFd::as_fd(&w), CONSOLE_SNDBUF, 0);
+        lock(&clients).push(Sink::new(
+            w,
+            CONSOLE_BACKLOG,
+            Overflow::Drop,
+            dropped.clone(),
+        ));
         let Ok(mut m) = master.try_clone() else {
             continue;
         };
@@ -464,13 +527,18 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     match (cfg.console, foreground) {
         (ConsoleMode::Stdio, true) => {}
         (ConsoleMode::Pty, _) | (ConsoleMode::Stdio, false) => {
-            let pty = sp::open_pty().map_err(|e| Error::io(dir, "cannot open a pty", e))?;
-            let _ = sp::set_winsize(std::os::fd::AsFd::as_fd(&pty.master), 25, 80);
+            // A socketpair, not a host pty: the 6.1 kernel's fd console
+            // waits for SIGIO once its host fd is full, and a pty slave
+            // does not raise it when the master drains, so fast console
+            // output stalled for good after a few hundred kB (issue 8.2).
+            // A socket signals write space; the kernel also starts no
+            // SIGWINCH helper for it.
+            let (m, slave) =
+                UnixStream::pair().map_err(|e| Error::io(dir, "console socketpair", e))?;
+            let slave = File::from(std::os::fd::OwnedFd::from(slave));
             let c = |f: &File| f.try_clone().map_err(|e| Error::io(dir, "dup", e));
-            cmd.stdin(c(&pty.slave)?)
-                .stdout(c(&pty.slave)?)
-                .stderr(c(&pty.slave)?);
-            pty_master = Some(pty.master);
+            cmd.stdin(c(&slave)?).stdout(c(&slave)?).stderr(c(&slave)?);
+            pty_master = Some(File::from(std::os::fd::OwnedFd::from(m)));
         }
         (ConsoleMode::None, _) => {
             let f = umlkit_sys::private::create_private(&log_path)
@@ -496,6 +564,7 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         cmdline: args.clone(),
         config: cfg.clone(),
         error: None,
+        io: Default::default(),
     };
     let exec_l = bind(&paths.exec_sock())?;
     let mut child = match cmd.spawn() {
@@ -553,6 +622,7 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         state: Arc::new(Mutex::new(state)),
         state_path: state_path.clone(),
         failed: AtomicBool::new(false),
+        counters: Counters::default(),
     });
     {
         let h = hub.clone();
@@ -562,16 +632,19 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         std::thread::spawn(move || agent_reader(h, ours));
         let h = hub.clone();
         std::thread::spawn(move || serve_exec(h, exec_l));
+        let h = hub.clone();
+        std::thread::spawn(move || save_counters(h));
     }
     if let Some(master) = pty_master {
         let log = umlkit_sys::private::append_private(&log_path)
             .map_err(|e| Error::io(&log_path, "cannot create", e))?;
-        let clients: Shared<Vec<UnixStream>> = Arc::new(Mutex::new(Vec::new()));
+        let clients: Shared<Vec<Sink>> = Arc::new(Mutex::new(Vec::new()));
         let l = bind(&paths.console_sock())?;
         let m2 = master.try_clone().map_err(|e| Error::io(dir, "dup", e))?;
         let c2 = clients.clone();
+        let dropped = hub.counters.console_dropped.clone();
         std::thread::spawn(move || console_pump(master, log, c2));
-        std::thread::spawn(move || serve_console(l, m2, clients));
+        std::thread::spawn(move || serve_console(l, m2, clients, dropped));
     }
     let status = child.wait().map_err(|e| Error::io(&kernel, "wait", e))?;
     hub.dead.store(true, Ordering::SeqCst);

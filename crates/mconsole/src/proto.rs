@@ -358,4 +358,40 @@ mod tests {
         assert_eq!(ok.line(), "OK ");
         assert_eq!(ok.exit_code(), 0);
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn datagram() -> impl Strategy<Value = Vec<u8>> {
+            // random bytes, half of them starting with the real magic
+            (
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 0..600),
+            )
+                .prop_map(|(m, mut b)| {
+                    if m && b.len() >= 4 {
+                        b[..4].copy_from_slice(&MAGIC.to_ne_bytes());
+                    }
+                    b
+                })
+        }
+
+        proptest! {
+            /// Same property as the `datagrams` fuzz target (crates/mconsole/fuzz):
+            /// never panic, and what decodes re-encodes to the same value.
+            #[test]
+            fn any_datagram_decodes_or_errs_and_round_trips(b in datagram()) {
+                if let Ok(r) = Request::decode(&b) {
+                    prop_assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+                }
+                if let Ok(r) = Reply::decode(&b) {
+                    prop_assert_eq!(Reply::decode(&r.encode()).unwrap(), r);
+                }
+                if let Ok(n) = Notify::decode(&b) {
+                    prop_assert_eq!(Notify::decode(&n.encode()).unwrap(), n);
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,260 @@
+//! Bounded, non-blocking outgoing queues for the supervisor's socket clients
+//! (exec and console).
+//!
+//! The supervisor must never wait for a client: the agent line reader, the
+//! console pump and every other client would stall behind one `umlkit exec
+//! g -- dmesg | less` nobody reads or one suspended `umlkit console`
+//! (issue 8.2). Each client gets a [`Sink`]: [`Sink::send`] only appends to
+//! an in-memory queue (a short mutex, no I/O) and a writer thread of the
+//! client does the blocking socket writes. What happens when the queue
+//! reaches its byte limit is the sink's [`Overflow`] policy:
+//!
+//! - [`Overflow::Disconnect`] (exec clients): the client is too slow to be
+//!   worth waiting for; the socket is shut down (which also wakes the
+//!   writer thread out of a blocked write), the client sees the connection
+//!   end, and the supervisor's reader of that client kills its processes.
+//! - [`Overflow::Drop`] (console clients): the chunk is dropped and counted;
+//!   the client stays attached and gets later output once it reads again.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// What to do when a client's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Shut the client's socket down.
+    Disconnect,
+    /// Drop the new data (counted in [`Sink::dropped`]).
+    Drop,
+}
+
+/// Queue limit of an exec client: generous enough for a pager that reads in
+/// bursts, small enough that a few stuck clients cost little memory.
+pub const EXEC_BACKLOG: usize = 8 << 20;
+/// Queue limit of a console client: an interactive viewer, `console.log`
+/// keeps everything.
+pub const CONSOLE_BACKLOG: usize = 64 << 10;
+/// Socket send buffer of a console client (keeps what sits unread in the
+/// kernel, beyond the backlog, small as well).
+pub const CONSOLE_SNDBUF: i32 = 32 << 10;
+
+struct Queue {
+    chunks: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// No more data will be accepted (error, overflow or finish).
+    closed: bool,
+    /// Write what is queued, then end (the owner is done with the client).
+    finishing: bool,
+}
+
+struct Inner {
+    q: Mutex<Queue>,
+    cv: Condvar,
+    stream: UnixStream,
+    limit: usize,
+    policy: Overflow,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The sending half of one client; clones share the queue.
+#[derive(Clone)]
+pub struct Sink(Arc<Inner>);
+
+fn lock(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Sink {
+    /// Start the writer thread of a client. `stream` is used for writing
+    /// and for the shutdown on overflow (pass a clone of the client's socket).
+    /// `dropped` counts what overflow cost (shared by the clients of a kind).
+    pub fn new(
+        stream: UnixStream,
+        limit: usize,
+        policy: Overflow,
+        dropped: Arc<AtomicU64>,
+    ) -> Sink {
+        let inner = Arc::new(Inner {
+            q: Mutex::new(Queue {
+                chunks: VecDeque::new(),
+                bytes: 0,
+                closed: false,
+                finishing: false,
+            }),
+            cv: Condvar::new(),
+            stream,
+            limit,
+            policy,
+            dropped,
+        });
+        let w = inner.clone();
+        std::thread::spawn(move || writer(w));
+        Sink(inner)
+    }
+
+    /// Queue `data` for the client without blocking. False when the client
+    /// is gone or was disconnected (now or before); with [`Overflow::Drop`]
+    /// a full queue drops `data` and still answers true.
+    pub fn send(&self, data: Vec<u8>) -> bool {
+        let mut q = lock(&self.0.q);
+        if q.closed {
+            return false;
+        }
+        if q.bytes + data.len() > self.0.limit {
+            match self.0.policy {
+                Overflow::Drop => {
+                    self.0
+                        .dropped
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    return true;
+                }
+                Overflow::Disconnect => {
+                    q.closed = true;
+                    q.chunks.clear();
+                    q.bytes = 0;
+                    drop(q);
+                    self.0.dropped.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.0.stream.shutdown(Shutdown::Both);
+                    self.0.cv.notify_all();
+                    return false;
+                }
+            }
+        }
+        q.bytes += data.len();
+        q.chunks.push_back(data);
+        self.0.cv.notify_all();
+        true
+    }
+
+    /// The shared overflow counter: bytes dropped ([`Overflow::Drop`]) or
+    /// clients disconnected ([`Overflow::Disconnect`]).
+    pub fn dropped(&self) -> u64 {
+        self.0.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The client no longer takes data (write error or overflow).
+    pub fn is_closed(&self) -> bool {
+        lock(&self.0.q).closed
+    }
+
+    /// Write what is queued, then let the writer thread end.
+    pub fn finish(&self) {
+        lock(&self.0.q).finishing = true;
+        self.0.cv.notify_all();
+    }
+}
+
+fn writer(inner: Arc<Inner>) {
+    let mut out = &inner.stream;
+    loop {
+        let chunk = {
+            let mut q = lock(&inner.q);
+            loop {
+                if let Some(c) = q.chunks.pop_front() {
+                    q.bytes -= c.len();
+                    break c;
+                }
+                if q.closed || q.finishing {
+                    q.closed = true;
+                    return;
+                }
+                q = inner.cv.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        if out.write_all(&chunk).is_err() {
+            let mut q = lock(&inner.q);
+            q.closed = true;
+            q.chunks.clear();
+            q.bytes = 0;
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+
+    fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// Issue 8.2: a client that never reads must not block the sender; past
+    /// the limit it is disconnected and its socket ends.
+    #[test]
+    fn unread_exec_client_is_disconnected_without_blocking() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let s = Sink::new(ours, 64 << 10, Overflow::Disconnect, Default::default());
+        let t = Instant::now();
+        let mut sent = 0usize;
+        while s.send(vec![7u8; 4096]) {
+            sent += 4096;
+            assert!(sent < 64 << 20, "never overflowed");
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "send blocked");
+        assert!(s.is_closed());
+        assert_eq!(s.dropped(), 1);
+        // the reader sees the data that got through, then the end
+        theirs
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut all = Vec::new();
+        theirs.read_to_end(&mut all).unwrap();
+        assert!(all.len() <= sent);
+    }
+
+    #[test]
+    fn console_sink_drops_and_counts_then_delivers_again() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let s = Sink::new(ours, 16 << 10, Overflow::Drop, Default::default());
+        for _ in 0..200 {
+            assert!(s.send(vec![1u8; 4096]));
+        }
+        assert!(s.dropped() > 0);
+        // drain what was queued and written, then fresh output arrives
+        theirs.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = Vec::new();
+        assert!(wait_for(|| {
+            if let Ok(n) = theirs.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            lock(&s.0.q).chunks.is_empty()
+        }));
+        assert!(s.send(b"fresh".to_vec()));
+        assert!(wait_for(|| {
+            if let Ok(n) = theirs.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            got.ends_with(b"fresh")
+        }));
+    }
+
+    #[test]
+    fn finish_flushes_then_ends() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let s = Sink::new(ours, 1 << 20, Overflow::Disconnect, Default::default());
+        assert!(s.send(b"abc".to_vec()));
+        s.finish();
+        drop(s);
+        theirs
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut all = Vec::new();
+        theirs.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"abc");
+    }
+}
