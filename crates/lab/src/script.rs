@@ -66,21 +66,55 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
     for r in &m.routes {
         s.push_str(&format!("ip route add {r}\n"));
     }
-    s.push_str("cd /\n[ -f /hostlab/shared.startup ] && sh /hostlab/shared.startup\n");
+    // /etc/network/interfaces (from M/ or the image), as Debian's
+    // networking service applies it at boot.
+    s.push_str("[ -f /etc/network/interfaces ] && [ -x /sbin/ifup ] && /sbin/ifup -a\n");
+    s.push_str(RUNNERS);
+    s.push_str("cd /\n[ -f /hostlab/shared.startup ] && run_file /hostlab/shared.startup\n");
     s.push_str(&format!(
-        "[ -f /hostlab/{n}.startup ] && sh /hostlab/{n}.startup\n",
+        "[ -f /hostlab/{n}.startup ] && run_file /hostlab/{n}.startup\n",
         n = shq(name)
     ));
     for c in &m.exec {
-        s.push_str(&format!("sh -c {}\n", shq(c)));
+        s.push_str(&format!("run_cmd {}\n", shq(c)));
     }
     s
+}
+
+/// Guest shell functions: `run_file F` runs a startup/shutdown file as
+/// Kathara does, with bash (a shebang naming sh or bash is bash too, since
+/// the image's sh is busybox, whose applets shadow the full tools); a `#!`
+/// naming another interpreter is honoured; sh when the image has no bash.
+/// `run_cmd C` runs a command line with bash, else sh.
+const RUNNERS: &str = r#"run_file() {
+  set -f; l=; read -r l < "$1"; f=$1
+  case "$l" in '#!'*) set -- ${l#??} ;; *) set -- ;; esac
+  set +f; i=${1##*/}; [ "$i" = env ] && i=${2##*/}
+  case "$i" in
+    ''|sh|bash|dash|ash) if [ -x /bin/bash ]; then /bin/bash "$f"; else sh "$f"; fi ;;
+    *) "$@" "$f" ;;
+  esac
+}
+run_cmd() { if [ -x /bin/bash ]; then /bin/bash -c "$1"; else sh -c "$1"; fi; }
+"#;
+
+/// The argv that runs a user's command line in a guest (`lab exec`): bash
+/// when the image has it (Kathara's shell, and busybox sh would run its own
+/// applets instead of the image's full tools), else sh.
+pub fn user_command(cmd: &str) -> [&str; 5] {
+    [
+        "sh",
+        "-c",
+        "[ -x /bin/bash ] && exec /bin/bash -c \"$1\"; eval \"$1\"",
+        "sh",
+        cmd,
+    ]
 }
 
 /// The shutdown scripts only: `M.shutdown`, then `shared.shutdown` last.
 pub fn shutdown_scripts(name: &str) -> String {
     format!(
-        "cd /; [ -f /hostlab/{n}.shutdown ] && sh /hostlab/{n}.shutdown; [ -f /hostlab/shared.shutdown ] && sh /hostlab/shared.shutdown; sync; true",
+        "{RUNNERS}cd /; [ -f /hostlab/{n}.shutdown ] && run_file /hostlab/{n}.shutdown; [ -f /hostlab/shared.shutdown ] && run_file /hostlab/shared.shutdown; sync; true",
         n = shq(name)
     )
 }
