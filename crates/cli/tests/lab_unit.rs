@@ -414,6 +414,14 @@ fn boot_script_dialects() {
     assert!(shared < own && own < st1 && st1 < st2 && st2 < exec, "{s}");
     assert!(s.contains("export K='v w'"));
     assert!(s.contains("run_cmd 'echo hi'"));
+    // startup files run through run_file (bash when the image has it), after
+    // /etc/network/interfaces was applied
+    let ifup = s
+        .find("/sbin/ifup -a")
+        .expect("applies /etc/network/interfaces");
+    assert!(own < ifup && ifup < st1, "{s}");
+    assert!(s.contains("run_file /hostlab/'a'.startup"), "{s}");
+    assert!(s.contains("run_file() {"), "{s}");
     let r = conf("a[0]=x\n");
     let p = lab::plan::plan(&r.lab, Path::new("/labs/l"), Path::new("/s")).unwrap();
     let s = lab::script::boot_script(&p, &p.machines[0]);
@@ -424,6 +432,7 @@ fn boot_script_dialects() {
     assert!(!s.contains("cp -a /hostlab/shared"));
     let sd = lab::script::shutdown_scripts("a");
     assert!(sd.find("'a'.shutdown").unwrap() < sd.find("shared.shutdown").unwrap());
+    assert!(sd.contains("run_file /hostlab/'a'.shutdown"), "{sd}");
 }
 
 #[test]

@@ -69,6 +69,13 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
     // /etc/network/interfaces (from M/ or the image), as Debian's
     // networking service applies it at boot.
     s.push_str("[ -f /etc/network/interfaces ] && [ -x /sbin/ifup ] && /sbin/ifup -a\n");
+    // IPv6 is a module in Debian's linux.uml (not loaded by default: boot
+    // time, and no IPv6 chatter on every link): load it when the machine's
+    // startup files use it.
+    s.push_str(&format!(
+        "[ -d /proc/sys/net/ipv6 ] || ! grep -qs -e inet6 -e ipv6 -e addrgenmode -e 'ip -6' /hostlab/shared.startup /hostlab/{n}.startup || modprobe ipv6\n",
+        n = shq(name)
+    ));
     s.push_str(RUNNERS);
     s.push_str("cd /\n[ -f /hostlab/shared.startup ] && run_file /hostlab/shared.startup\n");
     s.push_str(&format!(
