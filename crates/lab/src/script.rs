@@ -42,6 +42,17 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
         "[ -d /hostlab/{n} ] && cp -a /hostlab/{n}/. /\n",
         n = shq(name)
     ));
+    // IPv6 is a module in Debian's linux.uml, loaded for machines with IPv6
+    // (`M[ipv6]`, Netkit's default) and when the startup files use it (then
+    // the sysctls below keep it disabled on the links unless `M[ipv6]`).
+    if m.ipv6 {
+        s.push_str("[ -d /proc/sys/net/ipv6 ] || modprobe ipv6\n");
+    } else {
+        s.push_str(&format!(
+            "[ -d /proc/sys/net/ipv6 ] || ! grep -qs -e inet6 -e ipv6 -e addrgenmode -e 'ip -6' /hostlab/shared.startup /hostlab/{n}.startup || modprobe ipv6\n",
+            n = shq(name)
+        ));
+    }
     for kv in &m.sysctl {
         // `[` and `echo > /proc/sys/...` are shell builtins: no fork (forks
         // are slow in UML, worst while a whole lab boots). A key this kernel
@@ -69,13 +80,6 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
     // /etc/network/interfaces (from M/ or the image), as Debian's
     // networking service applies it at boot.
     s.push_str("[ -f /etc/network/interfaces ] && [ -x /sbin/ifup ] && /sbin/ifup -a\n");
-    // IPv6 is a module in Debian's linux.uml (not loaded by default: boot
-    // time, and no IPv6 chatter on every link): load it when the machine's
-    // startup files use it.
-    s.push_str(&format!(
-        "[ -d /proc/sys/net/ipv6 ] || ! grep -qs -e inet6 -e ipv6 -e addrgenmode -e 'ip -6' /hostlab/shared.startup /hostlab/{n}.startup || modprobe ipv6\n",
-        n = shq(name)
-    ));
     s.push_str(RUNNERS);
     s.push_str("cd /\n[ -f /hostlab/shared.startup ] && run_file /hostlab/shared.startup\n");
     s.push_str(&format!(
