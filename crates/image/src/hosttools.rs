@@ -123,6 +123,23 @@ fn qualifies(p: &Path, t: &HostTool) -> bool {
     }
 }
 
+/// The [`HOST_TOOLS`] not found on this host, as (program, Debian package):
+/// the default image falls back to busybox's applet for them.
+pub fn missing_on_host() -> Vec<(&'static str, &'static str)> {
+    missing(HOST_TOOLS)
+}
+
+fn missing(tools: &[HostTool]) -> Vec<(&'static str, &'static str)> {
+    tools
+        .iter()
+        .filter(|t| !t.host.iter().any(|p| qualifies(Path::new(p), t)))
+        .map(|t| {
+            let name = t.image_path.rsplit('/').next().unwrap_or(t.image_path);
+            (name, t.package)
+        })
+        .collect()
+}
+
 /// Resolve `tools` (and the data files) on the host.
 pub fn resolve(tools: &[HostTool]) -> Result<HostFiles, Error> {
     let mut out = HostFiles::default();
@@ -250,6 +267,47 @@ pub(crate) fn stage(root: &Path, files: &HostFiles) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_file_without_the_marker_is_missing() {
+        // e.g. iputils' arping installed where Habets' is wanted
+        let t = [HostTool {
+            image_path: "usr/sbin/arping",
+            host: &["/bin/sh"],
+            package: "arping",
+            must_contain: Some(b"no such marker: Thomas Habets"),
+        }];
+        assert_eq!(missing(&t), vec![("arping", "arping")]);
+        assert_eq!(
+            resolve(&t).unwrap().missing,
+            vec![("usr/sbin/arping", "arping")]
+        );
+        let t = [tool("bin/sh", &["/nonexistent", "/bin/sh"], "dash")];
+        assert!(missing(&t).is_empty());
+    }
+
+    #[test]
+    fn staging_replaces_busybox_applet_links() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for dir in ["bin", "sbin", "usr/bin", "usr/sbin"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::os::unix::fs::symlink("../bin/busybox", root.join("sbin/ip")).unwrap();
+        std::os::unix::fs::symlink("../../bin/busybox", root.join("usr/bin/ip")).unwrap();
+        let files = resolve(&[tool("sbin/ip", &["/bin/sh"], "x")]).unwrap();
+        stage(root, &files).unwrap();
+        let md = root.join("sbin/ip").symlink_metadata().unwrap();
+        assert!(md.is_file(), "sbin/ip is the host program now");
+        assert!(root.join("usr/bin/ip").symlink_metadata().is_err());
+        // its libraries and loader came along, as real files
+        let libc = files
+            .files
+            .iter()
+            .find(|(i, _)| i.ends_with("libc.so.6"))
+            .unwrap();
+        assert!(root.join(&libc.0).symlink_metadata().unwrap().is_file());
+    }
 
     #[test]
     fn resolves_a_dynamic_program_with_its_loader_and_libc() {

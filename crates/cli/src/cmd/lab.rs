@@ -217,6 +217,12 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 plan.switches.len(),
                 waves.len()
             );
+            for (prog, pkg) in image::hosttools::missing_on_host() {
+                eprintln!(
+                    "  note: the default image has busybox's {prog}, not the full one \
+                     (install the host package {pkg} for it)"
+                );
+            }
             runner::start(
                 &backend,
                 &plan,
