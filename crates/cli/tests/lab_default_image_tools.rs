@@ -161,6 +161,10 @@ fn default_image_runs_kathara_startup_and_seed_commands() {
         "b",
         "ifup eth0 && ip -4 -o addr show dev eth0 | grep -q 10.0.0.2/24",
     );
+    lab.exec_ok(
+        "b",
+        "/etc/init.d/networking restart && ip -4 -o addr show dev eth0 | grep -q 10.0.0.2/24",
+    );
 
     // item 11: the seed's commands, verbatim
     let out = lab.exec_ok("a", "arping -0i eth0 -c 1 10.0.0.2");

@@ -322,6 +322,18 @@ const INITTAB: &str = include_str!("files/inittab");
 const FSTAB: &str = include_str!("files/fstab");
 const IFUPDOWN: &str = include_str!("files/ifupdown");
 const UDHCPC_SCRIPT: &str = include_str!("files/udhcpc.script");
+const NETWORKING: &str = include_str!("files/networking");
+/// Files of the default image written from this crate: (path, text, mode).
+/// Each is part of the cache key. (`inittab` is written apart: its shell
+/// depends on the host programs, which are in the key too.)
+const EMBEDDED: &[(&str, &str, u32)] = &[
+    ("etc/init.d/rcS", RCS, 0o755),
+    ("etc/init.d/rcK", RCK, 0o755),
+    ("etc/init.d/networking", NETWORKING, 0o755),
+    ("etc/fstab", FSTAB, 0o644),
+    ("sbin/ifup", IFUPDOWN, 0o755),
+    ("usr/share/udhcpc/default.script", UDHCPC_SCRIPT, 0o755),
+];
 /// Bumped whenever the layout of the default image changes.
 const LAYOUT_VERSION: &str = "umlkit-default-image-4";
 
@@ -366,16 +378,13 @@ pub fn default_image(opts: &DefaultImageOpts) -> Result<PathBuf, Error> {
     let mut h = Fnv::new();
     let host_files = hosttools::resolve(hosttools::HOST_TOOLS)?;
     hosttools::hash_into(&mut h, &host_files)?;
-    for s in [
-        LAYOUT_VERSION,
-        RCS,
-        RCK,
-        INITTAB,
-        FSTAB,
-        IFUPDOWN,
-        UDHCPC_SCRIPT,
-    ] {
+    for s in [LAYOUT_VERSION, INITTAB] {
         h.add(s.as_bytes());
+    }
+    for (path, text, mode) in EMBEDDED {
+        h.add(path.as_bytes());
+        h.add(text.as_bytes());
+        h.add(&mode.to_le_bytes());
     }
     h.add(&size.to_le_bytes());
     h.add_file(&busybox)?;
@@ -506,8 +515,19 @@ fn stage_tree(
     std::fs::set_permissions(&ag, std::fs::Permissions::from_mode(0o755))
         .map_err(io(&ag, "cannot chmod"))?;
     let etc = root.join("etc");
-    write_file(&etc.join("init.d/rcS"), RCS, 0o755)?;
-    write_file(&etc.join("init.d/rcK"), RCK, 0o755)?;
+    // ifup/ifdown for /etc/network/interfaces (busybox's reject A/LEN).
+    for l in ["sbin/ifup", "sbin/ifdown"] {
+        let _ = std::fs::remove_file(root.join(l));
+    }
+    for (path, text, mode) in EMBEDDED {
+        let p = root.join(path);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).map_err(io(d, "cannot create"))?;
+        }
+        write_file(&p, text, *mode)?;
+    }
+    let ifdown = root.join("sbin/ifdown");
+    std::os::unix::fs::symlink("ifup", &ifdown).map_err(io(&ifdown, "cannot create link"))?;
     // With bash in the image, consoles get bash: busybox sh runs its own
     // applets (ip, arping, ...) instead of the image's full tools.
     let bash = root.join("bin/bash").is_file();
@@ -517,17 +537,6 @@ fn stage_tree(
         &format!("/bin/cttyhack {shell} -l"),
     );
     write_file(&etc.join("inittab"), &inittab, 0o644)?;
-    write_file(&etc.join("fstab"), FSTAB, 0o644)?;
-    // ifup/ifdown for /etc/network/interfaces (busybox's reject A/LEN).
-    for l in ["sbin/ifup", "sbin/ifdown"] {
-        let _ = std::fs::remove_file(root.join(l));
-    }
-    write_file(&root.join("sbin/ifup"), IFUPDOWN, 0o755)?;
-    let ifdown = root.join("sbin/ifdown");
-    std::os::unix::fs::symlink("ifup", &ifdown).map_err(io(&ifdown, "cannot create link"))?;
-    let udhcpc = root.join("usr/share/udhcpc");
-    std::fs::create_dir_all(&udhcpc).map_err(io(&udhcpc, "cannot create"))?;
-    write_file(&udhcpc.join("default.script"), UDHCPC_SCRIPT, 0o755)?;
     write_file(
         &etc.join("passwd"),
         &format!("root::0:0:root:/root:{shell}\n"),
