@@ -95,16 +95,19 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
 /// Guest shell functions: `run_file F` runs a startup/shutdown file as
 /// Kathara does, with bash (a shebang naming sh or bash is bash too, since
 /// the image's sh is busybox, whose applets shadow the full tools); a `#!`
-/// naming another interpreter is honoured; sh when the image has no bash.
+/// naming another interpreter that exists is honoured (a missing one, or a
+/// CRLF line, falls back to bash); sh when the image has no bash.
 /// `run_cmd C` runs a command line with bash, else sh.
 const RUNNERS: &str = r#"run_file() {
   set -f; l=; read -r l < "$1"; f=$1
   case "$l" in '#!'*) set -- ${l#??} ;; *) set -- ;; esac
   set +f; i=${1##*/}; [ "$i" = env ] && i=${2##*/}
   case "$i" in
-    ''|sh|bash|dash|ash) if [ -x /bin/bash ]; then /bin/bash "$f"; else sh "$f"; fi ;;
-    *) "$@" "$f" ;;
+    '') ;;
+    sh|bash|dash|ash) if [ "${1##*/}" = env ]; then set --; else shift; fi ;;
+    *) if [ -x "$1" ]; then "$@" "$f"; return; fi; set -- ;;
   esac
+  if [ -x /bin/bash ]; then /bin/bash "$@" "$f"; else sh "$@" "$f"; fi
 }
 run_cmd() { if [ -x /bin/bash ]; then /bin/bash -c "$1"; else sh -c "$1"; fi; }
 "#;
