@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 struct TestLab {
     _tmp: tempfile::TempDir,
@@ -109,6 +110,10 @@ ls /nonexistent &> /dev/null || echo "ran-to-the-end ${addrs[1]}" > /root/startu
 const B_INTERFACES: &str = "# Debian style\nauto lo eth0\niface lo inet loopback\n\n\
 iface eth0 inet static\n    address 10.0.0.2/24\n    up echo \"$IFACE up\" > /root/if-up\n";
 
+const B_STARTUP: &str = "mkdir -p /var/lib/misc && touch /var/lib/misc/udhcpd.leases\n\
+printf 'start 10.0.0.100\\nend 10.0.0.120\\ninterface eth0\\noption subnet 255.255.255.0\\noption router 10.0.0.2\\n' > /etc/udhcpd.conf\n\
+udhcpd /etc/udhcpd.conf\n";
+
 /// Median round-trip time in ms of `ping -c N` output lines (`time=X ms`).
 fn median_rtt(out: &str) -> f64 {
     let mut v: Vec<f64> = out
@@ -126,9 +131,16 @@ fn default_image_runs_kathara_startup_and_seed_commands() {
     let lab = TestLab::new(
         "ldit",
         &[
-            ("lab.conf", "a[0]=lan\nb[0]=lan\n"),
+            ("lab.conf", "a[0]=lan\nb[0]=lan\nc[0]=lan\n"),
+            ("lab.dep", "c: b\n"),
             ("a.startup", A_STARTUP),
             ("b/etc/network/interfaces", B_INTERFACES),
+            // b serves DHCP (busybox udhcpd); c's interfaces file asks for it
+            ("b.startup", B_STARTUP),
+            (
+                "c/etc/network/interfaces",
+                "auto eth0\niface eth0 inet dhcp\n",
+            ),
             // A `#!/bin/sh` file runs with bash too (busybox sh would run
             // its own applets: `ifconfig A/N` and `ip ... group` fail there).
             (
@@ -151,6 +163,14 @@ fn default_image_runs_kathara_startup_and_seed_commands() {
     let out = lab.exec_ok("b", "ip -4 -o addr show dev eth0");
     assert!(out.contains("inet 10.0.0.2/24"), "{out}");
     assert_eq!(lab.exec_ok("b", "cat /root/if-up"), "eth0 up\n");
+    // `inet dhcp`: udhcpc with the image's event script (address and router;
+    // udhcpc goes on in the background if the first tries found no server)
+    testkit::wait_until(Duration::from_secs(20), || {
+        lab.exec("c", "ip route").1.contains("default via")
+    });
+    let out = lab.exec_ok("c", "ip -4 -o addr show dev eth0; ip route");
+    assert!(out.contains("inet 10.0.0.1"), "{out}");
+    assert!(out.contains("default via 10.0.0.2 dev eth0"), "{out}");
     // ifup records state: a second `ifup -a` is a no-op, ifdown undoes it
     lab.exec_ok("b", "ifup -a");
     lab.exec_ok(
