@@ -161,10 +161,7 @@ pub fn resolve(tools: &[HostTool]) -> Result<HostFiles, Error> {
     while let Some(f) = queue.pop() {
         let data = std::fs::read(&f).map_err(io(&f, "cannot read"))?;
         let Some(info) = elf::parse(&data) else {
-            return Err(Error::Missing {
-                what: format!("ELF headers of {}", f.display()),
-                hint: "the file is not an x86-64 ELF program or library".into(),
-            });
+            return Err(Error::NotElf(f));
         };
         if let Some(interp) = &info.interp {
             if seen_libs.insert(interp.clone()) {
@@ -284,6 +281,16 @@ mod tests {
         );
         let t = [tool("bin/sh", &["/nonexistent", "/bin/sh"], "dash")];
         assert!(missing(&t).is_empty());
+        // a script is not a program whose libraries can be found
+        let d = tempfile::tempdir().unwrap();
+        let script = d.path().join("x");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let leaked: &'static str =
+            Box::leak(script.to_string_lossy().into_owned().into_boxed_str());
+        let hosts: &'static [&'static str] = Box::leak(vec![leaked].into_boxed_slice());
+        let err = resolve(&[tool("bin/x", hosts, "x")]).unwrap_err();
+        assert!(matches!(err, Error::NotElf(_)), "{err}");
+        assert!(err.to_string().contains(leaked), "{err}");
     }
 
     #[test]

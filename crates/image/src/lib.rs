@@ -47,6 +47,8 @@ pub enum Error {
     Missing { what: String, hint: String },
     #[error("{0} is not a directory")]
     NotDir(PathBuf),
+    #[error("{0}: not an x86-64 ELF program or library (cannot find what it links)")]
+    NotElf(PathBuf),
     #[error("{}: {what}", path.display())]
     Io {
         path: PathBuf,
