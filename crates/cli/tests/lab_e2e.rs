@@ -337,8 +337,15 @@ fn lab_dep_order_shared_startup_and_netkit_folders() {
     assert_eq!(st["domains"][0]["hub"], true);
     // Netkit _test/ signatures: write, then compare.
     std::fs::create_dir_all(lab.dir.join("_test")).unwrap();
-    std::fs::write(lab.dir.join("_test/fast.test"), "cat /root/dep\n").unwrap();
+    // (run with bash, as startup files are: `[[` is bash-only)
+    std::fs::write(
+        lab.dir.join("_test/fast.test"),
+        "cat /root/dep\n[[ -n $BASH_VERSION ]] && echo under-bash\n",
+    )
+    .unwrap();
     lab.ok("test", &["--write-signatures"]);
+    let sig = std::fs::read_to_string(lab.dir.join("_test/signatures/fast.user")).unwrap();
+    assert!(sig.ends_with("under-bash\n"), "{sig}");
     let out = lab.ok("test", &[]);
     assert!(
         out.contains("fast: PASS _test user") && out.contains("slow: PASS _test default"),

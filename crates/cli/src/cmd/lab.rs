@@ -736,8 +736,10 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
             if test_dir.join(format!("{}.test", m.name)).is_file() {
                 kinds.push((
                     "user",
+                    // `lab exec` runs this with bash when the image has it
+                    // ($BASH set): the test then sees the image's full tools.
                     format!(
-                        "sh /hostlab/_test/{}.test",
+                        "${{BASH:-sh}} /hostlab/_test/{}.test",
                         lab::script::shq(&m.name).trim_matches('\'')
                     ),
                 ));
