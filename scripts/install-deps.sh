@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Install what umlkit needs on a Debian machine: the UML kernel, the C tools
-# used as compatibility oracles, busybox for the default image, e2fsprogs.
+# used as compatibility oracles, busybox and the host programs for the default
+# image, e2fsprogs.
 set -euo pipefail
-PKGS=(user-mode-linux uml-utilities vde2 busybox-static e2fsprogs libvdeplug-dev gcc)
+PKGS=(user-mode-linux uml-utilities vde2 busybox-static e2fsprogs libvdeplug-dev gcc
+  # host programs the default image carries (crates/image/src/hosttools.rs)
+  bash-static iproute2 arping util-linux procps net-tools
+  # Debian lab images (umlkit image build: crates/image/src/debian.rs)
+  mmdebstrap uidmap
+  # test-only readers and helpers: tshark reads our pcapng back, dot parses
+  # lab graph's DOT, python3 plays hostile switch clients
+  tshark graphviz python3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

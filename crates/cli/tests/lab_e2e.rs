@@ -138,10 +138,16 @@ fn lab_two_hosts_ping_and_arping_both_ways() {
     lab.ok("start", &[]);
     lab.exec_ok("a", "ping -c 2 -W 2 10.9.0.2");
     lab.exec_ok("b", "ping -c 2 -W 2 10.9.0.1");
+    // The default image's arping is Habets' (`42 bytes from MAC (IP)`);
+    // busybox and iputils print `Unicast reply from IP`.
+    let replied = |out: &str, ip: &str| {
+        out.contains(&format!("Unicast reply from {ip}"))
+            || out.contains(&format!("({ip}): index="))
+    };
     let out = lab.exec_ok("a", "arping -c 2 -w 4 -I eth0 10.9.0.2");
-    assert!(out.contains("Unicast reply from 10.9.0.2"), "{out}");
+    assert!(replied(&out, "10.9.0.2"), "{out}");
     let out = lab.exec_ok("b", "arping -c 2 -w 4 -I eth0 10.9.0.1");
-    assert!(out.contains("Unicast reply from 10.9.0.1"), "{out}");
+    assert!(replied(&out, "10.9.0.1"), "{out}");
     // The neighbour's MAC is the planned one.
     let info = lab.ok("info", &["--json"]);
     let plan: serde_json::Value = serde_json::from_str(&info).unwrap();
@@ -331,8 +337,15 @@ fn lab_dep_order_shared_startup_and_netkit_folders() {
     assert_eq!(st["domains"][0]["hub"], true);
     // Netkit _test/ signatures: write, then compare.
     std::fs::create_dir_all(lab.dir.join("_test")).unwrap();
-    std::fs::write(lab.dir.join("_test/fast.test"), "cat /root/dep\n").unwrap();
+    // (run with bash, as startup files are: `[[` is bash-only)
+    std::fs::write(
+        lab.dir.join("_test/fast.test"),
+        "cat /root/dep\n[[ -n $BASH_VERSION ]] && echo under-bash\n",
+    )
+    .unwrap();
     lab.ok("test", &["--write-signatures"]);
+    let sig = std::fs::read_to_string(lab.dir.join("_test/signatures/fast.user")).unwrap();
+    assert!(sig.ends_with("under-bash\n"), "{sig}");
     let out = lab.ok("test", &[]);
     assert!(
         out.contains("fast: PASS _test user") && out.contains("slow: PASS _test default"),

@@ -441,10 +441,18 @@ fn boot_script_dialects() {
     let own = s.find("cp -a /hostlab/'a'/. /").expect("copies M/");
     let st1 = s.find("shared.startup").unwrap();
     let st2 = s.find("'a'.startup").unwrap();
-    let exec = s.find("sh -c 'echo hi'").unwrap();
+    let exec = s.find("run_cmd 'echo hi'").unwrap();
     assert!(shared < own && own < st1 && st1 < st2 && st2 < exec, "{s}");
     assert!(s.contains("export K='v w'"));
-    assert!(s.contains("sh -c 'echo hi'"));
+    assert!(s.contains("run_cmd 'echo hi'"));
+    // startup files run through run_file (bash when the image has it), after
+    // /etc/network/interfaces was applied
+    let ifup = s
+        .find("/sbin/ifup -a")
+        .expect("applies /etc/network/interfaces");
+    assert!(own < ifup && ifup < st1, "{s}");
+    assert!(s.contains("run_file /hostlab/'a'.startup"), "{s}");
+    assert!(s.contains("run_file() {"), "{s}");
     let r = conf("a[0]=x\n");
     let p = lab::plan::plan(&r.lab, Path::new("/labs/l"), Path::new("/s")).unwrap();
     let s = lab::script::boot_script(&p, &p.machines[0]);
@@ -464,6 +472,7 @@ fn boot_script_dialects() {
     assert!(!s.contains("/dev/ubdb"));
     let sd = lab::script::shutdown_scripts("a");
     assert!(sd.find("'a'.shutdown").unwrap() < sd.find("shared.shutdown").unwrap());
+    assert!(sd.contains("run_file /hostlab/'a'.shutdown"), "{sd}");
 }
 
 #[test]

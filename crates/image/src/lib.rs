@@ -7,7 +7,10 @@
 //! [`default_image`] builds (or reuses from the cache, keyed by a hash of all
 //! inputs) an ext4 image holding the host's static busybox, busybox `init`
 //! as PID 1, the static exec agent `umlkit-agent` (respawned on
-//! `/dev/ttyS1`), and the kernel modules of `/usr/lib/uml/modules/<ver>` in
+//! `/dev/ttyS1`), host programs busybox lacks or gets wrong, with their
+//! shared libraries (see [`hosttools`]: bash, iproute2, arping, lsblk,
+//! blkid, pgrep, ifconfig), an `ifup`/`ifdown` for `/etc/network/interfaces`
+//! (run as `ifup -a` at boot when that file exists), and the kernel modules of `/usr/lib/uml/modules/<ver>` in
 //! `/lib/modules/<ver>` (so `modprobe bridge` / `modprobe 8021q` work).
 //!
 //! Boot sequence: `/etc/init.d/rcS` mounts proc, sys, devtmpfs, devpts,
@@ -21,7 +24,7 @@
 //! | `umlkit.gw=10.0.0.254` | default route |
 //! | `umlkit.modules=bridge,8021q` | modules loaded before network setup |
 //! | `umlkit.hostfs=/hostlab` | mount hostfs there (the host passes `hostfs=DIR`) |
-//! | `umlkit.startup=/path/script` | run with `sh` after network setup, before the agent |
+//! | `umlkit.startup=/path/script` | run after network setup, before the agent, with `bash` (`sh` if absent; a `#!` naming another interpreter is honoured) |
 //!
 //! Then init starts the exec agent, offers a shell on the console (press
 //! Enter), reaps orphans, and maps Ctrl-Alt-Del (mconsole `cad`) to a clean
@@ -29,6 +32,8 @@
 //! then the kernel powers off (UML exits 0).
 
 pub mod debian;
+pub mod elf;
+pub mod hosttools;
 pub mod recipe;
 
 use std::io::Read;
@@ -46,6 +51,8 @@ pub enum Error {
     Missing { what: String, hint: String },
     #[error("{0} is not a directory")]
     NotDir(PathBuf),
+    #[error("{0}: not an x86-64 ELF program or library (cannot find what it links)")]
+    NotElf(PathBuf),
     #[error("{}: {what}", path.display())]
     Io {
         path: PathBuf,
@@ -75,7 +82,7 @@ pub enum Error {
     Recipe(#[from] recipe::RecipeError),
 }
 
-fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+pub(crate) fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_path_buf();
     move |source| Error::Io { path, what, source }
 }
@@ -336,7 +343,7 @@ fn find_busybox(opt: Option<&Path>) -> Result<PathBuf, Error> {
 }
 
 /// FNV-1a 64: a stable, dependency-free hash for cache keys.
-struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 impl Fnv {
     fn new() -> Fnv {
         Fnv(0xcbf2_9ce4_8422_2325)
@@ -371,8 +378,22 @@ const RCS: &str = include_str!("files/rcS");
 const RCK: &str = include_str!("files/rcK");
 const INITTAB: &str = include_str!("files/inittab");
 const FSTAB: &str = include_str!("files/fstab");
+const IFUPDOWN: &str = include_str!("files/ifupdown");
+const UDHCPC_SCRIPT: &str = include_str!("files/udhcpc.script");
+const NETWORKING: &str = include_str!("files/networking");
+/// Files of the default image written from this crate: (path, text, mode).
+/// Each is part of the cache key. (`inittab` is written apart: its shell
+/// depends on the host programs, which are in the key too.)
+const EMBEDDED: &[(&str, &str, u32)] = &[
+    ("etc/init.d/rcS", RCS, 0o755),
+    ("etc/init.d/rcK", RCK, 0o755),
+    ("etc/init.d/networking", NETWORKING, 0o755),
+    ("etc/fstab", FSTAB, 0o644),
+    ("sbin/ifup", IFUPDOWN, 0o755),
+    ("usr/share/udhcpc/default.script", UDHCPC_SCRIPT, 0o755),
+];
 /// Bumped whenever the layout of the default image changes.
-const LAYOUT_VERSION: &str = "umlkit-default-image-3";
+const LAYOUT_VERSION: &str = "umlkit-default-image-4";
 
 /// Walk `dir` recursively, feeding relative paths, sizes and mtimes to `h`.
 fn hash_tree(h: &mut Fnv, dir: &Path) -> Result<(), Error> {
@@ -413,8 +434,15 @@ pub fn default_image(opts: &DefaultImageOpts) -> Result<PathBuf, Error> {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/uml/modules"));
     let size = opts.size_bytes.unwrap_or(512 << 20);
     let mut h = Fnv::new();
-    for s in [LAYOUT_VERSION, RCS, RCK, INITTAB, FSTAB] {
+    let host_files = hosttools::resolve(hosttools::HOST_TOOLS)?;
+    hosttools::hash_into(&mut h, &host_files)?;
+    for s in [LAYOUT_VERSION, INITTAB] {
         h.add(s.as_bytes());
+    }
+    for (path, text, mode) in EMBEDDED {
+        h.add(path.as_bytes());
+        h.add(text.as_bytes());
+        h.add(&mode.to_le_bytes());
     }
     h.add(&size.to_le_bytes());
     h.add_file(&busybox)?;
@@ -451,7 +479,7 @@ pub fn default_image(opts: &DefaultImageOpts) -> Result<PathBuf, Error> {
         h.0
     ));
     let _ = std::fs::remove_dir_all(&stage);
-    let r = stage_tree(&stage, &busybox, &agent, &modules)
+    let r = stage_tree(&stage, &busybox, &agent, &modules, &host_files)
         .and_then(|()| create_inner(&out, size, Some(&stage), opts.out.is_none()));
     let _ = std::fs::remove_dir_all(&stage);
     r.map(|()| out)
@@ -483,7 +511,13 @@ fn link_tree(src: &Path, dst: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn stage_tree(root: &Path, busybox: &Path, agent: &Path, modules: &Path) -> Result<(), Error> {
+fn stage_tree(
+    root: &Path,
+    busybox: &Path,
+    agent: &Path,
+    modules: &Path,
+    host_files: &hosttools::HostFiles,
+) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     for d in [
         "bin",
@@ -534,16 +568,39 @@ fn stage_tree(root: &Path, busybox: &Path, agent: &Path, modules: &Path) -> Resu
             std::os::unix::fs::symlink(target, &link).map_err(io(&link, "cannot create link"))?;
         }
     }
+    hosttools::stage(root, host_files)?;
     let ag = root.join("sbin/umlkit-agent");
     std::fs::copy(agent, &ag).map_err(io(&ag, "cannot copy the agent here"))?;
     std::fs::set_permissions(&ag, std::fs::Permissions::from_mode(0o755))
         .map_err(io(&ag, "cannot chmod"))?;
     let etc = root.join("etc");
-    write_file(&etc.join("init.d/rcS"), RCS, 0o755)?;
-    write_file(&etc.join("init.d/rcK"), RCK, 0o755)?;
-    write_file(&etc.join("inittab"), INITTAB, 0o644)?;
-    write_file(&etc.join("fstab"), FSTAB, 0o644)?;
-    write_file(&etc.join("passwd"), "root::0:0:root:/root:/bin/sh\n", 0o644)?;
+    // ifup/ifdown for /etc/network/interfaces (busybox's reject A/LEN).
+    for l in ["sbin/ifup", "sbin/ifdown"] {
+        let _ = std::fs::remove_file(root.join(l));
+    }
+    for (path, text, mode) in EMBEDDED {
+        let p = root.join(path);
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).map_err(io(d, "cannot create"))?;
+        }
+        write_file(&p, text, *mode)?;
+    }
+    let ifdown = root.join("sbin/ifdown");
+    std::os::unix::fs::symlink("ifup", &ifdown).map_err(io(&ifdown, "cannot create link"))?;
+    // With bash in the image, consoles get bash: busybox sh runs its own
+    // applets (ip, arping, ...) instead of the image's full tools.
+    let bash = root.join("bin/bash").is_file();
+    let shell = if bash { "/bin/bash" } else { "/bin/sh" };
+    let inittab = INITTAB.replace(
+        "/bin/cttyhack /bin/sh -l",
+        &format!("/bin/cttyhack {shell} -l"),
+    );
+    write_file(&etc.join("inittab"), &inittab, 0o644)?;
+    write_file(
+        &etc.join("passwd"),
+        &format!("root::0:0:root:/root:{shell}\n"),
+        0o644,
+    )?;
     write_file(&etc.join("group"), "root:x:0:\ntty:x:5:\n", 0o644)?;
     write_file(&etc.join("hosts"), "127.0.0.1\tlocalhost\n", 0o644)?;
     write_file(&etc.join("hostname"), "uml\n", 0o644)?;

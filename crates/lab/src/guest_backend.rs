@@ -308,7 +308,7 @@ impl GuestBackend {
 
     pub fn exec(&self, m: &MachinePlan, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
         self.store
-            .exec(&m.name, &["sh", "-c", cmd], timeout)
+            .exec(&m.name, &script::user_command(cmd), timeout)
             .map(to_output)
             .map_err(gerr)
     }

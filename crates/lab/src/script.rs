@@ -123,6 +123,17 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
         ),
         n = shq(name)
     ));
+    // IPv6 is a module in Debian's linux.uml, loaded for machines with IPv6
+    // (`M[ipv6]`, Netkit's default) and when the startup files use it (then
+    // the sysctls below keep it disabled on the links unless `M[ipv6]`).
+    if m.ipv6 {
+        s.push_str("[ -d /proc/sys/net/ipv6 ] || modprobe ipv6\n");
+    } else {
+        s.push_str(&format!(
+            "[ -d /proc/sys/net/ipv6 ] || ! grep -qs -e inet6 -e ipv6 -e addrgenmode -e 'ip -6' /hostlab/shared.startup /hostlab/{n}.startup || modprobe ipv6\n",
+            n = shq(name)
+        ));
+    }
     for kv in &m.sysctl {
         // `[` and `echo > /proc/sys/...` are shell builtins: no fork (forks
         // are slow in UML, worst while a whole lab boots). A key this kernel
@@ -156,15 +167,27 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
     for r in &m.routes {
         s.push_str(&step(&format!("ip route add {r}"), &format!("route {r}")));
     }
+    // /etc/network/interfaces (from M/ or the image), as Debian's
+    // networking service applies it at boot (its output, and any DHCP client
+    // it leaves running, never on the exec pipe).
+    s.push_str(
+        "[ -f /etc/network/interfaces ] && [ -x /sbin/ifup ] && \
+         /sbin/ifup -a </dev/null >>/var/log/umlkit-boot.log 2>&1\n",
+    );
+    s.push_str(RUNNERS);
     s.push_str("cd /\n");
     s.push_str(&format!(
         "if [ -f /hostlab/shared.startup ]; then\n{}fi\n",
-        startup("sh /hostlab/shared.startup", "shared.startup", "shared")
+        startup(
+            "run_file /hostlab/shared.startup",
+            "shared.startup",
+            "shared"
+        )
     ));
     s.push_str(&format!(
         "if [ -f /hostlab/{n}.startup ]; then\n{}fi\n",
         startup(
-            &format!("sh /hostlab/{n}.startup", n = shq(name)),
+            &format!("run_file /hostlab/{n}.startup", n = shq(name)),
             &format!("{name}.startup"),
             "startup"
         ),
@@ -172,7 +195,7 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
     ));
     for c in &m.exec {
         s.push_str(&startup(
-            &format!("sh -c {}", shq(c)),
+            &format!("run_cmd {}", shq(c)),
             &format!("exec command {c}"),
             "startup",
         ));
@@ -180,10 +203,43 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
     s
 }
 
+/// Guest shell functions: `run_file F` runs a startup/shutdown file as
+/// Kathara does, with bash (a shebang naming sh or bash is bash too, since
+/// the image's sh is busybox, whose applets shadow the full tools); a `#!`
+/// naming another interpreter that exists is honoured (a missing one, or a
+/// CRLF line, falls back to bash); sh when the image has no bash.
+/// `run_cmd C` runs a command line with bash, else sh.
+const RUNNERS: &str = r#"run_file() {
+  set -f; l=; read -r l < "$1"; f=$1
+  case "$l" in '#!'*) set -- ${l#??} ;; *) set -- ;; esac
+  set +f; i=${1##*/}; [ "$i" = env ] && i=${2##*/}
+  case "$i" in
+    '') ;;
+    sh|bash|dash|ash) if [ "${1##*/}" = env ]; then set --; else shift; fi ;;
+    *) if [ -x "$1" ]; then "$@" "$f"; return; fi; set -- ;;
+  esac
+  if [ -x /bin/bash ]; then /bin/bash "$@" "$f"; else sh "$@" "$f"; fi
+}
+run_cmd() { if [ -x /bin/bash ]; then /bin/bash -c "$1"; else sh -c "$1"; fi; }
+"#;
+
+/// The argv that runs a user's command line in a guest (`lab exec`): bash
+/// when the image has it (Kathara's shell, and busybox sh would run its own
+/// applets instead of the image's full tools), else sh.
+pub fn user_command(cmd: &str) -> [&str; 5] {
+    [
+        "sh",
+        "-c",
+        "[ -x /bin/bash ] && exec /bin/bash -c \"$1\"; eval \"$1\"",
+        "sh",
+        cmd,
+    ]
+}
+
 /// The shutdown scripts only: `M.shutdown`, then `shared.shutdown` last.
 pub fn shutdown_scripts(name: &str) -> String {
     format!(
-        "cd /; [ -f /hostlab/{n}.shutdown ] && sh /hostlab/{n}.shutdown; [ -f /hostlab/shared.shutdown ] && sh /hostlab/shared.shutdown; sync; true",
+        "{RUNNERS}cd /; [ -f /hostlab/{n}.shutdown ] && run_file /hostlab/{n}.shutdown; [ -f /hostlab/shared.shutdown ] && run_file /hostlab/shared.shutdown; sync; true",
         n = shq(name)
     )
 }

@@ -306,6 +306,12 @@ fn image_cmd(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             };
             let p = image::default_image(&opts).context("cannot build the default image")?;
+            for (prog, pkg) in image::hosttools::missing_on_host() {
+                eprintln!(
+                    "note: the image has busybox's {prog}, not the full one \
+                     (install the host package {pkg} for it)"
+                );
+            }
             outln!("{}", p.display());
         }
         ImageCmd::Build { name, force } => {

@@ -241,6 +241,12 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 plan.switches.len(),
                 waves.len()
             );
+            for (prog, pkg) in image::hosttools::missing_on_host() {
+                eprintln!(
+                    "  note: the default image has busybox's {prog}, not the full one \
+                     (install the host package {pkg} for it)"
+                );
+            }
             runner::start(
                 &backend,
                 &plan,
@@ -868,7 +874,8 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
             }
             let mut kinds = vec![("default", lab::check::NETKIT_DEFAULT_TEST.to_string())];
             // The user test is read now (resolved inside the lab folder) and
-            // its text run in the guest: /hostlab is a copy made at start.
+            // its text run in the guest (with bash when the image has it, as
+            // `lab exec`): /hostlab is a copy made at start.
             let user = Path::new("_test").join(format!("{}.test", m.name));
             if plan.lab_dir.join(&user).symlink_metadata().is_ok() {
                 let p = lab::confine::resolve_inside(&plan.lab_dir, &user)?;
