@@ -28,8 +28,9 @@ pub const DATA_START: &str = "0000 DATA END WITH '.'\n";
 pub const DATA_END: &str = ".\n";
 /// Written (without newline) before closing on logout/shutdown.
 pub const END_OF_SESSION: &str = "9999 END OF SESSION";
-/// Largest command read in one go.
-pub const MAX_LINE: usize = 128;
+/// Largest command read in one go (vde_switch reads 128 bytes; a full
+/// `link/set` line needs more).
+pub const MAX_LINE: usize = 1024;
 
 pub const ENOENT: i32 = 2;
 pub const ENXIO: i32 = 6;
@@ -215,8 +216,8 @@ pub const COMMANDS: &[CommandInfo] = &[
     ),
 ];
 
-/// Link emulation commands (umlkit extension). [`parse`] knows them; they
-/// join [`help_text`] once the daemon implements them.
+/// Link emulation commands (umlkit extension), listed by [`help_text`]
+/// after vde_switch's own.
 pub const LINK_COMMANDS: &[CommandInfo] = &[
     ci("link", "============", "LINK EMULATION MENU"),
     ci(
@@ -256,7 +257,7 @@ pub fn help_text(prefix: Option<&str>) -> String {
         "{:<18} {:<15} {}\n",
         "------------", "--------------", "------------"
     ));
-    for c in COMMANDS {
+    for c in COMMANDS.iter().chain(LINK_COMMANDS) {
         if let Some(p) = prefix {
             if !c.path.starts_with(p) {
                 continue;
@@ -570,8 +571,8 @@ mod tests {
         );
         assert_eq!(parse("link/clear 2 sideways"), Err(EINVAL));
         assert_eq!(parse("link/bogus"), Err(ENOSYS));
-        // not in help until the daemon implements them
-        assert!(!help_text(None).contains("link/"));
+        assert!(help_text(None).contains("link/set"));
+        assert!(!help_text(Some("port")).contains("link/"));
     }
 
     proptest! {

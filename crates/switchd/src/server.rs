@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use net_proto::ctl::{self, Dialect, Request, RequestKind, SockAddrUn};
 use net_proto::eth;
+use switch_core::emu::{LinkTable, Released, Side, Verdict};
 use switch_core::{Action, Config, Egress, EndpointId, Outcome, PortRequest, Switch};
-use umlkit_sys::net::{self as sys, Epoll, Event, Interest, RecvBatch, SignalFd, SockKind};
+use umlkit_sys::net::{
+    self as sys, Epoll, Event, Interest, RecvBatch, SignalFd, SockKind, TimerFd,
+};
 
 use crate::{mgmt, reach};
 use crate::{Error, Flavor, Logger, Options};
@@ -54,6 +57,8 @@ enum Token {
     /// The shared uml_switch data socket (0) or the v0 named one (1).
     Shared(u32),
     Mgmt(u32),
+    /// The link emulation timer.
+    Timer,
 }
 
 impl Token {
@@ -67,6 +72,7 @@ impl Token {
             Token::Data(n) => (6, n),
             Token::Shared(n) => (7, n),
             Token::Mgmt(n) => (8, n),
+            Token::Timer => (9, 0),
         };
         (k << 32) | v as u64
     }
@@ -82,6 +88,7 @@ impl Token {
             6 => Token::Data(v),
             7 => Token::Shared(v),
             8 => Token::Mgmt(v),
+            9 => Token::Timer,
             _ => return None,
         })
     }
@@ -210,6 +217,14 @@ pub struct Server {
     busy: bool,
     spin: Duration,
     pub(crate) stats: LoopStats,
+    // link emulation
+    pub(crate) links: LinkTable,
+    released: Vec<(u32, Side, Released)>,
+    timer: Option<TimerFd>,
+    /// The deadline the timer is armed for.
+    timer_armed: Option<Duration>,
+    link_actions: Vec<Action>,
+    link_scratch: Vec<u8>,
 }
 
 /// Event loop counters (shown by `port/stats`): how well batching works.
@@ -223,6 +238,8 @@ pub(crate) struct LoopStats {
     /// Port requests refused because the client named a socket it could
     /// not reach itself.
     pub refused_sockets: u64,
+    /// Frames released by an emulated link after their endpoint left.
+    pub link_orphans: u64,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -412,6 +429,12 @@ impl Server {
                 .map_err(Error::Poll)?;
         }
         let seed = (pid as u64) << 20 ^ sys::time_usecs() as u64;
+        // without a timerfd, link deadlines fall back to epoll's milliseconds
+        let timer = TimerFd::new().ok().filter(|t| {
+            epoll
+                .add(t.fd(), Token::Timer.encode(), Interest::READ)
+                .is_ok()
+        });
         let s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes();
         let mac = [0x00, 0xff, s[0], s[1], s[2], s[3]];
         Ok(Server {
@@ -458,6 +481,12 @@ impl Server {
             pend_total: 0,
             busy: false,
             stats: LoopStats::default(),
+            links: LinkTable::new(seed),
+            released: Vec::new(),
+            timer,
+            timer_armed: None,
+            link_actions: Vec::new(),
+            link_scratch: vec![0; SLOT],
             spin: Duration::from_micros(
                 std::env::var("UMLKIT_SWITCH_SPIN_US")
                     .ok()
@@ -465,6 +494,62 @@ impl Server {
                     .unwrap_or(0),
             ),
         })
+    }
+
+    /// Run one management command as the console would; returns its
+    /// reply (data block, status line, prompt).
+    pub fn command(&mut self, line: &str) -> String {
+        mgmt::execute(self, line).0
+    }
+
+    /// Run a vde_switch rc file (`-f`): one management command per line,
+    /// `#` comments and blank lines skipped. Stops at the first command
+    /// the switch refuses.
+    pub fn run_rc_file(&mut self, path: &Path) -> Result<(), Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::RcRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let reply = self.command(line);
+            let status = crate::client::status_of(&reply);
+            if status.0 != 0 {
+                return Err(Error::RcCommand {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    command: line.to_string(),
+                    status: status.1,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Give up before [`Server::run`]: remove the sockets made by
+    /// [`Server::bind`] (and the switch directory if empty).
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    /// Set the impairments of a port (as `link/set`).
+    pub fn set_link(
+        &mut self,
+        port: u32,
+        dir: net_proto::link::LinkDir,
+        spec: net_proto::link::LinkSpec,
+    ) -> Result<(), Error> {
+        if port >= self.switch.numports() {
+            return Err(Error::NoSuchPort {
+                port,
+                numports: self.switch.numports(),
+            });
+        }
+        self.links.set(port, dir, spec);
+        Ok(())
     }
 
     pub(crate) fn opts(&self) -> &Options {
@@ -497,10 +582,23 @@ impl Server {
                 self.expire_handshakes(now);
             }
             self.expire_pending(now);
+            self.release_links();
             let mut wait = self.switch.next_deadline().saturating_sub(self.now());
             for &d in &self.pend_active {
                 let dl = self.pend[d as usize].since + PEND_TIMEOUT;
                 wait = wait.min(dl.saturating_sub(now));
+            }
+            if let Some(dl) = self.links.next_deadline() {
+                let left = dl.saturating_sub(self.now());
+                match &self.timer {
+                    Some(t) => {
+                        if self.timer_armed != Some(dl) {
+                            let _ = t.arm(Some(left));
+                            self.timer_armed = Some(dl);
+                        }
+                    }
+                    None => wait = wait.min(left),
+                }
             }
             let timeout = (wait.as_millis() as i32).clamp(1, 2000);
             // Busy-poll briefly after traffic before sleeping: saves the
@@ -552,6 +650,13 @@ impl Server {
             }
             Token::Shared(i) => self.on_shared(i),
             Token::Mgmt(fd) => self.on_mgmt(fd, ev),
+            Token::Timer => {
+                if let Some(t) = &self.timer {
+                    t.clear();
+                }
+                self.timer_armed = None;
+                self.release_links();
+            }
         }
     }
 
@@ -1022,6 +1127,14 @@ impl Server {
                 self.switch.record_rx_drop(from);
                 continue;
             }
+            if !self.links.is_empty() {
+                let port = self.switch.endpoint(from).map(|e| e.port);
+                if let Some(l) = port.and_then(|p| self.links.link_mut(p, Side::In)) {
+                    if l.offer_tagged(now, from, self.rb.frame(i)) != Verdict::Pass {
+                        continue; // held (comes back through release_links) or dropped
+                    }
+                }
+            }
             self.actions.clear();
             let outcome = self
                 .switch
@@ -1069,6 +1182,9 @@ impl Server {
                 }
                 _ => {}
             }
+        }
+        if !self.links.is_empty() {
+            self.shape_outs(now);
         }
         let mut start = 0;
         let mut shared_pending = false;
@@ -1124,6 +1240,152 @@ impl Server {
         }
         if !self.newly_full.is_empty() {
             self.pause_sources();
+        }
+    }
+
+    /// Offer each output to the outbound link of its destination port;
+    /// keep only those to send now (held frames come back through
+    /// [`Server::release_links`]).
+    fn shape_outs(&mut self, now: Duration) {
+        let mut w = 0;
+        for k in 0..self.outs.len() {
+            let to = self.outs[k].to;
+            let port = self.switch.endpoint(to).map(|e| e.port);
+            let keep = match port.and_then(|p| self.links.link_mut(p, Side::Out)) {
+                None => true,
+                Some(l) => {
+                    let f = frame_bytes(&self.rb, &self.outs, &self.scratch, &self.scratch_len, k);
+                    l.offer_tagged(now, to, f) == Verdict::Pass
+                }
+            };
+            if keep {
+                self.outs[w] = self.outs[k];
+                w += 1;
+            }
+        }
+        self.outs.truncate(w);
+    }
+
+    /// Send the frames the emulated links release now: inbound ones enter
+    /// the switch (from the endpoint that sent them), outbound ones go to
+    /// their endpoint. Frames released meanwhile by a second link (in,
+    /// then out) go too.
+    fn release_links(&mut self) {
+        for _ in 0..4 {
+            let now = self.now();
+            if self.links.next_deadline().is_none_or(|d| d > now) {
+                return;
+            }
+            let mut rel = std::mem::take(&mut self.released);
+            self.links.poll(now, &mut rel);
+            for (port, side, r) in rel.drain(..) {
+                if self.switch.endpoint(r.tag).map(|e| e.port) != Some(port) {
+                    self.stats.link_orphans += 1;
+                    continue;
+                }
+                match side {
+                    Side::In => self.forward_released(now, r.tag, &r.frame),
+                    Side::Out => self.send_owned(r.tag, &r.frame),
+                }
+            }
+            self.released = rel;
+        }
+    }
+
+    /// A frame released by the inbound link of `from`'s port: switch it,
+    /// through the outbound links of its destinations.
+    fn forward_released(&mut self, now: Duration, from: EndpointId, frame: &[u8]) {
+        self.stats.frames_in += 1;
+        let mut actions = std::mem::take(&mut self.link_actions);
+        let mut buf = std::mem::take(&mut self.link_scratch);
+        actions.clear();
+        self.switch.handle_frame(now, from, frame, &mut actions);
+        for a in &actions {
+            let bytes: &[u8] = match a.egress {
+                Egress::AsIs => frame,
+                Egress::Tag(v) if frame.len() + eth::TAG_LEN <= buf.len() => {
+                    let n = eth::insert_tag(frame, v, &mut buf);
+                    &buf[..n]
+                }
+                Egress::Untag if frame.len() >= eth::HEADER_LEN + eth::TAG_LEN => {
+                    let n = eth::strip_tag(frame, &mut buf);
+                    &buf[..n]
+                }
+                _ => frame,
+            };
+            let port = self.switch.endpoint(a.to).map(|e| e.port);
+            if let Some(l) = port.and_then(|p| self.links.link_mut(p, Side::Out)) {
+                if l.offer_tagged(now, a.to, bytes) != Verdict::Pass {
+                    continue;
+                }
+            }
+            self.send_owned(a.to, bytes);
+        }
+        self.link_actions = actions;
+        self.link_scratch = buf;
+    }
+
+    /// Send one frame outside the receive batch (released by a link). A
+    /// full destination socket queues it (bounded, never pausing anyone).
+    fn send_owned(&mut self, to: EndpointId, f: &[u8]) {
+        let sent = match self
+            .eps
+            .get(to as usize)
+            .and_then(Option::as_ref)
+            .map(|e| &e.sink)
+        {
+            Some(Sink::Own { sock, .. }) => {
+                if self.pend[to as usize].active() {
+                    self.queue_owned(to, f);
+                    return;
+                }
+                sys::send_batch(sock.as_fd(), 1, |_| (f, None)).unwrap_or(0)
+            }
+            Some(Sink::Shared { addr, via }) => match self.shared.get(*via as usize) {
+                Some(fd) => sys::send_batch(fd.as_fd(), 1, |_| (f, Some(&addr.0[..]))).unwrap_or(0),
+                None => 0,
+            },
+            None => return,
+        };
+        self.stats.send_calls += 1;
+        if sent == 1 {
+            self.stats.frames_out += 1;
+            self.switch.record_tx(to, f.len(), true);
+        } else if matches!(
+            self.eps
+                .get(to as usize)
+                .and_then(Option::as_ref)
+                .map(|e| &e.sink),
+            Some(Sink::Own { .. })
+        ) {
+            self.queue_owned(to, f);
+        } else {
+            self.switch.record_tx(to, f.len(), false);
+        }
+    }
+
+    fn queue_owned(&mut self, to: EndpointId, f: &[u8]) {
+        let now = self.now();
+        let q = &mut self.pend[to as usize];
+        if q.drop_mode
+            || q.frames.len() - q.head >= PEND_MAX_FRAMES
+            || self.pend_total + f.len() > PEND_MAX_TOTAL
+        {
+            self.switch.record_tx(to, f.len(), false);
+            return;
+        }
+        let was_active = q.active();
+        self.pend_total += f.len();
+        let off = q.buf.len() as u32;
+        q.buf.extend_from_slice(f);
+        q.frames.push((off, f.len() as u32));
+        if !was_active {
+            q.since = now;
+            self.pend_active.push(to);
+        }
+        if !q.want_write {
+            q.want_write = true;
+            self.update_interest(to);
         }
     }
 
@@ -1561,6 +1823,7 @@ mod tests {
             Token::Data(u32::MAX - 1),
             Token::Shared(1),
             Token::Mgmt(3),
+            Token::Timer,
         ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }
