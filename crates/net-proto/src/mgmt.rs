@@ -147,6 +147,12 @@ pub enum MgmtCommand {
         port: u32,
         dir: LinkDir,
     },
+    /// umlkit extension: `capture/start [port=N] [vlan=V]`: the connection
+    /// becomes a capture stream ([`crate::capture`]) after the status line.
+    CaptureStart {
+        port: Option<u32>,
+        vlan: Option<u16>,
+    },
 }
 
 /// One entry of the command table: path, syntax, help (as `help` prints them).
@@ -230,6 +236,12 @@ pub const LINK_COMMANDS: &[CommandInfo] = &[
         "link/clear",
         "N [in|out]",
         "remove the impairments of port N",
+    ),
+    ci("capture", "============", "CAPTURE MENU"),
+    ci(
+        "capture/start",
+        "[port=N] [vlan=V]",
+        "turn this connection into a capture stream",
     ),
 ];
 
@@ -427,6 +439,27 @@ pub fn parse(line: &str) -> Result<MgmtCommand, i32> {
             }
             C::LinkClear { port, dir }
         }
+        "capture/start" => {
+            let (mut port, mut vlan) = (None, None);
+            for a in std::iter::once(a1)
+                .chain(std::iter::once(a2))
+                .flatten()
+                .chain(args)
+            {
+                match a.split_once('=') {
+                    Some(("port", v)) if port.is_none() => port = Some(strict_port(Some(v))?),
+                    Some(("vlan", v)) if vlan.is_none() => {
+                        let v: u16 = strict_port(Some(v))?.try_into().map_err(|_| EINVAL)?;
+                        if v > 4095 {
+                            return Err(EINVAL);
+                        }
+                        vlan = Some(v);
+                    }
+                    _ => return Err(EINVAL),
+                }
+            }
+            C::CaptureStart { port, vlan }
+        }
         _ => return Err(ENOSYS),
     })
 }
@@ -571,6 +604,23 @@ mod tests {
         );
         assert_eq!(parse("link/clear 2 sideways"), Err(EINVAL));
         assert_eq!(parse("link/bogus"), Err(ENOSYS));
+        assert_eq!(
+            parse("capture/start"),
+            Ok(C::CaptureStart {
+                port: None,
+                vlan: None
+            })
+        );
+        assert_eq!(
+            parse("capture/start vlan=10 port=3"),
+            Ok(C::CaptureStart {
+                port: Some(3),
+                vlan: Some(10)
+            })
+        );
+        assert_eq!(parse("capture/start vlan=4096"), Err(EINVAL));
+        assert_eq!(parse("capture/start port=1 port=2"), Err(EINVAL));
+        assert_eq!(parse("capture/start 3"), Err(EINVAL));
         assert!(help_text(None).contains("link/set"));
         assert!(!help_text(Some("port")).contains("link/"));
     }

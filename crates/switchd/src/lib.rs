@@ -13,6 +13,7 @@
 //! Usage: build [`Options`], [`Server::bind`] (creates the sockets, so
 //! errors surface before daemonizing), then [`Server::run`].
 
+pub mod capture;
 pub mod client;
 mod log;
 mod mgmt;
@@ -156,6 +157,8 @@ pub enum Error {
         command: String,
         status: String,
     },
+    #[error("cannot write the capture: {source}")]
+    Output { source: io::Error },
     #[error("management socket {path}: unexpected reply: {reply:?}")]
     BadReply { path: PathBuf, reply: String },
 }

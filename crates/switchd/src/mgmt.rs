@@ -288,6 +288,8 @@ pub(crate) fn execute(s: &mut Server, line: &str) -> (String, bool, bool) {
             Some(text) => ok(Some(text)),
             None => (m::reply(Some(""), m::ENXIO), false, false),
         },
+        // only on a console connection (handled by the server loop)
+        C::CaptureStart { .. } => (m::reply(None, m::EINVAL), false, false),
         C::LinkClear { port, dir } => {
             if port >= s.switch.numports() {
                 return (m::reply(None, m::EINVAL), false, false);

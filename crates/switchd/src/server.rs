@@ -9,6 +9,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use net_proto::capture as cap;
 use net_proto::ctl::{self, Dialect, Request, RequestKind, SockAddrUn};
 use net_proto::eth;
 use switch_core::emu::{LinkTable, Released, Side, Verdict};
@@ -159,6 +160,59 @@ impl PendQ {
 struct MgmtConn {
     stream: UnixStream,
     out: Vec<u8>,
+    /// Set once the connection is a capture stream.
+    capture: Option<Box<Capture>>,
+}
+
+/// Bytes queued for one capture client at most; frames that do not fit
+/// are dropped (counted per port, reported in the stream).
+pub(crate) const CAPTURE_QUEUE: usize = 4 << 20;
+
+/// A capture client: what it wants and what it missed.
+struct Capture {
+    port: Option<u32>,
+    vlan: Option<u16>,
+    /// Bytes queued at most.
+    limit: usize,
+    /// Ports whose Interface message was sent.
+    announced: Vec<u32>,
+    /// Per port: frames dropped (cumulative) and the count last reported.
+    drops: Vec<(u32, u64, u64)>,
+    unreported: bool,
+}
+
+impl Capture {
+    /// Queue the Drops messages not sent yet (if they fit).
+    fn report_drops(&mut self, out: &mut Vec<u8>) {
+        if !self.unreported {
+            return;
+        }
+        let need = self.drops.len() * 17;
+        if out.len() + need > self.limit {
+            return;
+        }
+        for d in &mut self.drops {
+            if d.1 != d.2 {
+                cap::encode(
+                    out,
+                    &cap::CapMsg::Drops {
+                        port: d.0,
+                        total: d.1,
+                    },
+                );
+                d.2 = d.1;
+            }
+        }
+        self.unreported = false;
+    }
+
+    fn drop_one(&mut self, port: u32) {
+        match self.drops.iter_mut().find(|d| d.0 == port) {
+            Some(d) => d.1 += 1,
+            None => self.drops.push((port, 1, 0)),
+        }
+        self.unreported = true;
+    }
 }
 
 /// One pending output frame: destination and where its bytes are.
@@ -225,6 +279,13 @@ pub struct Server {
     timer_armed: Option<Duration>,
     link_actions: Vec<Action>,
     link_scratch: Vec<u8>,
+    // capture
+    /// Console connections that are capture streams.
+    captures: Vec<u32>,
+    /// Some capture got data since the last flush.
+    capture_dirty: bool,
+    /// Wall-clock time at `start` (capture timestamps).
+    epoch: Duration,
 }
 
 /// Event loop counters (shown by `port/stats`): how well batching works.
@@ -487,6 +548,12 @@ impl Server {
             timer_armed: None,
             link_actions: Vec::new(),
             link_scratch: vec![0; SLOT],
+            captures: Vec::new(),
+            capture_dirty: false,
+            epoch: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+
             spin: Duration::from_micros(
                 std::env::var("UMLKIT_SWITCH_SPIN_US")
                     .ok()
@@ -617,6 +684,9 @@ impl Server {
             self.busy = false;
             for ev in &events {
                 self.dispatch(*ev);
+            }
+            if self.capture_dirty {
+                self.flush_captures();
             }
             if let Some(r) = self.exit {
                 break r;
@@ -1135,6 +1205,21 @@ impl Server {
                     }
                 }
             }
+            if !self.captures.is_empty() {
+                if let Some(port) = self.switch.endpoint(from).map(|e| e.port) {
+                    let f = self.rb.frame(i);
+                    tap(
+                        &mut self.mgmts,
+                        &self.captures,
+                        &self.switch,
+                        self.epoch + now,
+                        port,
+                        cap::CapDir::In,
+                        f,
+                    );
+                    self.capture_dirty = true;
+                }
+            }
             self.actions.clear();
             let outcome = self
                 .switch
@@ -1185,6 +1270,9 @@ impl Server {
         }
         if !self.links.is_empty() {
             self.shape_outs(now);
+        }
+        if !self.captures.is_empty() {
+            self.tap_outs(now);
         }
         let mut start = 0;
         let mut shared_pending = false;
@@ -1266,6 +1354,85 @@ impl Server {
         self.outs.truncate(w);
     }
 
+    /// Captures of one port also see the frames sent to it.
+    fn tap_outs(&mut self, now: Duration) {
+        let wanted = |c: &Option<MgmtConn>| {
+            c.as_ref()
+                .and_then(|c| c.capture.as_ref())
+                .is_some_and(|c| c.port.is_some())
+        };
+        if !self
+            .captures
+            .iter()
+            .any(|&fd| self.mgmts.get(fd as usize).is_some_and(wanted))
+        {
+            return;
+        }
+        for k in 0..self.outs.len() {
+            let Some(port) = self.switch.endpoint(self.outs[k].to).map(|e| e.port) else {
+                continue;
+            };
+            let f = frame_bytes(&self.rb, &self.outs, &self.scratch, &self.scratch_len, k);
+            tap(
+                &mut self.mgmts,
+                &self.captures,
+                &self.switch,
+                self.epoch + now,
+                port,
+                cap::CapDir::Out,
+                f,
+            );
+        }
+        self.capture_dirty = true;
+    }
+
+    /// Write what the capture clients have queued (never blocking).
+    fn flush_captures(&mut self) {
+        self.capture_dirty = false;
+        // a flush may close a connection (reader gone): work on a copy
+        let mut fds = std::mem::take(&mut self.captures);
+        for &fd in &fds {
+            self.mgmt_flush(fd);
+        }
+        let mgmts = &self.mgmts;
+        fds.retain(|&fd| {
+            mgmts
+                .get(fd as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.capture.is_some())
+        });
+        self.captures = fds;
+    }
+
+    /// Turn console connection `fd` into a capture stream.
+    fn start_capture(&mut self, fd: u32, port: Option<u32>, vlan: Option<u16>) {
+        if port.is_some_and(|p| p >= self.switch.numports()) {
+            self.mgmt_write(
+                fd,
+                net_proto::mgmt::reply(None, net_proto::mgmt::EINVAL).as_bytes(),
+            );
+            return;
+        }
+        self.mgmt_write(fd, net_proto::mgmt::reply(None, 0).as_bytes());
+        let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        c.capture = Some(Box::new(Capture {
+            port,
+            vlan,
+            limit: CAPTURE_QUEUE,
+            announced: Vec::new(),
+            drops: Vec::new(),
+            unreported: false,
+        }));
+        self.captures.push(fd);
+        self.log.peer(&format!(
+            "capture started on console connection {fd} (port {}, vlan {})",
+            port.map_or("any".into(), |p| p.to_string()),
+            vlan.map_or("any".into(), |v| v.to_string())
+        ));
+    }
+
     /// Send the frames the emulated links release now: inbound ones enter
     /// the switch (from the endpoint that sent them), outbound ones go to
     /// their endpoint. Frames released meanwhile by a second link (in,
@@ -1285,7 +1452,21 @@ impl Server {
                 }
                 match side {
                     Side::In => self.forward_released(now, r.tag, &r.frame),
-                    Side::Out => self.send_owned(r.tag, &r.frame),
+                    Side::Out => {
+                        if !self.captures.is_empty() {
+                            tap(
+                                &mut self.mgmts,
+                                &self.captures,
+                                &self.switch,
+                                self.epoch + now,
+                                port,
+                                cap::CapDir::Out,
+                                &r.frame,
+                            );
+                            self.capture_dirty = true;
+                        }
+                        self.send_owned(r.tag, &r.frame)
+                    }
                 }
             }
             self.released = rel;
@@ -1299,6 +1480,20 @@ impl Server {
         let mut actions = std::mem::take(&mut self.link_actions);
         let mut buf = std::mem::take(&mut self.link_scratch);
         actions.clear();
+        if !self.captures.is_empty() {
+            if let Some(port) = self.switch.endpoint(from).map(|e| e.port) {
+                tap(
+                    &mut self.mgmts,
+                    &self.captures,
+                    &self.switch,
+                    self.epoch + now,
+                    port,
+                    cap::CapDir::In,
+                    frame,
+                );
+                self.capture_dirty = true;
+            }
+        }
         self.switch.handle_frame(now, from, frame, &mut actions);
         for a in &actions {
             let bytes: &[u8] = match a.egress {
@@ -1317,6 +1512,19 @@ impl Server {
             if let Some(l) = port.and_then(|p| self.links.link_mut(p, Side::Out)) {
                 if l.offer_tagged(now, a.to, bytes) != Verdict::Pass {
                     continue;
+                }
+            }
+            if !self.captures.is_empty() {
+                if let Some(p) = port {
+                    tap(
+                        &mut self.mgmts,
+                        &self.captures,
+                        &self.switch,
+                        self.epoch + now,
+                        p,
+                        cap::CapDir::Out,
+                        bytes,
+                    );
                 }
             }
             self.send_owned(a.to, bytes);
@@ -1651,6 +1859,7 @@ impl Server {
                     self.mgmts[idx] = Some(MgmtConn {
                         stream,
                         out: Vec::new(),
+                        capture: None,
                     });
                     let banner = format!("{}{}", net_proto::mgmt::BANNER, net_proto::mgmt::PROMPT);
                     self.mgmt_write(fd, banner.as_bytes());
@@ -1665,6 +1874,11 @@ impl Server {
     fn close_mgmt(&mut self, fd: u32) {
         if let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::take) {
             let _ = self.epoll.delete(c.stream.as_fd());
+            if c.capture.is_some() {
+                self.captures.retain(|&x| x != fd);
+                self.log
+                    .peer(&format!("capture on console connection {fd} ended"));
+            }
         }
     }
 
@@ -1681,6 +1895,9 @@ impl Server {
         let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::as_mut) else {
             return;
         };
+        if let Some(capture) = c.capture.as_mut() {
+            capture.report_drops(&mut c.out);
+        }
         while !c.out.is_empty() {
             match c.stream.write(&c.out) {
                 Ok(0) => break,
@@ -1702,7 +1919,8 @@ impl Server {
             Interest::READ
         } else {
             Interest {
-                read: false,
+                // a capture stream is watched for its reader leaving
+                read: c.capture.is_some(),
                 write: true,
             }
         };
@@ -1723,6 +1941,20 @@ impl Server {
             let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::as_mut) else {
                 return;
             };
+            if c.capture.is_some() {
+                // input of a capture client is ignored; EOF ends it
+                match c.stream.read(&mut buf) {
+                    Ok(0) => self.close_mgmt(fd),
+                    Err(e)
+                        if e.kind() != io::ErrorKind::WouldBlock
+                            && e.kind() != io::ErrorKind::Interrupted =>
+                    {
+                        self.close_mgmt(fd)
+                    }
+                    _ => {}
+                }
+                return;
+            }
             if !c.out.is_empty() {
                 if ev.hangup && !ev.writable {
                     self.close_mgmt(fd); // the reader is gone
@@ -1735,6 +1967,12 @@ impl Server {
             Ok(0) => self.close_mgmt(fd),
             Ok(n) => {
                 let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if let Ok(net_proto::mgmt::MgmtCommand::CaptureStart { port, vlan }) =
+                    net_proto::mgmt::parse(&line)
+                {
+                    self.start_capture(fd, port, vlan);
+                    return;
+                }
                 let (text, close, exit) = mgmt::execute(self, &line);
                 self.mgmt_write(fd, text.as_bytes());
                 if close {
@@ -1783,6 +2021,74 @@ impl Server {
             // only removes an empty directory
             let _ = std::fs::remove_dir(dir);
         }
+    }
+}
+
+/// Queue a copy of `frame` (crossing `port` in `dir`) for every capture
+/// client that wants it; a client whose queue is full loses it (counted).
+fn tap(
+    mgmts: &mut [Option<MgmtConn>],
+    captures: &[u32],
+    switch: &Switch,
+    ts: Duration,
+    port: u32,
+    dir: cap::CapDir,
+    frame: &[u8],
+) {
+    let mut vlan = None;
+    for &fd in captures {
+        let Some(c) = mgmts.get_mut(fd as usize).and_then(Option::as_mut) else {
+            continue;
+        };
+        let Some(k) = c.capture.as_mut() else {
+            continue;
+        };
+        match k.port {
+            Some(p) if p != port => continue,
+            None if dir == cap::CapDir::Out => continue, // seen coming in
+            _ => {}
+        }
+        if let Some(want) = k.vlan {
+            let v = *vlan.get_or_insert_with(|| {
+                eth::Frame::new_checked(frame)
+                    .ok()
+                    .and_then(|f| f.vlan())
+                    .or_else(|| switch.port(port).map(|p| p.vlan))
+                    .unwrap_or(0)
+            });
+            if v != want {
+                continue;
+            }
+        }
+        let msg = cap::CapMsg::Packet {
+            port,
+            dir,
+            ts,
+            frame,
+        };
+        let mut need = cap::encoded_len(&msg);
+        let descr = if k.announced.contains(&port) {
+            None
+        } else {
+            let d = switch
+                .port(port)
+                .and_then(|p| p.endpoints.first().copied())
+                .and_then(|ep| switch.endpoint(ep))
+                .map(|e| e.descr.as_str())
+                .unwrap_or("");
+            need += cap::HEADER_LEN + 4 + d.len();
+            Some(d)
+        };
+        if c.out.len() + need > k.limit {
+            k.drop_one(port);
+            continue;
+        }
+        k.report_drops(&mut c.out);
+        if let Some(descr) = descr {
+            cap::encode(&mut c.out, &cap::CapMsg::Interface { port, descr });
+            k.announced.push(port);
+        }
+        cap::encode(&mut c.out, &msg);
     }
 }
 

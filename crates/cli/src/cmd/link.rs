@@ -13,6 +13,35 @@ pub enum Command {
     /// Shape a running switch's ports: delay, jitter, loss, rate, ...
     #[command(subcommand)]
     Link(LinkCommand),
+    /// Record the frames crossing a running switch (pcapng, pcap or text)
+    ///
+    /// Without --port, every frame as it enters the switch; with --port N,
+    /// the frames port N sends and receives. Ctrl-C ends the capture; the
+    /// file stays valid and records the frames the switch had to drop
+    /// because the capture did not keep up.
+    Capture(CaptureArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CaptureArgs {
+    /// The switch's management socket (umlkit switch -M)
+    switch: PathBuf,
+    /// Only this port (both directions)
+    #[arg(long)]
+    port: Option<u32>,
+    /// Only frames of this VLAN
+    #[arg(long)]
+    vlan: Option<u16>,
+    /// Write the frames to FILE (pcapng; `-` = standard output) instead of
+    /// one line of text per frame
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// Stop after COUNT frames
+    #[arg(short = 'c', long = "count", value_name = "COUNT")]
+    count: Option<u64>,
+    /// Classic pcap instead of pcapng (with -w)
+    #[arg(long, requires = "write")]
+    pcap: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,8 +157,46 @@ fn dir_word(dir: Option<LinkDir>) -> String {
     }
 }
 
+fn run_capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
+    use switchd::capture::{capture, CaptureOptions, Ended, Format};
+    let opts = CaptureOptions {
+        port: a.port,
+        vlan: a.vlan,
+        count: a.count,
+    };
+    let format = match (&a.write, a.pcap) {
+        (None, _) => Format::Text,
+        (Some(_), true) => Format::Pcap,
+        (Some(_), false) => Format::Pcapng,
+    };
+    let summary = match &a.write {
+        Some(p) if p.as_os_str() != "-" => {
+            let mut f = umlkit_sys::file::create_nofollow(p, 0o600)
+                .with_context(|| format!("cannot create capture file {}", p.display()))?;
+            capture(&a.switch, &opts, format, &mut f)?
+        }
+        _ => {
+            let mut o = std::io::stdout().lock();
+            capture(&a.switch, &opts, format, &mut o)?
+        }
+    };
+    let why = match summary.ended_by {
+        Ended::Count => "",
+        Ended::Signal => " (interrupted)",
+        Ended::SwitchGone => " (the switch closed the stream)",
+    };
+    eprintln!(
+        "umlkit capture: {} frames captured, {} dropped by the switch (capture too slow){why}",
+        summary.frames, summary.dropped
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
-    let Command::Link(cmd) = cmd;
+    let cmd = match cmd {
+        Command::Link(c) => c,
+        Command::Capture(a) => return run_capture(a),
+    };
     match cmd {
         LinkCommand::Set(a) => {
             let spec = a.spec()?;
