@@ -1,0 +1,101 @@
+//! A lab.toml domain's `link` emulation applied by `umlkit lab start`: the
+//! lab's `umlkit switch` gets the settings on every port and a console.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+struct TestLab {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    state: PathBuf,
+}
+
+impl TestLab {
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(testkit::umlkit_bin())
+            .arg("lab")
+            .arg(args[0])
+            .arg("--state-root")
+            .arg(&self.state)
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run umlkit")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "umlkit lab {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let _ = self.run(&["clean", self.dir.to_str().unwrap()]);
+    }
+}
+
+const LAB: &str = r#"
+[lab]
+dialect = "kathara"
+[machines.a]
+[[machines.a.interfaces]]
+domain = "lan"
+addresses = ["10.7.0.1/24"]
+[machines.b]
+[[machines.b.interfaces]]
+domain = "lan"
+addresses = ["10.7.0.2/24"]
+[domains.lan]
+link = { delay_ms = 15.0 }
+"#;
+
+#[test]
+fn lab_domain_link_delay_is_applied_at_start() {
+    let tmp = testkit::short_tempdir("lablk");
+    let dir = tmp.path().join("lab");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("lab.toml"), LAB).unwrap();
+    let lab = TestLab {
+        dir: dir.clone(),
+        state: tmp.path().join("st"),
+        _tmp: tmp,
+    };
+    let d = dir.to_str().unwrap();
+    lab.ok(&["start", d]);
+    let out = lab.ok(&[
+        "exec",
+        "-d",
+        d,
+        "a",
+        "--",
+        "ping -c 10 -i 0.05 -W 2 10.7.0.2",
+    ]);
+    let rtts: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.trim_end_matches(" ms").trim().parse().ok())
+        .collect();
+    assert!(rtts.len() >= 9, "{out}");
+    // each way crosses one delayed link: +30 ms per round trip
+    let mut s = rtts.clone();
+    s.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let med = s[s.len() / 2];
+    assert!((29.0..40.0).contains(&med), "median {med} ms: {out}");
+    // the switch's console is in the plan; it shows the settings
+    let info: serde_json::Value = serde_json::from_str(&lab.ok(&["info", "--json", d])).unwrap();
+    let mgmt = info["switches"][0]["mgmt"].as_str().unwrap().to_string();
+    let o = Command::new(testkit::umlkit_bin())
+        .args(["link", "show", &mgmt])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("out delay=15ms"), "{text}");
+    lab.ok(&["stop", d]);
+}
