@@ -97,5 +97,65 @@ fn lab_domain_link_delay_is_applied_at_start() {
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("out delay=15ms"), "{text}");
+
+    // changed at run time for the whole domain
+    let out = lab.ok(&["link", "-d", d, "lan", "delay=2ms"]);
+    assert!(out.contains("domain lan: delay=2ms on"), "{out}");
+    let out = lab.ok(&[
+        "exec",
+        "-d",
+        d,
+        "a",
+        "--",
+        "ping -c 5 -i 0.05 -W 2 10.7.0.2",
+    ]);
+    assert!(out.contains(" 0% packet loss"), "{out}");
+    assert!(lab.ok(&["link", "-d", d, "lan"]).contains("out delay=2ms"));
+
+    // capture one machine's interface while a pings b
+    let file = lab.state.parent().unwrap().join("b.pcapng");
+    let mut cap = Command::new(testkit::umlkit_bin());
+    cap.args(["lab", "capture", "--state-root"])
+        .arg(&lab.state)
+        .args(["-d", d, "lan", "--machine", "b:eth0", "-c", "4", "-w"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut cap = testkit::ProcGuard::spawn("lab capture", cap);
+    assert!(testkit::wait_until(
+        std::time::Duration::from_secs(20),
+        || {
+            lab.run(&["exec", "-d", d, "a", "--", "ping -c 2 -i 0.2 -W 1 10.7.0.2"]);
+            cap.child_mut().try_wait().unwrap().is_some()
+        }
+    ));
+    let o = Command::new("tshark")
+        .args([
+            "-r",
+            file.to_str().unwrap(),
+            "-T",
+            "fields",
+            "-e",
+            "frame.interface_name",
+        ])
+        .args(["-e", "ip.src"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.lines().count(), 4, "{text}");
+    let ports: std::collections::BTreeSet<&str> =
+        text.lines().filter_map(|l| l.split('\t').next()).collect();
+    assert_eq!(ports.len(), 1, "one interface only: {text}");
+    assert!(
+        text.contains("10.7.0.1") && text.contains("10.7.0.2"),
+        "{text}"
+    );
+    // a machine or domain that is not there: clear errors
+    let o = lab.run(&["capture", "-d", d, "lan", "--machine", "zz:eth0", "-c", "1"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no machine zz"));
+    let o = lab.run(&["link", "-d", d, "nowhere", "delay=1ms"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no collision domain nowhere"));
     lab.ok(&["stop", d]);
 }

@@ -147,6 +147,37 @@ pub enum LabCmd {
         #[command(flatten)]
         opts: LabOpts,
     },
+    /// Shape a running lab's collision domain: SPEC (`delay=20ms,loss=1%`,
+    /// `none` to clear) on every port of its switch, for frames on their way
+    /// out; without SPEC, show the settings and counters
+    Link {
+        #[arg(short = 'd', long, default_value = ".")]
+        dir: PathBuf,
+        domain: String,
+        spec: Option<String>,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Record a running lab's collision domain (see `umlkit capture`)
+    Capture {
+        #[arg(short = 'd', long, default_value = ".")]
+        dir: PathBuf,
+        domain: String,
+        /// Only this machine's interface, as MACHINE:ethN
+        #[arg(long, value_name = "M:IF")]
+        machine: Option<String>,
+        /// Write pcapng to FILE (`-` = standard output) instead of text
+        #[arg(short = 'w', long = "write", value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Stop after COUNT frames
+        #[arg(short = 'c', long = "count", value_name = "COUNT")]
+        count: Option<u64>,
+        /// Classic pcap instead of pcapng (with -w)
+        #[arg(long, requires = "write")]
+        pcap: bool,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
     /// Unplug a running machine from a collision domain
     Disconnect {
         #[arg(short = 'd', long, default_value = ".")]
@@ -488,6 +519,53 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        LabCmd::Link {
+            dir,
+            domain,
+            spec,
+            opts,
+        } => {
+            let plan = load_plan_or_saved(&dir, &opts)?;
+            let mgmt = domain_console(&plan, &domain)?;
+            let mut c = switchd::client::Console::connect(&mgmt)?;
+            match spec {
+                None => {
+                    out!("{}", c.command("link/show")?);
+                }
+                Some(spec) => {
+                    let spec: net_proto::link::LinkSpec =
+                        spec.parse().with_context(|| format!("domain {domain}"))?;
+                    let info = c.command("port/showinfo")?;
+                    let n: u32 = info
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Numports="))
+                        .and_then(|v| v.trim().parse().ok())
+                        .with_context(|| format!("{}: no port count", mgmt.display()))?;
+                    for p in 0..n {
+                        c.command(&format!("link/set {p} out {spec}"))?;
+                    }
+                    outln!("domain {}: {spec} on {n} ports", shown(&domain));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Capture {
+            dir,
+            domain,
+            machine,
+            write,
+            count,
+            pcap,
+            opts,
+        } => {
+            let plan = load_plan_or_saved(&dir, &opts)?;
+            let mgmt = domain_console(&plan, &domain)?;
+            let port = match machine {
+                None => None,
+                Some(mi) => Some(machine_port(&plan, &mgmt, &domain, &mi)?),
+            };
+            crate::cmd::link::capture_to(&mgmt, port, None, count, write.as_deref(), pcap)
+        }
         LabCmd::Connect {
             dir,
             machine,
@@ -674,6 +752,62 @@ fn default_state_root() -> PathBuf {
 /// The plan to stop or clean a lab with: from the lab folder, or, when its
 /// description no longer loads, the plan saved in its state folder at
 /// start (so a broken lab.conf cannot keep a lab running).
+/// The console of the `umlkit switch` serving `domain`.
+fn domain_console(plan: &Plan, domain: &str) -> anyhow::Result<PathBuf> {
+    let sw = plan
+        .switches
+        .iter()
+        .find(|s| s.domain == domain)
+        .with_context(|| {
+            format!(
+                "lab {}: no collision domain {}",
+                shown(&plan.name),
+                shown(domain)
+            )
+        })?;
+    sw.mgmt.clone().with_context(|| {
+        format!(
+            "domain {}: its switch has no console (a lab started before umlkit had one): restart the lab",
+            shown(domain)
+        )
+    })
+}
+
+/// The switch port of MACHINE:IF on `domain`: the port whose MAC table
+/// entry is the interface's planned MAC (the machine must have sent a frame).
+fn machine_port(plan: &Plan, mgmt: &Path, domain: &str, mi: &str) -> anyhow::Result<u32> {
+    let (m, ifname) = mi
+        .split_once(':')
+        .with_context(|| format!("'{}': expected MACHINE:IF, e.g. pc1:eth0", shown(mi)))?;
+    let machine = plan
+        .machine(m)
+        .with_context(|| format!("no machine {} in the lab", shown(m)))?;
+    let iface = machine
+        .interfaces
+        .iter()
+        .find(|i| i.name == ifname && i.domain == domain)
+        .with_context(|| {
+            format!(
+                "{}: no interface {} on domain {}",
+                shown(m),
+                shown(ifname),
+                shown(domain)
+            )
+        })?;
+    let table = switchd::client::command(mgmt, "hash/print")?;
+    let mac = iface.mac.to_ascii_lowercase();
+    table
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains(&format!("addr: {mac} ")))
+        .find_map(|l| l.split("to port:").nth(1)?.split_whitespace().next()?.parse().ok())
+        .with_context(|| {
+            format!(
+                "{}: the switch has not seen {mac} yet (no frame sent): capture the whole domain instead",
+                shown(mi)
+            )
+        })
+}
+
 fn load_plan_or_saved(dir: &Path, opts: &LabOpts) -> anyhow::Result<Plan> {
     let err = match load_plan(dir, opts, false) {
         Ok((plan, _)) => return Ok(plan),

@@ -158,26 +158,41 @@ fn dir_word(dir: Option<LinkDir>) -> String {
 }
 
 fn run_capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
+    capture_to(
+        &a.switch,
+        a.port,
+        a.vlan,
+        a.count,
+        a.write.as_deref(),
+        a.pcap,
+    )
+}
+
+/// `umlkit capture` (also behind `umlkit lab capture`).
+pub fn capture_to(
+    mgmt: &std::path::Path,
+    port: Option<u32>,
+    vlan: Option<u16>,
+    count: Option<u64>,
+    write: Option<&std::path::Path>,
+    pcap: bool,
+) -> anyhow::Result<ExitCode> {
     use switchd::capture::{capture, CaptureOptions, Ended, Format};
-    let opts = CaptureOptions {
-        port: a.port,
-        vlan: a.vlan,
-        count: a.count,
-    };
-    let format = match (&a.write, a.pcap) {
+    let opts = CaptureOptions { port, vlan, count };
+    let format = match (write, pcap) {
         (None, _) => Format::Text,
         (Some(_), true) => Format::Pcap,
         (Some(_), false) => Format::Pcapng,
     };
-    let summary = match &a.write {
+    let summary = match write {
         Some(p) if p.as_os_str() != "-" => {
             let mut f = umlkit_sys::file::create_nofollow(p, 0o600)
                 .with_context(|| format!("cannot create capture file {}", p.display()))?;
-            capture(&a.switch, &opts, format, &mut f)?
+            capture(mgmt, &opts, format, &mut f)?
         }
         _ => {
             let mut o = std::io::stdout().lock();
-            capture(&a.switch, &opts, format, &mut o)?
+            capture(mgmt, &opts, format, &mut o)?
         }
     };
     let why = match summary.ended_by {
