@@ -111,6 +111,8 @@ fn lab_domain_link_delay_is_applied_at_start() {
     ]);
     assert!(out.contains(" 0% packet loss"), "{out}");
     assert!(lab.ok(&["link", "-d", d, "lan"]).contains("out delay=2ms"));
+    let st = lab.ok(&["status", d]);
+    assert!(st.contains("    link: out delay=2ms on "), "{st}");
 
     // capture one machine's interface while a pings b
     let file = lab.state.parent().unwrap().join("b.pcapng");

@@ -351,15 +351,26 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let (plan, _) = load_plan(&dir, &opts, false)?;
             let st = runner::status(&backend(&plan)?, &plan)?;
             let sw = runner::switch_status(&plan)?;
+            // link emulation as the running switches apply it now
+            let links: Vec<Option<String>> = plan
+                .switches
+                .iter()
+                .map(|s| {
+                    let running = sw
+                        .iter()
+                        .any(|x| x.domain == s.domain && x.state == "running");
+                    s.mgmt.as_deref().filter(|_| running).and_then(live_links)
+                })
+                .collect();
             if json {
                 let v = serde_json::json!({
                     "lab": plan.name, "dir": plan.lab_dir, "dialect": plan.dialect.to_string(),
                     "state_dir": plan.state_dir,
-                    "domains": plan.switches.iter().map(|s| {
+                    "domains": plan.switches.iter().zip(&links).map(|(s, link)| {
                         let live = sw.iter().find(|x| x.domain == s.domain);
                         serde_json::json!({"name": s.domain, "hub": s.hub, "ctl": s.ctl(),
                             "state": live.map(|x| x.state.as_str()).unwrap_or("stopped"),
-                            "pid": live.and_then(|x| x.pid)})
+                            "pid": live.and_then(|x| x.pid), "link": link})
                     }).collect::<Vec<_>>(),
                     "machines": st,
                 });
@@ -405,7 +416,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
-                for s in &plan.switches {
+                for (s, link) in plan.switches.iter().zip(&links) {
                     let state = sw
                         .iter()
                         .find(|x| x.domain == s.domain)
@@ -418,6 +429,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         state,
                         s.ctl().display()
                     );
+                    if let Some(l) = link {
+                        outln!("    link: {l}");
+                    }
                 }
             }
             // Anything that does not work as started makes the exit code 1.
@@ -752,6 +766,38 @@ fn default_state_root() -> PathBuf {
 /// The plan to stop or clean a lab with: from the lab folder, or, when its
 /// description no longer loads, the plan saved in its state folder at
 /// start (so a broken lab.conf cannot keep a lab running).
+/// The impairments a running switch applies, summarised: `out
+/// delay=15ms on 32 ports`; None when it has none (or no console answers).
+fn live_links(mgmt: &Path) -> Option<String> {
+    let text = switchd::client::command(mgmt, "link/show").ok()?;
+    // (direction, settings) -> ports
+    let mut groups: Vec<((String, String), u32)> = Vec::new();
+    for l in text.lines().filter(|l| l.starts_with("Port ")) {
+        let mut f = l.split_whitespace().skip(2);
+        let (Some(dir), Some(spec)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if spec == "none" {
+            continue;
+        }
+        let key = (dir.to_string(), spec.to_string());
+        match groups.iter_mut().find(|g| g.0 == key) {
+            Some(g) => g.1 += 1,
+            None => groups.push((key, 1)),
+        }
+    }
+    if groups.is_empty() {
+        return None;
+    }
+    Some(
+        groups
+            .iter()
+            .map(|((d, s), n)| format!("{d} {s} on {n} port{}", if *n == 1 { "" } else { "s" }))
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
 /// The console of the `umlkit switch` serving `domain`.
 fn domain_console(plan: &Plan, domain: &str) -> anyhow::Result<PathBuf> {
     let sw = plan
