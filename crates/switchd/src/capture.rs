@@ -194,7 +194,7 @@ pub fn capture(
     // still ends the file cleanly
     let signals = SignalFd::new(&[SIGINT, SIGTERM, SIGHUP]).map_err(|e| stream_err(mgmt, e))?;
     console.command(&line)?;
-    let mut stream = console.into_stream();
+    let (mut stream, early) = console.into_stream();
     stream
         .set_read_timeout(None)
         .and_then(|()| stream.set_nonblocking(true))
@@ -231,34 +231,13 @@ pub fn capture(
 
     let mut summary = Summary::default();
     let mut inbuf: Vec<u8> = Vec::with_capacity(1 << 16);
+    inbuf.extend_from_slice(&early);
     let mut chunk = vec![0u8; 1 << 16];
     let mut events: Vec<Event> = Vec::new();
     'outer: loop {
         if opts.count.is_some_and(|c| summary.frames >= c) {
             summary.ended_by = Ended::Count;
             break;
-        }
-        epoll
-            .wait(&mut events, -1)
-            .map_err(|e| stream_err(mgmt, e))?;
-        if events.iter().any(|e| e.token == 2) && signals.read().is_some() {
-            summary.ended_by = Ended::Signal;
-            break;
-        }
-        loop {
-            match stream.read(&mut chunk) {
-                Ok(0) => {
-                    summary.ended_by = Ended::SwitchGone;
-                    break 'outer;
-                }
-                Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(stream_err(mgmt, e)),
-            }
-            if inbuf.len() >= 1 << 20 {
-                break;
-            }
         }
         let mut off = 0;
         while let Some((msg, used)) =
@@ -293,6 +272,31 @@ pub fn capture(
         }
         inbuf.drain(..off);
         write_out(out, &mut w.buf)?;
+        if opts.count.is_some_and(|c| summary.frames >= c) {
+            continue; // ends at the top
+        }
+        epoll
+            .wait(&mut events, -1)
+            .map_err(|e| stream_err(mgmt, e))?;
+        if events.iter().any(|e| e.token == 2) && signals.read().is_some() {
+            summary.ended_by = Ended::Signal;
+            break;
+        }
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => {
+                    summary.ended_by = Ended::SwitchGone;
+                    break 'outer;
+                }
+                Ok(n) => inbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(stream_err(mgmt, e)),
+            }
+            if inbuf.len() >= 1 << 20 {
+                break;
+            }
+        }
     }
     summary.dropped = w.ports.iter().map(|p| p.dropped).sum();
     if format == Format::Pcapng {

@@ -44,6 +44,8 @@ pub fn data_of(reply: &str) -> &str {
 pub struct Console {
     path: PathBuf,
     stream: UnixStream,
+    /// Bytes read after the last prompt (the start of a capture stream).
+    rest: Vec<u8>,
 }
 
 impl Console {
@@ -56,6 +58,7 @@ impl Console {
         let mut c = Console {
             path: path.to_path_buf(),
             stream,
+            rest: Vec::new(),
         };
         c.stream
             .set_read_timeout(Some(TIMEOUT))
@@ -71,11 +74,16 @@ impl Console {
         }
     }
 
-    /// Read up to the prompt.
+    /// Read up to the prompt; what follows it is kept.
     fn read_reply(&mut self) -> Result<String, Error> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.rest);
         let mut buf = [0u8; 4096];
-        while !out.ends_with(PROMPT.as_bytes()) {
+        let p = PROMPT.as_bytes();
+        loop {
+            if let Some(i) = out.windows(p.len()).position(|w| w == p) {
+                self.rest = out.split_off(i + p.len());
+                break;
+            }
             let n = self.stream.read(&mut buf).map_err(|e| self.err(e))?;
             if n == 0 {
                 return Err(Error::BadReply {
@@ -105,9 +113,10 @@ impl Console {
         Ok(data_of(&reply).to_string())
     }
 
-    /// The connection (e.g. to turn it into a capture stream).
-    pub fn into_stream(self) -> UnixStream {
-        self.stream
+    /// The connection (e.g. turned into a capture stream) and the bytes
+    /// already read from it after the last reply.
+    pub fn into_stream(self) -> (UnixStream, Vec<u8>) {
+        (self.stream, self.rest)
     }
 }
 
@@ -119,6 +128,30 @@ pub fn command(path: &Path, line: &str) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: bytes after the prompt (a capture stream that starts in
+    /// the same read as its `1000 Success`) were lost or made the client
+    /// wait forever for a prompt at the very end.
+    #[test]
+    fn bytes_after_the_prompt_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.write_all(format!("banner{PROMPT}").as_bytes()).unwrap();
+            let mut b = [0u8; 64];
+            let _ = s.read(&mut b).unwrap();
+            let mut r = net_proto::mgmt::reply(None, 0).into_bytes();
+            r.extend_from_slice(b"\x02STREAM");
+            s.write_all(&r).unwrap();
+        });
+        let mut c = Console::connect(&path).unwrap();
+        assert_eq!(c.command("capture/start").unwrap(), "");
+        t.join().unwrap();
+        let (_, rest) = c.into_stream();
+        assert_eq!(rest, b"\x02STREAM");
+    }
 
     #[test]
     fn reply_parts() {

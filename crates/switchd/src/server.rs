@@ -1476,7 +1476,6 @@ impl Server {
     /// A frame released by the inbound link of `from`'s port: switch it,
     /// through the outbound links of its destinations.
     fn forward_released(&mut self, now: Duration, from: EndpointId, frame: &[u8]) {
-        self.stats.frames_in += 1;
         let mut actions = std::mem::take(&mut self.link_actions);
         let mut buf = std::mem::take(&mut self.link_scratch);
         actions.clear();
