@@ -84,7 +84,11 @@ impl Console {
                 self.rest = out.split_off(i + p.len());
                 break;
             }
-            let n = self.stream.read(&mut buf).map_err(|e| self.err(e))?;
+            // a read with a timeout is not restarted after SIGSTOP/SIGCONT
+            let n = match self.stream.read(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => r.map_err(|e| self.err(e))?,
+            };
             if n == 0 {
                 return Err(Error::BadReply {
                     path: self.path.clone(),
