@@ -152,6 +152,33 @@ fn lab_domain_link_delay_is_applied_at_start() {
         text.contains("10.7.0.1") && text.contains("10.7.0.2"),
         "{text}"
     );
+    // one machine's interface (its port found by its MAC), both directions
+    let out = lab.ok(&["link", "-d", d, "b:eth0", "delay=25ms"]);
+    assert!(out.contains("b:eth0: delay=25ms on port "), "{out}");
+    let out = lab.ok(&[
+        "exec",
+        "-d",
+        d,
+        "a",
+        "--",
+        "ping -c 5 -i 0.05 -W 2 10.7.0.2",
+    ]);
+    let r: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.trim_end_matches(" ms").trim().parse().ok())
+        .collect();
+    // b's port: 25 ms each way (its "out" replaced the domain's 2 ms);
+    // a's port still adds 2 ms to the replies
+    assert!(
+        r.len() >= 4 && r.iter().all(|&t| (51.0..70.0).contains(&t)),
+        "{out}"
+    );
+    let shown = lab.ok(&["link", "-d", d, "b:eth0"]);
+    assert!(
+        shown.contains("in  delay=25ms") && shown.contains("out delay=25ms"),
+        "{shown}"
+    );
     // a machine or domain that is not there: clear errors
     let o = lab.run(&["capture", "-d", d, "lan", "--machine", "zz:eth0", "-c", "1"]);
     assert!(!o.status.success());

@@ -147,13 +147,15 @@ pub enum LabCmd {
         #[command(flatten)]
         opts: LabOpts,
     },
-    /// Shape a running lab's collision domain: SPEC (`delay=20ms,loss=1%`,
-    /// `none` to clear) on every port of its switch, for frames on their way
-    /// out; without SPEC, show the settings and counters
+    /// Shape a running lab: SPEC (`delay=20ms,loss=1%`, `none` to clear)
+    /// on every port of a collision domain (frames on their way out), or on
+    /// one machine's interface MACHINE:IF (both directions); without SPEC,
+    /// show the settings and counters
     Link {
         #[arg(short = 'd', long, default_value = ".")]
         dir: PathBuf,
-        domain: String,
+        /// DOMAIN or MACHINE:IF
+        target: String,
         spec: Option<String>,
         #[command(flatten)]
         opts: LabOpts,
@@ -535,11 +537,37 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         LabCmd::Link {
             dir,
-            domain,
+            target,
             spec,
             opts,
         } => {
             let plan = load_plan_or_saved(&dir, &opts)?;
+            if let Some((m, ifname)) = target.split_once(':') {
+                let domain = plan
+                    .machine(m)
+                    .and_then(|mp| mp.interfaces.iter().find(|i| i.name == ifname))
+                    .map(|i| i.domain.clone())
+                    .with_context(|| format!("no interface {} in the lab", shown(&target)))?;
+                let mgmt = domain_console(&plan, &domain)?;
+                let port = machine_port(&plan, &mgmt, &domain, &target)?;
+                let mut c = switchd::client::Console::connect(&mgmt)?;
+                match spec {
+                    None => out!("{}", c.command(&format!("link/show {port}"))?),
+                    Some(spec) => {
+                        let spec: net_proto::link::LinkSpec = spec
+                            .parse()
+                            .with_context(|| format!("{}", shown(&target)))?;
+                        c.command(&format!("link/set {port} {spec}"))?;
+                        outln!(
+                            "{}: {spec} on port {port} of domain {}",
+                            shown(&target),
+                            shown(&domain)
+                        );
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let domain = target;
             let mgmt = domain_console(&plan, &domain)?;
             let mut c = switchd::client::Console::connect(&mgmt)?;
             match spec {
