@@ -50,6 +50,8 @@ enum Command {
     #[command(flatten)]
     Switch(cmd::switch::Command),
     #[command(flatten)]
+    Link(cmd::link::Command),
+    #[command(flatten)]
     Guest(cmd::guest::Command),
     #[command(flatten)]
     Lab(cmd::lab::Command),
@@ -97,6 +99,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Cow(c) => cmd::cow::run(c),
         Command::Switch(c) => cmd::switch::run(c),
+        Command::Link(c) => cmd::link::run(c),
         Command::Guest(c) => cmd::guest::run(c),
         Command::Lab(c) => cmd::lab::run(c),
         Command::Bench { which } => match which {

@@ -302,7 +302,20 @@ link = { delay_ms = 10.0, loss_percent = 1.5, bandwidth_kbit = 1000 }
     let plan = lab::plan::plan(&l, Path::new("/labs/t"), Path::new("/s/t")).unwrap();
     assert_eq!(plan.waves, vec![vec!["b"], vec!["a"]]);
     assert!(!plan.switches[0].hub, "domain mode overrides dialect");
-    assert!(plan.notes.iter().any(|n| n.contains("link emulation")));
+    assert!(plan
+        .notes
+        .iter()
+        .any(|n| n.contains("link emulation delay=10ms,loss=1.5%,rate=1mbit on every port")));
+    assert_eq!(
+        plan.switches[0].mgmt,
+        Some(Path::new("/s/t/sw/0.mgmt").to_path_buf())
+    );
+    // a value the switch would refuse is an error of the plan, naming it
+    let bad = t.replace("delay_ms = 10.0", "delay_ms = -5.0");
+    let l = LabFile::from_toml(&bad, Path::new("lab.toml")).unwrap();
+    let e = lab::plan::plan(&l, Path::new("/labs/t"), Path::new("/s/t")).unwrap_err();
+    assert!(e.to_string().contains("domain x: link emulation"), "{e}");
+    assert!(e.to_string().contains("delay"), "{e}");
     assert_eq!(
         plan.machine("b").unwrap().interfaces[0].mac,
         "02:11:22:33:44:55"

@@ -228,6 +228,30 @@ pub struct LinkEmulation {
     pub bandwidth_kbit: Option<u64>,
 }
 
+impl LinkEmulation {
+    /// The switch's link settings (`delay=10ms,loss=1.5%,rate=1000kbit`);
+    /// Err names the value the switch would refuse.
+    pub fn spec(&self) -> std::result::Result<net_proto::link::LinkSpec, String> {
+        let mut items = Vec::new();
+        if let Some(d) = self.delay_ms {
+            items.push(format!("delay={d}ms"));
+        }
+        if let Some(j) = self.jitter_ms {
+            items.push(format!("jitter={j}ms"));
+        }
+        if let Some(l) = self.loss_percent {
+            items.push(format!("loss={l}%"));
+        }
+        if let Some(b) = self.bandwidth_kbit {
+            items.push(format!("rate={b}kbit"));
+        }
+        if items.is_empty() {
+            return Ok(net_proto::link::LinkSpec::none());
+        }
+        net_proto::link::LinkSpec::parse(&items.join(",")).map_err(|e| e.to_string())
+    }
+}
+
 impl LabFile {
     /// Decode lab.toml text; `file` is only used in error messages.
     pub fn from_toml(text: &str, file: &std::path::Path) -> Result<LabFile> {

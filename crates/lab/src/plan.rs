@@ -43,6 +43,9 @@ pub struct SwitchPlan {
     pub hub: bool,
     pub capture: bool,
     pub link: Option<LinkEmulation>,
+    /// Management console of an `umlkit switch` (link settings at run time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mgmt: Option<PathBuf>,
 }
 
 impl SwitchPlan {
@@ -162,13 +165,17 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
                 hub: mode == DomainMode::Hub,
                 capture: conf.is_some_and(|c| c.capture),
                 link: conf.and_then(|c| c.link.clone()),
+                mgmt: Some(state_dir.join("sw").join(format!("{i}.mgmt"))),
             }
         })
         .collect();
     for s in &switches {
-        if s.link.is_some() {
+        if let Some(l) = &s.link {
+            let spec = l
+                .spec()
+                .map_err(|e| LabError::Run(format!("domain {}: link emulation: {e}", s.domain)))?;
             notes.push(format!(
-                "domain {}: link emulation is recorded but not applied yet",
+                "domain {}: link emulation {spec} on every port (applied by umlkit switch, not by vde_switch)",
                 s.domain
             ));
         }

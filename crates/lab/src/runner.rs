@@ -288,6 +288,19 @@ pub fn start_switch_process(
     if sw.hub {
         cmd.arg("--hub");
     }
+    // `umlkit switch` (not vde_switch): a console for run-time settings, and
+    // the domain's link emulation on the way out of every port (each frame
+    // crosses it once)
+    if switch_cmd.get(1).is_some_and(|a| a == "switch") {
+        if let Some(m) = &sw.mgmt {
+            cmd.arg("-M").arg(m);
+        }
+        if let Some(spec) = sw.link.as_ref().and_then(|l| l.spec().ok()) {
+            for p in 0..ports {
+                cmd.arg("--link").arg(format!("{p}:out:{spec}"));
+            }
+        }
+    }
     let out = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -1217,6 +1230,7 @@ pub fn connect(backend: &GuestBackend, plan: &Plan, machine: &str, domain: &str)
             hub: plan.dialect == crate::model::Dialect::Netkit,
             capture: false,
             link: None,
+            mgmt: None,
         };
         backend.start_switch(plan, &sw, &mut |e| {
             state = State::record(plan, |s| &mut s.switches, &e)?;

@@ -9,6 +9,7 @@
 //! - [`link`]: link impairment settings (`delay=20ms,loss=1%,...`), one parser for every front end.
 //! - [`pcap`]: capture files, classic pcap and pcapng (one interface per port, drop counts).
 
+pub mod capture;
 pub mod ctl;
 pub mod eth;
 pub mod link;

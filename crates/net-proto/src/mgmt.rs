@@ -28,8 +28,9 @@ pub const DATA_START: &str = "0000 DATA END WITH '.'\n";
 pub const DATA_END: &str = ".\n";
 /// Written (without newline) before closing on logout/shutdown.
 pub const END_OF_SESSION: &str = "9999 END OF SESSION";
-/// Largest command read in one go.
-pub const MAX_LINE: usize = 128;
+/// Largest command read in one go (vde_switch reads 128 bytes; a full
+/// `link/set` line needs more).
+pub const MAX_LINE: usize = 1024;
 
 pub const ENOENT: i32 = 2;
 pub const ENXIO: i32 = 6;
@@ -146,6 +147,12 @@ pub enum MgmtCommand {
         port: u32,
         dir: LinkDir,
     },
+    /// umlkit extension: `capture/start [port=N] [vlan=V]`: the connection
+    /// becomes a capture stream ([`crate::capture`]) after the status line.
+    CaptureStart {
+        port: Option<u32>,
+        vlan: Option<u16>,
+    },
 }
 
 /// One entry of the command table: path, syntax, help (as `help` prints them).
@@ -215,8 +222,8 @@ pub const COMMANDS: &[CommandInfo] = &[
     ),
 ];
 
-/// Link emulation commands (umlkit extension). [`parse`] knows them; they
-/// join [`help_text`] once the daemon implements them.
+/// Link emulation commands (umlkit extension), listed by [`help_text`]
+/// after vde_switch's own.
 pub const LINK_COMMANDS: &[CommandInfo] = &[
     ci("link", "============", "LINK EMULATION MENU"),
     ci(
@@ -229,6 +236,12 @@ pub const LINK_COMMANDS: &[CommandInfo] = &[
         "link/clear",
         "N [in|out]",
         "remove the impairments of port N",
+    ),
+    ci("capture", "============", "CAPTURE MENU"),
+    ci(
+        "capture/start",
+        "[port=N] [vlan=V]",
+        "turn this connection into a capture stream",
     ),
 ];
 
@@ -256,7 +269,7 @@ pub fn help_text(prefix: Option<&str>) -> String {
         "{:<18} {:<15} {}\n",
         "------------", "--------------", "------------"
     ));
-    for c in COMMANDS {
+    for c in COMMANDS.iter().chain(LINK_COMMANDS) {
         if let Some(p) = prefix {
             if !c.path.starts_with(p) {
                 continue;
@@ -426,6 +439,27 @@ pub fn parse(line: &str) -> Result<MgmtCommand, i32> {
             }
             C::LinkClear { port, dir }
         }
+        "capture/start" => {
+            let (mut port, mut vlan) = (None, None);
+            for a in std::iter::once(a1)
+                .chain(std::iter::once(a2))
+                .flatten()
+                .chain(args)
+            {
+                match a.split_once('=') {
+                    Some(("port", v)) if port.is_none() => port = Some(strict_port(Some(v))?),
+                    Some(("vlan", v)) if vlan.is_none() => {
+                        let v: u16 = strict_port(Some(v))?.try_into().map_err(|_| EINVAL)?;
+                        if v > 4095 {
+                            return Err(EINVAL);
+                        }
+                        vlan = Some(v);
+                    }
+                    _ => return Err(EINVAL),
+                }
+            }
+            C::CaptureStart { port, vlan }
+        }
         _ => return Err(ENOSYS),
     })
 }
@@ -570,8 +604,25 @@ mod tests {
         );
         assert_eq!(parse("link/clear 2 sideways"), Err(EINVAL));
         assert_eq!(parse("link/bogus"), Err(ENOSYS));
-        // not in help until the daemon implements them
-        assert!(!help_text(None).contains("link/"));
+        assert_eq!(
+            parse("capture/start"),
+            Ok(C::CaptureStart {
+                port: None,
+                vlan: None
+            })
+        );
+        assert_eq!(
+            parse("capture/start vlan=10 port=3"),
+            Ok(C::CaptureStart {
+                port: Some(3),
+                vlan: Some(10)
+            })
+        );
+        assert_eq!(parse("capture/start vlan=4096"), Err(EINVAL));
+        assert_eq!(parse("capture/start port=1 port=2"), Err(EINVAL));
+        assert_eq!(parse("capture/start 3"), Err(EINVAL));
+        assert!(help_text(None).contains("link/set"));
+        assert!(!help_text(Some("port")).contains("link/"));
     }
 
     proptest! {

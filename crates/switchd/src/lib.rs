@@ -13,6 +13,8 @@
 //! Usage: build [`Options`], [`Server::bind`] (creates the sockets, so
 //! errors surface before daemonizing), then [`Server::run`].
 
+pub mod capture;
+pub mod client;
 mod log;
 mod mgmt;
 mod reach;
@@ -134,6 +136,31 @@ pub enum Error {
     Poll(io::Error),
     #[error("nothing to serve: give a switch directory, a uml_switch socket or both")]
     NothingToServe,
+    #[error("cannot read rc file {path}: {source}")]
+    RcRead { path: PathBuf, source: io::Error },
+    #[error("rc file {path}, line {line}: `{command}` failed: {status}")]
+    RcCommand {
+        path: PathBuf,
+        line: usize,
+        command: String,
+        status: String,
+    },
+    #[error("port {port} does not exist (the switch has ports 0..{numports})")]
+    NoSuchPort { port: u32, numports: u32 },
+    #[error("cannot connect to the management socket {path}: {source}")]
+    Connect { path: PathBuf, source: io::Error },
+    #[error("management socket {path}: {source}")]
+    Console { path: PathBuf, source: io::Error },
+    #[error("management socket {path}: `{command}` failed: {status}")]
+    Refused {
+        path: PathBuf,
+        command: String,
+        status: String,
+    },
+    #[error("cannot write the capture: {source}")]
+    Output { source: io::Error },
+    #[error("management socket {path}: unexpected reply: {reply:?}")]
+    BadReply { path: PathBuf, reply: String },
 }
 
 #[cfg(test)]

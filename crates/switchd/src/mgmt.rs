@@ -96,14 +96,15 @@ fn print_stats(s: &Server, port: Option<u32>) -> (String, i32) {
         let st = s.stats;
         let _ = writeln!(
             out,
-            "Loop waits={} recv_calls={} frames_in={} send_calls={} frames_out={} mac_table_full={} refused_sockets={}",
+            "Loop waits={} recv_calls={} frames_in={} send_calls={} frames_out={} mac_table_full={} refused_sockets={} link_orphans={}",
             st.waits,
             st.recv_calls,
             st.frames_in,
             st.send_calls,
             st.frames_out,
             s.switch.table_full,
-            st.refused_sockets
+            st.refused_sockets,
+            st.link_orphans
         );
     }
     (out, 0)
@@ -205,7 +206,13 @@ pub(crate) fn execute(s: &mut Server, line: &str) -> (String, bool, bool) {
             Err(e) => (m::reply(None, e.errno()), false, false),
         },
         C::PortCreate(n) => res(s.switch.create_port(n)),
-        C::PortRemove(n) => res(s.switch.remove_port(n)),
+        C::PortRemove(n) => {
+            let r = s.switch.remove_port(n);
+            if r.is_ok() {
+                s.links.remove_port(n);
+            }
+            res(r)
+        }
         C::PortResetCounter(n) => res(s.switch.reset_counters(n)),
         C::PortEpClose { port, id } => {
             let on_port = s.switch.endpoint(id).is_some_and(|e| e.port == port);
@@ -270,9 +277,25 @@ pub(crate) fn execute(s: &mut Server, line: &str) -> (String, bool, bool) {
             }
             ok(Some(out))
         }
-        // link emulation is parsed but not wired into the daemon yet
-        C::LinkSet { .. } | C::LinkShow(_) | C::LinkClear { .. } => {
-            (m::reply(None, m::ENOSYS), false, false)
+        C::LinkSet { port, dir, spec } => {
+            if port >= s.switch.numports() {
+                return (m::reply(None, m::EINVAL), false, false);
+            }
+            s.links.set(port, dir, spec);
+            ok(None)
+        }
+        C::LinkShow(port) => match s.links.show(port) {
+            Some(text) => ok(Some(text)),
+            None => (m::reply(Some(""), m::ENXIO), false, false),
+        },
+        // only on a console connection (handled by the server loop)
+        C::CaptureStart { .. } => (m::reply(None, m::EINVAL), false, false),
+        C::LinkClear { port, dir } => {
+            if port >= s.switch.numports() {
+                return (m::reply(None, m::EINVAL), false, false);
+            }
+            s.links.clear(port, dir);
+            ok(None)
         }
     }
 }

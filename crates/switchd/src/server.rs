@@ -9,10 +9,14 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use net_proto::capture as cap;
 use net_proto::ctl::{self, Dialect, Request, RequestKind, SockAddrUn};
 use net_proto::eth;
+use switch_core::emu::{LinkTable, Released, Side, Verdict};
 use switch_core::{Action, Config, Egress, EndpointId, Outcome, PortRequest, Switch};
-use umlkit_sys::net::{self as sys, Epoll, Event, Interest, RecvBatch, SignalFd, SockKind};
+use umlkit_sys::net::{
+    self as sys, Epoll, Event, Interest, RecvBatch, SignalFd, SockKind, TimerFd,
+};
 
 use crate::{mgmt, reach};
 use crate::{Error, Flavor, Logger, Options};
@@ -54,6 +58,8 @@ enum Token {
     /// The shared uml_switch data socket (0) or the v0 named one (1).
     Shared(u32),
     Mgmt(u32),
+    /// The link emulation timer.
+    Timer,
 }
 
 impl Token {
@@ -67,6 +73,7 @@ impl Token {
             Token::Data(n) => (6, n),
             Token::Shared(n) => (7, n),
             Token::Mgmt(n) => (8, n),
+            Token::Timer => (9, 0),
         };
         (k << 32) | v as u64
     }
@@ -82,6 +89,7 @@ impl Token {
             6 => Token::Data(v),
             7 => Token::Shared(v),
             8 => Token::Mgmt(v),
+            9 => Token::Timer,
             _ => return None,
         })
     }
@@ -152,6 +160,59 @@ impl PendQ {
 struct MgmtConn {
     stream: UnixStream,
     out: Vec<u8>,
+    /// Set once the connection is a capture stream.
+    capture: Option<Box<Capture>>,
+}
+
+/// Bytes queued for one capture client at most; frames that do not fit
+/// are dropped (counted per port, reported in the stream).
+pub(crate) const CAPTURE_QUEUE: usize = 4 << 20;
+
+/// A capture client: what it wants and what it missed.
+struct Capture {
+    port: Option<u32>,
+    vlan: Option<u16>,
+    /// Bytes queued at most.
+    limit: usize,
+    /// Ports whose Interface message was sent.
+    announced: Vec<u32>,
+    /// Per port: frames dropped (cumulative) and the count last reported.
+    drops: Vec<(u32, u64, u64)>,
+    unreported: bool,
+}
+
+impl Capture {
+    /// Queue the Drops messages not sent yet (if they fit).
+    fn report_drops(&mut self, out: &mut Vec<u8>) {
+        if !self.unreported {
+            return;
+        }
+        let need = self.drops.len() * 17;
+        if out.len() + need > self.limit {
+            return;
+        }
+        for d in &mut self.drops {
+            if d.1 != d.2 {
+                cap::encode(
+                    out,
+                    &cap::CapMsg::Drops {
+                        port: d.0,
+                        total: d.1,
+                    },
+                );
+                d.2 = d.1;
+            }
+        }
+        self.unreported = false;
+    }
+
+    fn drop_one(&mut self, port: u32) {
+        match self.drops.iter_mut().find(|d| d.0 == port) {
+            Some(d) => d.1 += 1,
+            None => self.drops.push((port, 1, 0)),
+        }
+        self.unreported = true;
+    }
 }
 
 /// One pending output frame: destination and where its bytes are.
@@ -210,6 +271,21 @@ pub struct Server {
     busy: bool,
     spin: Duration,
     pub(crate) stats: LoopStats,
+    // link emulation
+    pub(crate) links: LinkTable,
+    released: Vec<(u32, Side, Released)>,
+    timer: Option<TimerFd>,
+    /// The deadline the timer is armed for.
+    timer_armed: Option<Duration>,
+    link_actions: Vec<Action>,
+    link_scratch: Vec<u8>,
+    // capture
+    /// Console connections that are capture streams.
+    captures: Vec<u32>,
+    /// Some capture got data since the last flush.
+    capture_dirty: bool,
+    /// Wall-clock time at `start` (capture timestamps).
+    epoch: Duration,
 }
 
 /// Event loop counters (shown by `port/stats`): how well batching works.
@@ -223,6 +299,8 @@ pub(crate) struct LoopStats {
     /// Port requests refused because the client named a socket it could
     /// not reach itself.
     pub refused_sockets: u64,
+    /// Frames released by an emulated link after their endpoint left.
+    pub link_orphans: u64,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -412,6 +490,12 @@ impl Server {
                 .map_err(Error::Poll)?;
         }
         let seed = (pid as u64) << 20 ^ sys::time_usecs() as u64;
+        // without a timerfd, link deadlines fall back to epoll's milliseconds
+        let timer = TimerFd::new().ok().filter(|t| {
+            epoll
+                .add(t.fd(), Token::Timer.encode(), Interest::READ)
+                .is_ok()
+        });
         let s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes();
         let mac = [0x00, 0xff, s[0], s[1], s[2], s[3]];
         Ok(Server {
@@ -458,6 +542,18 @@ impl Server {
             pend_total: 0,
             busy: false,
             stats: LoopStats::default(),
+            links: LinkTable::new(seed),
+            released: Vec::new(),
+            timer,
+            timer_armed: None,
+            link_actions: Vec::new(),
+            link_scratch: vec![0; SLOT],
+            captures: Vec::new(),
+            capture_dirty: false,
+            epoch: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+
             spin: Duration::from_micros(
                 std::env::var("UMLKIT_SWITCH_SPIN_US")
                     .ok()
@@ -465,6 +561,62 @@ impl Server {
                     .unwrap_or(0),
             ),
         })
+    }
+
+    /// Run one management command as the console would; returns its
+    /// reply (data block, status line, prompt).
+    pub fn command(&mut self, line: &str) -> String {
+        mgmt::execute(self, line).0
+    }
+
+    /// Run a vde_switch rc file (`-f`): one management command per line,
+    /// `#` comments and blank lines skipped. Stops at the first command
+    /// the switch refuses.
+    pub fn run_rc_file(&mut self, path: &Path) -> Result<(), Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::RcRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let reply = self.command(line);
+            let status = crate::client::status_of(&reply);
+            if status.0 != 0 {
+                return Err(Error::RcCommand {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    command: line.to_string(),
+                    status: status.1,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Give up before [`Server::run`]: remove the sockets made by
+    /// [`Server::bind`] (and the switch directory if empty).
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    /// Set the impairments of a port (as `link/set`).
+    pub fn set_link(
+        &mut self,
+        port: u32,
+        dir: net_proto::link::LinkDir,
+        spec: net_proto::link::LinkSpec,
+    ) -> Result<(), Error> {
+        if port >= self.switch.numports() {
+            return Err(Error::NoSuchPort {
+                port,
+                numports: self.switch.numports(),
+            });
+        }
+        self.links.set(port, dir, spec);
+        Ok(())
     }
 
     pub(crate) fn opts(&self) -> &Options {
@@ -497,10 +649,23 @@ impl Server {
                 self.expire_handshakes(now);
             }
             self.expire_pending(now);
+            self.release_links();
             let mut wait = self.switch.next_deadline().saturating_sub(self.now());
             for &d in &self.pend_active {
                 let dl = self.pend[d as usize].since + PEND_TIMEOUT;
                 wait = wait.min(dl.saturating_sub(now));
+            }
+            if let Some(dl) = self.links.next_deadline() {
+                let left = dl.saturating_sub(self.now());
+                match &self.timer {
+                    Some(t) => {
+                        if self.timer_armed != Some(dl) {
+                            let _ = t.arm(Some(left));
+                            self.timer_armed = Some(dl);
+                        }
+                    }
+                    None => wait = wait.min(left),
+                }
             }
             let timeout = (wait.as_millis() as i32).clamp(1, 2000);
             // Busy-poll briefly after traffic before sleeping: saves the
@@ -519,6 +684,9 @@ impl Server {
             self.busy = false;
             for ev in &events {
                 self.dispatch(*ev);
+            }
+            if self.capture_dirty {
+                self.flush_captures();
             }
             if let Some(r) = self.exit {
                 break r;
@@ -552,6 +720,13 @@ impl Server {
             }
             Token::Shared(i) => self.on_shared(i),
             Token::Mgmt(fd) => self.on_mgmt(fd, ev),
+            Token::Timer => {
+                if let Some(t) = &self.timer {
+                    t.clear();
+                }
+                self.timer_armed = None;
+                self.release_links();
+            }
         }
     }
 
@@ -1022,6 +1197,29 @@ impl Server {
                 self.switch.record_rx_drop(from);
                 continue;
             }
+            if !self.links.is_empty() {
+                let port = self.switch.endpoint(from).map(|e| e.port);
+                if let Some(l) = port.and_then(|p| self.links.link_mut(p, Side::In)) {
+                    if l.offer_tagged(now, from, self.rb.frame(i)) != Verdict::Pass {
+                        continue; // held (comes back through release_links) or dropped
+                    }
+                }
+            }
+            if !self.captures.is_empty() {
+                if let Some(port) = self.switch.endpoint(from).map(|e| e.port) {
+                    let f = self.rb.frame(i);
+                    tap(
+                        &mut self.mgmts,
+                        &self.captures,
+                        &self.switch,
+                        self.epoch + now,
+                        port,
+                        cap::CapDir::In,
+                        f,
+                    );
+                    self.capture_dirty = true;
+                }
+            }
             self.actions.clear();
             let outcome = self
                 .switch
@@ -1069,6 +1267,12 @@ impl Server {
                 }
                 _ => {}
             }
+        }
+        if !self.links.is_empty() {
+            self.shape_outs(now);
+        }
+        if !self.captures.is_empty() {
+            self.tap_outs(now);
         }
         let mut start = 0;
         let mut shared_pending = false;
@@ -1124,6 +1328,271 @@ impl Server {
         }
         if !self.newly_full.is_empty() {
             self.pause_sources();
+        }
+    }
+
+    /// Offer each output to the outbound link of its destination port;
+    /// keep only those to send now (held frames come back through
+    /// [`Server::release_links`]).
+    fn shape_outs(&mut self, now: Duration) {
+        let mut w = 0;
+        for k in 0..self.outs.len() {
+            let to = self.outs[k].to;
+            let port = self.switch.endpoint(to).map(|e| e.port);
+            let keep = match port.and_then(|p| self.links.link_mut(p, Side::Out)) {
+                None => true,
+                Some(l) => {
+                    let f = frame_bytes(&self.rb, &self.outs, &self.scratch, &self.scratch_len, k);
+                    l.offer_tagged(now, to, f) == Verdict::Pass
+                }
+            };
+            if keep {
+                self.outs[w] = self.outs[k];
+                w += 1;
+            }
+        }
+        self.outs.truncate(w);
+    }
+
+    /// Captures of one port also see the frames sent to it.
+    fn tap_outs(&mut self, now: Duration) {
+        let wanted = |c: &Option<MgmtConn>| {
+            c.as_ref()
+                .and_then(|c| c.capture.as_ref())
+                .is_some_and(|c| c.port.is_some())
+        };
+        if !self
+            .captures
+            .iter()
+            .any(|&fd| self.mgmts.get(fd as usize).is_some_and(wanted))
+        {
+            return;
+        }
+        for k in 0..self.outs.len() {
+            let Some(port) = self.switch.endpoint(self.outs[k].to).map(|e| e.port) else {
+                continue;
+            };
+            let f = frame_bytes(&self.rb, &self.outs, &self.scratch, &self.scratch_len, k);
+            tap(
+                &mut self.mgmts,
+                &self.captures,
+                &self.switch,
+                self.epoch + now,
+                port,
+                cap::CapDir::Out,
+                f,
+            );
+        }
+        self.capture_dirty = true;
+    }
+
+    /// Write what the capture clients have queued (never blocking).
+    fn flush_captures(&mut self) {
+        self.capture_dirty = false;
+        // a flush may close a connection (reader gone): work on a copy
+        let mut fds = std::mem::take(&mut self.captures);
+        for &fd in &fds {
+            self.mgmt_flush(fd);
+        }
+        let mgmts = &self.mgmts;
+        fds.retain(|&fd| {
+            mgmts
+                .get(fd as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.capture.is_some())
+        });
+        self.captures = fds;
+    }
+
+    /// Turn console connection `fd` into a capture stream.
+    fn start_capture(&mut self, fd: u32, port: Option<u32>, vlan: Option<u16>) {
+        if port.is_some_and(|p| p >= self.switch.numports()) {
+            self.mgmt_write(
+                fd,
+                net_proto::mgmt::reply(None, net_proto::mgmt::EINVAL).as_bytes(),
+            );
+            return;
+        }
+        self.mgmt_write(fd, net_proto::mgmt::reply(None, 0).as_bytes());
+        let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        c.capture = Some(Box::new(Capture {
+            port,
+            vlan,
+            limit: CAPTURE_QUEUE,
+            announced: Vec::new(),
+            drops: Vec::new(),
+            unreported: false,
+        }));
+        self.captures.push(fd);
+        self.log.peer(&format!(
+            "capture started on console connection {fd} (port {}, vlan {})",
+            port.map_or("any".into(), |p| p.to_string()),
+            vlan.map_or("any".into(), |v| v.to_string())
+        ));
+    }
+
+    /// Send the frames the emulated links release now: inbound ones enter
+    /// the switch (from the endpoint that sent them), outbound ones go to
+    /// their endpoint. Frames released meanwhile by a second link (in,
+    /// then out) go too.
+    fn release_links(&mut self) {
+        for _ in 0..4 {
+            let now = self.now();
+            if self.links.next_deadline().is_none_or(|d| d > now) {
+                return;
+            }
+            let mut rel = std::mem::take(&mut self.released);
+            self.links.poll(now, &mut rel);
+            for (port, side, r) in rel.drain(..) {
+                if self.switch.endpoint(r.tag).map(|e| e.port) != Some(port) {
+                    self.stats.link_orphans += 1;
+                    continue;
+                }
+                match side {
+                    Side::In => self.forward_released(now, r.tag, &r.frame),
+                    Side::Out => {
+                        if !self.captures.is_empty() {
+                            tap(
+                                &mut self.mgmts,
+                                &self.captures,
+                                &self.switch,
+                                self.epoch + now,
+                                port,
+                                cap::CapDir::Out,
+                                &r.frame,
+                            );
+                            self.capture_dirty = true;
+                        }
+                        self.send_owned(r.tag, &r.frame)
+                    }
+                }
+            }
+            self.released = rel;
+        }
+    }
+
+    /// A frame released by the inbound link of `from`'s port: switch it,
+    /// through the outbound links of its destinations.
+    fn forward_released(&mut self, now: Duration, from: EndpointId, frame: &[u8]) {
+        let mut actions = std::mem::take(&mut self.link_actions);
+        let mut buf = std::mem::take(&mut self.link_scratch);
+        actions.clear();
+        if !self.captures.is_empty() {
+            if let Some(port) = self.switch.endpoint(from).map(|e| e.port) {
+                tap(
+                    &mut self.mgmts,
+                    &self.captures,
+                    &self.switch,
+                    self.epoch + now,
+                    port,
+                    cap::CapDir::In,
+                    frame,
+                );
+                self.capture_dirty = true;
+            }
+        }
+        self.switch.handle_frame(now, from, frame, &mut actions);
+        for a in &actions {
+            let bytes: &[u8] = match a.egress {
+                Egress::AsIs => frame,
+                Egress::Tag(v) if frame.len() + eth::TAG_LEN <= buf.len() => {
+                    let n = eth::insert_tag(frame, v, &mut buf);
+                    &buf[..n]
+                }
+                Egress::Untag if frame.len() >= eth::HEADER_LEN + eth::TAG_LEN => {
+                    let n = eth::strip_tag(frame, &mut buf);
+                    &buf[..n]
+                }
+                _ => frame,
+            };
+            let port = self.switch.endpoint(a.to).map(|e| e.port);
+            if let Some(l) = port.and_then(|p| self.links.link_mut(p, Side::Out)) {
+                if l.offer_tagged(now, a.to, bytes) != Verdict::Pass {
+                    continue;
+                }
+            }
+            if !self.captures.is_empty() {
+                if let Some(p) = port {
+                    tap(
+                        &mut self.mgmts,
+                        &self.captures,
+                        &self.switch,
+                        self.epoch + now,
+                        p,
+                        cap::CapDir::Out,
+                        bytes,
+                    );
+                }
+            }
+            self.send_owned(a.to, bytes);
+        }
+        self.link_actions = actions;
+        self.link_scratch = buf;
+    }
+
+    /// Send one frame outside the receive batch (released by a link). A
+    /// full destination socket queues it (bounded, never pausing anyone).
+    fn send_owned(&mut self, to: EndpointId, f: &[u8]) {
+        let sent = match self
+            .eps
+            .get(to as usize)
+            .and_then(Option::as_ref)
+            .map(|e| &e.sink)
+        {
+            Some(Sink::Own { sock, .. }) => {
+                if self.pend[to as usize].active() {
+                    self.queue_owned(to, f);
+                    return;
+                }
+                sys::send_batch(sock.as_fd(), 1, |_| (f, None)).unwrap_or(0)
+            }
+            Some(Sink::Shared { addr, via }) => match self.shared.get(*via as usize) {
+                Some(fd) => sys::send_batch(fd.as_fd(), 1, |_| (f, Some(&addr.0[..]))).unwrap_or(0),
+                None => 0,
+            },
+            None => return,
+        };
+        self.stats.send_calls += 1;
+        if sent == 1 {
+            self.stats.frames_out += 1;
+            self.switch.record_tx(to, f.len(), true);
+        } else if matches!(
+            self.eps
+                .get(to as usize)
+                .and_then(Option::as_ref)
+                .map(|e| &e.sink),
+            Some(Sink::Own { .. })
+        ) {
+            self.queue_owned(to, f);
+        } else {
+            self.switch.record_tx(to, f.len(), false);
+        }
+    }
+
+    fn queue_owned(&mut self, to: EndpointId, f: &[u8]) {
+        let now = self.now();
+        let q = &mut self.pend[to as usize];
+        if q.drop_mode
+            || q.frames.len() - q.head >= PEND_MAX_FRAMES
+            || self.pend_total + f.len() > PEND_MAX_TOTAL
+        {
+            self.switch.record_tx(to, f.len(), false);
+            return;
+        }
+        let was_active = q.active();
+        self.pend_total += f.len();
+        let off = q.buf.len() as u32;
+        q.buf.extend_from_slice(f);
+        q.frames.push((off, f.len() as u32));
+        if !was_active {
+            q.since = now;
+            self.pend_active.push(to);
+        }
+        if !q.want_write {
+            q.want_write = true;
+            self.update_interest(to);
         }
     }
 
@@ -1389,6 +1858,7 @@ impl Server {
                     self.mgmts[idx] = Some(MgmtConn {
                         stream,
                         out: Vec::new(),
+                        capture: None,
                     });
                     let banner = format!("{}{}", net_proto::mgmt::BANNER, net_proto::mgmt::PROMPT);
                     self.mgmt_write(fd, banner.as_bytes());
@@ -1403,6 +1873,11 @@ impl Server {
     fn close_mgmt(&mut self, fd: u32) {
         if let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::take) {
             let _ = self.epoll.delete(c.stream.as_fd());
+            if c.capture.is_some() {
+                self.captures.retain(|&x| x != fd);
+                self.log
+                    .peer(&format!("capture on console connection {fd} ended"));
+            }
         }
     }
 
@@ -1419,6 +1894,9 @@ impl Server {
         let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::as_mut) else {
             return;
         };
+        if let Some(capture) = c.capture.as_mut() {
+            capture.report_drops(&mut c.out);
+        }
         while !c.out.is_empty() {
             match c.stream.write(&c.out) {
                 Ok(0) => break,
@@ -1440,7 +1918,8 @@ impl Server {
             Interest::READ
         } else {
             Interest {
-                read: false,
+                // a capture stream is watched for its reader leaving
+                read: c.capture.is_some(),
                 write: true,
             }
         };
@@ -1461,6 +1940,20 @@ impl Server {
             let Some(c) = self.mgmts.get_mut(fd as usize).and_then(Option::as_mut) else {
                 return;
             };
+            if c.capture.is_some() {
+                // input of a capture client is ignored; EOF ends it
+                match c.stream.read(&mut buf) {
+                    Ok(0) => self.close_mgmt(fd),
+                    Err(e)
+                        if e.kind() != io::ErrorKind::WouldBlock
+                            && e.kind() != io::ErrorKind::Interrupted =>
+                    {
+                        self.close_mgmt(fd)
+                    }
+                    _ => {}
+                }
+                return;
+            }
             if !c.out.is_empty() {
                 if ev.hangup && !ev.writable {
                     self.close_mgmt(fd); // the reader is gone
@@ -1473,6 +1966,12 @@ impl Server {
             Ok(0) => self.close_mgmt(fd),
             Ok(n) => {
                 let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if let Ok(net_proto::mgmt::MgmtCommand::CaptureStart { port, vlan }) =
+                    net_proto::mgmt::parse(&line)
+                {
+                    self.start_capture(fd, port, vlan);
+                    return;
+                }
                 let (text, close, exit) = mgmt::execute(self, &line);
                 self.mgmt_write(fd, text.as_bytes());
                 if close {
@@ -1524,6 +2023,74 @@ impl Server {
     }
 }
 
+/// Queue a copy of `frame` (crossing `port` in `dir`) for every capture
+/// client that wants it; a client whose queue is full loses it (counted).
+fn tap(
+    mgmts: &mut [Option<MgmtConn>],
+    captures: &[u32],
+    switch: &Switch,
+    ts: Duration,
+    port: u32,
+    dir: cap::CapDir,
+    frame: &[u8],
+) {
+    let mut vlan = None;
+    for &fd in captures {
+        let Some(c) = mgmts.get_mut(fd as usize).and_then(Option::as_mut) else {
+            continue;
+        };
+        let Some(k) = c.capture.as_mut() else {
+            continue;
+        };
+        match k.port {
+            Some(p) if p != port => continue,
+            None if dir == cap::CapDir::Out => continue, // seen coming in
+            _ => {}
+        }
+        if let Some(want) = k.vlan {
+            let v = *vlan.get_or_insert_with(|| {
+                eth::Frame::new_checked(frame)
+                    .ok()
+                    .and_then(|f| f.vlan())
+                    .or_else(|| switch.port(port).map(|p| p.vlan))
+                    .unwrap_or(0)
+            });
+            if v != want {
+                continue;
+            }
+        }
+        let msg = cap::CapMsg::Packet {
+            port,
+            dir,
+            ts,
+            frame,
+        };
+        let mut need = cap::encoded_len(&msg);
+        let descr = if k.announced.contains(&port) {
+            None
+        } else {
+            let d = switch
+                .port(port)
+                .and_then(|p| p.endpoints.first().copied())
+                .and_then(|ep| switch.endpoint(ep))
+                .map(|e| e.descr.as_str())
+                .unwrap_or("");
+            need += cap::HEADER_LEN + 4 + d.len();
+            Some(d)
+        };
+        if c.out.len() + need > k.limit {
+            k.drop_one(port);
+            continue;
+        }
+        k.report_drops(&mut c.out);
+        if let Some(descr) = descr {
+            cap::encode(&mut c.out, &cap::CapMsg::Interface { port, descr });
+            k.announced.push(port);
+        }
+        cap::encode(&mut c.out, &msg);
+    }
+}
+
 fn frame_bytes<'a>(
     rb: &'a RecvBatch,
     outs: &[Out],
@@ -1561,6 +2128,7 @@ mod tests {
             Token::Data(u32::MAX - 1),
             Token::Shared(1),
             Token::Mgmt(3),
+            Token::Timer,
         ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }

@@ -159,6 +159,29 @@ pub fn lock_holder(f: &File, kind: LockKind) -> io::Result<Option<u32>> {
 /// `ELOOP`: what opening a symlink with `O_NOFOLLOW` fails with.
 pub const ELOOP: i32 = libc::ELOOP;
 
+/// Create or truncate the regular file `path` for writing with `mode`
+/// (chmod'ed explicitly whatever the umask), never through a symlink
+/// (`ELOOP`) and never blocking on a fifo put there.
+pub fn create_nofollow(path: &std::path::Path, mode: u32) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    f.set_len(0)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    Ok(f)
+}
+
 /// Write `data` to `path` (created with `mode`, chmod'ed explicitly whatever
 /// the umask, or truncated) without following a symlink at `path`: `O_NOFOLLOW`
 /// makes the open fail with `ELOOP` instead. Only regular files are written.

@@ -650,3 +650,62 @@ pub fn time_usecs() -> u32 {
         .unwrap_or_default();
     d.subsec_micros()
 }
+
+/// A one-shot monotonic timer readable through epoll (sub-millisecond
+/// wake-ups, where `epoll_wait` only takes milliseconds).
+pub struct TimerFd {
+    fd: OwnedFd,
+}
+
+impl TimerFd {
+    pub fn new() -> io::Result<TimerFd> {
+        // SAFETY: plain flags; the fd returned is owned by us.
+        let fd = cvt(unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        })?;
+        Ok(TimerFd {
+            // SAFETY: fd was just created and is not owned elsewhere.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
+    }
+
+    /// Fire once after `after` (at least 1 ns); None disarms.
+    pub fn arm(&self, after: Option<std::time::Duration>) -> io::Result<()> {
+        let v = match after {
+            Some(d) => libc::timespec {
+                tv_sec: d.as_secs() as libc::time_t,
+                tv_nsec: (d.subsec_nanos().max(if d.as_secs() == 0 { 1 } else { 0 }))
+                    as libc::c_long,
+            },
+            None => libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+        };
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: v,
+        };
+        // SAFETY: spec lives across the call; old value not requested.
+        cvt(unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) })?;
+        Ok(())
+    }
+
+    /// Consume an expiry (so the fd is no longer readable).
+    pub fn clear(&self) {
+        let mut n = [0u8; 8];
+        // SAFETY: n is writable for 8 bytes.
+        unsafe { libc::read(self.fd.as_raw_fd(), n.as_mut_ptr() as *mut libc::c_void, 8) };
+    }
+}

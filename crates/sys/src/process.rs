@@ -8,6 +8,8 @@ pub type Signal = libc::c_int;
 pub const SIGKILL: Signal = libc::SIGKILL;
 pub const SIGTERM: Signal = libc::SIGTERM;
 pub const SIGINT: Signal = libc::SIGINT;
+pub const SIGSTOP: Signal = libc::SIGSTOP;
+pub const SIGCONT: Signal = libc::SIGCONT;
 
 /// Send `sig` to the process `pid`.
 pub fn kill(pid: u32, sig: Signal) -> io::Result<()> {

@@ -147,6 +147,39 @@ pub enum LabCmd {
         #[command(flatten)]
         opts: LabOpts,
     },
+    /// Shape a running lab: SPEC (`delay=20ms,loss=1%`, `none` to clear)
+    /// on every port of a collision domain (frames on their way out), or on
+    /// one machine's interface MACHINE:IF (both directions); without SPEC,
+    /// show the settings and counters
+    Link {
+        #[arg(short = 'd', long, default_value = ".")]
+        dir: PathBuf,
+        /// DOMAIN or MACHINE:IF
+        target: String,
+        spec: Option<String>,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
+    /// Record a running lab's collision domain (see `umlkit capture`)
+    Capture {
+        #[arg(short = 'd', long, default_value = ".")]
+        dir: PathBuf,
+        domain: String,
+        /// Only this machine's interface, as MACHINE:ethN
+        #[arg(long, value_name = "M:IF")]
+        machine: Option<String>,
+        /// Write pcapng to FILE (`-` = standard output) instead of text
+        #[arg(short = 'w', long = "write", value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Stop after COUNT frames
+        #[arg(short = 'c', long = "count", value_name = "COUNT")]
+        count: Option<u64>,
+        /// Classic pcap instead of pcapng (with -w)
+        #[arg(long, requires = "write")]
+        pcap: bool,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
     /// Unplug a running machine from a collision domain
     Disconnect {
         #[arg(short = 'd', long, default_value = ".")]
@@ -326,15 +359,26 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let (plan, _) = load_plan(&dir, &opts, false)?;
             let st = runner::status(&backend(&plan)?, &plan)?;
             let sw = runner::switch_status(&plan)?;
+            // link emulation as the running switches apply it now
+            let links: Vec<Option<String>> = plan
+                .switches
+                .iter()
+                .map(|s| {
+                    let running = sw
+                        .iter()
+                        .any(|x| x.domain == s.domain && x.state == "running");
+                    s.mgmt.as_deref().filter(|_| running).and_then(live_links)
+                })
+                .collect();
             if json {
                 let v = serde_json::json!({
                     "lab": plan.name, "dir": plan.lab_dir, "dialect": plan.dialect.to_string(),
                     "state_dir": plan.state_dir,
-                    "domains": plan.switches.iter().map(|s| {
+                    "domains": plan.switches.iter().zip(&links).map(|(s, link)| {
                         let live = sw.iter().find(|x| x.domain == s.domain);
                         serde_json::json!({"name": s.domain, "hub": s.hub, "ctl": s.ctl(),
                             "state": live.map(|x| x.state.as_str()).unwrap_or("stopped"),
-                            "pid": live.and_then(|x| x.pid)})
+                            "pid": live.and_then(|x| x.pid), "link": link})
                     }).collect::<Vec<_>>(),
                     "machines": st,
                 });
@@ -380,7 +424,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
-                for s in &plan.switches {
+                for (s, link) in plan.switches.iter().zip(&links) {
                     let state = sw
                         .iter()
                         .find(|x| x.domain == s.domain)
@@ -393,6 +437,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         state,
                         s.ctl().display()
                     );
+                    if let Some(l) = link {
+                        outln!("    link: {l}");
+                    }
                 }
             }
             // Anything that does not work as started makes the exit code 1.
@@ -493,6 +540,79 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Link {
+            dir,
+            target,
+            spec,
+            opts,
+        } => {
+            let plan = load_plan_or_saved(&dir, &opts)?;
+            if let Some((m, ifname)) = target.split_once(':') {
+                let domain = plan
+                    .machine(m)
+                    .and_then(|mp| mp.interfaces.iter().find(|i| i.name == ifname))
+                    .map(|i| i.domain.clone())
+                    .with_context(|| format!("no interface {} in the lab", shown(&target)))?;
+                let mgmt = domain_console(&plan, &domain)?;
+                let port = machine_port(&plan, &mgmt, &domain, &target)?;
+                let mut c = switchd::client::Console::connect(&mgmt)?;
+                match spec {
+                    None => out!("{}", c.command(&format!("link/show {port}"))?),
+                    Some(spec) => {
+                        let spec: net_proto::link::LinkSpec = spec
+                            .parse()
+                            .with_context(|| format!("{}", shown(&target)))?;
+                        c.command(&format!("link/set {port} {spec}"))?;
+                        outln!(
+                            "{}: {spec} on port {port} of domain {}",
+                            shown(&target),
+                            shown(&domain)
+                        );
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let domain = target;
+            let mgmt = domain_console(&plan, &domain)?;
+            let mut c = switchd::client::Console::connect(&mgmt)?;
+            match spec {
+                None => {
+                    out!("{}", c.command("link/show")?);
+                }
+                Some(spec) => {
+                    let spec: net_proto::link::LinkSpec =
+                        spec.parse().with_context(|| format!("domain {domain}"))?;
+                    let info = c.command("port/showinfo")?;
+                    let n: u32 = info
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Numports="))
+                        .and_then(|v| v.trim().parse().ok())
+                        .with_context(|| format!("{}: no port count", mgmt.display()))?;
+                    for p in 0..n {
+                        c.command(&format!("link/set {p} out {spec}"))?;
+                    }
+                    outln!("domain {}: {spec} on {n} ports", shown(&domain));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCmd::Capture {
+            dir,
+            domain,
+            machine,
+            write,
+            count,
+            pcap,
+            opts,
+        } => {
+            let plan = load_plan_or_saved(&dir, &opts)?;
+            let mgmt = domain_console(&plan, &domain)?;
+            let port = match machine {
+                None => None,
+                Some(mi) => Some(machine_port(&plan, &mgmt, &domain, &mi)?),
+            };
+            crate::cmd::link::capture_to(&mgmt, port, None, count, write.as_deref(), pcap)
         }
         LabCmd::Connect {
             dir,
@@ -693,6 +813,94 @@ fn default_state_root() -> PathBuf {
 /// The plan to stop or clean a lab with: from the lab folder, or, when its
 /// description no longer loads, the plan saved in its state folder at
 /// start (so a broken lab.conf cannot keep a lab running).
+/// The impairments a running switch applies, summarised: `out
+/// delay=15ms on 32 ports`; None when it has none (or no console answers).
+fn live_links(mgmt: &Path) -> Option<String> {
+    let text = switchd::client::command(mgmt, "link/show").ok()?;
+    // (direction, settings) -> ports
+    let mut groups: Vec<((String, String), u32)> = Vec::new();
+    for l in text.lines().filter(|l| l.starts_with("Port ")) {
+        let mut f = l.split_whitespace().skip(2);
+        let (Some(dir), Some(spec)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if spec == "none" {
+            continue;
+        }
+        let key = (dir.to_string(), spec.to_string());
+        match groups.iter_mut().find(|g| g.0 == key) {
+            Some(g) => g.1 += 1,
+            None => groups.push((key, 1)),
+        }
+    }
+    if groups.is_empty() {
+        return None;
+    }
+    Some(
+        groups
+            .iter()
+            .map(|((d, s), n)| format!("{d} {s} on {n} port{}", if *n == 1 { "" } else { "s" }))
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
+/// The console of the `umlkit switch` serving `domain`.
+fn domain_console(plan: &Plan, domain: &str) -> anyhow::Result<PathBuf> {
+    let sw = plan
+        .switches
+        .iter()
+        .find(|s| s.domain == domain)
+        .with_context(|| {
+            format!(
+                "lab {}: no collision domain {}",
+                shown(&plan.name),
+                shown(domain)
+            )
+        })?;
+    sw.mgmt.clone().with_context(|| {
+        format!(
+            "domain {}: its switch has no console (a lab started before umlkit had one): restart the lab",
+            shown(domain)
+        )
+    })
+}
+
+/// The switch port of MACHINE:IF on `domain`: the port whose MAC table
+/// entry is the interface's planned MAC (the machine must have sent a frame).
+fn machine_port(plan: &Plan, mgmt: &Path, domain: &str, mi: &str) -> anyhow::Result<u32> {
+    let (m, ifname) = mi
+        .split_once(':')
+        .with_context(|| format!("'{}': expected MACHINE:IF, e.g. pc1:eth0", shown(mi)))?;
+    let machine = plan
+        .machine(m)
+        .with_context(|| format!("no machine {} in the lab", shown(m)))?;
+    let iface = machine
+        .interfaces
+        .iter()
+        .find(|i| i.name == ifname && i.domain == domain)
+        .with_context(|| {
+            format!(
+                "{}: no interface {} on domain {}",
+                shown(m),
+                shown(ifname),
+                shown(domain)
+            )
+        })?;
+    let table = switchd::client::command(mgmt, "hash/print")?;
+    let mac = iface.mac.to_ascii_lowercase();
+    table
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains(&format!("addr: {mac} ")))
+        .find_map(|l| l.split("to port:").nth(1)?.split_whitespace().next()?.parse().ok())
+        .with_context(|| {
+            format!(
+                "{}: the switch has not seen {mac} yet (no frame sent): capture the whole domain instead",
+                shown(mi)
+            )
+        })
+}
+
 fn load_plan_or_saved(dir: &Path, opts: &LabOpts) -> anyhow::Result<Plan> {
     let err = match load_plan(dir, opts, false) {
         Ok((plan, _)) => return Ok(plan),

@@ -4,6 +4,7 @@
 pub mod cow;
 pub mod guest;
 pub mod lab;
+pub mod link;
 pub mod out;
 pub mod switch;
 

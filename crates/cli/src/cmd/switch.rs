@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use net_proto::link::{LinkDir, LinkSpec};
 use switchd::{ExitReason, Flavor, Logger, Options, Server};
 
 #[path = "switch_bench.rs"]
@@ -58,6 +59,32 @@ pub struct SwitchArgs {
     /// Write the process id to this file (after daemonizing)
     #[arg(short = 'p', long = "pidfile", value_name = "PIDFILE")]
     pidfile: Option<PathBuf>,
+    /// Run the management commands of this file at start (vde_switch's rc
+    /// file: one command per line, `#` comments)
+    #[arg(short = 'f', long = "rcfile", value_name = "RCFILE")]
+    rcfile: Option<PathBuf>,
+    /// Impair port PORT (both directions, or `in`/`out` only), e.g.
+    /// `--link 1:delay=20ms,loss=1%` or `--link 2:out:rate=10mbit`
+    #[arg(long = "link", value_name = "PORT[:in|out]:SPEC", value_parser = parse_port_link)]
+    link: Vec<(u32, LinkDir, LinkSpec)>,
+}
+
+fn parse_port_link(s: &str) -> Result<(u32, LinkDir, LinkSpec), String> {
+    let (port, rest) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}': expected PORT:SPEC, e.g. 1:delay=20ms"))?;
+    let port: u32 = port
+        .parse()
+        .map_err(|_| format!("'{s}': '{port}' is not a port number"))?;
+    let (dir, spec) = match rest
+        .split_once(':')
+        .and_then(|(d, spec)| Some((LinkDir::parse(d)?, spec)))
+    {
+        Some(x) => x,
+        None => (LinkDir::Both, rest),
+    };
+    let spec = LinkSpec::parse(spec).map_err(|e| e.to_string())?;
+    Ok((port, dir, spec))
 }
 
 fn parse_octal(s: &str) -> Result<u32, String> {
@@ -147,6 +174,20 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(code));
         }
     };
+    for (port, dir, spec) in &a.link {
+        if let Err(e) = server.set_link(*port, *dir, *spec) {
+            eprintln!("umlkit switch: --link {port}: {e}");
+            server.close();
+            return Ok(ExitCode::from(1));
+        }
+    }
+    if let Some(rc) = &a.rcfile {
+        if let Err(e) = server.run_rc_file(rc) {
+            eprintln!("umlkit switch: {e}");
+            server.close();
+            return Ok(ExitCode::from(1));
+        }
+    }
     if a.daemon {
         umlkit_sys::net::daemonize(false, false).context("cannot daemonize")?;
         server.logger_mut().use_syslog("umlkit-switch");

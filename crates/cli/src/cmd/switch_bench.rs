@@ -28,6 +28,11 @@ pub struct BenchArgs {
     /// repository checkout]
     #[arg(long, value_name = "PATH")]
     vdeblast: Option<PathBuf>,
+    /// Also measure umlkit with a neutral link configured on every port
+    /// (`--link N:none`) and with `umlkit capture` writing every frame to a
+    /// file, in the same run
+    #[arg(long)]
+    links: bool,
 }
 
 /// One vdeblast result line as key=value pairs.
@@ -149,24 +154,49 @@ fn start_vde_switch(dir: &Path) -> anyhow::Result<Running> {
     Ok(r)
 }
 
-fn start_umlkit(dir: &Path) -> anyhow::Result<Running> {
+fn start_umlkit(dir: &Path, extra: &[String], name: &'static str) -> anyhow::Result<Running> {
     let exe = std::env::current_exe().context("cannot find the umlkit executable")?;
     let child = Command::new(exe)
         .arg("switch")
         .arg("-s")
         .arg(dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("cannot start umlkit switch")?;
     let r = Running {
-        name: "umlkit",
+        name,
         child,
         dir: dir.to_path_buf(),
         _stdin: None,
     };
     wait_for(&dir.join("ctl"))?;
+    Ok(r)
+}
+
+/// `umlkit capture MGMT -w FILE` in the background (killed on drop).
+fn start_capture(mgmt: &Path, file: &Path) -> anyhow::Result<Running> {
+    wait_for(mgmt)?;
+    let exe = std::env::current_exe().context("cannot find the umlkit executable")?;
+    let child = Command::new(exe)
+        .arg("capture")
+        .arg(mgmt)
+        .arg("-w")
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start umlkit capture")?;
+    let r = Running {
+        name: "capture",
+        child,
+        dir: mgmt.to_path_buf(),
+        _stdin: None,
+    };
+    wait_for(file)?;
     Ok(r)
 }
 
@@ -254,17 +284,34 @@ struct Acc {
 fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
     let exe = build_vdeblast(a.vdeblast.clone(), tmp)?;
     let vde = start_vde_switch(&tmp.join("vde"))?;
-    let uk = start_umlkit(&tmp.join("umlkit"))?;
+    let uk = start_umlkit(&tmp.join("umlkit"), &[], "umlkit")?;
+    let mut extra = Vec::new();
+    let mut _capture = None;
+    if a.links {
+        let neutral: Vec<String> = (1..8)
+            .flat_map(|p| ["--link".to_string(), format!("{p}:none")])
+            .collect();
+        extra.push(start_umlkit(&tmp.join("uk-link"), &neutral, "umlkit+link")?);
+        let mgmt = tmp.join("uk-cap.mgmt");
+        let m = vec!["-M".to_string(), mgmt.display().to_string()];
+        extra.push(start_umlkit(&tmp.join("uk-cap"), &m, "umlkit+cap")?);
+        _capture = Some(start_capture(&mgmt, &tmp.join("capture.pcapng"))?);
+    }
     let sizes = &a.sizes;
+    let mut switches = vec![&vde, &uk];
+    switches.extend(extra.iter());
+    let n = switches.len();
     // [switch][size]
-    let mut acc: Vec<Vec<Acc>> = (0..2)
+    let mut acc: Vec<Vec<Acc>> = (0..n)
         .map(|_| sizes.iter().map(|_| Acc::default()).collect())
         .collect();
-    let mut rtt: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut rtt: Vec<Vec<f64>> = vec![Vec::new(); n];
     let mut ceiling: Vec<Vec<f64>> = sizes.iter().map(|_| Vec::new()).collect();
-    let switches = [&vde, &uk];
     for round in 0..a.rounds.max(1) {
-        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut order: Vec<usize> = (0..n).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
         for (si, &size) in sizes.iter().enumerate() {
             for &w in &order {
                 let sw = switches[w];
@@ -338,6 +385,27 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
             ul - vl,
             ceil,
             100.0 * uk_ / ceil
+        );
+    }
+    for w in 2..n {
+        let line: Vec<String> = sizes
+            .iter()
+            .enumerate()
+            .map(|(si, size)| {
+                let k = median(&mut acc[w][si].kpps);
+                let l = median(&mut acc[w][si].loss);
+                let base = median(&mut acc[1][si].kpps);
+                format!(
+                    "{size} B {k:.1} kpps ({l:.2}% loss, {:.0}% of plain umlkit)",
+                    100.0 * k / base
+                )
+            })
+            .collect();
+        outln!(
+            "{:<12} {}; pingpong median RTT {:.1} us",
+            switches[w].name,
+            line.join(", "),
+            median(&mut rtt[w])
         );
     }
     let (vr, ur) = (median(&mut rtt[0]), median(&mut rtt[1]));
