@@ -9,10 +9,13 @@
 //! client does the blocking socket writes. What happens when the queue
 //! reaches its byte limit is the sink's [`Overflow`] policy:
 //!
-//! - [`Overflow::Disconnect`] (exec clients): the client is too slow to be
-//!   worth waiting for; the socket is shut down (which also wakes the
-//!   writer thread out of a blocked write), the client sees the connection
-//!   end, and the supervisor's reader of that client kills its processes.
+//! - [`Overflow::Disconnect`] (exec clients): past the limit, a client that
+//!   has taken nothing for [`STALL`] (or whose queue reached
+//!   [`HARD_FACTOR`] times the limit) is not worth waiting for; the socket
+//!   is shut down (which also wakes the writer thread out of a blocked
+//!   write), the client sees the connection end, and the supervisor's
+//!   reader of that client kills its processes. A client that reads, only
+//!   slower than the guest writes (a busy host), is not cut off.
 //! - [`Overflow::Drop`] (console clients): the chunk is dropped and counted;
 //!   the client stays attached and gets later output once it reads again.
 
@@ -22,6 +25,7 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// What to do when a client's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,11 @@ pub enum Overflow {
 /// Queue limit of an exec client: generous enough for a pager that reads in
 /// bursts, small enough that a few stuck clients cost little memory.
 pub const EXEC_BACKLOG: usize = 8 << 20;
+/// Past its limit, a [`Overflow::Disconnect`] client is cut off once it has
+/// taken nothing for this long, since data started waiting for it.
+pub const STALL: Duration = Duration::from_secs(2);
+/// ... and in any case once its queue holds this many times its limit.
+pub const HARD_FACTOR: usize = 4;
 /// Queue limit of a console client: an interactive viewer, `console.log`
 /// keeps everything.
 pub const CONSOLE_BACKLOG: usize = 64 << 10;
@@ -49,6 +58,9 @@ struct Queue {
     closed: bool,
     /// Write what is queued, then end (the owner is done with the client).
     finishing: bool,
+    /// The client last took data (a write completed), or data started
+    /// waiting for it in an empty queue.
+    progress: Instant,
 }
 
 struct Inner {
@@ -84,6 +96,7 @@ impl Sink {
                 bytes: 0,
                 closed: false,
                 finishing: false,
+                progress: Instant::now(),
             }),
             cv: Condvar::new(),
             stream,
@@ -112,6 +125,12 @@ impl Sink {
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
                     return true;
                 }
+                Overflow::Disconnect
+                    if q.progress.elapsed() < STALL
+                        && q.bytes + data.len() <= self.0.limit * HARD_FACTOR =>
+                {
+                    // still reading, only slower than the guest writes
+                }
                 Overflow::Disconnect => {
                     q.closed = true;
                     q.chunks.clear();
@@ -123,6 +142,9 @@ impl Sink {
                     return false;
                 }
             }
+        }
+        if q.bytes == 0 {
+            q.progress = Instant::now();
         }
         q.bytes += data.len();
         q.chunks.push_back(data);
@@ -172,6 +194,7 @@ fn writer(inner: Arc<Inner>) {
             q.bytes = 0;
             return;
         }
+        lock(&inner.q).progress = Instant::now();
     }
 }
 
@@ -179,7 +202,6 @@ fn writer(inner: Arc<Inner>) {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::time::{Duration, Instant};
 
     fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
         let end = Instant::now() + Duration::from_secs(10);
@@ -214,6 +236,36 @@ mod tests {
         let mut all = Vec::new();
         theirs.read_to_end(&mut all).unwrap();
         assert!(all.len() <= sent);
+    }
+
+    /// Regression: `lab logs` of a 64 MiB startup log (a client that reads
+    /// all the time, only slower than the guest writes on a busy host) was
+    /// cut off as soon as 8 MiB were queued.
+    #[test]
+    fn slow_but_reading_exec_client_gets_everything() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let limit = 64 << 10;
+        let s = Sink::new(ours, limit, Overflow::Disconnect, Default::default());
+        let total = 2 * limit + (limit / 2);
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 8192];
+            let mut got = 0usize;
+            while got < total {
+                std::thread::sleep(Duration::from_millis(2));
+                match theirs.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            got
+        });
+        // all of it offered at once: over the limit, under the hard limit
+        for _ in 0..total / 4096 {
+            assert!(s.send(vec![3u8; 4096]), "a reading client was cut off");
+        }
+        s.finish();
+        assert_eq!(reader.join().unwrap(), total);
+        assert_eq!(s.dropped(), 0);
     }
 
     #[test]
