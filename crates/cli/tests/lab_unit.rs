@@ -936,6 +936,30 @@ fn netkit_duplicate_settings_first_wins() {
     assert!(e.contains("already given on line 1"), "{e}");
 }
 
+/// Issue 9: machines on the Debian lab image without `mem` got the busybox
+/// default of 64 MiB, where four FRR routers booting at once lost zebra to
+/// the OOM killer. They default to 128 MiB; `mem` still wins, busybox
+/// machines keep 64.
+#[test]
+fn lab_image_machines_default_to_128_mib() {
+    let r = conf(
+        "r1[0]=A\nr1[image]=\"kathara/frr\"\nr2[0]=A\nr2[image]=kathara/quagga:latest\nr2[mem]=96\n\
+         pc[0]=A\nwh[0]=A\nwh[image]=lscr.io/linuxserver/wireshark\n",
+    );
+    let p = lab::plan::plan(&r.lab, Path::new("/labs/m"), Path::new("/s")).unwrap();
+    let mem = |n: &str| p.machine(n).unwrap().mem_mb;
+    assert_eq!(lab::plan::LAB_IMAGE_MEM_MB, 128);
+    assert_eq!(
+        (mem("r1"), mem("r2"), mem("pc"), mem("wh")),
+        (128, 96, 64, 64)
+    );
+    assert!(
+        !p.notes.iter().any(|n| n.contains("floor")),
+        "{:?}",
+        p.notes
+    );
+}
+
 /// Issue 10.3: `M[mem]=16` (Netkit era) was raised to 40 MiB silently, where
 /// guests die while booting. The plan applies the measured floor and says so once.
 #[test]

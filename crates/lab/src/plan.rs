@@ -16,6 +16,13 @@ use crate::model::{Dialect, DomainMode, LabFile, LinkEmulation};
 /// Default guest memory (MiB).
 pub const DEFAULT_MEM_MB: u32 = 64;
 
+/// Default memory (MiB) of a machine booting the Debian lab image (an
+/// `[image]` Kathará name) without `mem`: Kathará gives containers no limit,
+/// and at 64 MiB four FRR routers booting at once lost zebra to the OOM
+/// killer (guest MemTotal ~33 MB). An idle converged FRR router uses ~67 MiB
+/// of host memory at 128 (docs/images.md); RAM is allocated lazily.
+pub const LAB_IMAGE_MEM_MB: u32 = 128;
+
 /// Memory floor (MiB) for lab machines: Netkit-era labs ask for 16 or 32
 /// MiB, which a 6.1 kernel with the default image cannot boot with its
 /// startup work. Measured (docs/labs.md, "Memory floor"): at 40 MiB 7 of 10
@@ -206,13 +213,17 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
                 up.index, up.host, up.guest
             ));
         }
-        let asked = m.mem.unwrap_or(DEFAULT_MEM_MB);
+        let (image, note) = machine_image(name, m.image.as_deref());
+        notes.extend(note);
+        let asked = m.mem.unwrap_or(if image.is_some() {
+            LAB_IMAGE_MEM_MB
+        } else {
+            DEFAULT_MEM_MB
+        });
         if asked < floor {
             raised.push(format!("{name} ({asked})"));
         }
         let umid = format!("{name}-{id}");
-        let (image, note) = machine_image(name, m.image.as_deref());
-        notes.extend(note);
         let mut interfaces: Vec<IfacePlan> = Vec::new();
         for (pos, itf) in m.interfaces.iter().enumerate() {
             let index = itf.index.unwrap_or(pos as u32);
