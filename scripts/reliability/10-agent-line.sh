@@ -40,10 +40,11 @@ exec 7<&-
 kill_pid $STUCK
 
 # 3. a console client that never reads
-python3 -c 'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); time.sleep(60)' "$D/console.sock" &
+python3 -c 'import socket,sys,time; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); open(sys.argv[2],"w").close(); time.sleep(60)' "$D/console.sock" "$WORK/idle.connected" &
 IDLE=$!
 on_exit kill_pid $IDLE
-wait_for 5 test -S "$D/console.sock"
+# the client must be attached before the output starts
+wait_for 10 test -e "$WORK/idle.connected"
 before=$(stat -c %s "$D/console.log")
 console_write() { timeout 30 "$UMLKIT" exec $G -- sh -c 'yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | head -c 300000 > /dev/console' 2>"$WORK/cw.err"; local rc=$?; [ $rc -eq 0 ] || echo "# console write rc=$rc: $(head -c 300 "$WORK/cw.err")"; return $rc; }
 check "console writes finish beside an idle console client" console_write

@@ -23,7 +23,7 @@ wait "$pa"; ra=$?
 wait "$pb"; rb=$?
 if [ "$ra" -eq 0 ] && [ "$rb" -eq 0 ]; then ok "22 two concurrent lab starts succeed"; else fail "22 concurrent starts: $ra $rb: $(cat "$WORK/a.out" "$WORK/b.out")"; fi
 st=$(lab status "$LAB" --json)
-n=$(grep -c '"state": "running"' <<<"$st")
+n=$(python3 -c 'import json,sys; print(sum(m["state"] == "running" for m in json.load(sys.stdin)["machines"]))' <<<"$st")
 if [ "$n" -eq 2 ]; then ok "22 the state records both machines"; else fail "22 state after concurrent starts: $st"; fi
 sw=$(pgrep -f "switch -s $ST/[0-9a-f]*/sw/0 " | wc -l)
 if [ "$sw" -eq 1 ]; then ok "22 one switch for the shared domain"; else fail "22 $sw switches for one domain"; fi
