@@ -22,6 +22,56 @@ pub const STARTUP_LOGS: &[&str] = &[
     "/var/log/startup.err",
 ];
 
+/// Shell functions the startup files and `exec` commands run with (they
+/// are sourced, so they win over busybox applets and PATH): UML's network
+/// driver refuses a MAC address change on a running interface
+/// ("SIOCSIFHWADDR: Device or resource busy"), and umlkit brings the
+/// interfaces up before the startup files run. `ip link set ... address`
+/// and `ifconfig IF hw ...` are retried with the link briefly down, and the
+/// link is brought back up only if it was up.
+pub const NET_WRAP: &str = "/etc/umlkit/netwrap.sh";
+const NET_WRAP_TEXT: &str = r#"umlkit_down_retry() {
+  _uk_d=$1; shift
+  "$@" 2>/dev/null && return 0
+  _uk_f=
+  read -r _uk_f < "/sys/class/net/$_uk_d/flags" 2>/dev/null || { "$@"; return; }
+  [ $((_uk_f & 1)) = 1 ] || { "$@"; return; }
+  command ip link set dev "$_uk_d" down
+  "$@"; _uk_r=$?
+  command ip link set dev "$_uk_d" up
+  return $_uk_r
+}
+ip() {
+  _uk_w= _uk_d= _uk_n= _uk_m=
+  for _uk_a; do
+    if [ "$_uk_n" = dev ]; then _uk_d=$_uk_a; _uk_n=done
+    elif [ "$_uk_n" = set ] && [ -z "$_uk_d" ]; then
+      case $_uk_a in dev) _uk_n=dev ;; *) _uk_d=$_uk_a; _uk_n=first ;; esac
+    else
+      case $_uk_a in
+        -*) ;;
+        dev) _uk_n=dev ;;
+        set) [ "$_uk_w" = link ] && [ -z "$_uk_n" ] && _uk_n=set ;;
+        address) _uk_m=1 ;;
+        l|li|lin|link) [ -z "$_uk_w" ] && _uk_w=link ;;
+        *) [ -z "$_uk_w" ] && _uk_w=other ;;
+      esac
+    fi
+  done
+  if [ "$_uk_w" = link ] && [ -n "$_uk_m" ] && [ -n "$_uk_d" ]; then
+    umlkit_down_retry "$_uk_d" command ip "$@"
+  else
+    command ip "$@"
+  fi
+}
+ifconfig() {
+  case " $* " in
+    *" hw "*) [ -n "$1" ] && umlkit_down_retry "$1" command ifconfig "$@" ;;
+    *) command ifconfig "$@" ;;
+  esac
+}
+"#;
+
 /// Lines of each startup error file the boot steps report (the rest is in
 /// the guest: `umlkit lab logs`).
 pub const ERROR_LINES: usize = 5;
@@ -41,6 +91,9 @@ pub const ERROR_LINES: usize = 5;
 /// then its first [`ERROR_LINES`] lines.
 pub fn boot_script(plan: &Plan, m: &MachinePlan) -> String {
     let mut s = String::from("export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root\n");
+    s.push_str(&format!(
+        "mkdir -p /var/log /etc/umlkit\ncat > {NET_WRAP} <<'UMLKIT_EOF'\n{NET_WRAP_TEXT}UMLKIT_EOF\n"
+    ));
     s.push_str(&format!(
         "mkdir -p /var/log\n: > {BOOT_LOG}\nbad=0\n\
          fail() {{ bad=$((bad+1)); echo \"boot step failed: $*\" >&2; }}\n"
@@ -123,6 +176,16 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
         ),
         n = shq(name)
     ));
+    // IPv6 is a module in the lab kernels: load it as the dialect asks
+    // (disabled everywhere unless the machine has IPv6), before the sysctls
+    // so they apply, and before anything autoloads it enabled.
+    s.push_str(&step(
+        &format!(
+            "[ -d /proc/sys/net/ipv6 ] || modprobe ipv6{}",
+            if m.ipv6 { "" } else { " disable_ipv6=1" }
+        ),
+        "load the ipv6 module",
+    ));
     for kv in &m.sysctl {
         // `[` and `echo > /proc/sys/...` are shell builtins: no fork (forks
         // are slow in UML, worst while a whole lab boots). A key this kernel
@@ -159,12 +222,16 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
     s.push_str("cd /\n");
     s.push_str(&format!(
         "if [ -f /hostlab/shared.startup ]; then\n{}fi\n",
-        startup("sh /hostlab/shared.startup", "shared.startup", "shared")
+        startup(
+            &wrapped("/hostlab/shared.startup"),
+            "shared.startup",
+            "shared"
+        )
     ));
     s.push_str(&format!(
         "if [ -f /hostlab/{n}.startup ]; then\n{}fi\n",
         startup(
-            &format!("sh /hostlab/{n}.startup", n = shq(name)),
+            &wrapped(&format!("/hostlab/{name}.startup")),
             &format!("{name}.startup"),
             "startup"
         ),
@@ -172,12 +239,18 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
     ));
     for c in &m.exec {
         s.push_str(&startup(
-            &format!("sh -c {}", shq(c)),
+            &format!("sh -c {}", shq(&format!(". {NET_WRAP}; {c}"))),
             &format!("exec command {c}"),
             "startup",
         ));
     }
     s
+}
+
+/// Run a startup file with the [`NET_WRAP`] functions: sourced in a shell
+/// of its own (its `$0` is still its path).
+fn wrapped(file: &str) -> String {
+    format!("sh -c '. {NET_WRAP}; . \"$0\"' {}", shq(file))
 }
 
 /// The shutdown scripts only: `M.shutdown`, then `shared.shutdown` last.
