@@ -1010,3 +1010,32 @@ fn lab_mac_change_in_startup_on_an_up_link() {
     assert!(neigh.contains("02:00:00:00:aa:01"), "{neigh}");
     assert!(neigh.contains("02:00:00:00:aa:02"), "{neigh}");
 }
+
+#[test]
+fn lab_kathara_frr_and_www_ownership_after_folder_copy() {
+    // The image has no frr user: the machine folder brings one (as an
+    // FRR image would have it).
+    let lab = TestLab::new(
+        "labown",
+        &[
+            ("lab.conf", "LAB_DESCRIPTION=\"own\"\nr[0]=lan\n"),
+            (
+                "r/etc/passwd",
+                "root:x:0:0:root:/root:/bin/sh\nfrr:x:92:92:frr:/nonexistent:/bin/false\n",
+            ),
+            ("r/etc/group", "root:x:0:\nfrr:x:92:\n"),
+            ("r/etc/frr/frr.conf", "hostname r\n"),
+            ("r/var/www/html/index.html", "hi\n"),
+        ],
+    );
+    lab.ok("start", &[]);
+    let out = lab.exec_ok(
+        "r",
+        "stat -c '%u:%g %a' /etc/frr /etc/frr/frr.conf /var/www/html /var/www/html/index.html",
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["92:92 755", "92:92 640", "0:0 777", "0:0 777"],
+        "{out}"
+    );
+}

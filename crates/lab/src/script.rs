@@ -176,6 +176,25 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
         ),
         n = shq(name)
     ));
+    if plan.dialect == Dialect::Kathara {
+        // Kathará's fix-up after the copy: daemons read their own files.
+        for d in ["frr", "quagga"] {
+            s.push_str(&format!(
+                "if [ -d /etc/{d} ] && grep -q '^{d}:' /etc/passwd && grep -q '^{d}:' /etc/group; then\n{}fi\n",
+                step(
+                    &format!("chown -R {d}:{d} /etc/{d} && chmod 640 /etc/{d}/*"),
+                    &format!("give /etc/{d} to {d}")
+                )
+            ));
+        }
+        s.push_str(&format!(
+            "if [ -d /var/www ]; then\n{}fi\n",
+            step(
+                "for f in /var/www/*; do [ ! -e \"$f\" ] || chmod -R 777 \"$f\" || exit 1; done",
+                "open up /var/www"
+            )
+        ));
+    }
     // IPv6 is a module in the lab kernels: load it as the dialect asks
     // (disabled everywhere unless the machine has IPv6), before the sysctls
     // so they apply, and before anything autoloads it enabled.
