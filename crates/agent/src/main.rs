@@ -336,7 +336,12 @@ fn main() {
                 }
                 Kind::Signal => {
                     if let (Some(r), Ok(sig)) = (table.lock().unwrap().get(&f.id), f.code()) {
-                        let _ = umlkit_sys::process::kill(r.pid, sig);
+                        // the whole command (its own session and group since
+                        // setsid): a pipeline is stopped, continued or killed
+                        // as one
+                        if umlkit_sys::process::kill_group(r.pid, sig).is_err() {
+                            let _ = umlkit_sys::process::kill(r.pid, sig);
+                        }
                     }
                 }
                 _ => {}

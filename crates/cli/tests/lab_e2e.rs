@@ -925,3 +925,130 @@ fn lab_too_many_files_machine_failed_not_ready() {
     let out = String::from_utf8_lossy(&st.stdout);
     assert!(!out.contains("running"), "{out}");
 }
+
+#[test]
+fn lab_ipv6_kathara_on_off_and_netkit_ipv6_module_loaded() {
+    let lab = TestLab::new(
+        "labv6",
+        &[
+            (
+                "lab.conf",
+                "LAB_DESCRIPTION=\"v6\"\npc1[0]=lan\npc1[ipv6]=true\npc2[0]=lan\npc2[ipv6]=true\npc3[0]=lan\n",
+            ),
+            ("pc1.startup", "ip -6 addr add 2001:db8::1/64 dev eth0\n"),
+            ("pc2.startup", "ip -6 addr add 2001:db8::2/64 dev eth0\n"),
+        ],
+    );
+    lab.ok("start", &[]);
+    // The address is usable once duplicate address detection is done.
+    assert!(
+        testkit::wait_until(Duration::from_secs(20), || lab
+            .exec("pc1", "ping -6 -c 1 -W 2 2001:db8::2")
+            .status
+            .success()),
+        "pc1 cannot ping pc2 over IPv6: {}",
+        lab.exec_ok("pc1", "ip -6 addr; cat /var/log/startup.err")
+    );
+    lab.exec_ok("pc2", "ping -6 -c 2 -W 2 2001:db8::1");
+    for (k, v) in [
+        ("conf/all/forwarding", "1"),
+        ("conf/all/accept_ra", "0"),
+        ("icmp/ratelimit", "0"),
+        ("conf/eth0/disable_ipv6", "0"),
+    ] {
+        let got = lab.exec_ok("pc1", &format!("cat /proc/sys/net/ipv6/{k}"));
+        assert_eq!(got.trim(), v, "pc1 net.ipv6.{k}");
+    }
+    // Kathara's default: IPv6 off, even once a bridge pulls the module in.
+    let v6 = lab.exec_ok(
+        "pc3",
+        "ip link add br0 type bridge && ip link set br0 up && \
+         for c in all default eth0 br0; do cat /proc/sys/net/ipv6/conf/$c/disable_ipv6; done; \
+         ip -6 addr show | grep -c inet6 || true",
+    );
+    assert_eq!(
+        v6.split_whitespace().collect::<Vec<_>>(),
+        ["1", "1", "1", "1", "0"],
+        "{v6}"
+    );
+
+    // Netkit (`machines=` is Netkit-only): IPv6 available.
+    let nk = TestLab::new(
+        "labv6n",
+        &[
+            ("lab.conf", "machines=\"a b\"\na[0]=lan\nb[0]=lan\n"),
+            ("a.startup", "ip addr add 2001:db8::a/64 dev eth0\n"),
+            ("b.startup", "ip addr add 2001:db8::b/64 dev eth0\n"),
+        ],
+    );
+    nk.ok("start", &[]);
+    assert!(
+        testkit::wait_until(Duration::from_secs(20), || nk
+            .exec("a", "ping -6 -c 1 -W 2 2001:db8::b")
+            .status
+            .success()),
+        "a cannot ping b over IPv6: {}",
+        nk.exec_ok("a", "ip -6 addr; cat /var/log/startup.err")
+    );
+}
+
+#[test]
+fn lab_mac_change_in_startup_on_an_up_link() {
+    let lab = TestLab::new(
+        "labmac",
+        &[
+            ("lab.conf", "a[0]=lan\nb[0]=lan\nc[0]=lan\n"),
+            (
+                "a.startup",
+                "ip link set dev eth0 address 02:00:00:00:aa:01\nip addr add 10.7.0.1/24 dev eth0\n",
+            ),
+            (
+                "b.startup",
+                "ifconfig eth0 hw ether 02:00:00:00:aa:02\nifconfig eth0 10.7.0.2 netmask 255.255.255.0 up\n",
+            ),
+            ("c.startup", "ip addr add 10.7.0.3/24 dev eth0\n"),
+        ],
+    );
+    lab.ok("start", &[]);
+    for (m, mac) in [("a", "02:00:00:00:aa:01"), ("b", "02:00:00:00:aa:02")] {
+        let link = lab.exec_ok(m, "ip link show eth0");
+        assert!(link.contains(mac), "{m}: {link}");
+        assert!(link.contains(",UP"), "{m}: eth0 not up again: {link}");
+        let err = lab.exec_ok(m, "cat /var/log/startup.err 2>/dev/null || true");
+        assert!(!err.contains("busy"), "{m}: {err}");
+    }
+    lab.exec_ok("c", "ping -c 2 -W 2 10.7.0.1");
+    lab.exec_ok("c", "ping -c 2 -W 2 10.7.0.2");
+    let neigh = lab.exec_ok("c", "ip neigh show dev eth0");
+    assert!(neigh.contains("02:00:00:00:aa:01"), "{neigh}");
+    assert!(neigh.contains("02:00:00:00:aa:02"), "{neigh}");
+}
+
+#[test]
+fn lab_kathara_frr_and_www_ownership_after_folder_copy() {
+    // The image has no frr user: the machine folder brings one (as an
+    // FRR image would have it).
+    let lab = TestLab::new(
+        "labown",
+        &[
+            ("lab.conf", "LAB_DESCRIPTION=\"own\"\nr[0]=lan\n"),
+            (
+                "r/etc/passwd",
+                "root:x:0:0:root:/root:/bin/sh\nfrr:x:92:92:frr:/nonexistent:/bin/false\n",
+            ),
+            ("r/etc/group", "root:x:0:\nfrr:x:92:\n"),
+            ("r/etc/frr/frr.conf", "hostname r\n"),
+            ("r/var/www/html/index.html", "hi\n"),
+        ],
+    );
+    lab.ok("start", &[]);
+    let out = lab.exec_ok(
+        "r",
+        "stat -c '%u:%g %a' /etc/frr /etc/frr/frr.conf /var/www/html /var/www/html/index.html",
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["92:92 755", "92:92 640", "0:0 777", "0:0 777"],
+        "{out}"
+    );
+}

@@ -61,6 +61,8 @@ struct Queue {
     /// The client last took data (a write completed), or data started
     /// waiting for it in an empty queue.
     progress: Instant,
+    /// The producer was asked to pause (see [`Inner::flow`]).
+    paused: bool,
 }
 
 struct Inner {
@@ -70,7 +72,15 @@ struct Inner {
     limit: usize,
     policy: Overflow,
     dropped: Arc<AtomicU64>,
+    /// Backpressure for [`Overflow::Disconnect`] clients that read, only
+    /// slower than their producer: called with `true` to pause the producer
+    /// (queue past the limit) and `false` to resume it (queue drained to a
+    /// quarter of the limit). Never called with the queue lock held.
+    flow: Option<Flow>,
 }
+
+/// See [`Inner::flow`].
+pub type Flow = Box<dyn Fn(bool) + Send + Sync>;
 
 /// The sending half of one client; clones share the queue.
 #[derive(Clone)]
@@ -97,16 +107,61 @@ impl Sink {
                 closed: false,
                 finishing: false,
                 progress: Instant::now(),
+                paused: false,
             }),
             cv: Condvar::new(),
             stream,
             limit,
             policy,
             dropped,
+            flow: None,
         });
         let w = inner.clone();
         std::thread::spawn(move || writer(w));
         Sink(inner)
+    }
+
+    /// An [`Overflow::Disconnect`] sink with backpressure: past `limit` a
+    /// client that still reads gets its producer paused (`flow(true)`)
+    /// instead of being cut off, and resumed (`flow(false)`) once it caught
+    /// up; one that takes nothing for [`STALL`] is disconnected as usual.
+    pub fn with_flow(
+        stream: UnixStream,
+        limit: usize,
+        dropped: Arc<AtomicU64>,
+        flow: Flow,
+    ) -> Sink {
+        let inner = Arc::new(Inner {
+            q: Mutex::new(Queue {
+                chunks: VecDeque::new(),
+                bytes: 0,
+                closed: false,
+                finishing: false,
+                progress: Instant::now(),
+                paused: false,
+            }),
+            cv: Condvar::new(),
+            stream,
+            limit,
+            policy: Overflow::Disconnect,
+            dropped,
+            flow: Some(flow),
+        });
+        let w = inner.clone();
+        std::thread::spawn(move || writer(w));
+        Sink(inner)
+    }
+
+    /// Cut the client off: nothing more is queued or written, its socket
+    /// is shut down.
+    fn disconnect(&self, mut q: std::sync::MutexGuard<'_, Queue>) {
+        q.closed = true;
+        q.chunks.clear();
+        q.bytes = 0;
+        drop(q);
+        self.0.dropped.fetch_add(1, Ordering::Relaxed);
+        let _ = self.0.stream.shutdown(Shutdown::Both);
+        self.0.cv.notify_all();
     }
 
     /// Queue `data` for the client without blocking. False when the client
@@ -129,16 +184,25 @@ impl Sink {
                     if q.progress.elapsed() < STALL
                         && q.bytes + data.len() <= self.0.limit * HARD_FACTOR =>
                 {
-                    // still reading, only slower than the guest writes
+                    // still reading, only slower than the producer: pause
+                    // the producer (with a watch that cuts the client off
+                    // if it then stops reading altogether)
+                    if let Some(flow) = &self.0.flow {
+                        if !q.paused {
+                            q.paused = true;
+                            q.bytes += data.len();
+                            q.chunks.push_back(data);
+                            self.0.cv.notify_all();
+                            drop(q);
+                            flow(true);
+                            let me = self.clone();
+                            std::thread::spawn(move || me.watch_paused());
+                            return true;
+                        }
+                    }
                 }
                 Overflow::Disconnect => {
-                    q.closed = true;
-                    q.chunks.clear();
-                    q.bytes = 0;
-                    drop(q);
-                    self.0.dropped.fetch_add(1, Ordering::Relaxed);
-                    let _ = self.0.stream.shutdown(Shutdown::Both);
-                    self.0.cv.notify_all();
+                    self.disconnect(q);
                     return false;
                 }
             }
@@ -150,6 +214,22 @@ impl Sink {
         q.chunks.push_back(data);
         self.0.cv.notify_all();
         true
+    }
+
+    /// While the producer is paused: cut the client off once it has taken
+    /// nothing for [`STALL`]; end when it resumed or closed.
+    fn watch_paused(&self) {
+        loop {
+            std::thread::sleep(STALL / 8);
+            let q = lock(&self.0.q);
+            if q.closed || !q.paused {
+                return;
+            }
+            if q.bytes > 0 && q.progress.elapsed() >= STALL {
+                self.disconnect(q);
+                return;
+            }
+        }
     }
 
     /// The shared overflow counter: bytes dropped ([`Overflow::Drop`]) or
@@ -194,7 +274,20 @@ fn writer(inner: Arc<Inner>) {
             q.bytes = 0;
             return;
         }
-        lock(&inner.q).progress = Instant::now();
+        let resume = {
+            let mut q = lock(&inner.q);
+            q.progress = Instant::now();
+            let resume = q.paused && q.bytes <= inner.limit / 4;
+            if resume {
+                q.paused = false;
+            }
+            resume
+        };
+        if resume {
+            if let Some(flow) = &inner.flow {
+                flow(false);
+            }
+        }
     }
 }
 
@@ -266,6 +359,82 @@ mod tests {
         s.finish();
         assert_eq!(reader.join().unwrap(), total);
         assert_eq!(s.dropped(), 0);
+    }
+
+    /// A producer much faster than its reader is paused, not cut off, and
+    /// resumed once the reader caught up (`lab logs` of a 64 MiB log on a
+    /// busy host, `exec g -- cat big > file`).
+    #[test]
+    fn fast_producer_is_paused_and_resumed_for_a_reading_client() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let limit = 64 << 10;
+        let events = Arc::new(Mutex::new(Vec::<bool>::new()));
+        let ev = events.clone();
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let p2 = paused.clone();
+        let s = Sink::with_flow(
+            ours,
+            limit,
+            Default::default(),
+            Box::new(move |pause| {
+                p2.store(pause, Ordering::SeqCst);
+                ev.lock().unwrap().push(pause);
+            }),
+        );
+        let total = 40 * limit; // ten times the hard limit
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            let mut got = 0usize;
+            while got < total {
+                std::thread::sleep(Duration::from_micros(200));
+                match theirs.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            got
+        });
+        let mut sent = 0;
+        while sent < total {
+            // a paused producer sends nothing until resumed
+            if paused.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_micros(100));
+                continue;
+            }
+            assert!(s.send(vec![5u8; 4096]), "a reading client was cut off");
+            sent += 4096;
+        }
+        s.finish();
+        assert_eq!(reader.join().unwrap(), total);
+        assert_eq!(s.dropped(), 0);
+        let ev = events.lock().unwrap();
+        assert!(ev.contains(&true) && ev.contains(&false), "{ev:?}");
+    }
+
+    /// A paused producer whose client stops reading: the client is cut off
+    /// after [`STALL`] (nothing more is sent that could notice).
+    #[test]
+    fn paused_client_that_stops_reading_is_cut_off() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let p2 = paused.clone();
+        let s = Sink::with_flow(
+            ours,
+            64 << 10,
+            Default::default(),
+            Box::new(move |p| p2.store(p, Ordering::SeqCst)),
+        );
+        // a well-behaved producer: sends while not paused, until cut off
+        let t = Instant::now();
+        while !s.is_closed() {
+            assert!(t.elapsed() < Duration::from_secs(20), "never cut off");
+            if paused.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            s.send(vec![1u8; 4096]);
+        }
+        assert_eq!(s.dropped(), 1);
     }
 
     #[test]

@@ -231,12 +231,26 @@ fn agent_reader(hub: Arc<Hub>, mut rd: UnixStream) {
 
 /// One exec client.
 fn exec_client(hub: Arc<Hub>, mut rd: UnixStream) {
+    // The client's commands in the guest, for backpressure: a client that
+    // reads slower than its commands write gets them stopped (SIGSTOP to
+    // their process group) until it caught up (SIGCONT), instead of being
+    // cut off; one that stops reading is cut off by the sink.
+    let gids: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let flow = {
+        let (hub, gids) = (hub.clone(), gids.clone());
+        Box::new(move |pause: bool| {
+            let sig = if pause { sp::SIGSTOP } else { sp::SIGCONT };
+            for &gid in lock(&gids).iter() {
+                hub.to_agent(&Frame::new(Kind::Signal, gid, sig.to_le_bytes().to_vec()));
+            }
+        })
+    };
     let wr = match rd.try_clone() {
-        Ok(w) => Sink::new(
+        Ok(w) => Sink::with_flow(
             w,
             EXEC_BACKLOG,
-            Overflow::Disconnect,
             hub.counters.exec_disconnected.clone(),
+            flow,
         ),
         Err(_) => return,
     };
@@ -286,6 +300,7 @@ fn exec_client(hub: Arc<Hub>, mut rd: UnixStream) {
                         },
                     );
                     mine.insert(f.id, gid);
+                    lock(&gids).push(gid);
                     if !hub.to_agent(&Frame::new(Kind::Exec, gid, f.payload)) {
                         lock(&hub.routes).remove(&gid);
                         let e =

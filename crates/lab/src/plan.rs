@@ -142,6 +142,15 @@ pub const KATHARA_SYSCTLS: &[&str] = &[
     "net.ipv4.icmp_ratelimit=0",
 ];
 
+/// Kathará's sysctls for a machine with IPv6 (`ipv6=true`).
+pub const KATHARA_IPV6_SYSCTLS: &[&str] = &[
+    "net.ipv6.conf.all.forwarding=1",
+    "net.ipv6.conf.default.forwarding=1",
+    "net.ipv6.conf.all.accept_ra=0",
+    "net.ipv6.conf.default.accept_ra=0",
+    "net.ipv6.icmp.ratelimit=0",
+];
+
 /// Make the plan. `state_dir` is the lab's own state folder.
 pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
     let id = lab_id(lab_dir);
@@ -254,6 +263,9 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
         let mut sysctl: Vec<String> = Vec::new();
         if dialect == Dialect::Kathara {
             sysctl.extend(KATHARA_SYSCTLS.iter().map(|s| s.to_string()));
+        }
+        if ipv6 && dialect == Dialect::Kathara {
+            sysctl.extend(KATHARA_IPV6_SYSCTLS.iter().map(|s| s.to_string()));
         }
         if !ipv6 {
             sysctl.push("net.ipv6.conf.all.disable_ipv6=1".into());

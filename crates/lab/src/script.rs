@@ -22,6 +22,56 @@ pub const STARTUP_LOGS: &[&str] = &[
     "/var/log/startup.err",
 ];
 
+/// Shell functions the startup files and `exec` commands run with (they
+/// are sourced, so they win over busybox applets and PATH): UML's network
+/// driver refuses a MAC address change on a running interface
+/// ("SIOCSIFHWADDR: Device or resource busy"), and umlkit brings the
+/// interfaces up before the startup files run. `ip link set ... address`
+/// and `ifconfig IF hw ...` are retried with the link briefly down, and the
+/// link is brought back up only if it was up.
+pub const NET_WRAP: &str = "/etc/umlkit/netwrap.sh";
+const NET_WRAP_TEXT: &str = r#"umlkit_down_retry() {
+  _uk_d=$1; shift
+  "$@" 2>/dev/null && return 0
+  _uk_f=
+  read -r _uk_f < "/sys/class/net/$_uk_d/flags" 2>/dev/null || { "$@"; return; }
+  [ $((_uk_f & 1)) = 1 ] || { "$@"; return; }
+  command ip link set dev "$_uk_d" down
+  "$@"; _uk_r=$?
+  command ip link set dev "$_uk_d" up
+  return $_uk_r
+}
+ip() {
+  _uk_w= _uk_d= _uk_n= _uk_m=
+  for _uk_a; do
+    if [ "$_uk_n" = dev ]; then _uk_d=$_uk_a; _uk_n=done
+    elif [ "$_uk_n" = set ] && [ -z "$_uk_d" ]; then
+      case $_uk_a in dev) _uk_n=dev ;; *) _uk_d=$_uk_a; _uk_n=first ;; esac
+    else
+      case $_uk_a in
+        -*) ;;
+        dev) _uk_n=dev ;;
+        set) [ "$_uk_w" = link ] && [ -z "$_uk_n" ] && _uk_n=set ;;
+        address) _uk_m=1 ;;
+        l|li|lin|link) [ -z "$_uk_w" ] && _uk_w=link ;;
+        *) [ -z "$_uk_w" ] && _uk_w=other ;;
+      esac
+    fi
+  done
+  if [ "$_uk_w" = link ] && [ -n "$_uk_m" ] && [ -n "$_uk_d" ]; then
+    umlkit_down_retry "$_uk_d" command ip "$@"
+  else
+    command ip "$@"
+  fi
+}
+ifconfig() {
+  case " $* " in
+    *" hw "*) [ -n "$1" ] && umlkit_down_retry "$1" command ifconfig "$@" ;;
+    *) command ifconfig "$@" ;;
+  esac
+}
+"#;
+
 /// Lines of each startup error file the boot steps report (the rest is in
 /// the guest: `umlkit lab logs`).
 pub const ERROR_LINES: usize = 5;
@@ -41,6 +91,9 @@ pub const ERROR_LINES: usize = 5;
 /// then its first [`ERROR_LINES`] lines.
 pub fn boot_script(plan: &Plan, m: &MachinePlan) -> String {
     let mut s = String::from("export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root\n");
+    s.push_str(&format!(
+        "mkdir -p /var/log /etc/umlkit\ncat > {NET_WRAP} <<'UMLKIT_EOF'\n{NET_WRAP_TEXT}UMLKIT_EOF\n"
+    ));
     s.push_str(&format!(
         "mkdir -p /var/log\n: > {BOOT_LOG}\nbad=0\n\
          fail() {{ bad=$((bad+1)); echo \"boot step failed: $*\" >&2; }}\n"
@@ -123,17 +176,35 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
         ),
         n = shq(name)
     ));
-    // IPv6 is a module in Debian's linux.uml, loaded for machines with IPv6
-    // (`M[ipv6]`, Netkit's default) and when the startup files use it (then
-    // the sysctls below keep it disabled on the links unless `M[ipv6]`).
-    if m.ipv6 {
-        s.push_str("[ -d /proc/sys/net/ipv6 ] || modprobe ipv6\n");
-    } else {
+    if plan.dialect == Dialect::Kathara {
+        // Kathará's fix-up after the copy: daemons read their own files.
+        for d in ["frr", "quagga"] {
+            s.push_str(&format!(
+                "if [ -d /etc/{d} ] && grep -q '^{d}:' /etc/passwd && grep -q '^{d}:' /etc/group; then\n{}fi\n",
+                step(
+                    &format!("chown -R {d}:{d} /etc/{d} && chmod 640 /etc/{d}/*"),
+                    &format!("give /etc/{d} to {d}")
+                )
+            ));
+        }
         s.push_str(&format!(
-            "[ -d /proc/sys/net/ipv6 ] || ! grep -qs -e inet6 -e ipv6 -e addrgenmode -e 'ip -6' /hostlab/shared.startup /hostlab/{n}.startup || modprobe ipv6\n",
-            n = shq(name)
+            "if [ -d /var/www ]; then\n{}fi\n",
+            step(
+                "for f in /var/www/*; do [ ! -e \"$f\" ] || chmod -R 777 \"$f\" || exit 1; done",
+                "open up /var/www"
+            )
         ));
     }
+    // IPv6 is a module in the lab kernels: load it as the dialect asks
+    // (disabled everywhere unless the machine has IPv6), before the sysctls
+    // so they apply, and before anything autoloads it enabled.
+    s.push_str(&step(
+        &format!(
+            "[ -d /proc/sys/net/ipv6 ] || modprobe ipv6{}",
+            if m.ipv6 { "" } else { " disable_ipv6=1" }
+        ),
+        "load the ipv6 module",
+    ));
     for kv in &m.sysctl {
         // `[` and `echo > /proc/sys/...` are shell builtins: no fork (forks
         // are slow in UML, worst while a whole lab boots). A key this kernel
@@ -208,7 +279,9 @@ fn boot_body(plan: &Plan, m: &MachinePlan) -> String {
 /// the image's sh is busybox, whose applets shadow the full tools); a `#!`
 /// naming another interpreter that exists is honoured (a missing one, or a
 /// CRLF line, falls back to bash); sh when the image has no bash.
-/// `run_cmd C` runs a command line with bash, else sh.
+/// `run_cmd C` runs a command line with bash, else sh. Both load the
+/// [`NET_WRAP`] functions first (bash through `BASH_ENV`, so bash scripts
+/// the startup runs get them too).
 const RUNNERS: &str = r#"run_file() {
   set -f; l=; read -r l < "$1"; f=$1
   case "$l" in '#!'*) set -- ${l#??} ;; *) set -- ;; esac
@@ -218,9 +291,13 @@ const RUNNERS: &str = r#"run_file() {
     sh|bash|dash|ash) if [ "${1##*/}" = env ]; then set --; else shift; fi ;;
     *) if [ -x "$1" ]; then "$@" "$f"; return; fi; set -- ;;
   esac
-  if [ -x /bin/bash ]; then /bin/bash "$@" "$f"; else sh "$@" "$f"; fi
+  if [ -x /bin/bash ]; then BASH_ENV=/etc/umlkit/netwrap.sh /bin/bash "$@" "$f"
+  else sh -c '[ ! -f /etc/umlkit/netwrap.sh ] || . /etc/umlkit/netwrap.sh; . "$0"' "$f"; fi
 }
-run_cmd() { if [ -x /bin/bash ]; then /bin/bash -c "$1"; else sh -c "$1"; fi; }
+run_cmd() {
+  if [ -x /bin/bash ]; then BASH_ENV=/etc/umlkit/netwrap.sh /bin/bash -c "$1"
+  else sh -c "[ ! -f /etc/umlkit/netwrap.sh ] || . /etc/umlkit/netwrap.sh; $1"; fi
+}
 "#;
 
 /// The argv that runs a user's command line in a guest (`lab exec`): bash
@@ -230,7 +307,7 @@ pub fn user_command(cmd: &str) -> [&str; 5] {
     [
         "sh",
         "-c",
-        "[ -x /bin/bash ] && exec /bin/bash -c \"$1\"; eval \"$1\"",
+        "[ -x /bin/bash ] && BASH_ENV=/etc/umlkit/netwrap.sh exec /bin/bash -c \"$1\"; eval \"$1\"",
         "sh",
         cmd,
     ]
@@ -242,4 +319,15 @@ pub fn shutdown_scripts(name: &str) -> String {
         "{RUNNERS}cd /; [ -f /hostlab/{n}.shutdown ] && run_file /hostlab/{n}.shutdown; [ -f /hostlab/shared.shutdown ] && run_file /hostlab/shared.shutdown; sync; true",
         n = shq(name)
     )
+}
+
+#[cfg(test)]
+mod runner_tests {
+    use super::*;
+
+    #[test]
+    fn runners_load_the_net_wrapper_they_name() {
+        assert!(RUNNERS.contains(&format!("BASH_ENV={NET_WRAP} ")));
+        assert!(user_command("x")[2].contains(&format!("BASH_ENV={NET_WRAP} ")));
+    }
 }
