@@ -15,25 +15,7 @@ use cow_format::header::Version;
 const OTHER: &str = "umlkit-sw-other";
 
 fn other_uid() -> Option<u32> {
-    if umlkit_sys::net::euid() != 0 {
-        eprintln!("skipped: needs root to create another user");
-        return None;
-    }
-    let id = || {
-        Command::new("id")
-            .args(["-u", OTHER])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-    };
-    if let Some(u) = id() {
-        return Some(u);
-    }
-    let _ = Command::new("useradd")
-        .args(["-M", "-s", "/bin/sh", OTHER])
-        .status();
-    Some(id().expect("useradd created the other user"))
+    testkit::other_user(OTHER)
 }
 
 /// A backing file owned by `uid` and a COW over it with 8 sectors written.

@@ -21,25 +21,7 @@ fn is_root() -> bool {
 
 /// A second, unprivileged local user (created once), or None when not root.
 fn other_user() -> Option<&'static str> {
-    if !is_root() {
-        eprintln!("skipped: needs root to create a second user");
-        return None;
-    }
-    let exists = || {
-        Command::new("id")
-            .arg(OTHER)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !exists() {
-        let _ = Command::new("useradd")
-            .args(["-M", "-s", "/bin/sh", OTHER])
-            .status();
-    }
-    assert!(exists(), "cannot create user {OTHER}");
-    Some(OTHER)
+    testkit::other_user(OTHER).map(|_| OTHER)
 }
 
 fn as_other(args: &[&str]) -> Output {

@@ -23,27 +23,7 @@ const OTHER: &str = "umlkit-sw-other";
 /// The other user's uid, created once; None (test skipped) unless root.
 fn other_user() -> Option<u32> {
     static UID: OnceLock<Option<u32>> = OnceLock::new();
-    *UID.get_or_init(|| {
-        if umlkit_sys::net::euid() != 0 {
-            eprintln!("skipped: needs root to create another user");
-            return None;
-        }
-        let id = || {
-            Command::new("id")
-                .args(["-u", OTHER])
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        };
-        if let Some(u) = id() {
-            return Some(u);
-        }
-        let _ = Command::new("useradd")
-            .args(["-M", "-s", "/bin/sh", OTHER])
-            .status();
-        Some(id().expect("useradd created the other user"))
-    })
+    *UID.get_or_init(|| testkit::other_user(OTHER))
 }
 
 fn chown(p: &Path, uid: u32) {

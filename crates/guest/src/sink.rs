@@ -100,6 +100,29 @@ impl Sink {
         policy: Overflow,
         dropped: Arc<AtomicU64>,
     ) -> Sink {
+        Sink::build(stream, limit, policy, dropped, None)
+    }
+
+    /// An [`Overflow::Disconnect`] sink with backpressure: past `limit` a
+    /// client that still reads gets its producer paused (`flow(true)`)
+    /// instead of being cut off, and resumed (`flow(false)`) once it caught
+    /// up; one that takes nothing for [`STALL`] is disconnected as usual.
+    pub fn with_flow(
+        stream: UnixStream,
+        limit: usize,
+        dropped: Arc<AtomicU64>,
+        flow: Flow,
+    ) -> Sink {
+        Sink::build(stream, limit, Overflow::Disconnect, dropped, Some(flow))
+    }
+
+    fn build(
+        stream: UnixStream,
+        limit: usize,
+        policy: Overflow,
+        dropped: Arc<AtomicU64>,
+        flow: Option<Flow>,
+    ) -> Sink {
         let inner = Arc::new(Inner {
             q: Mutex::new(Queue {
                 chunks: VecDeque::new(),
@@ -114,38 +137,7 @@ impl Sink {
             limit,
             policy,
             dropped,
-            flow: None,
-        });
-        let w = inner.clone();
-        std::thread::spawn(move || writer(w));
-        Sink(inner)
-    }
-
-    /// An [`Overflow::Disconnect`] sink with backpressure: past `limit` a
-    /// client that still reads gets its producer paused (`flow(true)`)
-    /// instead of being cut off, and resumed (`flow(false)`) once it caught
-    /// up; one that takes nothing for [`STALL`] is disconnected as usual.
-    pub fn with_flow(
-        stream: UnixStream,
-        limit: usize,
-        dropped: Arc<AtomicU64>,
-        flow: Flow,
-    ) -> Sink {
-        let inner = Arc::new(Inner {
-            q: Mutex::new(Queue {
-                chunks: VecDeque::new(),
-                bytes: 0,
-                closed: false,
-                finishing: false,
-                progress: Instant::now(),
-                paused: false,
-            }),
-            cv: Condvar::new(),
-            stream,
-            limit,
-            policy: Overflow::Disconnect,
-            dropped,
-            flow: Some(flow),
+            flow,
         });
         let w = inner.clone();
         std::thread::spawn(move || writer(w));

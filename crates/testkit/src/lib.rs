@@ -244,3 +244,28 @@ pub fn boot_to_poweroff(
     let out = std::fs::read_to_string(&log).unwrap_or_default();
     (st, out)
 }
+
+/// The uid of a second, unprivileged local user `name` for "another user"
+/// tests, created (`useradd -M`) the first time. `None`, with a note on
+/// stderr, when not root: such tests then skip.
+pub fn other_user(name: &str) -> Option<u32> {
+    if umlkit_sys::net::euid() != 0 {
+        eprintln!("skipped: needs root to create another user");
+        return None;
+    }
+    let id = || {
+        Command::new("id")
+            .args(["-u", name])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+    };
+    if let Some(u) = id() {
+        return Some(u);
+    }
+    let _ = Command::new("useradd")
+        .args(["-M", "-s", "/bin/sh", name])
+        .status();
+    Some(id().unwrap_or_else(|| panic!("useradd did not create {name}")))
+}
