@@ -187,24 +187,7 @@ pub fn create_nofollow(path: &std::path::Path, mode: u32) -> io::Result<std::fs:
 /// makes the open fail with `ELOOP` instead. Only regular files are written.
 pub fn write_nofollow(path: &std::path::Path, data: &[u8], mode: u32) -> io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(mode)
-        // O_NONBLOCK: a fifo put there fails (ENXIO) instead of blocking.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    f.set_len(0)?;
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    f.write_all(data)
+    create_nofollow(path, mode)?.write_all(data)
 }
 
 /// Open `name` relative to the directory `dir` (or `name` as a path when
