@@ -26,6 +26,15 @@ pub const DEFAULT_MEM_MB: u32 = 64;
 /// `lab start --min-mem` override it (never below `guest::MIN_MEM_MB`).
 pub const MEM_FLOOR_MB: u32 = 64;
 
+/// Memory (MiB) of a machine booting a Debian lab image (`kathara/frr`, ...)
+/// without `[mem]`: Kathará's containers have no memory limit, and at 64 MiB
+/// (guest MemTotal ~33 MB) the OOM killer kills FRR's `zebra` during
+/// `systemctl start frr`; watchfrr restarts it, so a lab took ~60 s to start
+/// and routes went missing (Kathara-Labs' OSPF single-area lab,
+/// docs/kathara-labs.md). At 128 MiB: MemTotal 107 MB, ~76 MB available with
+/// FRR running. Guest RAM is allocated lazily, so only what is used costs.
+pub const LAB_IMAGE_MEM_MB: u32 = 128;
+
 /// Per-lab identity: 8 hex digits of SHA-1 of the canonical lab folder. Two
 /// labs never share switches, sockets, umids or state.
 pub fn lab_id(lab_dir: &Path) -> String {
@@ -199,12 +208,16 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
                 up.index, up.host, up.guest
             ));
         }
-        let asked = m.mem.unwrap_or(DEFAULT_MEM_MB);
+        let umid = format!("{name}-{id}");
+        let (image, note) = machine_image(name, m.image.as_deref());
+        let asked = m.mem.unwrap_or(if image.is_some() {
+            LAB_IMAGE_MEM_MB
+        } else {
+            DEFAULT_MEM_MB
+        });
         if asked < floor {
             raised.push(format!("{name} ({asked})"));
         }
-        let umid = format!("{name}-{id}");
-        let (image, note) = machine_image(name, m.image.as_deref());
         notes.extend(note);
         let mut interfaces: Vec<IfacePlan> = Vec::new();
         for (pos, itf) in m.interfaces.iter().enumerate() {
