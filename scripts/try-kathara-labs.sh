@@ -85,6 +85,9 @@ for entry in "${labs[@]}"; do
     for m in $(sed -nE 's/^[[:space:]]*([A-Za-z0-9_.-]+)\[.*/\1/p' "$dir/lab.conf" | sort -u); do
       echo "---- lab logs $m" >>"$log"
       (cd "$dir" && timeout 30 "$UMLKIT" lab logs "$m") >>"$log" 2>&1
+      # OOM kills and the routing daemons' running config, when there are any
+      (cd "$dir" && timeout 30 "$UMLKIT" lab exec "$m" -- sh -c \
+        'dmesg | grep -i "out of memory"; command -v vtysh >/dev/null && pgrep -l "zebra|ospfd|ripd|bgpd" && vtysh -c "show running-config" | grep -v "^!"') >>"$log" 2>&1
     done
   fi
   (cd "$dir" && timeout 120 "$UMLKIT" lab clean) >>"$log" 2>&1
