@@ -23,14 +23,16 @@ LAB_TIMEOUT=${LAB_TIMEOUT:-420}
 OUT=${OUT:-$(mktemp -d /tmp/kathara-labs.XXXXXX)}
 mkdir -p "$OUT"
 
-# "folder|labcheck flags": routing labs get --routes, all get --ping.
+# "folder|labcheck flags" (flags are shell words, quotes allowed): routing labs
+# get --routes, all get --ping; --expect checks what a lab is about when it has
+# no addresses or dynamic routes to judge it by.
 default_labs=(
   "main-labs/basic-topics/two-computers/kathara-lab_two-computers|--ping"
   "main-labs/basic-topics/basic-ipv4/kathara-lab_basic-ipv4|--ping"
   "main-labs/basic-topics/arp/kathara-lab_arp|--ping"
   "main-labs/basic-topics/static-routing/kathara-lab_static-routing|--ping"
-  "main-labs/basic-topics/basic-ipv6/kathara-lab_basic-ipv6|--ping"
-  "main-labs/switching/one-bridge/kathara-lab_one-bridge|--ping"
+  "main-labs/basic-topics/basic-ipv6/kathara-lab_basic-ipv6|--ping --expect 'pc1:ping -6 -c 1 -W 3 2001:0:0:3::1' --expect 'pc2:ping -6 -c 1 -W 3 2001:0:0:1::1'"
+  "main-labs/switching/one-bridge/kathara-lab_one-bridge|--ping --expect 'b1:[ \$(bridge link | grep -c mainbridge) = 4 ]'"
   "exercises/01-simple-configuration/lab|--ping"
   "exercises/02-add-one-router/lab|--ping"
   "main-labs/intradomain-routing/frr/rip/kathara-lab_rip|--routes --ping"
@@ -41,12 +43,12 @@ default_labs=(
   "main-labs/intradomain-routing/quagga/ospf/kathara-lab_ospf/kathara-lab_ospf-multiarea|--routes --ping"
   "main-labs/intradomain-routing/frr/frrouting-introduction/kathara-lab_frr|--routes --ping"
   "main-labs/intradomain-routing/quagga/quagga-introduction/kathara-lab_quagga|--routes --ping"
-  "main-labs/interdomain-routing/frr/bgp-simple-peering/kathara-lab_bgp-simple-peering|--routes --ping"
-  "main-labs/interdomain-routing/quagga/bgp-simple-peering/kathara-lab_bgp-simple-peering|--routes --ping"
+  "main-labs/interdomain-routing/frr/bgp-simple-peering/kathara-lab_bgp-simple-peering|--ping --expect 'router1:vtysh -c \"show bgp neighbors 193.10.11.2\" | grep -q \"state = Established\"'"
+  "main-labs/interdomain-routing/quagga/bgp-simple-peering/kathara-lab_bgp-simple-peering|--ping --expect 'router1:vtysh -c \"show bgp neighbors 193.10.11.2\" | grep -q \"state = Established\"'"
   "main-labs/interdomain-routing/frr/bgp-announcement/kathara-lab_bgp-announcement|--routes --ping"
   "main-labs/interdomain-routing/quagga/bgp-announcement/kathara-lab_bgp-announcement|--routes --ping"
-  "main-labs/application-level/dns/kathara-lab_dns|--ping"
-  "main-labs/application-level/web-server/kathara-lab_web-server|--ping"
+  "main-labs/application-level/dns/kathara-lab_dns|--ping --expect 'pc1:ping -c 1 -W 3 pc2.startup.net' --expect 'pc2:dig +short pc1.uniroma3.it | grep -qx 192.168.0.111'"
+  "main-labs/application-level/web-server/kathara-lab_web-server|--ping --expect 'client:curl -sf http://10.0.0.1/ | cmp - /hostlab/server/var/www/html/index.html'"
   "main-labs/application-level/http-tcp/kathara-lab_http-tcp|--ping"
 )
 
@@ -71,9 +73,9 @@ for entry in "${labs[@]}"; do
   fi
   echo "== $lab ($flags)" >&2
   t0=$(date +%s)
-  # shellcheck disable=SC2086 # flags is a word list on purpose
+  eval "extra=($flags)"
   timeout --kill-after=20 "$LAB_TIMEOUT" python3 "$LABCHECK" "$UMLKIT" "$dir" \
-    --start-timeout 300 --converge-timeout 120 --keep $flags >"$log" 2>&1
+    --start-timeout 300 --converge-timeout 120 --keep "${extra[@]}" >"$log" 2>&1
   rc=$?
   secs=$(($(date +%s) - t0))
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
