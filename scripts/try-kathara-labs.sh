@@ -25,14 +25,16 @@ mkdir -p "$OUT"
 
 # "folder|labcheck flags" (flags are shell words, quotes allowed): routing labs
 # get --routes, all get --ping; --expect checks what a lab is about when it has
-# no addresses or dynamic routes to judge it by.
+# no addresses or dynamic routes to judge it by ($retry: up to ~50 s for
+# SLAAC and BGP sessions to come up); labs without addresses get no --ping.
+retry='r() { for i in $(seq 25); do "$@" && return 0; sleep 2; done; return 1; }; r'
 default_labs=(
   "main-labs/basic-topics/two-computers/kathara-lab_two-computers|--ping"
   "main-labs/basic-topics/basic-ipv4/kathara-lab_basic-ipv4|--ping"
   "main-labs/basic-topics/arp/kathara-lab_arp|--ping"
   "main-labs/basic-topics/static-routing/kathara-lab_static-routing|--ping"
-  "main-labs/basic-topics/basic-ipv6/kathara-lab_basic-ipv6|--ping --expect 'pc1:ping -6 -c 1 -W 3 2001:0:0:3::1' --expect 'pc2:ping -6 -c 1 -W 3 2001:0:0:1::1'"
-  "main-labs/switching/one-bridge/kathara-lab_one-bridge|--ping --expect 'b1:[ \$(bridge link | grep -c mainbridge) = 4 ]'"
+  "main-labs/basic-topics/basic-ipv6/kathara-lab_basic-ipv6|--expect 'pc1:$retry ping -6 -c 1 -W 2 2001:0:0:3::1' --expect 'pc2:$retry ping -6 -c 1 -W 2 2001:0:0:1::1'"
+  "main-labs/switching/one-bridge/kathara-lab_one-bridge|--expect 'b1:[ \$(bridge link | grep -c mainbridge) = 4 ]'"
   "exercises/01-simple-configuration/lab|--ping"
   "exercises/02-add-one-router/lab|--ping"
   "main-labs/intradomain-routing/frr/rip/kathara-lab_rip|--routes --ping"
@@ -43,8 +45,8 @@ default_labs=(
   "main-labs/intradomain-routing/quagga/ospf/kathara-lab_ospf/kathara-lab_ospf-multiarea|--routes --ping"
   "main-labs/intradomain-routing/frr/frrouting-introduction/kathara-lab_frr|--routes --ping"
   "main-labs/intradomain-routing/quagga/quagga-introduction/kathara-lab_quagga|--routes --ping"
-  "main-labs/interdomain-routing/frr/bgp-simple-peering/kathara-lab_bgp-simple-peering|--ping --expect 'router1:vtysh -c \"show bgp neighbors 193.10.11.2\" | grep -q \"state = Established\"'"
-  "main-labs/interdomain-routing/quagga/bgp-simple-peering/kathara-lab_bgp-simple-peering|--ping --expect 'router1:vtysh -c \"show bgp neighbors 193.10.11.2\" | grep -q \"state = Established\"'"
+  "main-labs/interdomain-routing/frr/bgp-simple-peering/kathara-lab_bgp-simple-peering|--ping --expect 'router1:for i in \$(seq 25); do vtysh -c \"show bgp neighbors 193.10.11.2\" | grep -q \"state = Established\" && exit 0; sleep 2; done; exit 1'"
+  "main-labs/interdomain-routing/quagga/bgp-simple-peering/kathara-lab_bgp-simple-peering|--ping --expect 'router1:for i in \$(seq 25); do vtysh -c \"show bgp neighbors 193.10.11.2\" | grep -q \"state = Established\" && exit 0; sleep 2; done; exit 1'"
   "main-labs/interdomain-routing/frr/bgp-announcement/kathara-lab_bgp-announcement|--routes --ping"
   "main-labs/interdomain-routing/quagga/bgp-announcement/kathara-lab_bgp-announcement|--routes --ping"
   "main-labs/application-level/dns/kathara-lab_dns|--ping --expect 'pc1:ping -c 1 -W 3 pc2.startup.net' --expect 'pc2:dig +short pc1.uniroma3.it | grep -qx 192.168.0.111'"
