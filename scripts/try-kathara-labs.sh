@@ -29,13 +29,13 @@ mkdir -p "$OUT"
 # SLAAC and BGP sessions to come up); labs without addresses get no --ping.
 retry='r() { for i in $(seq 25); do "$@" && return 0; sleep 2; done; return 1; }; r'
 default_labs=(
-  "main-labs/basic-topics/two-computers/kathara-lab_two-computers|--ping"
+  "main-labs/basic-topics/two-computers/kathara-lab_two-computers|"
   "main-labs/basic-topics/basic-ipv4/kathara-lab_basic-ipv4|--ping"
   "main-labs/basic-topics/arp/kathara-lab_arp|--ping"
   "main-labs/basic-topics/static-routing/kathara-lab_static-routing|--ping"
   "main-labs/basic-topics/basic-ipv6/kathara-lab_basic-ipv6|--expect 'pc1:$retry ping -6 -c 1 -W 2 2001:0:0:3::1' --expect 'pc2:$retry ping -6 -c 1 -W 2 2001:0:0:1::1'"
   "main-labs/switching/one-bridge/kathara-lab_one-bridge|--expect 'b1:[ \$(bridge link | grep -c mainbridge) = 4 ]'"
-  "exercises/01-simple-configuration/lab|--ping"
+  "exercises/01-simple-configuration/lab|"
   "exercises/02-add-one-router/lab|--ping"
   "main-labs/intradomain-routing/frr/rip/kathara-lab_rip|--routes --ping"
   "main-labs/intradomain-routing/quagga/rip/kathara-lab_rip|--routes --ping"
@@ -57,7 +57,7 @@ default_labs=(
 if [ $# -gt 0 ]; then
   labs=()
   for l in "$@"; do
-    case $l in *"|"*) labs+=("$l") ;; *) labs+=("$l|--ping") ;; esac
+    case $l in *"|"*) labs+=("$l") ;; *) labs+=("$l|--ping") ;; esac # default: ping matrix
   done
 else
   labs=("${default_labs[@]}")
@@ -80,8 +80,10 @@ for entry in "${labs[@]}"; do
     --start-timeout 300 --converge-timeout 120 --keep "${extra[@]}" >"$log" 2>&1
   rc=$?
   secs=$(($(date +%s) - t0))
+  timed_out=
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-    echo "TIMEOUT after ${LAB_TIMEOUT}s" >>"$log"
+    timed_out="TIMEOUT after ${LAB_TIMEOUT}s"
+    echo "$timed_out" >>"$log"
   fi
   # keep what the machines said before cleaning: status and each machine's logs
   (cd "$dir" && timeout 60 "$UMLKIT" lab status) >>"$log" 2>&1
@@ -96,7 +98,8 @@ for entry in "${labs[@]}"; do
   fi
   (cd "$dir" && timeout 120 "$UMLKIT" lab clean) >>"$log" 2>&1
   summary=$(grep -E '^(OK|FAIL)' "$log" | tail -1)
-  printf '%s\t%s\t%s\t%s\n' "$lab" "$rc" "$secs" "${summary:-$(tail -1 "$log")}" >>"$OUT/results.tsv"
-  echo "   rc=$rc ${secs}s ${summary:-}" >&2
+  summary=${summary:-${timed_out:-no summary, see $log}}
+  printf '%s\t%s\t%s\t%s\n' "$lab" "$rc" "$secs" "$summary" >>"$OUT/results.tsv"
+  echo "   rc=$rc ${secs}s $summary" >&2
 done
 echo "results: $OUT/results.tsv" >&2
