@@ -49,6 +49,8 @@ default_labs=(
   "main-labs/interdomain-routing/quagga/bgp-simple-peering/kathara-lab_bgp-simple-peering|--ping --expect 'router1:for i in \$(seq 25); do vtysh -c \"show bgp neighbors 193.10.11.2\" | grep -q \"state = Established\" && exit 0; sleep 2; done; exit 1'"
   "main-labs/interdomain-routing/frr/bgp-announcement/kathara-lab_bgp-announcement|--routes --ping"
   "main-labs/interdomain-routing/quagga/bgp-announcement/kathara-lab_bgp-announcement|--routes --ping"
+  "main-labs/interdomain-routing/frr/bgp-stub-as/kathara-lab_bgp-stub-as|--ping"
+  "main-labs/interdomain-routing/frr/bgp-prefix-filtering/kathara-lab_bgp-prefix-filtering|--ping"
   "main-labs/application-level/dns/kathara-lab_dns|--ping --expect 'pc1:ping -c 1 -W 3 pc2.startup.net' --expect 'pc2:dig +short pc1.uniroma3.it | grep -qx 192.168.0.111'"
   "main-labs/application-level/web-server/kathara-lab_web-server|--ping --expect 'client:curl -sf http://10.0.0.1/ | cmp - /hostlab/server/var/www/html/index.html'"
   "main-labs/application-level/http-tcp/kathara-lab_http-tcp|--ping"
