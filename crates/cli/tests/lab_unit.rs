@@ -1001,3 +1001,35 @@ fn mem_below_floor_is_raised_once_with_a_note() {
         p.notes
     );
 }
+
+/// Kathara-Labs survey (docs/kathara-labs.md): FRR machines of the OSPF
+/// single-area lab got 64 MiB, the OOM killer killed `zebra` while
+/// `systemctl start frr` ran, and the lab took ~60 s to start with routes
+/// missing. A machine booting a Debian lab image without `[mem]` gets
+/// `LAB_IMAGE_MEM_MB`; an explicit `[mem]` and the busybox default stay.
+#[test]
+fn frr_oom_at_64m_lab_image_machines_get_128m() {
+    let r = conf(
+        "r1[0]=A\nr1[image]=\"kathara/frr\"\n\
+         r2[0]=A\nr2[image]=\"kathara/quagga\"\nr2[mem]=96\n\
+         pc[0]=A\npc[image]=\"kathara/base\"\n\
+         bb[0]=A\n\
+         ws[0]=A\nws[image]=\"lscr.io/linuxserver/wireshark\"\n",
+    );
+    let p = lab::plan::plan(&r.lab, Path::new("/labs/m"), Path::new("/s/m")).unwrap();
+    let mem = |n: &str| p.machine(n).unwrap().mem_mb;
+    assert_eq!(mem("r1"), lab::plan::LAB_IMAGE_MEM_MB);
+    assert_eq!(lab::plan::LAB_IMAGE_MEM_MB, 128);
+    assert_eq!(mem("pc"), 128, "kathara/base is the same Debian image");
+    assert_eq!(mem("r2"), 96, "an explicit [mem] is kept");
+    assert_eq!(
+        mem("bb"),
+        lab::plan::DEFAULT_MEM_MB,
+        "busybox default image"
+    );
+    assert_eq!(
+        mem("ws"),
+        lab::plan::DEFAULT_MEM_MB,
+        "unknown image: busybox"
+    );
+}

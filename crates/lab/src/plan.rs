@@ -19,8 +19,11 @@ pub const DEFAULT_MEM_MB: u32 = 64;
 /// Default memory (MiB) of a machine booting the Debian lab image (an
 /// `[image]` Kathará name) without `mem`: Kathará gives containers no limit,
 /// and at 64 MiB four FRR routers booting at once lost zebra to the OOM
-/// killer (guest MemTotal ~33 MB). An idle converged FRR router uses ~67 MiB
-/// of host memory at 128 (docs/images.md); RAM is allocated lazily.
+/// killer (guest MemTotal ~33 MB; Kathara-Labs' OSPF single-area lab took
+/// ~60 s to start with routes missing, docs/kathara-labs.md). At 128 the
+/// guest has 107 MB, ~76 MB available with FRR running; an idle converged
+/// FRR router uses ~67 MiB of host memory (docs/images.md). RAM is allocated
+/// lazily, so only what is used costs.
 pub const LAB_IMAGE_MEM_MB: u32 = 128;
 
 /// Memory floor (MiB) for lab machines: Netkit-era labs ask for 16 or 32
