@@ -67,6 +67,8 @@ struct Hub {
     dead: AtomicBool,
     state: Shared<State>,
     state_path: PathBuf,
+    /// The guest's process marker (see [`marker`]): finds its helpers.
+    marker: String,
     /// A state write failed: the guest was stopped (its state would lie).
     failed: AtomicBool,
     counters: Counters,
@@ -84,9 +86,10 @@ impl Hub {
         if let Err(e) = st.save(&self.state_path) {
             let msg = crate::state::error_chain(&e);
             self.failed.store(true, Ordering::SeqCst);
-            if let Some(g) = st.pgid {
-                let _ = sp::kill_group(g, sp::SIGKILL);
-            }
+            // every host process, helpers included, is gone before the
+            // error is recorded: whoever reads it may rely on that
+            // (zombies are not counted: the main thread reaps the kernel)
+            kill_until_gone(st.pgid, Some(&self.marker), false);
             // stderr may be on the full disk too: never panic on it
             let _ = writeln!(std::io::stderr(), "umlkit supervise: {msg}");
             if st.error.is_none() {
@@ -472,6 +475,12 @@ pub fn guest_processes(pgid: Option<u32>, marker: Option<&str>) -> Vec<u32> {
 
 /// SIGKILL every host process of a guest until none is left (max ~5 s).
 pub fn kill_all(pgid: Option<u32>, marker: Option<&str>) -> bool {
+    kill_until_gone(pgid, marker, true)
+}
+
+/// [`kill_all`]; `reap` reaps the caller's exited children on the way,
+/// which a thread must not do while another one waits for the kernel.
+fn kill_until_gone(pgid: Option<u32>, marker: Option<&str>, reap: bool) -> bool {
     for _ in 0..250 {
         let procs = guest_processes(pgid, marker);
         if procs.is_empty() {
@@ -483,7 +492,7 @@ pub fn kill_all(pgid: Option<u32>, marker: Option<&str>) -> bool {
         for p in procs {
             let _ = sp::kill(p, sp::SIGKILL);
         }
-        while sp::reap_any().is_some() {}
+        while reap && sp::reap_any().is_some() {}
         std::thread::sleep(Duration::from_millis(20));
     }
     guest_processes(pgid, marker).is_empty()
@@ -636,6 +645,7 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         dead: AtomicBool::new(false),
         state: Arc::new(Mutex::new(state)),
         state_path: state_path.clone(),
+        marker: mark.clone(),
         failed: AtomicBool::new(false),
         counters: Counters::default(),
     });
