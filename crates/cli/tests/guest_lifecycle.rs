@@ -262,3 +262,50 @@ fn guest_foreground_run_powers_off_via_exec() {
     assert!(console.contains("umlkit: gf up"), "{console}");
     assert_eq!(env.ps_entry("gf")["phase"], "halted");
 }
+
+/// Regression: a foreground `umlkit run` ended by SIGTERM (a closed
+/// terminal, a CI timeout) left its kernel running with no supervisor;
+/// killed by SIGKILL, the same. Now SIGTERM/SIGINT/SIGHUP stop the guest
+/// and clean up, and the kernel is tied to `umlkit run`'s life.
+#[test]
+fn guest_foreground_run_killed_takes_its_guest_with_it() {
+    let env = Env::new("ugk");
+    let img = env.default_image();
+    for (i, sig) in [
+        umlkit_sys::process::SIGTERM,
+        umlkit_sys::process::SIGINT,
+        umlkit_sys::process::SIGKILL,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("gk{i}");
+        let mut c = env.cmd(&["run", "--name", &name, "--disk", img.to_str().unwrap()]);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut g = testkit::ProcGuard::spawn("umlkit run", c);
+        env.guard(&name);
+        assert!(testkit::wait_until(Duration::from_secs(60), || {
+            env.umlkit(&["exec", &name, "--", "true"]).status.success()
+        }));
+        let st = env.state_json(&name);
+        let marker = st["marker"].as_str().unwrap().to_string();
+        let pgid = st["pgid"].as_u64().unwrap() as u32;
+        umlkit_sys::process::kill(g.child_mut().id(), sig).unwrap();
+        g.wait_timeout(Duration::from_secs(20))
+            .expect("umlkit run ends");
+        assert!(
+            testkit::wait_until(Duration::from_secs(10), || {
+                guest::supervisor::guest_processes(Some(pgid), Some(&marker)).is_empty()
+            }),
+            "signal {sig}: guest processes left: {:?}",
+            guest::supervisor::guest_processes(Some(pgid), Some(&marker))
+        );
+        let phase = env.ps_entry(&name)["phase"].clone();
+        if sig == umlkit_sys::process::SIGKILL {
+            // nobody was left to record it
+            assert_eq!(phase, "dead", "signal {sig}");
+        } else {
+            assert_eq!(phase, "killed", "signal {sig}");
+        }
+    }
+}

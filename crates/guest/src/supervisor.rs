@@ -498,6 +498,38 @@ fn kill_until_gone(pgid: Option<u32>, marker: Option<&str>, reap: bool) -> bool 
     guest_processes(pgid, marker).is_empty()
 }
 
+/// Foreground only: the first SIGTERM/SIGINT/SIGHUP asks the kernel to
+/// stop (UML cleans up and exits on SIGTERM); if it has not ended 5 s
+/// later, its process group is killed. The supervisor's main thread sees
+/// the kernel end and cleans up as for any stop.
+fn stop_on_signal(signals: umlkit_sys::net::SignalFd, pid: u32, stop_marker: PathBuf) {
+    use umlkit_sys::net::{Epoll, Interest};
+    let Ok(mut ep) = Epoll::new() else { return };
+    if ep.add(signals.fd(), 0, Interest::READ).is_err() {
+        return;
+    }
+    let mut events = Vec::new();
+    loop {
+        if ep.wait(&mut events, -1).is_err() {
+            return;
+        }
+        if let Some(sig) = signals.read() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "umlkit: signal {sig}: stopping the guest"
+            );
+            let _ = umlkit_sys::private::write_atomic(&stop_marker, b"signal");
+            let _ = sp::kill_group(pid, sp::SIGTERM);
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sp::group_exists(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = sp::kill_group(pid, sp::SIGKILL);
+}
+
 /// Run the supervisor for the guest in `dir` (its `config.json` must exist).
 /// Returns the kernel's exit status as a process exit code.
 pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
@@ -541,10 +573,25 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     let _ = std::fs::remove_file(paths.stop_marker());
     let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io(dir, "socketpair", e))?;
     let mark = marker(std::process::id(), &paths.dir);
+    // In the foreground, SIGTERM, SIGINT and SIGHUP to `umlkit run` stop
+    // the guest and let the normal end below clean up (helpers, state).
+    let stop_signals = if foreground {
+        use umlkit_sys::net::{SignalFd, SIGHUP, SIGINT, SIGTERM};
+        SignalFd::new(&[SIGTERM, SIGINT, SIGHUP]).ok()
+    } else {
+        None
+    };
     let mut cmd = Command::new(&kernel);
     cmd.args(&args).env(MARKER_VAR, &mark);
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
+    if foreground {
+        // `umlkit run` killed (a closed terminal, SIGTERM, even SIGKILL):
+        // the kernel ends with it instead of running on unsupervised.
+        // UML treats SIGTERM as "clean up and exit".
+        sp::signal_on_parent_death(&mut cmd, sp::SIGTERM);
+        sp::unblock_signals_on_spawn(&mut cmd);
+    }
     sp::pass_fd(&mut cmd, theirs.as_raw_fd(), AGENT_FD);
     let log_path = paths.console_log();
     let mut pty_master = None;
@@ -608,6 +655,10 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     drop(cmd);
     drop(theirs);
     let pid = child.id();
+    if let Some(signals) = stop_signals {
+        let marker_path = paths.stop_marker();
+        std::thread::spawn(move || stop_on_signal(signals, pid, marker_path));
+    }
     state.pid = Some(pid);
     state.pid_start = sp::start_time(pid);
     state.pgid = Some(pid);

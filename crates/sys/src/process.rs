@@ -274,6 +274,48 @@ pub fn setsid_on_spawn(cmd: &mut std::process::Command, ctty: bool) {
     }
 }
 
+/// Have the kernel send `sig` to the child of `cmd` when this process
+/// ends, whatever ends it (even SIGKILL). The signal fires when the
+/// *thread* that spawned the child exits: spawn from a thread that lives
+/// as long as the process (e.g. the main thread).
+pub fn signal_on_parent_death(cmd: &mut std::process::Command, sig: Signal) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid is async-signal-safe; the closure runs in the forked
+    // child before exec and only calls async-signal-safe prctl/getppid/_exit.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // the parent may have gone between fork and prctl
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Start the child of `cmd` with no signal blocked, whatever the mask of
+/// the spawning thread (a thread reading signals through a signalfd blocks
+/// them; an exec'd program must not inherit that).
+pub fn unblock_signals_on_spawn(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls async-signal-safe sigemptyset/sigprocmask on a local set.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Set a terminal's window size (rows, cols).
 pub fn set_winsize(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
     use std::os::fd::AsRawFd;
