@@ -116,6 +116,15 @@ impl Lab {
     }
 }
 
+/// The tests of this file measure time (delays, rates) on a 2-core
+/// machine: a bulk transfer of one test inflates the other's RTTs, so
+/// they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn lab() -> Lab {
     let env = Env::new("lke");
     let sw = Sw::start(&[]);
@@ -132,6 +141,7 @@ fn lab() -> Lab {
 
 #[test]
 fn link_delay_loss_and_runtime_change_with_real_guests() {
+    let _one = serial();
     let l = lab();
     let m = l.mgmt_path();
     let base = median(l.ping_rtts(40));
@@ -190,6 +200,7 @@ fn link_delay_loss_and_runtime_change_with_real_guests() {
 
 #[test]
 fn link_rate_bounds_a_transfer_and_capture_sees_arp_with_real_guests() {
+    let _one = serial();
     let l = lab();
     let m = l.mgmt_path();
     let plain = l.transfer(2000);
