@@ -2,7 +2,7 @@
 //!
 //! A thin binary: parse arguments (clap), call one library function, print
 //! the error chain once and map it to an exit code. Also a multi-call binary:
-//! invoked as `uml_mkcow`, `uml_moo`, `uml_switch` or `uml_mconsole` it
+//! invoked as `uml_mkcow`, `uml_moo`, `uml_switch`, `uml_mconsole` or `vde_plug` it
 //! behaves as that C tool does.
 
 /// `outln!` for command output: when stdout is a closed pipe
@@ -55,12 +55,14 @@ enum Command {
     Guest(cmd::guest::Command),
     #[command(flatten)]
     Lab(cmd::lab::Command),
+    #[command(flatten)]
+    Plug(cmd::plug::Command),
     /// Benchmarks against the C tools, measured side by side in one run
     Bench {
         #[command(subcommand)]
         which: BenchCommand,
     },
-    /// Create the multi-call links (uml_mkcow, uml_moo, uml_switch, uml_mconsole) in DIR
+    /// Create the multi-call links (uml_mkcow, uml_moo, uml_switch, uml_mconsole, vde_plug) in DIR
     InstallLinks {
         /// Directory to create the links in
         dir: std::path::PathBuf,
@@ -78,8 +80,14 @@ enum BenchCommand {
     Switch(cmd::switch::Bench),
 }
 
-/// Names under which `umlkit` acts as a C tool of uml-utilities.
-const MULTICALL_NAMES: &[&str] = &["uml_mkcow", "uml_moo", "uml_switch", "uml_mconsole"];
+/// Names under which `umlkit` acts as a C tool of uml-utilities or vdeplug4.
+const MULTICALL_NAMES: &[&str] = &[
+    "uml_mkcow",
+    "uml_moo",
+    "uml_switch",
+    "uml_mconsole",
+    "vde_plug",
+];
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
@@ -93,6 +101,7 @@ fn main() -> ExitCode {
         "uml_moo" => return cmd::cow::multicall_moo(&args[1..]),
         "uml_switch" => return cmd::switch::multicall_uml_switch(&args[1..]),
         "uml_mconsole" => return cmd::guest::multicall_mconsole(&args[1..]),
+        "vde_plug" => return cmd::plug::multicall_vde_plug(&args[1..]),
         _ => {}
     }
     let cli = Cli::parse_from(args);
@@ -102,6 +111,7 @@ fn main() -> ExitCode {
         Command::Link(c) => cmd::link::run(c),
         Command::Guest(c) => cmd::guest::run(c),
         Command::Lab(c) => cmd::lab::run(c),
+        Command::Plug(c) => cmd::plug::run(c),
         Command::Bench { which } => match which {
             BenchCommand::Cow(b) => cmd::cow::bench(b),
             BenchCommand::Switch(b) => cmd::switch::bench(b),

@@ -8,6 +8,7 @@
 //! - [`mgmt`]: the vde_switch management console: command lines and reply framing.
 //! - [`link`]: link impairment settings (`delay=20ms,loss=1%,...`), one parser for every front end.
 //! - [`pcap`]: capture files, classic pcap and pcapng (one interface per port, drop counts).
+//! - [`stream`]: vde_plug's stream framing (2-byte big-endian lengths) and `PATH[PORT]` switch URLs.
 
 pub mod capture;
 pub mod ctl;
@@ -15,6 +16,7 @@ pub mod eth;
 pub mod link;
 pub mod mgmt;
 pub mod pcap;
+pub mod stream;
 
 pub use ctl::{CtlError, Request, SockAddrUn};
 pub use eth::{Frame, FrameError, MacAddr};

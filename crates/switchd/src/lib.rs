@@ -17,6 +17,7 @@ pub mod capture;
 pub mod client;
 mod log;
 mod mgmt;
+pub mod plug;
 mod reach;
 mod server;
 
@@ -161,6 +162,14 @@ pub enum Error {
     Output { source: io::Error },
     #[error("management socket {path}: unexpected reply: {reply:?}")]
     BadReply { path: PathBuf, reply: String },
+    #[error("vde_open {url}: {reason}")]
+    PlugUrl { url: String, reason: String },
+    #[error("vde_open {url}: {what}: {source}")]
+    Plug {
+        url: String,
+        what: String,
+        source: io::Error,
+    },
 }
 
 #[cfg(test)]

@@ -149,6 +149,30 @@ pub fn send_buffer_size(fd: BorrowedFd<'_>) -> io::Result<i32> {
     getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF)
 }
 
+/// Take ownership of an inherited descriptor `fd` that must be an AF_UNIX
+/// SOCK_SEQPACKET socket (what UML's vde transport hands `vde_plug` as
+/// `seqpacket://FD`). Anything else is refused: the number came from a
+/// command line and must not close or misuse an unrelated descriptor.
+pub fn inherited_seqpacket(fd: i32) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: F_GETFD only queries the descriptor table.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: fd is open (checked above); the borrow ends before ownership is taken.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let kind = getsockopt_int(borrowed, libc::SOL_SOCKET, libc::SO_TYPE).unwrap_or(-1);
+    if kind != libc::SOCK_SEQPACKET {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a SOCK_SEQPACKET socket"),
+        ));
+    }
+    // SAFETY: fd is an open socket handed to this process to use; nothing
+    // else in the process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Peer credentials of a connected AF_UNIX stream socket: (pid, uid, gid).
 pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<(i32, u32, u32)> {
     // SAFETY: ucred is plain old data.

@@ -6,6 +6,7 @@ pub mod guest;
 pub mod lab;
 pub mod link;
 pub mod out;
+pub mod plug;
 pub mod switch;
 
 pub use out::{shown, shown_lines};

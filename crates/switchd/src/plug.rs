@@ -1,0 +1,386 @@
+//! A VDE client port: `umlkit plug URL` (and the `vde_plug` drop-in) joins
+//! a switch and carries its frames over a byte stream (stdin/stdout) in
+//! vde_plug's framing, so `dpipe umlkit plug /a = ssh host umlkit plug /b`,
+//! or a C `vde_plug` at either end, cables two switches.
+//!
+//! The handshake is vdeplug4's (see the VDE notes): a control stream to
+//! `DIR/ctl` (or a port-group socket `DIR/NAME`), a datagram socket of ours
+//! bound in the switch directory, a v3 request naming it, and the switch's
+//! data socket address in reply. The port lives as long as the control
+//! stream.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use net_proto::ctl::{Request, RequestKind, SockAddrUn, SOCKADDR_LEN};
+use net_proto::stream::{self, PortRequest, VdeUrl};
+
+use crate::Error;
+
+/// How the plug presents itself and its socket.
+#[derive(Debug, Clone)]
+pub struct PlugOptions {
+    /// Description shown in the switch's `port/print` (vde_plug: `vdeplug:`).
+    pub descr: String,
+    /// Mode of our data socket (vde_plug's `--mod`, default 0700).
+    pub mode: u32,
+    /// A port asked for on the command line (`--port N`), over the URL's.
+    pub port: Option<u32>,
+}
+
+impl Default for PlugOptions {
+    fn default() -> Self {
+        PlugOptions {
+            descr: "vdeplug:".into(),
+            mode: 0o700,
+            port: None,
+        }
+    }
+}
+
+/// A port on a VDE switch.
+pub struct Plug {
+    url: String,
+    ctl: UnixStream,
+    data: UnixDatagram,
+}
+
+fn plug_err(url: &str, what: &str, source: io::Error) -> Error {
+    Error::Plug {
+        url: url.to_string(),
+        what: what.to_string(),
+        source,
+    }
+}
+
+impl Plug {
+    /// Join the switch at `url` (`vde://DIR[N]`, `DIR[N]`, `DIR`).
+    pub fn open(url: &str, opts: &PlugOptions) -> Result<Plug, Error> {
+        let parsed = VdeUrl::parse(url).map_err(|e| Error::PlugUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        let dir = std::fs::canonicalize(&parsed.dir)
+            .map_err(|e| plug_err(url, "cannot open the switch directory", e))?;
+        let ctl = connect_ctl(&dir, parsed.group.as_deref())
+            .map_err(|e| plug_err(url, "cannot connect to the switch", e))?;
+        let (data, ours) = bind_data(&dir, opts.mode)
+            .map_err(|e| plug_err(url, "cannot create the data socket", e))?;
+        let r = Self::handshake(url, &parsed, opts, &ctl, &data, &ours);
+        // the switch has what it needs; ours is not needed on disk any more
+        let _ = std::fs::remove_file(&ours);
+        r?;
+        Ok(Plug {
+            url: url.to_string(),
+            ctl,
+            data,
+        })
+    }
+
+    fn handshake(
+        url: &str,
+        parsed: &VdeUrl,
+        opts: &PlugOptions,
+        mut ctl: &UnixStream,
+        data: &UnixDatagram,
+        ours: &Path,
+    ) -> Result<(), Error> {
+        let addr = SockAddrUn::from_path(ours).ok_or_else(|| {
+            plug_err(
+                url,
+                "data socket path too long",
+                io::Error::from(io::ErrorKind::InvalidInput),
+            )
+        })?;
+        let (kind, port) = match (opts.port, parsed.port) {
+            (Some(0), _) | (None, PortRequest::Zero) => (RequestKind::NewPort0, 0),
+            (Some(n), _) | (None, PortRequest::Port(n)) => (RequestKind::NewControl, n),
+            (None, PortRequest::Any) => (RequestKind::NewControl, 0),
+        };
+        let user = umlkit_sys::net::user_name(umlkit_sys::net::euid()).unwrap_or_default();
+        let mut descr = format!("{} user={user} pid={}", opts.descr, std::process::id());
+        if let Some(ip) = std::env::var("SSH_CLIENT")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        {
+            descr.push_str(&format!(" SSH={ip}"));
+        }
+        let req = Request::V3 {
+            kind,
+            port,
+            addr,
+            descr,
+        };
+        ctl.write_all(&req.to_bytes())
+            .map_err(|e| plug_err(url, "cannot send the port request", e))?;
+        let mut reply = [0u8; SOCKADDR_LEN];
+        let mut got = 0;
+        while got < reply.len() {
+            match ctl.read(&mut reply[got..]) {
+                Ok(0) => {
+                    return Err(plug_err(
+                        url,
+                        "the switch refused the port request",
+                        io::Error::from(io::ErrorKind::ConnectionRefused),
+                    ))
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(plug_err(url, "no reply to the port request", e)),
+            }
+        }
+        let theirs = SockAddrUn::from_raw(&reply);
+        let path = theirs.path().ok_or_else(|| {
+            plug_err(
+                url,
+                "the switch answered an address that is not a socket path",
+                io::Error::from(io::ErrorKind::InvalidData),
+            )
+        })?;
+        data.connect(path)
+            .map_err(|e| plug_err(url, "cannot reach the switch's data socket", e))
+    }
+
+    /// Send one frame to the switch.
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        self.data.send(frame).map(|_| ())
+    }
+
+    /// Receive one frame from the switch.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.data.recv(buf)
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+fn connect_ctl(dir: &Path, group: Option<&str>) -> io::Result<UnixStream> {
+    if let Some(g) = group {
+        if let Ok(s) = UnixStream::connect(dir.join(g)) {
+            return Ok(s);
+        }
+    }
+    UnixStream::connect(dir.join("ctl"))
+}
+
+/// Our data socket `DIR/.PID-SEQ`, chmod'ed to `mode` whatever the umask.
+fn bind_data(dir: &Path, mode: u32) -> io::Result<(UnixDatagram, PathBuf)> {
+    let pid = std::process::id();
+    for seq in 0..1000 {
+        let p = dir.join(format!(".{pid:05}-{seq:05}"));
+        match UnixDatagram::bind(&p) {
+            Ok(s) => {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o777))?;
+                return Ok((s, p));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::from(io::ErrorKind::AddrInUse))
+}
+
+/// Why a stream relay ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The stream's input ended (EOF): the normal end of a cable.
+    InputClosed,
+    /// The stream's output is gone (EPIPE).
+    OutputClosed,
+    /// The switch closed the port (it stopped, or the port was removed).
+    SwitchGone,
+}
+
+/// Counters of a relay, for the end message.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StreamStats {
+    pub to_switch: u64,
+    pub from_switch: u64,
+    /// Stream lengths the switch cannot carry (over 9234 bytes).
+    pub bad_lengths: u64,
+}
+
+/// Relay frames between the switch and a byte stream until one side ends.
+pub fn relay_stream<R, W>(plug: Plug, mut input: R, mut output: W) -> (StreamEnd, StreamStats)
+where
+    R: Read + Send + 'static,
+    W: Write + Send + 'static,
+{
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    let plug = Arc::new(plug);
+    // to switch, from switch, bad lengths
+    let counts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+    let (tx, rx) = mpsc::channel();
+    {
+        let p = plug.clone();
+        let tx = tx.clone();
+        let c = counts.clone();
+        std::thread::spawn(move || {
+            let mut dec = stream::Decoder::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            let end = loop {
+                let n = match input.read(&mut buf) {
+                    Ok(0) => break StreamEnd::InputClosed,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break StreamEnd::InputClosed,
+                };
+                dec.push(&buf[..n]);
+                while let Some(f) = dec.next() {
+                    match f {
+                        // a full switch queue drops, as on any port
+                        Ok(frame) => {
+                            if p.send(&frame).is_ok() {
+                                c[0].fetch_add(1, Relaxed);
+                            }
+                        }
+                        Err(_) => {
+                            c[2].fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            };
+            let _ = tx.send(end);
+        });
+    }
+    {
+        let p = plug.clone();
+        let tx = tx.clone();
+        let c = counts.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; stream::MAX_FRAME + 64];
+            let end = loop {
+                let n = match p.recv(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break StreamEnd::SwitchGone,
+                };
+                let Some(framed) = stream::encode(&buf[..n]) else {
+                    continue;
+                };
+                if output
+                    .write_all(&framed)
+                    .and_then(|_| output.flush())
+                    .is_err()
+                {
+                    break StreamEnd::OutputClosed;
+                }
+                c[1].fetch_add(1, Relaxed);
+            };
+            let _ = tx.send(end);
+        });
+    }
+    {
+        // the switch ends the port by closing the control stream
+        let p = plug.clone();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 256];
+            let mut ctl = &p.ctl;
+            loop {
+                match ctl.read(&mut b) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(StreamEnd::SwitchGone);
+        });
+    }
+    let end = rx.recv().unwrap_or(StreamEnd::SwitchGone);
+    let stats = StreamStats {
+        to_switch: counts[0].load(Relaxed),
+        from_switch: counts[1].load(Relaxed),
+        bad_lengths: counts[2].load(Relaxed),
+    };
+    (end, stats)
+}
+
+/// Relay frames between the switch and a SOCK_SEQPACKET socket (one frame
+/// per message): UML's vde transport runs `vde_plug ... seqpacket://FD URL`
+/// and exchanges its frames on FD. Ends when either side hangs up.
+pub fn relay_packets(plug: Plug, sock: UnixDatagram) -> (StreamEnd, StreamStats) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    let plug = Arc::new(plug);
+    let sock = Arc::new(sock);
+    let counts: Arc<[AtomicU64; 2]> = Arc::new(Default::default());
+    let (tx, rx) = mpsc::channel();
+    {
+        let (p, s, c, tx) = (plug.clone(), sock.clone(), counts.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; stream::MAX_FRAME + 64];
+            let end = loop {
+                match s.recv(&mut buf) {
+                    // zero-length sends are suppressed: 0 is the peer's hangup
+                    Ok(0) => break StreamEnd::InputClosed,
+                    Ok(n) => {
+                        if p.send(&buf[..n]).is_ok() {
+                            c[0].fetch_add(1, Relaxed);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break StreamEnd::InputClosed,
+                }
+            };
+            let _ = tx.send(end);
+        });
+    }
+    {
+        let (p, s, c, tx) = (plug.clone(), sock.clone(), counts.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; stream::MAX_FRAME + 64];
+            let end = loop {
+                match p.recv(&mut buf) {
+                    Ok(0) => {}
+                    Ok(n) => match s.send(&buf[..n]) {
+                        Ok(_) => {
+                            c[1].fetch_add(1, Relaxed);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        // ENOBUFS and the like: a dropped frame, as on a wire
+                        Err(e) if e.raw_os_error() == Some(105) => {}
+                        Err(_) => break StreamEnd::OutputClosed,
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break StreamEnd::SwitchGone,
+                }
+            };
+            let _ = tx.send(end);
+        });
+    }
+    {
+        let p = plug.clone();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 256];
+            let mut ctl = &p.ctl;
+            loop {
+                match ctl.read(&mut b) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(StreamEnd::SwitchGone);
+        });
+    }
+    let end = rx.recv().unwrap_or(StreamEnd::SwitchGone);
+    let stats = StreamStats {
+        to_switch: counts[0].load(Relaxed),
+        from_switch: counts[1].load(Relaxed),
+        bad_lengths: 0,
+    };
+    (end, stats)
+}
+
+/// `seqpacket://FD` as vdeplug4 writes it: the descriptor number.
+pub fn seqpacket_fd(url: &str) -> Option<i32> {
+    url.strip_prefix("seqpacket://")?.parse().ok()
+}
