@@ -315,43 +315,16 @@ pub fn relay_packets(plug: Plug, sock: UnixDatagram) -> (StreamEnd, StreamStats)
     {
         let (p, s, c, tx) = (plug.clone(), sock.clone(), counts.clone(), tx.clone());
         std::thread::spawn(move || {
-            let mut buf = vec![0u8; stream::MAX_FRAME + 64];
-            let end = loop {
-                match s.recv(&mut buf) {
-                    // zero-length sends are suppressed: 0 is the peer's hangup
-                    Ok(0) => break StreamEnd::InputClosed,
-                    Ok(n) => {
-                        if p.send(&buf[..n]).is_ok() {
-                            c[0].fetch_add(1, Relaxed);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break StreamEnd::InputClosed,
-                }
-            };
+            use std::os::fd::AsFd;
+            let end = pump(s.as_fd(), p.data.as_fd(), &c[0], true);
             let _ = tx.send(end);
         });
     }
     {
         let (p, s, c, tx) = (plug.clone(), sock.clone(), counts.clone(), tx.clone());
         std::thread::spawn(move || {
-            let mut buf = vec![0u8; stream::MAX_FRAME + 64];
-            let end = loop {
-                match p.recv(&mut buf) {
-                    Ok(0) => {}
-                    Ok(n) => match s.send(&buf[..n]) {
-                        Ok(_) => {
-                            c[1].fetch_add(1, Relaxed);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        // ENOBUFS and the like: a dropped frame, as on a wire
-                        Err(e) if e.raw_os_error() == Some(105) => {}
-                        Err(_) => break StreamEnd::OutputClosed,
-                    },
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break StreamEnd::SwitchGone,
-                }
-            };
+            use std::os::fd::AsFd;
+            let end = pump(p.data.as_fd(), s.as_fd(), &c[1], false);
             let _ = tx.send(end);
         });
     }
@@ -383,4 +356,82 @@ pub fn relay_packets(plug: Plug, sock: UnixDatagram) -> (StreamEnd, StreamStats)
 /// `seqpacket://FD` as vdeplug4 writes it: the descriptor number.
 pub fn seqpacket_fd(url: &str) -> Option<i32> {
     url.strip_prefix("seqpacket://")?.parse().ok()
+}
+
+/// Move datagrams from `from` to `to` in batches (recvmmsg/sendmmsg, up to
+/// 64 per call) until `from` ends. A full `to` is waited for briefly
+/// (backpressure, as a blocking send would), then the rest of the batch is
+/// dropped as on a congested wire. `from_guest`: `from` is the guest's
+/// seqpacket, where an empty message is its hangup.
+fn pump(
+    from: std::os::fd::BorrowedFd<'_>,
+    to: std::os::fd::BorrowedFd<'_>,
+    count: &std::sync::atomic::AtomicU64,
+    from_guest: bool,
+) -> StreamEnd {
+    use umlkit_sys::net::{send_batch, Epoll, Interest, RecvBatch, MAX_BATCH};
+    let closed = if from_guest {
+        StreamEnd::InputClosed
+    } else {
+        StreamEnd::SwitchGone
+    };
+    let (Ok(mut rd), Ok(mut wr)) = (Epoll::new(), Epoll::new()) else {
+        return closed;
+    };
+    if rd.add(from, 0, Interest::READ).is_err()
+        || wr
+            .add(
+                to,
+                0,
+                Interest {
+                    read: false,
+                    write: true,
+                },
+            )
+            .is_err()
+    {
+        return closed;
+    }
+    let mut batch = RecvBatch::new(MAX_BATCH, stream::MAX_FRAME + 64);
+    let mut events = Vec::new();
+    loop {
+        let n = match batch.recv(from, false) {
+            Ok(0) => return closed,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if rd.wait(&mut events, -1).is_err() {
+                    return closed;
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return closed,
+        };
+        // an empty message: the peer of a seqpacket hung up
+        let n = match (0..n).find(|&i| batch.frame(i).is_empty()) {
+            Some(0) if from_guest => return closed,
+            Some(i) => i,
+            None => n,
+        };
+        let mut sent = 0;
+        let mut waits = 0;
+        while sent < n {
+            match send_batch(to, n - sent, |i| (batch.frame(sent + i), None)) {
+                Ok(k) => {
+                    sent += k;
+                    count.fetch_add(k as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && waits < 3 => {
+                    waits += 1;
+                    let _ = wr.wait(&mut events, 50);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // ENOBUFS and the like: this batch is lost, the link is not
+                Err(e) if e.raw_os_error() == Some(105) => break,
+                Err(_) if from_guest => return StreamEnd::SwitchGone,
+                Err(_) => return StreamEnd::OutputClosed,
+            }
+        }
+    }
 }
