@@ -211,6 +211,7 @@ fn runt_and_giant_frames_are_dropped_and_counted() {
 /// switch never blocks and keeps serving others.
 #[test]
 fn full_peer_buffer_drops_and_never_blocks() {
+    use std::os::unix::fs::MetadataExt;
     let sw = Sw::start(&[]);
     let a = Client::vde(&sw.dir, 1).unwrap();
     let sleepy = Client::vde(&sw.dir, 2).unwrap();
@@ -265,6 +266,22 @@ fn full_peer_buffer_drops_and_never_blocks() {
         .unwrap();
     // every frame for it is accounted for: d's and the last broadcast + ours
     assert_eq!(out + drops, sent + 2, "{stats}");
+    // the console names the client that stopped reading
+    let who = format!(
+        "(client pid {} uid {}): socket full",
+        std::process::id(),
+        std::fs::metadata("/proc/self").unwrap().uid()
+    );
+    let mut stats = String::new();
+    assert!(
+        testkit::wait_until(WAIT, || {
+            stats = sw.mgmt("port/stats 2");
+            stats
+                .lines()
+                .any(|l| l.starts_with(" -- endpoint ") && l.contains(&who))
+        }),
+        "{stats}"
+    );
     drop(sleepy);
 }
 

@@ -123,6 +123,11 @@ impl Flow {
         !self.paused.is_empty() && self.paused.iter().any(|p| p.0 == src)
     }
 
+    /// `d` stayed full too long: frames for it are dropped until it drains.
+    pub fn drop_mode(&self, d: EndpointId) -> bool {
+        self.queues.get(d as usize).is_some_and(|q| q.drop_mode)
+    }
+
     /// Bytes queued for all destinations.
     #[cfg(test)]
     pub fn queued_bytes(&self) -> usize {
@@ -394,7 +399,7 @@ mod tests {
         f.expire(t0 + 200 * MS);
         assert_eq!(f.expired, vec![2]);
         assert_eq!(f.dropped, vec![(2, 3), (2, 2)]);
-        assert!(!f.is_paused(1) && !f.is_queued(2));
+        assert!(!f.is_paused(1) && !f.is_queued(2) && f.drop_mode(2));
         assert_eq!(take(&mut f.touched), vec![1]);
         assert_eq!(f.queued_bytes(), 0);
         assert_eq!(f.next_deadline(), None);
@@ -407,6 +412,7 @@ mod tests {
         assert!(!f.is_paused(1) && f.wants_write(2));
         // the socket takes data again: out of drop mode, queues again
         f.drained(2);
+        assert!(!f.drop_mode(2));
         f.dropped.clear();
         f.hold(2, b"d", t0 + 400 * MS);
         assert!(f.dropped.is_empty() && f.is_queued(2));

@@ -299,6 +299,16 @@ impl Server {
             .unwrap_or("unix prog")
     }
 
+    /// Why endpoint `ep` fails, naming its client, if it does (`port/stats`).
+    pub(crate) fn endpoint_trouble(&self, ep: EndpointId) -> Option<String> {
+        self.flow.drop_mode(ep).then(|| {
+            format!(
+                "endpoint {ep} (client {}): socket full, its frames are dropped until it drains",
+                self.ctl.peer(ep)
+            )
+        })
+    }
+
     /// Close one endpoint (port/epclose).
     pub(crate) fn close_endpoint(&mut self, ep: EndpointId) {
         self.close_ctl(ep);
