@@ -81,6 +81,13 @@ elif cmd == "stall":
         if f.endswith(b"alive"):
             break
     print("ok")
+    # the console names the stalled client while it lasts
+    want = "(client pid %d uid %d): socket full" % (os.getpid(), os.getuid())
+    for _ in range(100):
+        if want in mgmt(m, "port/stats 12"):
+            print("named")
+            break
+        time.sleep(0.1)
 PYEOF
 cli() { timeout 60 "$PY" "$WORK/cli.py" "$@"; }
 
@@ -104,7 +111,8 @@ set -- $pyout
 check "refused-request-names-client" grep -q "control request refused: .*(client pid $1 uid $2)" "$log"
 
 out=$(cli stall "$sd/ctl" "$m" "$WORK" "$log")
-check "stalled-peer-keeps-switch-forwarding" test "$out" = ok
+check "stalled-peer-keeps-switch-forwarding" test "$(echo "$out" | head -1)" = ok
+check "stalled-peer-named-in-port-stats" test "$(echo "$out" | tail -1)" = named
 check "stalled-peer-named-in-log" grep -Eq "endpoint [0-9]+ \(client pid [0-9]+ uid [0-9]+\): socket full" "$log"
 check "closed-port-named-in-log" grep -Eq "port 1[123]: endpoint [0-9]+ closed \(client pid [0-9]+ uid [0-9]+\)" "$log"
 grep -E "client pid" "$log" | head -4 | sed 's/^/  log: /'
