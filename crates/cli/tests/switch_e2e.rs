@@ -20,8 +20,17 @@ fn guest_init(me: u8, peer: u8) -> String {
          done\n\
          if arping -c1 -w3 -I eth0 10.0.0.{peer} >/dev/null 2>&1; then echo ARPING-OK-{me}; fi\n\
          ping -c3 -W2 10.0.0.{peer} | grep -q ' 0% packet loss' && echo PING3-OK-{me}\n\
-         # stay up a little so the peer can finish its own checks\n\
-         sleep 6\n"
+         # done: say so with a second address, then stay up until the\n\
+         # peer says so too or is gone (no fixed sleep)\n\
+         ifconfig eth0:1 10.0.0.{mydone} netmask 255.255.255.0 up\n\
+         i=0\n\
+         while [ $i -lt 60 ]; do\n\
+           ping -c1 -W1 10.0.0.{peerdone} >/dev/null 2>&1 && break\n\
+           ping -c1 -W1 10.0.0.{peer} >/dev/null 2>&1 || break\n\
+           i=$((i+1))\n\
+         done\n",
+        mydone = me + 100,
+        peerdone = peer + 100
     ))
 }
 

@@ -3,9 +3,10 @@
 
 mod switch_common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use switch_common::*;
 use testkit::ProcGuard;
@@ -127,20 +128,85 @@ fn mgmt_output_matches_vde_switch_byte_for_byte() {
     assert!(ours.ends_with("9999 END OF SESSION"));
 }
 
+/// An interactive console client (unixterm, vdeterm under `script`)
+/// driven line by line: each command is typed once the output shows the
+/// previous one was answered (no sleeps).
+struct Driven {
+    guard: ProcGuard,
+    stdin: Option<ChildStdin>,
+    out: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Driven {
+    fn start(name: &str, mut cmd: Command) -> Driven {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut guard = ProcGuard::spawn(name, cmd);
+        let stdin = guard.child_mut().stdin.take();
+        let mut stdout = guard.child_mut().stdout.take().unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let o = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    return;
+                }
+                o.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Driven { guard, stdin, out }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    /// Wait (bounded) until `needle` shows `n` times in the output.
+    fn wait_for(&self, needle: &str, n: usize) {
+        assert!(
+            testkit::wait_until(WAIT, || self.text().matches(needle).count() >= n),
+            "waiting for {n} x {needle:?} in:\n{}",
+            self.text()
+        );
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
 #[test]
 fn unixterm_drives_the_console_and_shutdown_stops_the_switch() {
     testkit::require("unixterm", "vde2");
     let mut sw = Sw::start(&[]);
-    // one command per line, waiting for the prompt in between, as unixterm
-    // users type them; the final shutdown ends the switch
-    let script = "sleep 0.3; echo port/showinfo; sleep 0.3; echo 'port/stats'; sleep 0.3; \
-                  echo showinfo; sleep 0.3; echo shutdown; sleep 0.5";
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("({script}) | unixterm {}", sw.mgmt.display()))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    // one command per line, each once the previous one is answered, as
+    // unixterm users type them; the final shutdown ends the switch
+    let mut cmd = Command::new("unixterm");
+    cmd.arg(&sw.mgmt);
+    let mut term = Driven::start("unixterm", cmd);
+    term.wait_for("vde$ ", 1);
+    for (i, line) in ["port/showinfo", "port/stats", "showinfo"]
+        .iter()
+        .enumerate()
+    {
+        term.type_line(&format!("{line}\n"));
+        term.wait_for("1000 Success", i + 1);
+        term.wait_for("vde$ ", i + 2);
+    }
+    term.type_line("shutdown\n");
+    // (unixterm exits on the hangup, it may not show "9999 END OF SESSION")
+    let st = sw
+        .guard
+        .wait_timeout(WAIT)
+        .expect("switch exits after shutdown");
+    assert!(st.success());
+    term.stdin = None;
+    term.guard.wait_timeout(WAIT);
+    let text = term.text();
     assert!(text.starts_with("VDE switch V.2.3.2\n"), "{text}");
     assert!(
         text.contains("Numports=32\nHUB=false\ncounters=true\n.\n1000 Success\n"),
@@ -150,12 +216,6 @@ fn unixterm_drives_the_console_and_shutdown_stops_the_switch() {
         text.contains(&format!("mgmt {} perm 0600", sw.mgmt.display())),
         "{text}"
     );
-    // (unixterm exits on the hangup, it may not show "9999 END OF SESSION")
-    let st = sw
-        .guard
-        .wait_timeout(WAIT)
-        .expect("switch exits after shutdown");
-    assert!(st.success());
     assert!(!sw.dir.exists(), "switch directory removed at shutdown");
     assert!(!sw.mgmt.exists());
 }
@@ -186,26 +246,19 @@ fn vdeterm_runs_commands() {
     testkit::require("vdeterm", "vde2");
     testkit::require("script", "bsdutils");
     let sw = Sw::start(&[]);
-    let feed = "sleep 1; printf 'port/showinfo\\r'; sleep 1; printf 'logout\\r'; sleep 0.5";
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!(
-            "({feed}) | script -qfc 'vdeterm {}' /dev/null",
-            sw.mgmt.display()
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut g = ProcGuard::spawn("vdeterm", cmd);
-    let mut out = String::new();
-    use std::io::Read;
-    g.child_mut()
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    g.wait_timeout(WAIT);
+    let mut cmd = Command::new("script");
+    cmd.arg("-qfc")
+        .arg(format!("vdeterm {}", sw.mgmt.display()))
+        .arg("/dev/null");
+    let mut term = Driven::start("vdeterm", cmd);
+    let prompt = format!("vde[{}]: ", sw.mgmt.display());
+    term.wait_for(&prompt, 1);
+    term.type_line("port/showinfo\r");
+    term.wait_for("Success", 1);
+    term.type_line("logout\r");
+    term.stdin = None;
+    term.guard.wait_timeout(WAIT);
+    let out = term.text();
     assert!(
         out.contains(&format!("vde[{}]: ", sw.mgmt.display())),
         "{out}"

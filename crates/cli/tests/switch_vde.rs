@@ -45,12 +45,32 @@ impl Plug {
         self.stdin.flush().unwrap();
     }
 
+    /// The next frame that is not a fence marker (up to WAIT).
     fn recv(&self) -> Option<Vec<u8>> {
-        self.rx.recv_timeout(WAIT).ok()
+        loop {
+            let f = self.rx.recv_timeout(WAIT).ok()?;
+            if !is_fence(&f) {
+                return Some(f);
+            }
+        }
     }
 
-    fn quiet(&self) -> bool {
-        self.rx.recv_timeout(Duration::from_millis(400)).is_err()
+    /// Frames received before fence marker `id` (see `fence`).
+    fn until_fence(&self, id: u32) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        loop {
+            let f = self
+                .rx
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|e| panic!("fence {id} did not arrive: {e}"));
+            if is_fence(&f) {
+                if f.ends_with(&id.to_be_bytes()) {
+                    return v;
+                }
+                continue;
+            }
+            v.push(f);
+        }
     }
 }
 
@@ -111,7 +131,13 @@ fn vde_plug_stream_clients_exchange_frames() {
     let uni = frame(mac(1), mac(2), b"unicast b->a");
     b.send(&uni);
     assert_eq!(a.recv().unwrap(), uni);
-    assert!(c.quiet(), "learned unicast must not be flooded");
+    // a marker b sends after: c sees it, and nothing before it
+    let (id, f) = fence_frame(None);
+    b.send(&f);
+    assert!(
+        c.until_fence(id).is_empty(),
+        "learned unicast must not be flooded"
+    );
     // a 19-byte frame is forwarded unchanged (no padding)
     let tiny = frame(mac(2), mac(1), b"abcde");
     a.send(&tiny);
@@ -347,25 +373,36 @@ fn vlan_table_like_vde_switch() {
     }
     let bc = [0xff; 6];
     let (ma, mb, mc) = (mac(1), mac(2), mac(3));
+    // each check ends with a fence: a marker frame sent after the frame
+    // under test, from a client that reaches the one watched (in VLAN 0
+    // untagged, or tagged 10), instead of waiting for silence
+    let none: Vec<Vec<u8>> = Vec::new();
     a.send(&frame(bc, ma, b"fromA"));
-    assert_eq!(c.recv_all(), vec![frame(bc, ma, b"fromA")]);
-    assert!(b.recv_all().is_empty());
-    assert!(d.recv_all().is_empty());
+    assert_eq!(c.recv_one(), Some(frame(bc, ma, b"fromA")));
+    // seen at c: every copy of it is out; c's marker comes after them
+    assert_eq!(
+        fence(&c, Some(10), &[&b, &d]),
+        vec![none.clone(), none.clone()]
+    );
     b.send(&frame(bc, mb, b"fromB"));
-    assert_eq!(c.recv_all(), vec![tagged(bc, mb, 10, b"fromB")]);
-    assert_eq!(d.recv_all(), vec![tagged(bc, mb, 10, b"fromB")]);
-    assert!(a.recv_all().is_empty());
+    let got = fence(&b, None, &[&c, &d]);
+    assert_eq!(got[0], vec![tagged(bc, mb, 10, b"fromB")]);
+    assert_eq!(got[1], vec![tagged(bc, mb, 10, b"fromB")]);
+    assert_eq!(fence(&c, None, &[&a]), vec![none.clone()]);
     c.send(&tagged(bc, mc, 10, b"fromC"));
-    assert_eq!(b.recv_all(), vec![frame(bc, mc, b"fromC")]);
-    assert_eq!(d.recv_all(), vec![tagged(bc, mc, 10, b"fromC")]);
-    assert!(a.recv_all().is_empty());
+    let got = fence(&c, Some(10), &[&b, &d]);
+    assert_eq!(got[0], vec![frame(bc, mc, b"fromC")]);
+    assert_eq!(got[1], vec![tagged(bc, mc, 10, b"fromC")]);
+    assert_eq!(fence(&c, None, &[&a]), vec![none.clone()]);
     // untagged frames on the NOVLAN trunk are dropped
     d.send(&frame(bc, mac(4), b"untagged on trunk"));
-    assert!(a.recv_all().is_empty() && c.recv_all().is_empty());
+    let got = fence(&d, Some(10), &[&b, &c]);
+    assert_eq!(got, vec![none.clone(), none.clone()]);
+    assert_eq!(fence(&c, None, &[&a]), vec![none.clone()]);
     c.send(&tagged(mb, mc, 10, b"C->B"));
-    assert_eq!(b.recv_all(), vec![frame(mb, mc, b"C->B")]);
+    assert_eq!(fence(&c, Some(10), &[&b])[0], vec![frame(mb, mc, b"C->B")]);
     b.send(&frame(mc, mb, b"B->C"));
-    assert_eq!(c.recv_all(), vec![tagged(mc, mb, 10, b"B->C")]);
+    assert_eq!(fence(&b, None, &[&c])[0], vec![tagged(mc, mb, 10, b"B->C")]);
     let v = sw.mgmt("vlan/print 10");
     assert!(v.contains("VLAN 0010\n -- Port 0012 tagged=0 active=1 status=Forwarding\n -- Port 0013 tagged=1 active=1 status=Forwarding\n -- Port 0014 tagged=1 active=1 status=Forwarding\n"), "{v}");
 }
@@ -419,4 +456,132 @@ fn daemon_mode_writes_pidfile_and_cleans_up() {
     }));
     assert!(!dir.exists());
     assert!(!pidfile.exists());
+}
+
+/// One management command on the console socket `path` (ours or the C
+/// vde_switch's).
+fn mgmt_at(path: &std::path::Path, line: &str) -> String {
+    let mut s = std::os::unix::net::UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    read_until_prompt(&mut s);
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    read_until_prompt(&mut s)
+}
+
+/// `from` sends a fence marker (untagged or tagged `vlan`); each of `to`
+/// returns the frames it got before it (see switch_common's `fence`).
+fn plug_fence(from: &mut Plug, vlan: Option<u16>, to: &[&Plug]) -> Vec<Vec<Vec<u8>>> {
+    let (id, f) = fence_frame(vlan);
+    from.send(&f);
+    to.iter().map(|p| p.until_fence(id)).collect()
+}
+
+/// Three `vde_plug` clients on the switch at `dir` (console `mgmt`):
+/// port 1 access VLAN 0, port 2 access VLAN 10, port 3 trunk (untagged
+/// VLAN 0, tagged member of 10). Returns what each plug got per step, and
+/// the plugs for more.
+fn vlan_scenario(dir: &str, mgmt: &std::path::Path) -> (Vec<Vec<Vec<u8>>>, [Plug; 3]) {
+    let mut p1 = Plug::start(&format!("{dir}[1]"));
+    let mut p2 = Plug::start(&format!("{dir}[2]"));
+    let mut p3 = Plug::start(&format!("{dir}[3]"));
+    assert!(
+        testkit::wait_until(WAIT, || mgmt_at(mgmt, "port/print")
+            .matches(" ACTIVE - ")
+            .count()
+            == 3),
+        "{}",
+        mgmt_at(mgmt, "port/print")
+    );
+    for cmd in ["vlan/create 10", "port/setvlan 2 10", "vlan/addport 10 3"] {
+        let r = mgmt_at(mgmt, cmd);
+        assert!(r.contains("1000 Success"), "{cmd}: {r}");
+    }
+    let bc = [0xff; 6];
+    let (m1, m2, m3) = (mac(0x11), mac(0x12), mac(0x13));
+    let mut got = Vec::new();
+    // trunk, tagged 10: to the access port of 10 untagged, not to VLAN 0
+    p3.send(&tagged(bc, m3, 10, b"trunk tagged 10"));
+    got.extend(plug_fence(&mut p3, Some(10), &[&p2]));
+    got.extend(plug_fence(&mut p3, None, &[&p1]));
+    // access port of 10: to the trunk tagged, not to VLAN 0
+    p2.send(&frame(bc, m2, b"access 10"));
+    got.extend(plug_fence(&mut p2, None, &[&p3]));
+    got.extend(plug_fence(&mut p3, None, &[&p1]));
+    // VLAN 0: to the trunk untagged, not to VLAN 10
+    p1.send(&frame(bc, m1, b"access 0"));
+    got.extend(plug_fence(&mut p1, None, &[&p3]));
+    got.extend(plug_fence(&mut p3, Some(10), &[&p2]));
+    // learned unicast within VLAN 10, through the trunk
+    p3.send(&tagged(m2, m3, 10, b"trunk to m2"));
+    got.extend(plug_fence(&mut p3, Some(10), &[&p2]));
+    p2.send(&frame(m3, m2, b"m2 to trunk"));
+    got.extend(plug_fence(&mut p2, None, &[&p3]));
+    (got, [p1, p2, p3])
+}
+
+/// VLANs with real `vde_plug` clients, access and trunk ports, compared
+/// with the C vde_switch in the same test; a tagged runt frame from the
+/// trunk is dropped and counted, never forwarded still tagged to the
+/// access port.
+#[test]
+fn vlan_access_and_trunk_with_vde_plug_like_c_vde_switch_and_tagged_runt_dropped() {
+    testkit::require("vde_plug", "vdeplug4");
+    testkit::require("vde_switch", "vde2");
+    let sw = Sw::start(&[]);
+    let (ours, plugs) = vlan_scenario(&sw.dir.display().to_string(), &sw.mgmt);
+    let bc = [0xff; 6];
+    let (m2, m3) = (mac(0x12), mac(0x13));
+    assert_eq!(
+        ours,
+        vec![
+            vec![frame(bc, m3, b"trunk tagged 10")],
+            vec![],
+            vec![tagged(bc, m2, 10, b"access 10")],
+            vec![],
+            vec![frame(bc, mac(0x11), b"access 0")],
+            vec![],
+            vec![frame(m2, m3, b"trunk to m2")],
+            vec![tagged(m3, m2, 10, b"m2 to trunk")],
+        ]
+    );
+
+    // the same on the C vde_switch
+    let tmp = testkit::short_tempdir("swv");
+    let cdir = tmp.path().join("csw");
+    let cmgmt = tmp.path().join("cmgmt");
+    let mut cmd = Command::new("vde_switch");
+    cmd.arg("-s")
+        .arg(&cdir)
+        .arg("-M")
+        .arg(&cmgmt)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut csw = ProcGuard::spawn("vde_switch", cmd);
+    let _keep_stdin = csw.child_mut().stdin.take();
+    assert!(testkit::wait_until(WAIT, || {
+        std::os::unix::net::UnixStream::connect(&cmgmt).is_ok()
+    }));
+    let (theirs, _cplugs) = vlan_scenario(&cdir.display().to_string(), &cmgmt);
+    assert_eq!(ours, theirs, "umlkit switch and C vde_switch differ");
+
+    // a tagged runt (type 802.1Q, the TCI, no inner type: 16 bytes) from
+    // the trunk: dropped and counted, then a good frame passes
+    let [p1, p2, mut p3] = plugs;
+    let mut runt = tagged(bc, m3, 10, b"")[..16].to_vec();
+    p3.send(&runt);
+    runt.push(0x08);
+    p3.send(&runt);
+    assert_eq!(
+        plug_fence(&mut p3, Some(10), &[&p2]),
+        vec![Vec::<Vec<u8>>::new()]
+    );
+    assert_eq!(
+        plug_fence(&mut p3, None, &[&p1]),
+        vec![Vec::<Vec<u8>>::new()]
+    );
+    let stats = sw.mgmt("port/stats 3");
+    assert!(stats.contains(" in_drops=2"), "{stats}");
+    p3.send(&tagged(bc, m3, 10, b"after the runts"));
+    assert_eq!(p2.recv(), Some(frame(bc, m3, b"after the runts")));
 }

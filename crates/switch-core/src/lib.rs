@@ -179,6 +179,9 @@ pub enum Drop {
     VlanFilter,
     /// Destination learned on the ingress port.
     SamePort,
+    /// Of type 802.1Q but too short to hold the tag and the inner type
+    /// (under 18 bytes): it could not be untagged, so it goes nowhere.
+    TaggedRunt,
 }
 
 /// What happened to one received frame (the actions are in the caller's vec).
@@ -465,6 +468,12 @@ impl Switch {
             };
         }
 
+        if frame.ethertype() == net_proto::eth::ETHERTYPE_VLAN
+            && bytes.len() < net_proto::eth::HEADER_LEN + net_proto::eth::TAG_LEN
+        {
+            self.count_in_drop(p);
+            return Outcome::Dropped(Drop::TaggedRunt);
+        }
         let (vlan, tagged_in) = match frame.vlan() {
             Some(v) => {
                 if !self.vlans.get(&v).is_some_and(|t| t.contains(&p)) {

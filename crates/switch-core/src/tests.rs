@@ -453,3 +453,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn tagged_runt_is_dropped_and_counted_never_forwarded_still_tagged() {
+    // trunk C (tagged member of 10) -> access port B (untagged 10): a
+    // 16- or 17-byte 802.1Q frame has a VLAN id but no room for the inner
+    // type; it could not be untagged, so it must go nowhere
+    let mut sw = Switch::new(Config::default());
+    sw.connect(2, PortRequest::Number(12), Some(0), "B")
+        .unwrap();
+    sw.connect(3, PortRequest::Number(13), Some(0), "C")
+        .unwrap();
+    sw.create_vlan(10).unwrap();
+    sw.set_port_vlan(12, 10).unwrap();
+    sw.vlan_add_port(10, 13).unwrap();
+    let full = tagged([0xff; 6], mac(3), 10, b"");
+    for len in [15, 16, 17] {
+        let (o, out) = send(&mut sw, S, 3, &full[..len]);
+        assert_eq!(o, Outcome::Dropped(Drop::TaggedRunt), "{len} bytes");
+        assert!(out.is_empty(), "{len} bytes forwarded: {out:?}");
+    }
+    assert_eq!(sw.port(13).unwrap().counters.in_drops, 3);
+    // 18 bytes (tag and inner type, no payload) still goes, untagged
+    let (_, out) = send(&mut sw, S, 3, &full[..18]);
+    assert_eq!(
+        out,
+        vec![Action {
+            to: 2,
+            egress: Egress::Untag
+        }]
+    );
+}

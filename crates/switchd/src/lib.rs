@@ -15,6 +15,7 @@
 
 pub mod capture;
 pub mod client;
+mod flow;
 mod log;
 mod mgmt;
 pub mod plug;

@@ -91,6 +91,11 @@ fn print_stats(s: &Server, port: Option<u32>) -> (String, i32) {
             "Port {:04} in_pkts={} in_bytes={} in_drops={} out_pkts={} out_bytes={} out_drops={}",
             n, c.in_pkts, c.in_bytes, c.in_drops, c.out_pkts, c.out_bytes, c.out_drops
         );
+        for &ep in &p.endpoints {
+            if let Some(t) = s.endpoint_trouble(ep) {
+                let _ = writeln!(out, " -- {t}");
+            }
+        }
     }
     if port.is_none() {
         let st = s.stats;

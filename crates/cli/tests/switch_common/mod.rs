@@ -155,7 +155,7 @@ impl Client {
         }
         let path = SockAddrUn::from_raw(&reply).path().unwrap().to_path_buf();
         data.connect(&path)?;
-        data.set_read_timeout(Some(Duration::from_millis(400)))?;
+        data.set_read_timeout(Some(WAIT))?;
         Ok(Client {
             ctl,
             data,
@@ -188,7 +188,7 @@ impl Client {
             None => SocketAddr::from_abstract_name(&reply[3..])?,
         };
         data.connect_addr(&peer)?;
-        data.set_read_timeout(Some(Duration::from_millis(400)))?;
+        data.set_read_timeout(Some(WAIT))?;
         Ok(Client {
             ctl,
             data,
@@ -201,24 +201,78 @@ impl Client {
         self.data.send(f).expect("send frame");
     }
 
-    /// Frames that arrive within a short quiet period.
-    pub fn recv_all(&self) -> Vec<Vec<u8>> {
-        let mut v = Vec::new();
-        let mut buf = [0u8; 2048];
-        while let Ok(n) = self.data.recv(&mut buf) {
-            v.push(buf[..n].to_vec());
-        }
-        v
-    }
-
-    /// Wait for one frame (up to WAIT).
+    /// The next frame that is not a fence marker (up to WAIT).
     pub fn recv_one(&self) -> Option<Vec<u8>> {
         let mut buf = [0u8; 2048];
-        self.data.set_read_timeout(Some(WAIT)).unwrap();
-        let r = self.data.recv(&mut buf).ok().map(|n| buf[..n].to_vec());
-        self.data
-            .set_read_timeout(Some(Duration::from_millis(400)))
-            .unwrap();
-        r
+        loop {
+            let n = self.data.recv(&mut buf).ok()?;
+            if !is_fence(&buf[..n]) {
+                return Some(buf[..n].to_vec());
+            }
+        }
     }
+
+    /// The next `n` frames (fence markers skipped), each waited for up to
+    /// WAIT; panics naming what is missing.
+    pub fn recv_n(&self, n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                self.recv_one()
+                    .unwrap_or_else(|| panic!("frame {} of {n} did not arrive", i + 1))
+            })
+            .collect()
+    }
+
+    /// Frames received before fence marker `id` (other markers skipped).
+    fn until_fence(&self, id: u32) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        let mut buf = [0u8; 2048];
+        loop {
+            let n = self
+                .data
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("fence {id} did not arrive: {e}"));
+            let f = &buf[..n];
+            if is_fence(f) {
+                if f.ends_with(&id.to_be_bytes()) {
+                    return v;
+                }
+                continue;
+            }
+            v.push(f.to_vec());
+        }
+    }
+}
+
+/// Source address of fence markers: multicast, so the switch never learns it.
+pub const FENCE_SRC: [u8; 6] = [0x03, 0, 0, 0, 0xfe, 0xfe];
+
+pub fn is_fence(f: &[u8]) -> bool {
+    f.len() >= 12 && f[6..12] == FENCE_SRC
+}
+
+static FENCE_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// A fence frame with a fresh id (broadcast, untagged or tagged `vlan`).
+pub fn fence_frame(vlan: Option<u16>) -> (u32, Vec<u8>) {
+    let id = FENCE_ID.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let mut payload = b"fence".to_vec();
+    payload.extend_from_slice(&id.to_be_bytes());
+    let f = match vlan {
+        Some(v) => tagged([0xff; 6], FENCE_SRC, v, &payload),
+        None => frame([0xff; 6], FENCE_SRC, &payload),
+    };
+    (id, f)
+}
+
+/// Instead of waiting for silence: `from` broadcasts a marker frame now
+/// (untagged or tagged `vlan`) and each of `to` collects the frames it
+/// gets before the marker. The switch handles `from`'s frames in order
+/// and sends every copy of a frame before reading the next, so a frame
+/// sent by `from` before the marker, or observed anywhere before it was
+/// sent, has reached `to` by then if it ever will.
+pub fn fence(from: &Client, vlan: Option<u16>, to: &[&Client]) -> Vec<Vec<Vec<u8>>> {
+    let (id, f) = fence_frame(vlan);
+    from.send(&f);
+    to.iter().map(|c| c.until_fence(id)).collect()
 }
