@@ -312,3 +312,101 @@ fn bad_plug_input_is_refused_with_a_clear_message() {
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(active_ports(&sw), 0);
 }
+
+/// Start the C vde_switch on `dir` (stdin kept open: it reads commands there).
+fn c_switch(dir: &Path) -> (ProcGuard, Option<ChildStdin>) {
+    let mut cmd = Command::new("vde_switch");
+    cmd.arg("-s")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut g = ProcGuard::spawn("vde_switch", cmd);
+    let stdin = g.child_mut().stdin.take();
+    assert!(testkit::wait_until(WAIT, || dir.join("ctl").exists()));
+    (g, stdin)
+}
+
+/// Resend `f` from `from` until `to` sees it (the far end may still be
+/// joining); true when it arrived.
+fn crosses(from: &mut Stream, to: &Stream, f: &[u8], tries: usize) -> bool {
+    for _ in 0..tries {
+        from.send(f);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match to.rx.recv_timeout(left) {
+                Ok(g) if g == f => return true,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn uplink_cables_two_switches_and_redials_when_the_far_one_restarts() {
+    testkit::require("vde_switch", "vde2");
+    testkit::require("vde_plug", "vdeplug4");
+    let tmp = testkit::short_tempdir("plu");
+    let cdir = tmp.path().join("csw");
+    let (csw, keep) = c_switch(&cdir);
+    let sw = Sw::start(&["--uplink", &cdir.display().to_string()]);
+    wait_ports(&sw, 1);
+    let ports = sw.mgmt("port/print");
+    assert!(ports.contains(": umlkit uplink to "), "{ports}");
+    let mut near = Stream::umlkit(&sw.dir.display().to_string());
+    let mut far = Stream::c(&cdir.display().to_string());
+    let hello = frame([0xff; 6], mac(0x41), b"over the uplink");
+    assert!(crosses(&mut near, &far, &hello, 50));
+    let back = frame([0xff; 6], mac(0x42), b"and back");
+    assert!(crosses(&mut far, &near, &back, 50));
+
+    // the far switch restarts: the uplink's port goes, then comes back
+    drop(far);
+    drop(keep);
+    drop(csw);
+    wait_ports(&sw, 1); // only `near` is left
+    let (_csw, _keep) = c_switch(&cdir);
+    assert!(
+        testkit::wait_until(std::time::Duration::from_secs(30), || active_ports(&sw)
+            == 2),
+        "the uplink did not come back: {}",
+        sw.mgmt("port/print")
+    );
+    let far = Stream::c(&cdir.display().to_string());
+    let again = frame([0xff; 6], mac(0x41), b"after the restart");
+    assert!(crosses(&mut near, &far, &again, 50));
+    assert!(sw.log().contains("uplink to"), "{}", sw.log());
+}
+
+#[test]
+fn bad_uplinks_are_refused_at_start() {
+    let tmp = testkit::short_tempdir("plv");
+    let run = |args: &[&str]| {
+        let o = Command::new(testkit::umlkit_bin())
+            .arg("switch")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let dir = tmp.path().join("sw").display().to_string();
+    let (code, err) = run(&["-s", &dir, "--uplink", "udp://192.0.2.1:4789"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("--uplink udp://192.0.2.1:4789: unsupported scheme"),
+        "{err}"
+    );
+    let ctl = tmp.path().join("uml.ctl").display().to_string();
+    let (code, err) = run(&["-u", &ctl, "--uplink", "/tmp/x"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("needs a switch directory"), "{err}");
+    // nothing left behind by the refused starts
+    assert!(!tmp.path().join("sw/ctl").exists());
+    assert!(!tmp.path().join("uml.ctl").exists());
+}

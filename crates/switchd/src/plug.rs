@@ -435,3 +435,100 @@ fn pump(
         }
     }
 }
+
+/// `umlkit switch --uplink URL`: the switch at `local` (its own directory)
+/// dials the switch at `remote` and relays frames between the two as one
+/// cable (a port on each side), reconnecting with a growing pause (1 s up
+/// to 10 s) whenever either end goes away. Runs until the process ends.
+pub fn spawn_uplink(local: PathBuf, remote: String, mut log: crate::Logger) {
+    std::thread::spawn(move || {
+        let mut pause = std::time::Duration::from_secs(1);
+        let mut said_waiting = false;
+        loop {
+            match uplink_once(&local, &remote) {
+                Ok((near, far)) => {
+                    log.info(&format!("uplink to {remote}: connected"));
+                    said_waiting = false;
+                    pause = std::time::Duration::from_secs(1);
+                    let end = relay_plugs(near, far);
+                    log.info(&format!("uplink to {remote}: {end}; reconnecting"));
+                }
+                Err(e) => {
+                    if !said_waiting {
+                        log.peer(&format!("uplink to {remote}: {e}; retrying"));
+                        said_waiting = true;
+                    }
+                }
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_secs(10));
+        }
+    });
+}
+
+fn uplink_once(local: &Path, remote: &str) -> Result<(Plug, Plug), Error> {
+    let far = Plug::open(
+        remote,
+        &PlugOptions {
+            descr: format!("umlkit uplink from {}", local.display()),
+            ..PlugOptions::default()
+        },
+    )?;
+    let near = Plug::open(
+        &local.display().to_string(),
+        &PlugOptions {
+            descr: format!("umlkit uplink to {remote}"),
+            ..PlugOptions::default()
+        },
+    )?;
+    Ok((near, far))
+}
+
+impl std::fmt::Display for StreamEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StreamEnd::InputClosed => "the input ended",
+            StreamEnd::OutputClosed => "the output closed",
+            StreamEnd::SwitchGone => "a switch closed the port",
+        })
+    }
+}
+
+/// Relay frames between two switch ports until either switch closes its port.
+fn relay_plugs(a: Plug, b: Plug) -> StreamEnd {
+    use std::os::fd::AsFd;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let (tx, rx) = mpsc::channel();
+    for (from, to) in [(a.clone(), b.clone()), (b.clone(), a.clone())] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let n = AtomicU64::new(0);
+            let _ = tx.send(pump(from.data.as_fd(), to.data.as_fd(), &n, false));
+        });
+    }
+    for p in [a.clone(), b.clone()] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            let mut ctl = &p.ctl;
+            loop {
+                match ctl.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(StreamEnd::SwitchGone);
+        });
+    }
+    let end = rx.recv().unwrap_or(StreamEnd::SwitchGone);
+    // close both ports: the pumps and watchers of this cable end with them
+    for p in [&a, &b] {
+        let _ = p.ctl.shutdown(std::net::Shutdown::Both);
+        let _ = p.data.shutdown(std::net::Shutdown::Both);
+    }
+    end
+}

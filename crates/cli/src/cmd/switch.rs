@@ -67,6 +67,12 @@ pub struct SwitchArgs {
     /// `--link 1:delay=20ms,loss=1%` or `--link 2:out:rate=10mbit`
     #[arg(long = "link", value_name = "PORT[:in|out]:SPEC", value_parser = parse_port_link)]
     link: Vec<(u32, LinkDir, LinkSpec)>,
+    /// Cable this switch to another one: dial URL (DIR, DIR[PORT],
+    /// vde://DIR[PORT]; umlkit's or the C vde_switch) and keep the cable up,
+    /// reconnecting when either end restarts. Repeatable. Two cables between
+    /// the same switches make a loop: a broadcast storm
+    #[arg(long = "uplink", value_name = "URL")]
+    uplink: Vec<String>,
 }
 
 fn parse_port_link(s: &str) -> Result<(u32, LinkDir, LinkSpec), String> {
@@ -188,6 +194,27 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     }
+    // uplinks are checked (and relative paths resolved) before -d moves to /
+    let mut uplinks = Vec::new();
+    for url in &a.uplink {
+        let bad = if o.vde_dir.is_none() {
+            Some("needs a switch directory (-s DIR)".to_string())
+        } else {
+            net_proto::stream::VdeUrl::parse(url)
+                .err()
+                .map(|e| e.to_string())
+        };
+        if let Some(why) = bad {
+            eprintln!("umlkit switch: --uplink {url}: {why}");
+            server.close();
+            return Ok(ExitCode::from(1));
+        }
+        uplinks.push(if !url.contains("://") && !url.starts_with('/') {
+            absolute(Path::new(url))?.display().to_string()
+        } else {
+            url.clone()
+        });
+    }
     if a.daemon {
         umlkit_sys::net::daemonize(false, false).context("cannot daemonize")?;
         server.logger_mut().use_syslog("umlkit-switch");
@@ -213,6 +240,15 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
             o.numports,
             what.join(", ")
         );
+    }
+    for url in uplinks {
+        let mut log = Logger::new("umlkit switch: ");
+        if a.daemon {
+            log.use_syslog("umlkit-switch");
+        }
+        if let Some(dir) = &o.vde_dir {
+            switchd::plug::spawn_uplink(dir.clone(), url, log);
+        }
     }
     let reason = server.run()?;
     if let Some(p) = &pidfile {
