@@ -301,9 +301,9 @@ fn lab_dep_order_shared_startup_and_netkit_folders() {
         &[
             ("lab.conf", "machines=\"slow fast\"\nslow[0]=net\nfast[0]=net\n"),
             ("lab.dep", "fast: slow\n"),
-            // slow configures its address only after 2 s: fast can only reach it
-            // at boot if lab.dep made fast wait for slow.
-            ("slow.startup", &startup("10.5.0.1/24", "").replace("ip addr", "sleep 2\nip addr")),
+            // fast reaches slow at boot because lab.dep made it wait for
+            // slow (the order itself is checked on the host below)
+            ("slow.startup", &startup("10.5.0.1/24", "")),
             ("fast.startup", &startup("10.5.0.2/24", "if ping -c 1 -W 2 10.5.0.1; then echo up > /root/dep; else echo down > /root/dep; fi\n")),
             ("shared.startup", "hostname > /root/shared_ran\n"),
             ("shared/etc/lab_motd", "from shared\n"),
@@ -316,6 +316,28 @@ fn lab_dep_order_shared_startup_and_netkit_folders() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("dialect: netkit"), "{err}");
     assert!(err.contains("2 waves"), "{err}");
+    // The order, from what the host recorded: fast's machine folder is made
+    // when its launch begins, slow's `ready` when slow's boot steps ended.
+    // (A start ignoring lab.dep launches both before either is ready.)
+    let m = |name: &str, f: &str| {
+        let dirs: Vec<PathBuf> = std::fs::read_dir(&lab.state)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("m").join(name).join(f))
+            .filter(|p| p.exists())
+            .collect();
+        assert_eq!(dirs.len(), 1, "{name}/{f}: {dirs:?}");
+        std::fs::metadata(&dirs[0]).unwrap()
+    };
+    let slow_ready = m("slow", "ready").modified().unwrap();
+    let fast_launched = m("fast", "")
+        .created()
+        .expect("birth time of fast's folder");
+    assert!(
+        fast_launched >= slow_ready,
+        "fast launched {:?} before slow was ready",
+        slow_ready.duration_since(fast_launched).unwrap_or_default()
+    );
     assert_eq!(lab.exec_ok("fast", "cat /root/dep").trim(), "up");
     assert_eq!(lab.exec_ok("fast", "cat /root/shared_ran").trim(), "fast");
     assert_eq!(lab.exec_ok("slow", "cat /root/shared_ran").trim(), "slow");
