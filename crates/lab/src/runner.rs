@@ -890,38 +890,55 @@ pub fn tail(p: &Path, n: usize) -> String {
 }
 
 fn wait_gone(procs: &[ProcRef], timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if procs.iter().all(|p| !p.alive()) {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let pids: Vec<u32> = procs.iter().filter(|p| p.alive()).map(|p| p.pid).collect();
+    umlkit_sys::watch::wait_exit(
+        &pids,
+        |pid| procs.iter().any(|p| p.pid == pid && p.alive()),
+        timeout,
+    )
 }
 
-/// Wait (bounded) until the processes of these entries are gone.
+/// Wait (bounded) until the processes of these entries are gone: their
+/// process groups' members, their recorded processes and helpers, and a
+/// switch known only by its pid file (blocking on pidfds, see
+/// [`umlkit_sys::watch::wait_exit`]).
 fn wait_entries_gone(entries: &[ProcEntry], timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let alive = entries.iter().any(|e| {
-            e.pgid
-                .filter(|_| e.alive())
-                .is_some_and(umlkit_sys::process::group_exists)
-                || match e.proc_ref() {
-                    Some(r) => r.alive(),
-                    None => e.pidfile.as_deref().is_some_and(|pf| {
-                        read_pid(pf).is_some_and(|p| names_path(p, pf) && pid_alive(p))
-                    }),
+    loop {
+        let groups: Vec<u32> = entries
+            .iter()
+            .filter_map(|e| e.pgid.filter(|_| e.alive()))
+            .collect();
+        let mut pids: Vec<u32> = Vec::new();
+        if !groups.is_empty() {
+            pids.extend(umlkit_sys::process::all_pids().into_iter().filter(|&p| {
+                umlkit_sys::process::getpgid(p).is_ok_and(|g| groups.contains(&g)) && pid_alive(p)
+            }));
+        }
+        for e in entries {
+            match e.proc_ref() {
+                Some(r) if r.alive() => pids.push(r.pid),
+                Some(_) => {}
+                None => {
+                    if let Some(p) = e
+                        .pidfile
+                        .as_deref()
+                        .and_then(|pf| read_pid(pf).filter(|&p| names_path(p, pf) && pid_alive(p)))
+                    {
+                        pids.push(p);
+                    }
                 }
-                || e.extras().any(|r| r.alive())
-        });
-        if !alive {
+            }
+            pids.extend(e.extras().filter(|r| r.alive()).map(|r| r.pid));
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if pids.is_empty() || left.is_zero() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // a group may gain or lose members meanwhile: look again after
+        umlkit_sys::watch::wait_exit(&pids, pid_alive, left);
     }
 }
 
@@ -1100,10 +1117,11 @@ pub fn sweep(plan: &Plan, machine: Option<&MachinePlan>) {
         if found.is_empty() {
             return;
         }
-        for pid in found {
+        for &pid in &found {
             let _ = umlkit_sys::process::kill(pid, umlkit_sys::process::SIGKILL);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // then look again once they are gone (new ones may have appeared)
+        umlkit_sys::watch::wait_exit(&found, pid_alive, Duration::from_secs(1));
     }
 }
 

@@ -137,6 +137,52 @@ impl DirWatch {
     }
 }
 
+/// Wait until every process in `pids` has exited (or `timeout` passed):
+/// one pidfd per process, blocked on in `poll(2)`, no polling of /proc.
+/// Each pid is checked with `still_ours` after its pidfd is opened, so a
+/// pid the system already reused for another process is not waited for.
+/// Returns true when all are gone.
+pub fn wait_exit(pids: &[u32], still_ours: impl Fn(u32) -> bool, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut fds: Vec<OwnedFd> = pids
+        .iter()
+        .filter_map(|&p| {
+            let fd = crate::process::pidfd_open(p).ok()?;
+            still_ours(p).then_some(fd)
+        })
+        .collect();
+    while !fds.is_empty() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut pfds: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|f| libc::pollfd {
+                fd: f.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ms = libc::c_int::try_from(left.as_millis())
+            .unwrap_or(libc::c_int::MAX)
+            .max(1);
+        // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs
+        // that lives across the call; the kernel writes only `revents`.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+        if n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return false;
+        }
+        let mut i = 0;
+        fds.retain(|_| {
+            let keep = pfds[i].revents == 0;
+            i += 1;
+            keep
+        });
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +224,33 @@ mod tests {
         assert!(w.wait(&[&pfd], Duration::from_secs(30)).unwrap());
         assert!(t.elapsed() < Duration::from_secs(30));
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn wait_exit_returns_when_all_processes_are_gone() {
+        let mut a = std::process::Command::new("sleep")
+            .arg("0.1")
+            .spawn()
+            .unwrap();
+        let mut b = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pids = [a.id(), b.id()];
+        // b still runs: times out
+        assert!(!wait_exit(&pids, |_| true, Duration::from_millis(300)));
+        b.kill().unwrap();
+        assert!(wait_exit(&pids, |_| true, Duration::from_secs(30)));
+        // processes that are not ours (any more) are not waited for
+        let mut c = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        assert!(wait_exit(&[c.id()], |_| false, Duration::from_secs(30)));
+        c.kill().unwrap();
+        for ch in [&mut a, &mut b, &mut c] {
+            ch.wait().unwrap();
+        }
     }
 
     #[test]
