@@ -107,3 +107,15 @@ pub(crate) fn guest_err(what: impl Into<String>) -> impl FnOnce(guest::Error) ->
     let what = what.into();
     move |source| LabError::Guest { what, source }
 }
+
+/// An error and its sources on one line: `outer: cause: root cause`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

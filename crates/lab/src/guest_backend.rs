@@ -296,11 +296,11 @@ impl Backend for GuestBackend {
         std::thread::spawn(move || {
             let r = store
                 .wait_ready(&name, READY_TIMEOUT)
-                .map_err(|e| e.to_string())
+                .map_err(|e| crate::error::chain(&e))
                 .and_then(|_| {
                     store
                         .exec(&name, &["sh", "-c", &script], READY_TIMEOUT)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| crate::error::chain(&e))
                 });
             // `ready` is what `lab status` reads later: failing to write it
             // fails the boot, naming the file

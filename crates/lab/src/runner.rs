@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::BootEvent;
 pub use crate::backend::{Backend, BootDone, Interrupt};
-use crate::error::{io_err, LabError, Result};
+use crate::error::{chain, io_err, LabError, Result};
 pub use crate::guest_backend::GuestBackend;
 use crate::plan::{MachinePlan, Plan, SwitchPlan};
 
@@ -1047,17 +1047,6 @@ fn forget_machines(plan: &Plan, state: &mut State, gone: impl Fn(&str) -> bool) 
             chain(&e)
         ))
     })
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Once no machine of the lab is left, its switches go too, with whatever

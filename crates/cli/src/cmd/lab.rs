@@ -536,7 +536,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         out!("{}", o.stdout);
                         eprint!("{}", o.stderr);
                     }
-                    Err(e) => eprintln!("{e}"),
+                    Err(e) => eprintln!("{}", crate::cmd::chain_of(&e)),
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -785,7 +785,7 @@ fn image_state(recipe: Option<&str>) -> String {
     match image::debian::resolve(r, &Default::default()) {
         Ok(Some(i)) if i.is_built() => format!("{r} (built)"),
         Ok(_) => format!("{r} (not built: built on first lab start)"),
-        Err(e) => format!("{r} (cannot build here: {e})"),
+        Err(e) => format!("{r} (cannot build here: {})", crate::cmd::chain_of(&e)),
     }
 }
 
@@ -1052,7 +1052,7 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
                     }
                     Some(m) => match b.exec(m, &c.command, Duration::from_secs(30)) {
                         Ok(o) => c.judge(o.code, &o.stdout),
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(crate::cmd::chain_of(&e)),
                     },
                 };
                 match verdict {
