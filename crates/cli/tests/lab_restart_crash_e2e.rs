@@ -114,3 +114,83 @@ fn lab_restart_boots_a_new_kernel_that_runs_startup_again() {
     // and the link works again
     lab.exec_ok("a", "ping -c 1 -W 5 10.9.0.2");
 }
+
+/// Ctrl-C during `lab start` (issue 11): no further machine is launched,
+/// the start ends at once naming what it had started (ready, still
+/// booting) and exits non-zero; `lab clean` (the guard) removes it all.
+#[test]
+fn lab_start_interrupted_launches_nothing_more_and_names_what_it_started() {
+    let lab = TestLab::new(
+        "labint",
+        &[
+            ("lab.conf", "a[0]=A\nh[0]=A\nb[0]=A\n"),
+            ("lab.dep", "b: a h\n"),
+            // h's boot steps never finish on their own
+            ("h.startup", "sleep 600\n"),
+        ],
+    );
+    let mut child = lab
+        .cmd_dir("start", &[])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut guard = scopeguard(pid);
+    // stderr line by line: `lab start` says when a is ready
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut a_ready = false;
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        if line.contains("] a ready in ") {
+            a_ready = true;
+            break;
+        }
+    }
+    assert!(a_ready, "a never ready");
+    // h was launched with a (one wave) and is still booting
+    assert!(kernel_pid(&lab, "h").is_some_and(alive));
+    umlkit_sys::process::kill(pid, umlkit_sys::process::SIGINT).unwrap();
+    let t = std::time::Instant::now();
+    let status = child.wait().unwrap();
+    guard.0 = None;
+    let err = reader.join().unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(60), "{err}");
+    assert!(
+        err.contains(
+            "interrupted: no further machine was started; ready: a; \
+             still booting (their boot steps are not finished): h"
+        ),
+        "{err}"
+    );
+    assert_eq!(kernel_pid(&lab, "b"), None, "b was started: {err}");
+}
+
+/// Kills `lab start` (by pid) if the test fails before it ended.
+struct Kill(Option<u32>);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            let _ = umlkit_sys::process::kill(p, umlkit_sys::process::SIGKILL);
+        }
+    }
+}
+fn scopeguard(pid: u32) -> Kill {
+    Kill(Some(pid))
+}

@@ -280,13 +280,14 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                      (install the host package {pkg} for it)"
                 );
             }
-            runner::start(
+            runner::start_until(
                 &backend,
                 &plan,
                 &waves,
                 p,
                 Duration::from_secs(timeout),
                 &mut |s: &str| eprintln!("  {}", shown(s)),
+                &interrupt_on_signal(),
             )
             .context("lab start failed (`umlkit lab clean` removes what was started)")?;
             eprintln!(
@@ -968,6 +969,32 @@ fn trust(plan: &mut Plan, loaded: &lab::load::Loaded, host_access: bool) -> anyh
         lab::confine::check_kernel_args(loaded)?;
     }
     Ok(())
+}
+
+/// An [`runner::Interrupt`] triggered by the first SIGINT/SIGTERM (Ctrl-C):
+/// the start launches no further machine and names what it started. A
+/// second signal ends the process at once, as without this. (Processes we
+/// spawn get a clear signal mask from `std::process::Command`.)
+fn interrupt_on_signal() -> runner::Interrupt {
+    use umlkit_sys::process::{SIGINT, SIGTERM};
+    let interrupt = runner::Interrupt::new();
+    let Ok(sigs) = umlkit_sys::net::SignalFd::new(&[SIGINT, SIGTERM]) else {
+        return interrupt; // signals keep their default action
+    };
+    let i = interrupt.clone();
+    std::thread::spawn(move || {
+        let mut seen = false;
+        while sigs.wait().is_ok() {
+            let Some(sig) = sigs.read() else { continue };
+            if seen {
+                umlkit_sys::net::reraise(sig);
+            }
+            seen = true;
+            eprintln!("  interrupted: starting no further machine (again to quit at once)");
+            i.trigger();
+        }
+    });
+    interrupt
 }
 
 /// The backend for this lab (guest-crate guests).
