@@ -25,6 +25,9 @@ pub(crate) enum Outcome {
     StartError(String),
     /// Launches and never reports (until [`Fake::release`]).
     Hang,
+    /// Launches and reports ready once N more machines were launched after
+    /// it (steps of the scheduler, not time).
+    ReadyAfter(usize),
 }
 
 /// The call log, shared by the fake and the test's progress callback.
@@ -66,6 +69,8 @@ pub(crate) struct Fake {
     pub(crate) log: Log,
     outcomes: Mutex<HashMap<String, Outcome>>,
     held: Mutex<Vec<BootDone>>,
+    /// Machines waiting for N more launches: (launches left, report).
+    after: Mutex<Vec<(usize, BootDone)>>,
     results: Mutex<HashMap<String, std::result::Result<(), String>>>,
 }
 
@@ -132,6 +137,21 @@ impl Backend for Fake {
         done: BootDone,
     ) -> Result<()> {
         self.log.push(format!("start {}", m.name));
+        // this launch is a step for the machines counting launches
+        let due: Vec<BootDone> = {
+            let mut after = self.after.lock().unwrap();
+            after.iter_mut().for_each(|(n, _)| *n -= 1);
+            let (due, wait): (Vec<_>, Vec<_>) = after.drain(..).partition(|(n, _)| *n == 0);
+            *after = wait;
+            due.into_iter().map(|(_, d)| d).collect()
+        };
+        for d in due {
+            self.results
+                .lock()
+                .unwrap()
+                .insert(d.machine().to_string(), Ok(()));
+            d.finish(Ok(()));
+        }
         let outcome = self
             .outcomes
             .lock()
@@ -164,6 +184,11 @@ impl Backend for Fake {
                 self.held.lock().unwrap().push(done);
                 self.log.push(format!("hanging {}", m.name));
             }
+            Outcome::ReadyAfter(0) => {
+                self.results.lock().unwrap().insert(m.name.clone(), Ok(()));
+                done.finish(Ok(()));
+            }
+            Outcome::ReadyAfter(n) => self.after.lock().unwrap().push((n, done)),
             Outcome::StartError(_) => unreachable!(),
         }
         Ok(())
@@ -420,4 +445,24 @@ fn a_late_ready_report_releases_the_next_wave() {
     });
     let log = fake.log.lines();
     assert!(ready_before(&log, "a", "start b"), "{log:#?}");
+}
+
+/// A machine scripted ready only after two more launches keeps its slot
+/// meanwhile (machines launch in name order: `a` first): the others go
+/// through the second slot, and `a` is reported ready after the second of
+/// them was launched.
+#[test]
+fn a_machine_ready_after_n_launches_keeps_its_slot_until_then() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = lab(tmp.path(), "a[0]=A\nm1[0]=A\nm2[0]=A\nm3[0]=A\n", "");
+    let fake = Fake::new(&[("a", Outcome::ReadyAfter(2))]);
+    run(&fake, &plan, 2, LONG).unwrap();
+    let log = fake.log.lines();
+    assert!(ready_before(&log, "m1", "start m2"), "{log:#?}");
+    let a_ready = log
+        .iter()
+        .position(|l| l.contains("] a ready in"))
+        .expect("a ready");
+    assert!(fake.log.pos("start m2").unwrap() < a_ready, "{log:#?}");
+    assert_eq!(max_booting(&log), 2, "{log:#?}");
 }
