@@ -5,94 +5,15 @@
 //! boot. One lab of two machines on one domain; a guard cleans the lab and
 //! kills leftover processes of its state root (by PID) even on failure.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-struct TestLab {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    state: PathBuf,
-}
+use testkit::lab::TestLab;
 
-impl TestLab {
-    fn new(prefix: &str, files: &[(&str, &str)]) -> TestLab {
-        let tmp = testkit::short_tempdir(prefix);
-        let dir = tmp.path().join("lab");
-        let state = tmp.path().join("st");
-        for (name, text) in files {
-            let p = dir.join(name);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        }
-        TestLab {
-            _tmp: tmp,
-            dir,
-            state,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(testkit::umlkit_bin())
-            .arg("lab")
-            .arg(args[0])
-            .arg("--state-root")
-            .arg(&self.state)
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run umlkit")
-    }
-
-    fn ok(&self, sub: &str) -> String {
-        let o = self.run(&[sub, self.dir.to_str().unwrap()]);
-        assert!(
-            o.status.success(),
-            "umlkit lab {sub} failed: {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// `lab exec`: (exit code, stdout + stderr).
-    fn exec(&self, machine: &str, cmd: &str) -> (Option<i32>, String) {
-        let o = self.run(&["exec", "-d", self.dir.to_str().unwrap(), machine, "--", cmd]);
-        let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&o.stderr));
-        (o.status.code(), text)
-    }
-
-    fn exec_ok(&self, machine: &str, cmd: &str) -> String {
-        let (code, out) = self.exec(machine, cmd);
-        assert_eq!(code, Some(0), "{machine}: `{cmd}` failed: {out}");
-        out
-    }
-
-    fn leftovers(&self) -> Vec<u32> {
-        let needle = self.state.to_str().unwrap().as_bytes().to_vec();
-        let me = std::process::id();
-        let mut v = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            if pid != me && cmd.windows(needle.len()).any(|w| w == needle) {
-                v.push(pid);
-            }
-        }
-        v
-    }
-}
-
-impl Drop for TestLab {
-    fn drop(&mut self) {
-        let _ = self.run(&["clean", self.dir.to_str().unwrap()]);
-        for pid in self.leftovers() {
-            let _ = umlkit_sys::process::kill(pid, umlkit_sys::process::SIGKILL);
-        }
-    }
+/// `lab exec` that must succeed: its stdout then stderr.
+fn exec_ok(lab: &TestLab, machine: &str, cmd: &str) -> String {
+    let (code, out) = lab.exec_text(machine, cmd);
+    assert_eq!(code, Some(0), "{machine}: `{cmd}` failed: {out}");
+    out
 }
 
 /// Shebang-less, as Kathará labs write them: bash-only syntax, then the
@@ -149,94 +70,105 @@ fn default_image_runs_kathara_startup_and_seed_commands() {
             ),
         ],
     );
-    lab.ok("start");
+    lab.ok_dir("start", &[]);
 
     // item 9: the whole shebang-less startup ran under bash
     assert_eq!(
-        lab.exec_ok("a", "cat /root/startup-done"),
+        exec_ok(&lab, "a", "cat /root/startup-done"),
         "ran-to-the-end 10.0.1.1/24\n"
     );
-    assert_eq!(lab.exec_ok("b", "cat /root/shared-shell"), "bash\n");
+    assert_eq!(exec_ok(&lab, "b", "cat /root/shared-shell"), "bash\n");
     // item 10: ifconfig A/N, /etc/network/interfaces applied at boot
-    let out = lab.exec_ok("a", "ip -4 -o addr show dev eth0");
+    let out = exec_ok(&lab, "a", "ip -4 -o addr show dev eth0");
     assert!(out.contains("inet 10.0.0.1/24"), "{out}");
-    let out = lab.exec_ok("b", "ip -4 -o addr show dev eth0");
+    let out = exec_ok(&lab, "b", "ip -4 -o addr show dev eth0");
     assert!(out.contains("inet 10.0.0.2/24"), "{out}");
-    assert_eq!(lab.exec_ok("b", "cat /root/if-up"), "eth0 up\n");
+    assert_eq!(exec_ok(&lab, "b", "cat /root/if-up"), "eth0 up\n");
     // `inet dhcp`: udhcpc with the image's event script (address and router;
     // udhcpc goes on in the background if the first tries found no server)
     testkit::wait_until(Duration::from_secs(20), || {
-        lab.exec("c", "ip route").1.contains("default via")
+        lab.exec_text("c", "ip route").1.contains("default via")
     });
-    let out = lab.exec_ok("c", "ip -4 -o addr show dev eth0; ip route");
+    let out = exec_ok(&lab, "c", "ip -4 -o addr show dev eth0; ip route");
     assert!(out.contains("inet 10.0.0.1"), "{out}");
     assert!(out.contains("default via 10.0.0.2 dev eth0"), "{out}");
     // ifup records state: a second `ifup -a` is a no-op, ifdown undoes it
-    lab.exec_ok("b", "ifup -a");
-    lab.exec_ok(
+    exec_ok(&lab, "b", "ifup -a");
+    exec_ok(
+        &lab,
         "b",
         "ifdown eth0 && ! ip -4 -o addr show dev eth0 | grep -q 10.0.0.2",
     );
-    lab.exec_ok(
+    exec_ok(
+        &lab,
         "b",
         "ifup eth0 && ip -4 -o addr show dev eth0 | grep -q 10.0.0.2/24",
     );
-    lab.exec_ok(
+    exec_ok(
+        &lab,
         "b",
         "/etc/init.d/networking restart && ip -4 -o addr show dev eth0 | grep -q 10.0.0.2/24",
     );
 
     // item 11: the seed's commands, verbatim
-    let out = lab.exec_ok("a", "arping -0i eth0 -c 1 10.0.0.2");
+    let out = exec_ok(&lab, "a", "arping -0i eth0 -c 1 10.0.0.2");
     assert!(out.contains("1 packets received"), "{out}");
     // The broadcast probe (source 0.0.0.0, target 255.255.255.255) is
     // accepted and sent; Linux peers never answer it (they reply only for
     // their own addresses), so it reports the probe unanswered.
-    let (_, out) = lab.exec("a", "arping -0Bi eth0 -c 1 -w 2");
+    let (_, out) = lab.exec_text("a", "arping -0Bi eth0 -c 1 -w 2");
     assert!(!out.contains("invalid option"), "{out}");
     assert!(out.contains("ARPING 255.255.255.255"), "{out}");
     assert!(out.contains("1 packets transmitted"), "{out}");
-    let out = lab.exec_ok("a", "lsblk");
+    let out = exec_ok(&lab, "a", "lsblk");
     assert!(out.contains("ubda") && out.contains("disk"), "{out}");
-    let out = lab.exec_ok("a", "blkid");
+    let out = exec_ok(&lab, "a", "blkid");
     assert!(
         out.contains("/dev/ubda:") && out.contains("TYPE=\"ext4\""),
         "{out}"
     );
-    let out = lab.exec_ok("a", "mount");
+    let out = exec_ok(&lab, "a", "mount");
     assert!(out.contains(" on / type ext4"), "{out}");
-    let out = lab.exec_ok("a", "pgrep -x umlkit-agent");
+    let out = exec_ok(&lab, "a", "pgrep -x umlkit-agent");
     assert!(out.trim().parse::<u32>().is_ok(), "{out}");
 
     // item 10: full iproute2 (busybox ip rejects all three)
     // (the startup file's addrgenmode line had ipv6 loaded: it is a module)
-    let out = lab.exec_ok("a", "ip -d link show dev eth0");
+    let out = exec_ok(&lab, "a", "ip -d link show dev eth0");
     assert!(out.contains("addrgenmode none"), "{out}");
-    lab.exec_ok(
+    exec_ok(
+        &lab,
         "a",
         "ip link set eth0 group 3 && ip link show group 3 | grep -q eth0",
     );
-    lab.exec_ok(
+    exec_ok(
+        &lab,
         "a",
         "ip link add br9 type bridge vlan_filtering 1 && bridge vlan show dev br9",
     );
-    lab.exec_ok("a", "tc qdisc add dev lo root handle 1: htb default 10");
-    lab.exec_ok(
+    exec_ok(
+        &lab,
+        "a",
+        "tc qdisc add dev lo root handle 1: htb default 10",
+    );
+    exec_ok(
+        &lab,
         "a",
         "tc qdisc replace dev lo root tbf rate 1mbit burst 32kbit latency 400ms",
     );
     // netem adds its delay to every ping
-    let before = median_rtt(&lab.exec_ok("a", "ping -c 5 -i 0.2 10.0.0.2"));
-    lab.exec_ok(
+    let before = median_rtt(&exec_ok(&lab, "a", "ping -c 5 -i 0.2 10.0.0.2"));
+    exec_ok(
+        &lab,
         "a",
         "modprobe sch_netem; tc qdisc add dev eth0 root netem delay 50ms",
     );
-    let after = median_rtt(&lab.exec_ok("a", "ping -c 5 -i 0.2 10.0.0.2"));
+    let after = median_rtt(&exec_ok(&lab, "a", "ping -c 5 -i 0.2 10.0.0.2"));
     assert!(
         after - before >= 40.0 && after - before < 500.0,
         "median rtt {before} ms -> {after} ms"
     );
 
-    lab.ok("stop");
+    lab.ok_dir("stop", &[]);
     assert!(lab.leftovers().is_empty(), "stop left processes");
 }

@@ -3,32 +3,10 @@
 //! leftover process of that state root (by PID) even when a test fails.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-struct TestLab {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    state: PathBuf,
-}
-
-fn pids_mentioning(needle: &str) -> Vec<u32> {
-    let me = std::process::id();
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if cmd.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-            v.push(pid);
-        }
-    }
-    v
-}
+use testkit::lab::TestLab;
 
 fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
     let mut v = Vec::new();
@@ -46,81 +24,6 @@ fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
     v
 }
 
-impl TestLab {
-    fn new(prefix: &str, files: &[(&str, &str)]) -> TestLab {
-        let tmp = testkit::short_tempdir(prefix);
-        let dir = tmp.path().join("lab");
-        let state = tmp.path().join("st");
-        for (name, text) in files {
-            let p = dir.join(name);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        }
-        std::fs::create_dir_all(&dir).unwrap();
-        TestLab {
-            _tmp: tmp,
-            dir,
-            state,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(testkit::umlkit_bin());
-        c.arg("lab")
-            .arg(args[0])
-            .arg("--state-root")
-            .arg(&self.state)
-            .args(&args[1..]);
-        c.stdin(Stdio::null()).output().expect("run umlkit")
-    }
-
-    fn run_dir(&self, sub: &str, rest: &[&str]) -> Output {
-        let mut a = vec![sub, self.dir.to_str().unwrap()];
-        a.extend_from_slice(rest);
-        self.run(&a)
-    }
-
-    fn ok(&self, sub: &str, rest: &[&str]) -> String {
-        let o = self.run_dir(sub, rest);
-        assert!(
-            o.status.success(),
-            "umlkit lab {sub} {rest:?} failed: {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn exec(&self, machine: &str, cmd: &str) -> Output {
-        self.run(&["exec", "-d", self.dir.to_str().unwrap(), machine, "--", cmd])
-    }
-
-    fn exec_ok(&self, machine: &str, cmd: &str) -> String {
-        let o = self.exec(machine, cmd);
-        assert!(
-            o.status.success(),
-            "{machine}: `{cmd}` failed ({:?}): {}{}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn leftovers(&self) -> Vec<u32> {
-        pids_mentioning(self.state.to_str().unwrap())
-    }
-}
-
-impl Drop for TestLab {
-    fn drop(&mut self) {
-        let _ = self.run_dir("clean", &[]);
-        for pid in self.leftovers() {
-            let _ = umlkit_sys::process::kill(pid, umlkit_sys::process::SIGKILL);
-        }
-    }
-}
-
 fn startup(addr: &str, extra: &str) -> String {
     format!("ip addr add {addr} dev eth0\nip link set eth0 up\n{extra}")
 }
@@ -135,7 +38,7 @@ fn lab_two_hosts_ping_and_arping_both_ways() {
             ("b.startup", &startup("10.9.0.2/24", "")),
         ],
     );
-    lab.ok("start", &[]);
+    lab.ok_dir("start", &[]);
     lab.exec_ok("a", "ping -c 2 -W 2 10.9.0.2");
     lab.exec_ok("b", "ping -c 2 -W 2 10.9.0.1");
     // The default image's arping is Habets' (`42 bytes from MAC (IP)`);
@@ -149,7 +52,7 @@ fn lab_two_hosts_ping_and_arping_both_ways() {
     let out = lab.exec_ok("b", "arping -c 2 -w 4 -I eth0 10.9.0.1");
     assert!(replied(&out, "10.9.0.1"), "{out}");
     // The neighbour's MAC is the planned one.
-    let info = lab.ok("info", &["--json"]);
+    let info = lab.ok_dir("info", &["--json"]);
     let plan: serde_json::Value = serde_json::from_str(&info).unwrap();
     let b_mac = plan["machines"]
         .as_array()
@@ -170,7 +73,7 @@ fn lab_two_hosts_ping_and_arping_both_ways() {
         .exec("a", "ip link show eth1")
         .status
         .success()));
-    let st = lab.ok("status", &["--json"]);
+    let st = lab.ok_dir("status", &["--json"]);
     assert!(st.contains("\"extra\""), "{st}");
     let o = lab.run(&["disconnect", "-d", lab.dir.to_str().unwrap(), "a", "extra"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -179,7 +82,7 @@ fn lab_two_hosts_ping_and_arping_both_ways() {
         .status
         .success()));
 
-    lab.ok("stop", &[]);
+    lab.ok_dir("stop", &[]);
     assert!(lab.leftovers().is_empty(), "stop left processes");
 }
 
@@ -200,13 +103,13 @@ fn lab_router_static_routes_test_status_graph() {
     let lab = TestLab::new("labrt", &[]);
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/labs/demo");
     copy_tree(&demo, &lab.dir);
-    lab.ok("start", &[]);
+    lab.ok_dir("start", &[]);
     lab.exec_ok("pc1", "ping -c 2 -W 2 10.0.2.1");
     lab.exec_ok("pc2", "ping -c 2 -W 2 10.0.1.1");
     let tr = lab.exec_ok("pc1", "traceroute -n -w 2 -q 1 10.0.2.1");
     assert!(tr.contains("10.0.1.254"), "goes through r1: {tr}");
 
-    let out = lab.ok("test", &[]);
+    let out = lab.ok_dir("test", &[]);
     assert!(out.contains("0 failed") && !out.contains("FAIL"), "{out}");
 
     // Failing checks: wrong address, missing route, unreachable host, wrong output.
@@ -237,7 +140,7 @@ fn lab_router_static_routes_test_status_graph() {
     );
     assert!(out.contains("1 passed, 4 failed"), "{out}");
 
-    let st: serde_json::Value = serde_json::from_str(&lab.ok("status", &["--json"])).unwrap();
+    let st: serde_json::Value = serde_json::from_str(&lab.ok_dir("status", &["--json"])).unwrap();
     let r1 = st["machines"]
         .as_array()
         .unwrap()
@@ -249,7 +152,7 @@ fn lab_router_static_routes_test_status_graph() {
     assert_eq!(r1["interfaces"][1]["domain"], "lan2");
 
     let svg = lab.dir.parent().unwrap().join("t.svg");
-    let dot = lab.ok("graph", &["--svg", svg.to_str().unwrap()]);
+    let dot = lab.ok_dir("graph", &["--svg", svg.to_str().unwrap()]);
     assert!(dot.is_empty());
     let s = std::fs::read_to_string(&svg).unwrap();
     assert!(s.contains(">r1<") && s.contains(">lan2<"));
@@ -266,7 +169,7 @@ fn lab_machine_with_three_interfaces() {
             ("q.startup", "ip addr add 10.2.0.2/24 dev eth0\nip addr add 10.3.0.2/24 dev eth1\nip link set eth0 up\nip link set eth1 up\n"),
         ],
     );
-    lab.ok("start", &["-p", "3"]);
+    lab.ok_dir("start", &["-p", "3"]);
     for ip in ["10.1.0.2", "10.2.0.2", "10.3.0.2"] {
         lab.exec_ok("m", &format!("ping -c 1 -W 2 {ip}"));
     }
@@ -276,7 +179,7 @@ fn lab_machine_with_three_interfaces() {
     }
     // Each interface landed on its domain: on B and C the only other station
     // is q, so q learns m's eth1 / eth2 MACs (as planned) for those subnets.
-    let plan: serde_json::Value = serde_json::from_str(&lab.ok("info", &["--json"])).unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&lab.ok_dir("info", &["--json"])).unwrap();
     let m = plan["machines"]
         .as_array()
         .unwrap()
@@ -301,9 +204,9 @@ fn lab_dep_order_shared_startup_and_netkit_folders() {
         &[
             ("lab.conf", "machines=\"slow fast\"\nslow[0]=net\nfast[0]=net\n"),
             ("lab.dep", "fast: slow\n"),
-            // slow configures its address only after 2 s: fast can only reach it
-            // at boot if lab.dep made fast wait for slow.
-            ("slow.startup", &startup("10.5.0.1/24", "").replace("ip addr", "sleep 2\nip addr")),
+            // fast reaches slow at boot because lab.dep made it wait for
+            // slow (the order itself is checked on the host below)
+            ("slow.startup", &startup("10.5.0.1/24", "")),
             ("fast.startup", &startup("10.5.0.2/24", "if ping -c 1 -W 2 10.5.0.1; then echo up > /root/dep; else echo down > /root/dep; fi\n")),
             ("shared.startup", "hostname > /root/shared_ran\n"),
             ("shared/etc/lab_motd", "from shared\n"),
@@ -316,6 +219,28 @@ fn lab_dep_order_shared_startup_and_netkit_folders() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("dialect: netkit"), "{err}");
     assert!(err.contains("2 waves"), "{err}");
+    // The order, from what the host recorded: fast's machine folder is made
+    // when its launch begins, slow's `ready` when slow's boot steps ended.
+    // (A start ignoring lab.dep launches both before either is ready.)
+    let m = |name: &str, f: &str| {
+        let dirs: Vec<PathBuf> = std::fs::read_dir(&lab.state)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path().join("m").join(name).join(f))
+            .filter(|p| p.exists())
+            .collect();
+        assert_eq!(dirs.len(), 1, "{name}/{f}: {dirs:?}");
+        std::fs::metadata(&dirs[0]).unwrap()
+    };
+    let slow_ready = m("slow", "ready").modified().unwrap();
+    let fast_launched = m("fast", "")
+        .created()
+        .expect("birth time of fast's folder");
+    assert!(
+        fast_launched >= slow_ready,
+        "fast launched {:?} before slow was ready",
+        slow_ready.duration_since(fast_launched).unwrap_or_default()
+    );
     assert_eq!(lab.exec_ok("fast", "cat /root/dep").trim(), "up");
     assert_eq!(lab.exec_ok("fast", "cat /root/shared_ran").trim(), "fast");
     assert_eq!(lab.exec_ok("slow", "cat /root/shared_ran").trim(), "slow");
@@ -333,7 +258,7 @@ fn lab_dep_order_shared_startup_and_netkit_folders() {
     );
     assert!(!lab.exec("fast", "test -e /etc/only_slow").status.success());
     // Netkit collision domains are hubs.
-    let st: serde_json::Value = serde_json::from_str(&lab.ok("status", &["--json"])).unwrap();
+    let st: serde_json::Value = serde_json::from_str(&lab.ok_dir("status", &["--json"])).unwrap();
     assert_eq!(st["domains"][0]["hub"], true);
     // Netkit _test/ signatures: write, then compare.
     std::fs::create_dir_all(lab.dir.join("_test")).unwrap();
@@ -343,10 +268,10 @@ fn lab_dep_order_shared_startup_and_netkit_folders() {
         "cat /root/dep\n[[ -n $BASH_VERSION ]] && echo under-bash\n",
     )
     .unwrap();
-    lab.ok("test", &["--write-signatures"]);
+    lab.ok_dir("test", &["--write-signatures"]);
     let sig = std::fs::read_to_string(lab.dir.join("_test/signatures/fast.user")).unwrap();
     assert!(sig.ends_with("under-bash\n"), "{sig}");
-    let out = lab.ok("test", &[]);
+    let out = lab.ok_dir("test", &[]);
     assert!(
         out.contains("fast: PASS _test user") && out.contains("slow: PASS _test default"),
         "{out}"
@@ -373,7 +298,7 @@ fn lab_kathara_defaults_and_shutdown_scripts() {
     );
     // Shutdown scripts write back to the lab folder: only a trusted lab
     // (--host-access, live hostfs) may do that.
-    lab.ok("start", &["--host-access"]);
+    lab.ok_dir("start", &["--host-access"]);
     assert_eq!(
         lab.exec_ok("r", "cat /proc/sys/net/ipv4/ip_forward").trim(),
         "1"
@@ -407,7 +332,7 @@ fn lab_kathara_defaults_and_shutdown_scripts() {
     let o = lab.exec("r", "echo oops >&2; exit 3");
     assert_eq!(o.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "oops");
-    lab.ok("stop", &[]);
+    lab.ok_dir("stop", &[]);
     let order = std::fs::read_to_string(lab.dir.join("shutdown_order")).unwrap();
     assert_eq!(order, "r\nshared\n");
 }
@@ -468,7 +393,7 @@ fn lab_clean_after_interrupted_start_leaves_nothing() {
         }
         panic!("nothing running after the interrupted start:\n{info}");
     }
-    lab.ok("clean", &[]);
+    lab.ok_dir("clean", &[]);
     assert!(
         testkit::wait_until(Duration::from_secs(10), || lab.leftovers().is_empty()),
         "processes left: {:?}",
@@ -477,8 +402,8 @@ fn lab_clean_after_interrupted_start_leaves_nothing() {
     assert!(!lab.state.exists(), "state root removed");
     assert_eq!(listing(&lab.dir), before, "lab folder unchanged");
     // Start it fully, clean again: still nothing left.
-    lab.ok("start", &[]);
-    lab.ok("clean", &[]);
+    lab.ok_dir("start", &[]);
+    lab.ok_dir("clean", &[]);
     assert!(lab.leftovers().is_empty());
     assert!(!lab.state.exists());
     assert_eq!(listing(&lab.dir), before);
@@ -521,7 +446,7 @@ fn lab_bridge_inside_a_guest() {
         .success());
     lab.exec_ok("sw", "brctl addif br0 eth1");
     lab.exec_ok("pc1", "ping -c 2 -W 2 192.168.10.2");
-    let out = lab.ok("test", &[]);
+    let out = lab.ok_dir("test", &[]);
     assert!(out.contains("3 passed, 0 failed"), "{out}");
 }
 
@@ -542,8 +467,8 @@ fn lab_two_labs_same_names_never_collide() {
     // The second lab shares the first one's state root.
     let mut two = TestLab::new("lab2b", &files);
     two.state = one.state.clone();
-    one.ok("start", &[]);
-    two.ok("start", &[]);
+    one.ok_dir("start", &[]);
+    two.ok_dir("start", &[]);
     let mac = |l: &TestLab| {
         l.exec_ok("a", "cat /sys/class/net/eth0/address")
             .trim()
@@ -561,9 +486,9 @@ fn lab_two_labs_same_names_never_collide() {
         neigh.contains(&mac(&one)) && !neigh.contains(&mac(&two)),
         "{neigh}"
     );
-    one.ok("clean", &[]);
+    one.ok_dir("clean", &[]);
     two.exec_ok("b", "ping -c 1 -W 2 10.4.0.1");
-    let st: serde_json::Value = serde_json::from_str(&two.ok("status", &["--json"])).unwrap();
+    let st: serde_json::Value = serde_json::from_str(&two.ok_dir("status", &["--json"])).unwrap();
     assert!(st["machines"]
         .as_array()
         .unwrap()
@@ -583,12 +508,12 @@ fn lab_interfaces_are_up_before_startup_scripts() {
             ("pc2.startup", "ip address add 195.11.14.6/24 dev eth0\n"),
         ],
     );
-    lab.ok("start", &[]);
+    lab.ok_dir("start", &[]);
     let out = lab.exec_ok("pc1", "ip link show eth0");
     assert!(out.contains(",UP"), "{out}");
     lab.exec_ok("pc1", "ping -c 2 -W 2 195.11.14.6");
     lab.exec_ok("pc2", "ping -c 2 -W 2 195.11.14.5");
-    lab.ok("stop", &[]);
+    lab.ok_dir("stop", &[]);
     assert!(lab.leftovers().is_empty(), "stop left processes");
 }
 
@@ -649,11 +574,11 @@ fn lab_netkit_mem_16_boots_copies_folder_and_runs_startup() {
         );
         assert_eq!(out.trim(), "started", "{m}");
     }
-    let st: serde_json::Value = serde_json::from_str(&lab.ok("status", &["--json"])).unwrap();
+    let st: serde_json::Value = serde_json::from_str(&lab.ok_dir("status", &["--json"])).unwrap();
     for m in st["machines"].as_array().unwrap() {
         assert_eq!(m["mem_mb"], 64, "{m}");
     }
-    lab.ok("stop", &[]);
+    lab.ok_dir("stop", &[]);
     assert!(lab.leftovers().is_empty(), "stop left processes");
 }
 
@@ -684,7 +609,7 @@ fn lab_untrusted_folder_hostfs_escape_and_signature_symlink() {
     std::fs::write(&outside, "host secret\n").unwrap();
     std::fs::create_dir_all(lab.dir.join("_test/signatures")).unwrap();
     std::os::unix::fs::symlink(&outside, lab.dir.join("_test/signatures/pc1.user")).unwrap();
-    lab.ok("start", &[]);
+    lab.ok_dir("start", &[]);
     let mounts = lab.exec_ok("pc1", "cat /proc/mounts");
     assert!(
         !mounts.contains("hostfs"),
@@ -708,7 +633,7 @@ fn lab_untrusted_folder_hostfs_escape_and_signature_symlink() {
         "echo user-signature\n"
     );
     // The startup's failed write is reported as a startup error.
-    let st = lab.ok("status", &[]);
+    let st = lab.ok_dir("status", &[]);
     assert!(st.contains("startup errors"), "{st}");
     assert!(st.contains("written_from_guest"), "{st}");
     // The signature symlink is not followed.
@@ -740,7 +665,7 @@ fn lab_untrusted_folder_hostfs_escape_and_signature_symlink() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
-    lab.ok("stop", &[]);
+    lab.ok_dir("stop", &[]);
 }
 
 /// Issue 8.7: `pc1[append]="hostfs=/"` was passed to the kernel.
@@ -788,10 +713,10 @@ fn lab_append_host_kernel_args_refused() {
         "labapptrust",
         &[("lab.conf", "pc1[0]=A\npc1[append]=\"con1=null\"\n")],
     );
-    lab.ok("start", &["--host-access"]);
+    lab.ok_dir("start", &["--host-access"]);
     let mounts = lab.exec_ok("pc1", "cat /proc/mounts");
     assert!(mounts.contains("/hostlab hostfs"), "{mounts}");
-    lab.ok("stop", &[]);
+    lab.ok_dir("stop", &[]);
 }
 
 /// Issue 8.7: the symlink check was lexical: `pc1/x -> ../hop` with
@@ -868,7 +793,7 @@ fn lab_startup_background_job_and_big_output() {
         String::from_utf8_lossy(&logs.stdout[logs.stdout.len() - 4096..])
             .contains("startup-problem")
     );
-    lab.ok("stop", &[]);
+    lab.ok_dir("stop", &[]);
 }
 
 /// Issue 10: a machine whose boot steps failed was reported ready (the
@@ -939,7 +864,7 @@ fn lab_ipv6_kathara_on_off_and_netkit_ipv6_module_loaded() {
             ("pc2.startup", "ip -6 addr add 2001:db8::2/64 dev eth0\n"),
         ],
     );
-    lab.ok("start", &[]);
+    lab.ok_dir("start", &[]);
     // The address is usable once duplicate address detection is done.
     assert!(
         testkit::wait_until(Duration::from_secs(20), || lab
@@ -981,7 +906,7 @@ fn lab_ipv6_kathara_on_off_and_netkit_ipv6_module_loaded() {
             ("b.startup", "ip addr add 2001:db8::b/64 dev eth0\n"),
         ],
     );
-    nk.ok("start", &[]);
+    nk.ok_dir("start", &[]);
     assert!(
         testkit::wait_until(Duration::from_secs(20), || nk
             .exec("a", "ping -6 -c 1 -W 2 2001:db8::b")
@@ -1009,7 +934,7 @@ fn lab_mac_change_in_startup_on_an_up_link() {
             ("c.startup", "ip addr add 10.7.0.3/24 dev eth0\n"),
         ],
     );
-    lab.ok("start", &[]);
+    lab.ok_dir("start", &[]);
     for (m, mac) in [("a", "02:00:00:00:aa:01"), ("b", "02:00:00:00:aa:02")] {
         let link = lab.exec_ok(m, "ip link show eth0");
         assert!(link.contains(mac), "{m}: {link}");
@@ -1041,7 +966,7 @@ fn lab_kathara_frr_and_www_ownership_after_folder_copy() {
             ("r/var/www/html/index.html", "hi\n"),
         ],
     );
-    lab.ok("start", &[]);
+    lab.ok_dir("start", &[]);
     let out = lab.exec_ok(
         "r",
         "stat -c '%u:%g %a' /etc/frr /etc/frr/frr.conf /var/www/html /var/www/html/index.html",

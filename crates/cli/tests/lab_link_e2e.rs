@@ -1,45 +1,9 @@
 //! A lab.toml domain's `link` emulation applied by `umlkit lab start`: the
 //! lab's `umlkit switch` gets the settings on every port and a console.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-struct TestLab {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    state: PathBuf,
-}
-
-impl TestLab {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(testkit::umlkit_bin())
-            .arg("lab")
-            .arg(args[0])
-            .arg("--state-root")
-            .arg(&self.state)
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run umlkit")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "umlkit lab {args:?}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-impl Drop for TestLab {
-    fn drop(&mut self) {
-        let _ = self.run(&["clean", self.dir.to_str().unwrap()]);
-    }
-}
+use testkit::lab::TestLab;
 
 const LAB: &str = r#"
 [lab]
@@ -58,15 +22,8 @@ link = { delay_ms = 15.0 }
 
 #[test]
 fn lab_domain_link_delay_is_applied_at_start() {
-    let tmp = testkit::short_tempdir("lablk");
-    let dir = tmp.path().join("lab");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("lab.toml"), LAB).unwrap();
-    let lab = TestLab {
-        dir: dir.clone(),
-        state: tmp.path().join("st"),
-        _tmp: tmp,
-    };
+    let lab = TestLab::new("lablk", &[("lab.toml", LAB)]);
+    let dir = lab.dir.clone();
     let d = dir.to_str().unwrap();
     lab.ok(&["start", d]);
     let out = lab.ok(&[

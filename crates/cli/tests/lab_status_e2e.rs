@@ -5,72 +5,18 @@
 //! lost their link. Every lab lives in its own temp dir and state root; a
 //! guard runs `lab clean` and kills any leftover of that state root by pid.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use testkit::lab::TestLab;
 use umlkit_sys::process as sp;
 
-struct TestLab {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    state: PathBuf,
+trait StateOf {
+    fn state_json(&self) -> serde_json::Value;
+    fn status(&self) -> (Option<i32>, serde_json::Value, String);
 }
 
-fn pids_mentioning(needle: &str) -> Vec<u32> {
-    let me = std::process::id();
-    sp::all_pids()
-        .into_iter()
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            cmd.windows(needle.len()).any(|w| w == needle.as_bytes())
-        })
-        .collect()
-}
-
-impl TestLab {
-    fn new(prefix: &str, files: &[(&str, &str)]) -> TestLab {
-        let tmp = testkit::short_tempdir(prefix);
-        let dir = tmp.path().join("lab");
-        let state = tmp.path().join("st");
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, text) in files {
-            std::fs::write(dir.join(name), text).unwrap();
-        }
-        TestLab {
-            _tmp: tmp,
-            dir,
-            state,
-        }
-    }
-
-    fn cmd(&self, sub: &str, rest: &[&str]) -> Command {
-        let mut c = Command::new(testkit::umlkit_bin());
-        c.args(["lab", sub, "--state-root"])
-            .arg(&self.state)
-            .arg(&self.dir)
-            .args(rest)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, sub: &str, rest: &[&str]) -> Output {
-        self.cmd(sub, rest).output().expect("run umlkit")
-    }
-
-    fn exec(&self, machine: &str, cmd: &str) -> Output {
-        Command::new(testkit::umlkit_bin())
-            .args(["lab", "exec", "--state-root"])
-            .arg(&self.state)
-            .arg("-d")
-            .arg(&self.dir)
-            .args([machine, "--", cmd])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run umlkit")
-    }
-
+impl StateOf for TestLab {
     /// The lab's state.json (one lab per state root).
     fn state_json(&self) -> serde_json::Value {
         let d = std::fs::read_dir(&self.state)
@@ -83,22 +29,13 @@ impl TestLab {
     }
 
     fn status(&self) -> (Option<i32>, serde_json::Value, String) {
-        let o = self.run("status", &["--json"]);
+        let o = self.run_dir("status", &["--json"]);
         let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
         (
             o.status.code(),
             v,
             String::from_utf8_lossy(&o.stderr).into_owned(),
         )
-    }
-}
-
-impl Drop for TestLab {
-    fn drop(&mut self) {
-        let _ = self.run("clean", &[]);
-        for pid in pids_mentioning(self.state.to_str().unwrap()) {
-            let _ = sp::kill(pid, sp::SIGKILL);
-        }
     }
 }
 
@@ -131,7 +68,7 @@ fn lab_start_killed_before_boot_steps_is_not_up_on_rerun() {
         ],
     );
     let mut start = testkit::ProcGuard::spawn("lab start", {
-        let mut c = lab.cmd("start", &[]);
+        let mut c = lab.cmd_dir("start", &[]);
         c.stdout(Stdio::null()).stderr(Stdio::null());
         c
     });
@@ -152,7 +89,7 @@ fn lab_start_killed_before_boot_steps_is_not_up_on_rerun() {
     assert!(err.contains("boot steps never finished"), "{err}");
 
     std::fs::write(lab.dir.join("go"), b"").unwrap();
-    let o = lab.run("start", &[]);
+    let o = lab.run_dir("start", &[]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(!out.contains("already running"), "{out}");
@@ -178,7 +115,7 @@ fn lab_switch_killed_shows_dead_and_rerun_names_lost_links() {
             ("b.startup", "ip addr add 10.7.0.2/24 dev eth0\n"),
         ],
     );
-    let o = lab.run("start", &[]);
+    let o = lab.run_dir("start", &[]);
     assert!(o.status.success(), "{}", text(&o));
     let (code, _, err) = lab.status();
     assert_eq!(code, Some(0), "{err}");
@@ -194,14 +131,14 @@ fn lab_switch_killed_shows_dead_and_rerun_names_lost_links() {
     assert_eq!(st["domains"][0]["state"], "dead", "{st}");
     assert!(err.contains("switch of domain A is dead"), "{err}");
     assert_eq!(machine(&st, "a")["lost_links"][0], "A", "{st}");
-    let human = text(&lab.run("status", &[]));
+    let human = text(&lab.run_dir("status", &[]));
     assert!(
         human.contains("dead") && human.contains("LINK LOST"),
         "{human}"
     );
 
     // A rerun restarts the switch but says which machines lost their link.
-    let o = lab.run("start", &[]);
+    let o = lab.run_dir("start", &[]);
     let out = text(&o);
     assert!(!o.status.success(), "{out}");
     assert!(
@@ -215,7 +152,7 @@ fn lab_switch_killed_shows_dead_and_rerun_names_lost_links() {
     assert_eq!(code, Some(1), "links are still lost: {st}");
 
     // The fix it names works.
-    let o = lab.run("restart", &[]);
+    let o = lab.run_dir("restart", &[]);
     assert!(o.status.success(), "{}", text(&o));
     let (code, st, err) = lab.status();
     assert_eq!(code, Some(0), "{st}\n{err}");

@@ -472,21 +472,7 @@ impl Store {
 
     fn status_of(&self, paths: &GuestPaths, st: &State) -> GuestStatus {
         // pid and start time: a dead guest's reused pid is not the guest
-        let sup_alive = st.supervisor_id().alive();
-        let kern_alive = st.kernel_id().is_some_and(|k| k.alive());
-        let phase = match &st.ending {
-            Some(Ending::Halted) => Phase::Halted,
-            Some(Ending::Killed) => Phase::Killed,
-            Some(Ending::Crashed { .. }) => Phase::Crashed,
-            None if kern_alive || sup_alive => {
-                if st.ready_unix_ms.is_some() {
-                    Phase::Running
-                } else {
-                    Phase::Booting
-                }
-            }
-            None => Phase::Dead,
-        };
+        let phase = phase_of(st);
         let alive = matches!(phase, Phase::Booting | Phase::Running);
         let processes = if alive {
             guest_processes(st.live_pgid(), st.marker.as_deref())
@@ -559,9 +545,22 @@ impl Store {
         Ok(v)
     }
 
-    /// Wait until the guest's exec agent is up.
+    /// Wait until the guest's exec agent is up (the supervisor records it
+    /// in state.json), the guest ends, or `timeout` passes. Blocks on the
+    /// guest folder (inotify: the supervisor's atomic state writes) and on
+    /// the supervisor's and kernel's pidfds (a death that wrote no state),
+    /// re-reading the state only when one of them fires.
     pub fn wait_ready(&self, name: &str, timeout: Duration) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
+        // watch first, then read: a change between the two still wakes us
+        let watch = if valid_name(name) {
+            umlkit_sys::watch::DirWatch::new(&self.paths(name).dir, &["state.json"]).ok()
+        } else {
+            None
+        };
+        // pidfds of the processes named by the state (with their start
+        // time checked after opening, so a reused pid is never watched)
+        let mut pidfds: Vec<(umlkit_sys::process::ProcessId, std::os::fd::OwnedFd)> = Vec::new();
         loop {
             let (paths, st) = self.load(name)?;
             // the supervisor could not start the kernel or record its
@@ -569,8 +568,7 @@ impl Store {
             if let Some(err) = st.error {
                 return Err(Error::NotRunning(name.to_string(), err));
             }
-            let s = self.status_of(&paths, &st);
-            match s.phase {
+            match phase_of(&st) {
                 Phase::Running => return Ok(()),
                 Phase::Booting => {}
                 _ => {
@@ -589,10 +587,31 @@ impl Store {
                     return Err(Error::Ended(name.to_string(), ending, extra));
                 }
             }
-            if Instant::now() >= deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(Error::Timeout(name.to_string(), "the guest agent".into()));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            let Some(watch) = &watch else {
+                // no inotify here (or no instances left): look again soon
+                std::thread::sleep(left.min(Duration::from_millis(10)));
+                continue;
+            };
+            // a process that exited stays readable: watch live ones only
+            pidfds.retain(|(id, _)| id.alive());
+            for id in std::iter::once(st.supervisor_id()).chain(st.kernel_id()) {
+                if pidfds.iter().any(|(p, _)| p.pid == id.pid) {
+                    continue;
+                }
+                if let Ok(fd) = umlkit_sys::process::pidfd_open(id.pid) {
+                    if id.alive() {
+                        pidfds.push((id, fd));
+                    }
+                }
+            }
+            let fds: Vec<&std::os::fd::OwnedFd> = pidfds.iter().map(|(_, fd)| fd).collect();
+            if watch.wait(&fds, left).is_err() {
+                std::thread::sleep(left.min(Duration::from_millis(10)));
+            }
         }
     }
 
@@ -836,5 +855,145 @@ impl Store {
             }
         };
         self.mconsole(name, &format!("remove ubd{n}")).map(|_| ())
+    }
+}
+
+/// The phase a state file describes, with its processes checked by pid and
+/// start time (a dead guest's reused pid is not the guest).
+fn phase_of(st: &State) -> Phase {
+    let sup_alive = st.supervisor_id().alive();
+    let kern_alive = st.kernel_id().is_some_and(|k| k.alive());
+    match &st.ending {
+        Some(Ending::Halted) => Phase::Halted,
+        Some(Ending::Killed) => Phase::Killed,
+        Some(Ending::Crashed { .. }) => Phase::Crashed,
+        None if kern_alive || sup_alive => {
+            if st.ready_unix_ms.is_some() {
+                Phase::Running
+            } else {
+                Phase::Booting
+            }
+        }
+        None => Phase::Dead,
+    }
+}
+
+#[cfg(test)]
+mod wait_ready_tests {
+    use super::*;
+    use std::process::{Child, Command};
+
+    /// A stand-in supervisor and kernel (`sleep`), killed on drop.
+    struct Proc(Child);
+    impl Drop for Proc {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn sleeper() -> Proc {
+        Proc(Command::new("sleep").arg("60").spawn().unwrap())
+    }
+
+    /// A guest folder whose state names `sup` as supervisor and kernel,
+    /// booting (agent not up yet), with a process marker as real guests have.
+    fn booting(root: &Path, name: &str, sup: &Proc) -> (Store, PathBuf) {
+        let store = Store::at(root.join("g")).unwrap();
+        let dir = store.paths(name).dir;
+        umlkit_sys::private::private_dir(&root.join("g"), true).unwrap();
+        umlkit_sys::private::private_dir(&dir, true).unwrap();
+        let pid = sup.0.id();
+        let st = State {
+            name: name.into(),
+            supervisor_pid: pid,
+            supervisor_start: umlkit_sys::process::start_time(pid),
+            pid: Some(pid),
+            pid_start: umlkit_sys::process::start_time(pid),
+            pgid: umlkit_sys::process::getpgid(pid).ok(),
+            started_unix_ms: now_ms(),
+            ready_unix_ms: None,
+            boots: 0,
+            ended_unix_ms: None,
+            ending: None,
+            kernel: "/usr/bin/linux.uml".into(),
+            cmdline: vec![],
+            config: GuestConfig::new(name),
+            error: None,
+            marker: Some(format!("wait-ready-test-{pid}")),
+            io: Default::default(),
+        };
+        let state = store.paths(name).state();
+        st.save(&state).unwrap();
+        (store, state)
+    }
+
+    /// CPU time (user + system, ms) of the calling thread.
+    fn thread_cpu_ms() -> u64 {
+        let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after = &s[s.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = after
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        (f[0] + f[1]) * 10 // USER_HZ is 100 on Linux
+    }
+
+    /// Regression (issue 11): waiting for a booting guest re-read its state
+    /// and scanned all of /proc every 10 ms. Now the waiter sleeps until
+    /// the supervisor writes the state or a process exits.
+    #[test]
+    fn wait_ready_does_not_spin_while_a_guest_boots() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sup = sleeper();
+        let (store, _) = booting(tmp.path(), "w1", &sup);
+        let c0 = thread_cpu_ms();
+        let t = Instant::now();
+        let e = store.wait_ready("w1", Duration::from_secs(2)).unwrap_err();
+        let (cpu, took) = (thread_cpu_ms() - c0, t.elapsed());
+        assert!(matches!(e, Error::Timeout(..)), "{e}");
+        assert!(took >= Duration::from_secs(2), "{took:?}");
+        assert!(cpu <= 60, "waiting 2 s took {cpu} ms of CPU");
+    }
+
+    /// The supervisor's state write (agent up) wakes the waiter at once.
+    #[test]
+    fn wait_ready_wakes_on_the_supervisors_state_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sup = sleeper();
+        let (store, state) = booting(tmp.path(), "w2", &sup);
+        std::thread::scope(|sc| {
+            let w = sc.spawn(|| {
+                let t = Instant::now();
+                (store.wait_ready("w2", Duration::from_secs(60)), t.elapsed())
+            });
+            State::update(&state, |s| s.ready_unix_ms = Some(now_ms())).unwrap();
+            let (r, took) = w.join().unwrap();
+            r.unwrap();
+            assert!(took < Duration::from_secs(60), "{took:?}");
+        });
+    }
+
+    /// A supervisor killed before it could record anything ends the wait
+    /// (its pidfd fires), long before the timeout.
+    #[test]
+    fn wait_ready_ends_when_the_supervisor_dies_silently() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut sup = sleeper();
+        let (store, _) = booting(tmp.path(), "w3", &sup);
+        std::thread::scope(|sc| {
+            let w = sc.spawn(|| {
+                let t = Instant::now();
+                (store.wait_ready("w3", Duration::from_secs(60)), t.elapsed())
+            });
+            sup.0.kill().unwrap();
+            sup.0.wait().unwrap();
+            let (r, took) = w.join().unwrap();
+            let e = r.unwrap_err();
+            assert!(matches!(e, Error::Ended(..)), "{e}");
+            assert!(took < Duration::from_secs(30), "{took:?}");
+        });
     }
 }

@@ -68,7 +68,7 @@ pub enum Error {
     )]
     AgentNotStatic(PathBuf),
     /// The cache dir is a symlink, someone else's, or writable by others.
-    #[error("image cache: {0}")]
+    #[error("image cache")]
     Private(#[from] umlkit_sys::private::DirError),
     #[error("image {image}: {msg}")]
     Build { image: String, msg: String },

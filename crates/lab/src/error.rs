@@ -45,6 +45,29 @@ pub enum LabError {
     /// writable by others).
     #[error(transparent)]
     Private(#[from] umlkit_sys::private::DirError),
+    /// A guest operation failed (`what` says which, for which machine).
+    #[error("{what}")]
+    Guest {
+        what: String,
+        #[source]
+        source: guest::Error,
+    },
+    /// An image the machines boot could not be built or found.
+    #[error("{what}")]
+    Image {
+        what: String,
+        #[source]
+        source: image::Error,
+    },
+    /// `lab start` was interrupted ([`crate::backend::Interrupt`]): no
+    /// machine was started after that.
+    #[error("{}", interrupted_text(ready, booting))]
+    Interrupted {
+        /// Machines of this start that were ready.
+        ready: Vec<String>,
+        /// Machines launched whose boot steps had not finished.
+        booting: Vec<String>,
+    },
     /// The runner could not do what was asked.
     #[error("{0}")]
     Run(String),
@@ -59,4 +82,40 @@ pub(crate) fn io_err(
 ) -> impl FnOnce(std::io::Error) -> LabError {
     let path = path.into();
     move |source| LabError::Io { what, path, source }
+}
+
+fn interrupted_text(ready: &[String], booting: &[String]) -> String {
+    let mut s = String::from("interrupted: no further machine was started");
+    if !ready.is_empty() {
+        s.push_str(&format!("; ready: {}", ready.join(", ")));
+    }
+    if !booting.is_empty() {
+        s.push_str(&format!(
+            "; still booting (their boot steps are not finished): {}",
+            booting.join(", ")
+        ));
+    }
+    if !ready.is_empty() || !booting.is_empty() {
+        s.push_str("; `lab stop` stops them, `lab start` finishes the start");
+    }
+    s
+}
+
+/// Wrap a guest error with what was being done (`what`), keeping it as the
+/// source.
+pub(crate) fn guest_err(what: impl Into<String>) -> impl FnOnce(guest::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Guest { what, source }
+}
+
+/// An error and its sources on one line: `outer: cause: root cause`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

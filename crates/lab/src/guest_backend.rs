@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use guest::{ConsoleMode, DiskSpec, GuestConfig, NetSpec, Store, Transport};
 
-use crate::error::{LabError, Result};
+use crate::backend::{Backend, BootDone};
+use crate::error::{guest_err, LabError, Result};
 use crate::plan::SwitchPlan;
 use crate::plan::{MachinePlan, Plan};
 use crate::runner::{discover_switch, start_switch_process, ExecOutput, ProcEntry};
@@ -52,10 +53,6 @@ fn boot_result(b: &BootResults, name: &str) -> Option<std::result::Result<(), St
         .cloned()
 }
 
-fn gerr(e: impl std::fmt::Display) -> LabError {
-    LabError::Run(e.to_string())
-}
-
 impl GuestBackend {
     /// Fails when the default image cannot be built here (no static exec
     /// agent: the error says how to build it) or there is no UML kernel.
@@ -66,9 +63,13 @@ impl GuestBackend {
                  `{AGENT_BUILD}` (or point $UMLKIT_AGENT at a static umlkit-agent)"
             ))
         })?;
-        guest::find_kernel(None).map_err(gerr)?;
+        guest::find_kernel(None).map_err(guest_err("labs need a UML kernel"))?;
         // Creates nothing: a concurrent lab command may be using the folders.
-        let mut store = Store::at(plan.state_dir.join("g")).map_err(gerr)?;
+        let dir = plan.state_dir.join("g");
+        let mut store = Store::at(dir.clone()).map_err(guest_err(format!(
+            "cannot use the guest store {}",
+            dir.display()
+        )))?;
         if let Some(u) = umlkit {
             store = store.with_supervisor_exe(u.to_path_buf());
         }
@@ -138,13 +139,37 @@ fn to_output(o: guest::ExecOutput) -> ExecOutput {
 }
 
 impl GuestBackend {
-    /// Short name for messages.
-    pub fn name(&self) -> &'static str {
+    pub fn switch_cmd(&self) -> Vec<String> {
+        self.switch_cmd.clone()
+    }
+
+    /// Run a shell command line in the machine (also [`Backend::exec`]).
+    pub fn exec(&self, m: &MachinePlan, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
+        self.store
+            .exec(&m.name, &script::user_command(cmd), timeout)
+            .map(to_output)
+            .map_err(guest_err(format!("{}: exec failed", m.name)))
+    }
+
+    /// `umlkit console MACHINE` for this lab, when the umlkit executable is
+    /// known.
+    pub fn console_command(&self, _plan: &Plan, m: &MachinePlan) -> Option<Command> {
+        let exe = self.umlkit.clone()?;
+        let mut c = Command::new(exe);
+        c.env("UMLKIT_STATE_DIR", self.store.root())
+            .arg("console")
+            .arg(&m.name);
+        Some(c)
+    }
+}
+
+impl Backend for GuestBackend {
+    fn name(&self) -> &'static str {
         "guest"
     }
 
     /// Start a switch; `rec` is saved before the process starts, then filled.
-    pub fn start_switch(
+    fn start_switch(
         &self,
         plan: &Plan,
         sw: &SwitchPlan,
@@ -154,7 +179,7 @@ impl GuestBackend {
     }
 
     /// True once the machine finished its boot steps.
-    pub fn is_ready(&self, m: &MachinePlan) -> bool {
+    fn is_ready(&self, m: &MachinePlan) -> bool {
         match boot_result(&self.boots, &m.name) {
             Some(r) => r.is_ok(),
             None => m.dir.join("ready").exists(),
@@ -163,14 +188,14 @@ impl GuestBackend {
 
     /// The startup error summary of a ready machine (see
     /// [`script::boot_script`]), `None` when its startup wrote no errors.
-    pub fn startup_errors(&self, m: &MachinePlan) -> Option<String> {
+    fn startup_errors(&self, m: &MachinePlan) -> Option<String> {
         std::fs::read_to_string(m.dir.join(STARTUP_ERRORS))
             .ok()
             .filter(|s| !s.trim().is_empty())
     }
 
     /// Why the machine's boot failed (set by the asynchronous boot steps).
-    pub fn boot_failure(&self, m: &MachinePlan) -> Option<String> {
+    fn boot_failure(&self, m: &MachinePlan) -> Option<String> {
         match boot_result(&self.boots, &m.name) {
             Some(r) => r.err(),
             None => std::fs::read_to_string(m.dir.join("boot.error")).ok(),
@@ -181,25 +206,34 @@ impl GuestBackend {
     /// boot: the default image, and Debian lab images with mmdebstrap's
     /// progress on stderr the first time; and, unless the lab has host
     /// access, the lab disk (once per backend).
-    pub fn prepare(&self, plan: &Plan) -> Result<()> {
+    fn prepare(&self, plan: &Plan) -> Result<()> {
         let mut images = self.images.lock().unwrap_or_else(|e| e.into_inner());
         for m in &plan.machines {
             if images.contains_key(&m.image) {
                 continue;
             }
-            let img = match &m.image {
-                None => image::default_image(&image::DefaultImageOpts::default()).map_err(gerr)?,
-                Some(r) => {
-                    let opts = image::debian::BuildOpts::default();
-                    let (img, built) =
-                        image::debian::build(r, &opts, &mut |l| eprintln!("image {r}: {l}"))
-                            .map_err(gerr)?;
-                    if built {
-                        eprintln!("image {r}: built {}", img.path.display());
+            let img =
+                match &m.image {
+                    None => image::default_image(&image::DefaultImageOpts::default()).map_err(
+                        |source| LabError::Image {
+                            what: "cannot build the default image".into(),
+                            source,
+                        },
+                    )?,
+                    Some(r) => {
+                        let opts = image::debian::BuildOpts::default();
+                        let (img, built) =
+                            image::debian::build(r, &opts, &mut |l| eprintln!("image {r}: {l}"))
+                                .map_err(|source| LabError::Image {
+                                    what: format!("cannot build image {r}"),
+                                    source,
+                                })?;
+                        if built {
+                            eprintln!("image {r}: built {}", img.path.display());
+                        }
+                        img.path
                     }
-                    img.path
-                }
-            };
+                };
             images.insert(m.image.clone(), img);
         }
         if !plan.host_access && self.lab_disk.get().is_none() {
@@ -214,15 +248,12 @@ impl GuestBackend {
         Ok(())
     }
 
-    pub fn switch_cmd(&self) -> Vec<String> {
-        self.switch_cmd.clone()
-    }
-
-    pub fn start_machine(
+    fn start_machine(
         &self,
         plan: &Plan,
         m: &MachinePlan,
         rec: &mut dyn FnMut(ProcEntry) -> Result<()>,
+        done: BootDone,
     ) -> Result<()> {
         self.prepare(plan)?;
         let image = self
@@ -231,7 +262,7 @@ impl GuestBackend {
             .unwrap_or_else(|e| e.into_inner())
             .get(&m.image)
             .cloned()
-            .ok_or_else(|| gerr(format!("{}: image not prepared", m.name)))?;
+            .ok_or_else(|| LabError::Run(format!("{}: image not prepared", m.name)))?;
         self.boots
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -244,14 +275,18 @@ impl GuestBackend {
             ..Default::default()
         };
         rec(e.clone())?;
-        let info = self.store.start(&cfg).map_err(gerr)?;
+        let info = self
+            .store
+            .start(&cfg)
+            .map_err(guest_err(format!("{}: cannot start", m.name)))?;
         e.pid = Some(info.pid);
         e.start = info.pid_start;
         e.pgid = Some(info.pgid);
         e.extra_pids = vec![info.supervisor_pid];
         e.extra_starts = vec![info.supervisor_start];
         rec(e)?;
-        // Boot steps run asynchronously; the runner polls `ready`/`boot.error`.
+        // Boot steps run asynchronously and end in `done` (the runner waits
+        // on it); `ready`/`boot.error` are for later commands.
         let store = self.store.clone();
         let name = m.name.clone();
         let dir = m.dir.clone();
@@ -261,11 +296,11 @@ impl GuestBackend {
         std::thread::spawn(move || {
             let r = store
                 .wait_ready(&name, READY_TIMEOUT)
-                .map_err(|e| e.to_string())
+                .map_err(|e| crate::error::chain(&e))
                 .and_then(|_| {
                     store
                         .exec(&name, &["sh", "-c", &script], READY_TIMEOUT)
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| crate::error::chain(&e))
                 });
             // `ready` is what `lab status` reads later: failing to write it
             // fails the boot, naming the file
@@ -301,26 +336,24 @@ impl GuestBackend {
             boots
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(name, r);
+                .insert(name, r.clone());
+            done.finish(r);
         });
         Ok(())
     }
 
-    pub fn exec(&self, m: &MachinePlan, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
-        self.store
-            .exec(&m.name, &script::user_command(cmd), timeout)
-            .map(to_output)
-            .map_err(gerr)
+    fn exec(&self, m: &MachinePlan, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
+        GuestBackend::exec(self, m, cmd, timeout)
     }
 
-    pub fn mconsole(&self, _plan: &Plan, m: &MachinePlan, cmd: &str) -> Result<String> {
+    fn mconsole(&self, _plan: &Plan, m: &MachinePlan, cmd: &str) -> Result<String> {
         self.store
             .mconsole(&m.name, cmd)
             .map(|r| r.text)
-            .map_err(gerr)
+            .map_err(guest_err(format!("{}: mconsole '{cmd}' failed", m.name)))
     }
 
-    pub fn shutdown(&self, _plan: &Plan, m: &MachinePlan, timeout: Duration) {
+    fn shutdown(&self, _plan: &Plan, m: &MachinePlan, timeout: Duration) {
         if self.is_ready(m) {
             let scripts = script::shutdown_scripts(&m.name);
             let _ = self.store.exec(&m.name, &["sh", "-c", &scripts], timeout);
@@ -330,16 +363,7 @@ impl GuestBackend {
             .halt(&m.name, timeout.min(Duration::from_secs(10)));
     }
 
-    pub fn console_command(&self, _plan: &Plan, m: &MachinePlan) -> Option<Command> {
-        let exe = self.umlkit.clone()?;
-        let mut c = Command::new(exe);
-        c.env("UMLKIT_STATE_DIR", self.store.root())
-            .arg("console")
-            .arg(&m.name);
-        Some(c)
-    }
-
-    pub fn console_log(&self, m: &MachinePlan) -> PathBuf {
+    fn console_log(&self, m: &MachinePlan) -> PathBuf {
         self.store.paths(&m.name).console_log()
     }
 }

@@ -10,11 +10,14 @@
 //! [`runner`] starts, stops and inspects a lab on guest-crate guests
 //! ([`guest_backend::GuestBackend`]).
 
+pub mod backend;
 pub mod check;
 pub mod conf;
 pub mod confine;
 pub mod dialect;
 pub mod error;
+#[cfg(test)]
+mod fake_backend;
 pub mod graph;
 pub mod guest_backend;
 pub mod load;

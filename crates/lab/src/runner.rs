@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{io_err, LabError, Result};
+use crate::backend::BootEvent;
+pub use crate::backend::{Backend, BootDone, Interrupt};
+use crate::error::{chain, io_err, LabError, Result};
 pub use crate::guest_backend::GuestBackend;
 use crate::plan::{MachinePlan, Plan, SwitchPlan};
 
@@ -432,7 +434,7 @@ impl std::fmt::Display for MachineState {
 }
 
 /// The state of machine `m`.
-pub fn machine_state(backend: &GuestBackend, state: &State, m: &MachinePlan) -> MachineState {
+pub fn machine_state(backend: &dyn Backend, state: &State, m: &MachinePlan) -> MachineState {
     let Some(e) = state.machines.iter().find(|e| e.name == m.name) else {
         return MachineState::Stopped;
     };
@@ -507,13 +509,47 @@ impl<F: FnMut(&str)> Progress for F {
 /// Start switches, then machines in waves, at most `parallel` booting at a
 /// time. Machines already running are left alone.
 pub fn start(
-    backend: &GuestBackend,
+    backend: &dyn Backend,
     plan: &Plan,
     waves: &[Vec<String>],
     parallel: usize,
     boot_timeout: Duration,
     progress: &mut dyn Progress,
 ) -> Result<()> {
+    let never = Interrupt::new();
+    start_until(
+        backend,
+        plan,
+        waves,
+        parallel,
+        boot_timeout,
+        progress,
+        &never,
+    )
+}
+
+/// [`start`], stopped between machines by `interrupt`: no machine starts
+/// after it is triggered, and the error names the machines this start had
+/// launched (ready, or still booting).
+///
+/// A machine of wave N+1 is launched only after every machine of wave N
+/// reported its boot result ([`BootDone`], through a channel); a boot
+/// failure or timeout ends the start before any later machine is launched.
+pub fn start_until(
+    backend: &dyn Backend,
+    plan: &Plan,
+    waves: &[Vec<String>],
+    parallel: usize,
+    boot_timeout: Duration,
+    progress: &mut dyn Progress,
+    interrupt: &Interrupt,
+) -> Result<()> {
+    if interrupt.is_set() {
+        return Err(LabError::Interrupted {
+            ready: vec![],
+            booting: vec![],
+        });
+    }
     check_state_dir(plan, true)?;
     let plan_file = plan.state_dir.join("plan.json");
     umlkit_sys::private::write_atomic(
@@ -574,6 +610,10 @@ pub fn start(
     let total = wanted.len();
     let mut done = 0usize;
     let t0 = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel::<BootEvent>();
+    interrupt.watch(tx.clone());
+    // machines this start launched and saw ready (for an interruption)
+    let mut ready_here: Vec<String> = Vec::new();
     for wave in waves {
         let mut queue: Vec<&MachinePlan> = wave.iter().filter_map(|n| plan.machine(n)).collect();
         queue.reverse();
@@ -582,7 +622,7 @@ pub fn start(
             // Fill the free slots; the machines of one batch are set up and
             // launched concurrently (COW, supervisor, kernel start).
             let mut batch: Vec<(&MachinePlan, usize)> = Vec::new();
-            while booting.len() + batch.len() < parallel.max(1) {
+            while booting.len() + batch.len() < parallel.max(1) && !interrupt.is_set() {
                 let Some(m) = queue.pop() else { break };
                 match machine_state(backend, &state, m) {
                     MachineState::Running => {
@@ -637,8 +677,9 @@ pub fn start(
                         .iter()
                         .map(|&(m, _)| {
                             let shared = &shared;
+                            let done = BootDone::new(&m.name, tx.clone());
                             sc.spawn(move || {
-                                backend.start_machine(plan, m, &mut |mut e| {
+                                let mut rec = |mut e: ProcEntry| {
                                     let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
                                     e.steps_runner = Some(ProcRef::me());
                                     e.links = m
@@ -656,7 +697,8 @@ pub fn start(
                                         .collect();
                                     **st = State::record(plan, |s| &mut s.machines, &e)?;
                                     Ok(())
-                                })
+                                };
+                                backend.start_machine(plan, m, &mut rec, done)
                             })
                         })
                         .collect();
@@ -675,48 +717,100 @@ pub fn start(
                 let now = Instant::now();
                 booting.extend(batch.iter().map(|&(m, _)| (m, now)));
             }
-            std::thread::sleep(Duration::from_millis(25));
-            let mut still = Vec::new();
-            for (m, t) in booting {
-                if backend.is_ready(m) {
-                    done += 1;
-                    progress.event(&format!(
-                        "[{done}/{total}] {} ready in {:.1} s (lab {:.1} s)",
-                        m.name,
-                        t.elapsed().as_secs_f64(),
-                        t0.elapsed().as_secs_f64()
-                    ));
-                    if let Some(errs) = backend.startup_errors(m) {
-                        progress.event(&startup_errors_text(plan, m, &errs));
+            if booting.is_empty() {
+                if interrupt.is_set() {
+                    return Err(LabError::Interrupted {
+                        ready: ready_here,
+                        booting: vec![],
+                    });
+                }
+                continue;
+            }
+            // Wait for the next boot result (or the earliest boot deadline).
+            let deadline = booting
+                .iter()
+                .map(|(_, t)| *t + boot_timeout)
+                .min()
+                .expect("booting is not empty");
+            let event = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+            match event {
+                Ok(BootEvent::Interrupted) => {
+                    // results that came in before the interruption count
+                    while let Ok(ev) = rx.try_recv() {
+                        if let BootEvent::Done {
+                            name,
+                            result: Ok(()),
+                        } = ev
+                        {
+                            if let Some(i) = booting.iter().position(|(m, _)| m.name == name) {
+                                booting.remove(i);
+                                ready_here.push(name);
+                            }
+                        }
                     }
-                } else if let Some(why) = backend.boot_failure(m) {
-                    return Err(LabError::Run(format!(
-                        "{}: boot failed: {}; console log {}:\n{}",
-                        m.name,
-                        why.trim(),
-                        backend.console_log(m).display(),
-                        tail(&backend.console_log(m), 10)
-                    )));
-                } else if !machine_alive(&state, &m.name) {
-                    return Err(LabError::Run(format!(
-                        "{} died while booting; console log {}:\n{}",
-                        m.name,
-                        backend.console_log(m).display(),
-                        tail(&backend.console_log(m), 15)
-                    )));
-                } else if t.elapsed() > boot_timeout {
-                    return Err(LabError::Run(format!(
-                        "{} not ready after {:?}; console log {}:\n{}",
-                        m.name,
-                        boot_timeout,
-                        backend.console_log(m).display(),
-                        tail(&backend.console_log(m), 15)
-                    )));
-                } else {
-                    still.push((m, t));
+                    return Err(LabError::Interrupted {
+                        ready: ready_here,
+                        booting: booting.iter().map(|(m, _)| m.name.clone()).collect(),
+                    });
+                }
+                Ok(BootEvent::Done { name, result }) => {
+                    // results of machines this start no longer waits for
+                    // (none today) are ignored
+                    let Some(i) = booting.iter().position(|(m, _)| m.name == name) else {
+                        continue;
+                    };
+                    let (m, t) = booting.remove(i);
+                    match result {
+                        Ok(()) => {
+                            done += 1;
+                            ready_here.push(m.name.clone());
+                            progress.event(&format!(
+                                "[{done}/{total}] {} ready in {:.1} s (lab {:.1} s)",
+                                m.name,
+                                t.elapsed().as_secs_f64(),
+                                t0.elapsed().as_secs_f64()
+                            ));
+                            if let Some(errs) = backend.startup_errors(m) {
+                                progress.event(&startup_errors_text(plan, m, &errs));
+                            }
+                        }
+                        Err(why) => {
+                            return Err(LabError::Run(format!(
+                                "{}: boot failed: {}; console log {}:\n{}",
+                                m.name,
+                                why.trim(),
+                                backend.console_log(m).display(),
+                                tail(&backend.console_log(m), 10)
+                            )));
+                        }
+                    }
+                }
+                Err(_) => {
+                    // no result before the earliest deadline
+                    let now = Instant::now();
+                    if let Some((m, _)) = booting
+                        .iter()
+                        .find(|(_, t)| now.duration_since(*t) >= boot_timeout)
+                    {
+                        return Err(if !machine_alive(&state, &m.name) {
+                            LabError::Run(format!(
+                                "{} died while booting; console log {}:\n{}",
+                                m.name,
+                                backend.console_log(m).display(),
+                                tail(&backend.console_log(m), 15)
+                            ))
+                        } else {
+                            LabError::Run(format!(
+                                "{} not ready after {:?}; console log {}:\n{}",
+                                m.name,
+                                boot_timeout,
+                                backend.console_log(m).display(),
+                                tail(&backend.console_log(m), 15)
+                            ))
+                        });
+                    }
                 }
             }
-            booting = still;
         }
     }
     let lost = lost_links(&state);
@@ -761,7 +855,7 @@ pub fn startup_errors_text(plan: &Plan, m: &MachinePlan, summary: &str) -> Strin
 /// The full boot and startup logs of a machine: read from the guest when it
 /// runs (umlkit's boot step log, then Kathará's /var/log/shared.* and
 /// /var/log/startup.*), plus the host-side boot failure if any.
-pub fn logs(backend: &GuestBackend, plan: &Plan, m: &MachinePlan) -> Result<String> {
+pub fn logs(backend: &dyn Backend, plan: &Plan, m: &MachinePlan) -> Result<String> {
     let mut out = String::new();
     if let Some(e) = backend.boot_failure(m) {
         out.push_str(&format!("== boot failure (host)\n{}\n", e.trim_end()));
@@ -796,38 +890,55 @@ pub fn tail(p: &Path, n: usize) -> String {
 }
 
 fn wait_gone(procs: &[ProcRef], timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if procs.iter().all(|p| !p.alive()) {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let pids: Vec<u32> = procs.iter().filter(|p| p.alive()).map(|p| p.pid).collect();
+    umlkit_sys::watch::wait_exit(
+        &pids,
+        |pid| procs.iter().any(|p| p.pid == pid && p.alive()),
+        timeout,
+    )
 }
 
-/// Wait (bounded) until the processes of these entries are gone.
+/// Wait (bounded) until the processes of these entries are gone: their
+/// process groups' members, their recorded processes and helpers, and a
+/// switch known only by its pid file (blocking on pidfds, see
+/// [`umlkit_sys::watch::wait_exit`]).
 fn wait_entries_gone(entries: &[ProcEntry], timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let alive = entries.iter().any(|e| {
-            e.pgid
-                .filter(|_| e.alive())
-                .is_some_and(umlkit_sys::process::group_exists)
-                || match e.proc_ref() {
-                    Some(r) => r.alive(),
-                    None => e.pidfile.as_deref().is_some_and(|pf| {
-                        read_pid(pf).is_some_and(|p| names_path(p, pf) && pid_alive(p))
-                    }),
+    loop {
+        let groups: Vec<u32> = entries
+            .iter()
+            .filter_map(|e| e.pgid.filter(|_| e.alive()))
+            .collect();
+        let mut pids: Vec<u32> = Vec::new();
+        if !groups.is_empty() {
+            pids.extend(umlkit_sys::process::all_pids().into_iter().filter(|&p| {
+                umlkit_sys::process::getpgid(p).is_ok_and(|g| groups.contains(&g)) && pid_alive(p)
+            }));
+        }
+        for e in entries {
+            match e.proc_ref() {
+                Some(r) if r.alive() => pids.push(r.pid),
+                Some(_) => {}
+                None => {
+                    if let Some(p) = e
+                        .pidfile
+                        .as_deref()
+                        .and_then(|pf| read_pid(pf).filter(|&p| names_path(p, pf) && pid_alive(p)))
+                    {
+                        pids.push(p);
+                    }
                 }
-                || e.extras().any(|r| r.alive())
-        });
-        if !alive {
+            }
+            pids.extend(e.extras().filter(|r| r.alive()).map(|r| r.pid));
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if pids.is_empty() || left.is_zero() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // a group may gain or lose members meanwhile: look again after
+        umlkit_sys::watch::wait_exit(&pids, pid_alive, left);
     }
 }
 
@@ -870,7 +981,7 @@ fn names_path(pid: u32, path: &Path) -> bool {
 /// anything still alive after `timeout` is killed. Switches go when no
 /// machine is left.
 pub fn stop(
-    backend: &GuestBackend,
+    backend: &dyn Backend,
     plan: &Plan,
     only: &[String],
     timeout: Duration,
@@ -938,17 +1049,6 @@ fn forget_machines(plan: &Plan, state: &mut State, gone: impl Fn(&str) -> bool) 
     })
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// Once no machine of the lab is left, its switches go too, with whatever
 /// run-time wiring (`connect`) was recorded.
 fn stop_switches_if_idle(plan: &Plan, state: &mut State) {
@@ -1006,10 +1106,11 @@ pub fn sweep(plan: &Plan, machine: Option<&MachinePlan>) {
         if found.is_empty() {
             return;
         }
-        for pid in found {
+        for &pid in &found {
             let _ = umlkit_sys::process::kill(pid, umlkit_sys::process::SIGKILL);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // then look again once they are gone (new ones may have appeared)
+        umlkit_sys::watch::wait_exit(&found, pid_alive, Duration::from_secs(1));
     }
 }
 
@@ -1103,7 +1204,7 @@ pub struct IfaceStatus {
 }
 
 /// Machine states and (for running machines) live addresses.
-pub fn status(backend: &GuestBackend, plan: &Plan) -> Result<Vec<MachineStatus>> {
+pub fn status(backend: &dyn Backend, plan: &Plan) -> Result<Vec<MachineStatus>> {
     let state = State::load(plan)?;
     let lost = lost_links(&state);
     let mut v = Vec::new();
@@ -1203,7 +1304,7 @@ pub fn switch_status(plan: &Plan) -> Result<Vec<SwitchStatus>> {
 
 /// Plug a running machine into `domain` (a new interface, hot-added through
 /// mconsole; a switch is started for a new domain). Returns the interface name.
-pub fn connect(backend: &GuestBackend, plan: &Plan, machine: &str, domain: &str) -> Result<String> {
+pub fn connect(backend: &dyn Backend, plan: &Plan, machine: &str, domain: &str) -> Result<String> {
     let m = plan
         .machine(machine)
         .ok_or_else(|| LabError::Run(format!("no machine {machine} in lab {}", plan.name)))?;
@@ -1287,7 +1388,7 @@ pub fn connect(backend: &GuestBackend, plan: &Plan, machine: &str, domain: &str)
 /// Unplug `machine` from `domain`: the interface is taken down in the guest,
 /// then removed through mconsole.
 pub fn disconnect(
-    backend: &GuestBackend,
+    backend: &dyn Backend,
     plan: &Plan,
     machine: &str,
     domain: &str,

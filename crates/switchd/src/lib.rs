@@ -103,7 +103,7 @@ pub fn dirmode_from_mode(mode: u32) -> u32 {
 /// Errors of the daemon; each names the path or socket concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot create switch directory {path}: {source}")]
+    #[error("cannot create switch directory {path}")]
     Mkdir { path: PathBuf, source: io::Error },
     /// The switch directory exists and belongs to someone else, who could
     /// replace its sockets.
@@ -121,7 +121,7 @@ pub enum Error {
     SymlinkDir(PathBuf),
     #[error("switch directory {0} exists and is not a directory")]
     NotADir(PathBuf),
-    #[error("Could not bind to socket '{path}': {source}")]
+    #[error("Could not bind to socket '{path}'")]
     Bind { path: PathBuf, source: io::Error },
     /// A live server answers on the socket.
     #[error(
@@ -130,7 +130,7 @@ pub enum Error {
     InUse(PathBuf),
     #[error("socket path too long (max 107 bytes): {0}")]
     PathTooLong(PathBuf),
-    #[error("cannot set mode/group of {path}: {source}")]
+    #[error("cannot set mode/group of {path}")]
     Perm { path: PathBuf, source: io::Error },
     #[error("cannot create socket: {0}")]
     Socket(io::Error),
@@ -138,7 +138,7 @@ pub enum Error {
     Poll(io::Error),
     #[error("nothing to serve: give a switch directory, a uml_switch socket or both")]
     NothingToServe,
-    #[error("cannot read rc file {path}: {source}")]
+    #[error("cannot read rc file {path}")]
     RcRead { path: PathBuf, source: io::Error },
     #[error("rc file {path}, line {line}: `{command}` failed: {status}")]
     RcCommand {
@@ -149,9 +149,9 @@ pub enum Error {
     },
     #[error("port {port} does not exist (the switch has ports 0..{numports})")]
     NoSuchPort { port: u32, numports: u32 },
-    #[error("cannot connect to the management socket {path}: {source}")]
+    #[error("cannot connect to the management socket {path}")]
     Connect { path: PathBuf, source: io::Error },
-    #[error("management socket {path}: {source}")]
+    #[error("management socket {path}")]
     Console { path: PathBuf, source: io::Error },
     #[error("management socket {path}: `{command}` failed: {status}")]
     Refused {
@@ -159,7 +159,7 @@ pub enum Error {
         command: String,
         status: String,
     },
-    #[error("cannot write the capture: {source}")]
+    #[error("cannot write the capture")]
     Output { source: io::Error },
     #[error("management socket {path}: unexpected reply: {reply:?}")]
     BadReply { path: PathBuf, reply: String },

@@ -6,8 +6,10 @@
 //! - [`net`]: sockets beyond `std` (abstract AF_UNIX addresses, batched datagrams, ...)
 //! - [`process`]: processes, process groups, ptys, signals
 //! - [`private`]: private state dirs and files (0700/0600, locks, atomic writes, no symlinks)
+//! - [`watch`]: waiting for a directory change or a process exit (inotify, pidfd, poll)
 
 pub mod file;
 pub mod net;
 pub mod private;
 pub mod process;
+pub mod watch;

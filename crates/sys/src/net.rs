@@ -548,6 +548,27 @@ impl SignalFd {
         self.fd.as_fd()
     }
 
+    /// Block until a signal is pending (then [`SignalFd::read`] it).
+    pub fn wait(&self) -> io::Result<()> {
+        let mut p = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: `p` is one valid pollfd that lives across the call;
+            // the kernel writes only its `revents`.
+            let r = unsafe { libc::poll(&mut p, 1, -1) };
+            if r >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+
     /// The next pending signal number, if any.
     pub fn read(&self) -> Option<i32> {
         // SAFETY: signalfd_siginfo is POD.

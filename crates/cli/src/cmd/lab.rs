@@ -280,13 +280,14 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                      (install the host package {pkg} for it)"
                 );
             }
-            runner::start(
+            runner::start_until(
                 &backend,
                 &plan,
                 &waves,
                 p,
                 Duration::from_secs(timeout),
                 &mut |s: &str| eprintln!("  {}", shown(s)),
+                &interrupt_on_signal(),
             )
             .context("lab start failed (`umlkit lab clean` removes what was started)")?;
             eprintln!(
@@ -536,7 +537,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         out!("{}", o.stdout);
                         eprint!("{}", o.stderr);
                     }
-                    Err(e) => eprintln!("{e}"),
+                    Err(e) => eprintln!("{}", crate::cmd::chain_of(&e)),
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -785,7 +786,7 @@ fn image_state(recipe: Option<&str>) -> String {
     match image::debian::resolve(r, &Default::default()) {
         Ok(Some(i)) if i.is_built() => format!("{r} (built)"),
         Ok(_) => format!("{r} (not built: built on first lab start)"),
-        Err(e) => format!("{r} (cannot build here: {e})"),
+        Err(e) => format!("{r} (cannot build here: {})", crate::cmd::chain_of(&e)),
     }
 }
 
@@ -970,6 +971,32 @@ fn trust(plan: &mut Plan, loaded: &lab::load::Loaded, host_access: bool) -> anyh
     Ok(())
 }
 
+/// An [`runner::Interrupt`] triggered by the first SIGINT/SIGTERM (Ctrl-C):
+/// the start launches no further machine and names what it started. A
+/// second signal ends the process at once, as without this. (Processes we
+/// spawn get a clear signal mask from `std::process::Command`.)
+fn interrupt_on_signal() -> runner::Interrupt {
+    use umlkit_sys::process::{SIGINT, SIGTERM};
+    let interrupt = runner::Interrupt::new();
+    let Ok(sigs) = umlkit_sys::net::SignalFd::new(&[SIGINT, SIGTERM]) else {
+        return interrupt; // signals keep their default action
+    };
+    let i = interrupt.clone();
+    std::thread::spawn(move || {
+        let mut seen = false;
+        while sigs.wait().is_ok() {
+            let Some(sig) = sigs.read() else { continue };
+            if seen {
+                umlkit_sys::net::reraise(sig);
+            }
+            seen = true;
+            eprintln!("  interrupted: starting no further machine (again to quit at once)");
+            i.trigger();
+        }
+    });
+    interrupt
+}
+
 /// The backend for this lab (guest-crate guests).
 fn backend(plan: &Plan) -> anyhow::Result<GuestBackend> {
     let exe = std::env::current_exe().ok();
@@ -1052,7 +1079,7 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
                     }
                     Some(m) => match b.exec(m, &c.command, Duration::from_secs(30)) {
                         Ok(o) => c.judge(o.code, &o.stdout),
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(crate::cmd::chain_of(&e)),
                     },
                 };
                 match verdict {

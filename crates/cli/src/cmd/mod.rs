@@ -11,16 +11,23 @@ pub mod switch;
 
 pub use out::{shown, shown_lines};
 
-/// The error chain on one line: `outer: cause: root cause`.
+/// The error chain on one line: `outer: cause: root cause`. Each error
+/// says only its own part (a source is never repeated in its wrapper's
+/// message), so every part is printed once.
 pub fn error_chain(err: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in err.chain() {
-        let s = cause.to_string();
-        // Skip a cause whose text the previous part already carries.
-        if parts.last().is_some_and(|p| p.contains(&s)) {
-            continue;
-        }
-        parts.push(s);
+    err.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// [`error_chain`] of a library error.
+pub fn chain_of(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut cur = err.source();
+    while let Some(c) = cur {
+        parts.push(c.to_string());
+        cur = c.source();
     }
     parts.join(": ")
 }
@@ -45,3 +52,45 @@ impl std::fmt::Display for ExitStatus {
 }
 
 impl std::error::Error for ExitStatus {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 11): `error_chain` skipped a cause whose text the
+    /// previous part contained, which hid real causes ("timeout" under
+    /// "waiting for the timeout handler") to mask errors that repeated their
+    /// source. Every part is printed now, once.
+    #[test]
+    fn error_chain_prints_every_cause_once() {
+        let e = anyhow::Error::new(std::io::Error::other("timeout"))
+            .context("waiting for the timeout handler");
+        assert_eq!(error_chain(&e), "waiting for the timeout handler: timeout");
+    }
+
+    /// Errors that wrap a source do not repeat it in their own message.
+    #[test]
+    fn library_errors_do_not_repeat_their_source() {
+        let io = || std::io::Error::from_raw_os_error(98);
+        let once = |s: String| {
+            assert_eq!(s.matches("Address already in use").count(), 1, "{s}");
+        };
+        let sw = switchd::Error::Bind {
+            path: "/x/ctl".into(),
+            source: io(),
+        };
+        once(chain_of(&sw));
+        once(error_chain(&anyhow::Error::new(sw)));
+        let sw = switchd::Error::Connect {
+            path: "/x/mgmt".into(),
+            source: io(),
+        };
+        once(error_chain(&anyhow::Error::new(sw).context("umlkit link")));
+        let lab = ::lab::LabError::Io {
+            what: "cannot write",
+            path: "/x/state.json".into(),
+            source: io(),
+        };
+        once(error_chain(&anyhow::Error::new(lab)));
+    }
+}

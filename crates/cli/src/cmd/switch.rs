@@ -176,20 +176,20 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
             } else {
                 1
             };
-            eprintln!("umlkit switch: {e}");
+            eprintln!("umlkit switch: {}", crate::cmd::chain_of(&e));
             return Ok(ExitCode::from(code));
         }
     };
     for (port, dir, spec) in &a.link {
         if let Err(e) = server.set_link(*port, *dir, *spec) {
-            eprintln!("umlkit switch: --link {port}: {e}");
+            eprintln!("umlkit switch: --link {port}: {}", crate::cmd::chain_of(&e));
             server.close();
             return Ok(ExitCode::from(1));
         }
     }
     if let Some(rc) = &a.rcfile {
         if let Err(e) = server.run_rc_file(rc) {
-            eprintln!("umlkit switch: {e}");
+            eprintln!("umlkit switch: {}", crate::cmd::chain_of(&e));
             server.close();
             return Ok(ExitCode::from(1));
         }
@@ -353,7 +353,7 @@ pub fn multicall_uml_switch(args: &[OsString]) -> ExitCode {
             return ExitCode::from(1);
         }
         Err(e) => {
-            eprintln!("uml_switch: {e}");
+            eprintln!("uml_switch: {}", crate::cmd::chain_of(&e));
             return ExitCode::from(1);
         }
     };
@@ -372,7 +372,7 @@ pub fn multicall_uml_switch(args: &[OsString]) -> ExitCode {
         }
         Ok(ExitReason::Shutdown) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("uml_switch: {e}");
+            eprintln!("uml_switch: {}", crate::cmd::chain_of(&e));
             ExitCode::from(1)
         }
     }
