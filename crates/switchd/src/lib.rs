@@ -165,7 +165,7 @@ pub enum Error {
     BadReply { path: PathBuf, reply: String },
     #[error("vde_open {url}: {reason}")]
     PlugUrl { url: String, reason: String },
-    #[error("vde_open {url}: {what}: {source}")]
+    #[error("vde_open {url}: {what}")]
     Plug {
         url: String,
         what: String,

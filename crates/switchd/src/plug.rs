@@ -455,7 +455,13 @@ pub fn spawn_uplink(local: PathBuf, remote: String, mut log: crate::Logger) {
                 }
                 Err(e) => {
                     if !said_waiting {
-                        log.peer(&format!("uplink to {remote}: {e}; retrying"));
+                        let mut why = e.to_string();
+                        let mut cur = std::error::Error::source(&e);
+                        while let Some(c) = cur {
+                            why.push_str(&format!(": {c}"));
+                            cur = c.source();
+                        }
+                        log.peer(&format!("uplink to {remote}: {why}; retrying"));
                         said_waiting = true;
                     }
                 }
