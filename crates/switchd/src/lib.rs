@@ -63,6 +63,9 @@ pub struct Options {
     pub flavor: Flavor,
     /// Socket buffer size for data sockets (bytes, 0 = kernel default).
     pub sock_buf: i32,
+    /// Also serve UML's vector `bess` transport on `DIR/vec` (a
+    /// SOCK_SEQPACKET listener: one raw frame per message, no handshake).
+    pub vector: bool,
 }
 
 impl Default for Options {
@@ -84,8 +87,14 @@ impl Default for Options {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(4 << 20),
+            vector: false,
         }
     }
+}
+
+/// The vector (`bess`) socket of a switch directory.
+pub fn vector_socket(dir: &std::path::Path) -> PathBuf {
+    dir.join("vec")
 }
 
 /// vde_switch's directory mode derived from `-m MODE` (spec §1): setgid

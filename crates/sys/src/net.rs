@@ -46,6 +46,9 @@ fn to_sockaddr(addr: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> 
 pub enum SockKind {
     Stream,
     Dgram,
+    /// SOCK_SEQPACKET: one message per frame, connection-oriented (UML's
+    /// vector `bess` transport).
+    SeqPacket,
 }
 
 /// A new AF_UNIX socket with CLOEXEC (and O_NONBLOCK if asked).
@@ -53,6 +56,7 @@ pub fn unix_socket(kind: SockKind, nonblock: bool) -> io::Result<OwnedFd> {
     let mut ty = match kind {
         SockKind::Stream => libc::SOCK_STREAM,
         SockKind::Dgram => libc::SOCK_DGRAM,
+        SockKind::SeqPacket => libc::SOCK_SEQPACKET,
     } | libc::SOCK_CLOEXEC;
     if nonblock {
         ty |= libc::SOCK_NONBLOCK;
@@ -96,6 +100,21 @@ pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
     // SAFETY: plain integers.
     cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
     Ok(())
+}
+
+/// accept4(2) with CLOEXEC and NONBLOCK: the new connection's socket.
+pub fn accept(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: null address pointers ask for no peer address.
+    let c = cvt(unsafe {
+        libc::accept4(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+        )
+    })?;
+    // SAFETY: c was just returned by accept4 and is not owned elsewhere.
+    Ok(unsafe { OwnedFd::from_raw_fd(c) })
 }
 
 /// setsockopt(SO_REUSEADDR, 1).

@@ -73,6 +73,10 @@ pub struct SwitchArgs {
     /// the same switches make a loop: a broadcast storm
     #[arg(long = "uplink", value_name = "URL")]
     uplink: Vec<String>,
+    /// Also serve UML's vector transport on DIR/vec (guests boot with
+    /// `vecN:transport=bess,dst=DIR/vec`): frames in batches, no helper process
+    #[arg(long = "vector")]
+    vector: bool,
 }
 
 fn parse_port_link(s: &str) -> Result<(u32, LinkDir, LinkSpec), String> {
@@ -127,6 +131,10 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
     o.uml_ctl = a.uml_ctl.as_deref().map(absolute).transpose()?;
     o.mgmt = a.mgmt.as_deref().map(absolute).transpose()?;
     o.hub = a.hub;
+    o.vector = a.vector;
+    if a.vector && o.vde_dir.is_none() {
+        anyhow::bail!("--vector needs a switch directory (-s DIR): its socket is DIR/vec");
+    }
     if a.numports == 0 {
         anyhow::bail!("the number of ports must be at least 1");
     }
@@ -227,6 +235,12 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
         let mut what = Vec::new();
         if let Some(d) = &o.vde_dir {
             what.push(format!("switch directory {}", d.display()));
+            if o.vector {
+                what.push(format!(
+                    "vector socket {}",
+                    switchd::vector_socket(d).display()
+                ));
+            }
         }
         if let Some(u) = &o.uml_ctl {
             what.push(format!("uml_switch socket {}", u.display()));

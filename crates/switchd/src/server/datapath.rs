@@ -161,18 +161,41 @@ impl Server {
                 _ => return,
             };
             let n = match self.dp.rb.recv(fd, false) {
+                // a vector client hung up (an empty message is never sent)
+                Ok(0) if self.ctl.vectors.contains_key(&ep) => {
+                    self.close_vector(ep);
+                    return;
+                }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) if self.ctl.vectors.contains_key(&ep) => {
+                    self.close_vector(ep);
+                    return;
+                }
                 Err(_) => {
                     // ECONNREFUSED etc.: the client is gone; the control
                     // connection's EOF removes the endpoint.
                     return;
                 }
             };
+            // a vector client's hangup reads as an empty message
+            let vector = self.ctl.vectors.contains_key(&ep);
+            let hangup = if vector {
+                (0..n).find(|&i| self.dp.rb.frame(i).is_empty())
+            } else {
+                None
+            };
+            let n = hangup.unwrap_or(n);
             self.dp.src_eps.clear();
             self.dp.src_eps.resize(n, ep);
-            self.forward_batch(n);
+            if n > 0 {
+                self.forward_batch(n);
+            }
+            if hangup.is_some() {
+                self.close_vector(ep);
+                return;
+            }
             if n < BATCH || self.flow.is_paused(ep) {
                 return;
             }

@@ -73,6 +73,9 @@ pub(super) struct Handshakes {
     pub pending_order: VecDeque<(u32, u64)>,
     pub max_pending: usize,
     pub accepted: u64,
+    /// Vector (bess) endpoints: their socket is the data path and its
+    /// hangup ends the port; the client who connected.
+    pub vectors: std::collections::HashMap<u32, Peer>,
 }
 
 impl Handshakes {
@@ -88,11 +91,15 @@ impl Handshakes {
                 .unwrap_or(512)
                 .clamp(16, MAX_PENDING),
             accepted: 0,
+            vectors: Default::default(),
         }
     }
 
     /// Who is at the other end of control connection (endpoint) `fd`.
     pub fn peer(&self, fd: u32) -> Peer {
+        if let Some(p) = self.vectors.get(&fd) {
+            return *p;
+        }
         self.conns
             .get(fd as usize)
             .and_then(Option::as_ref)
@@ -213,6 +220,75 @@ impl Server {
         ));
         for fd in stale {
             self.close_ctl(fd);
+        }
+    }
+
+    /// Vector (bess) clients: each accepted SOCK_SEQPACKET connection is a
+    /// port at once (the transport has no handshake); its socket number is
+    /// the endpoint id, its peer credentials name the client.
+    pub(super) fn accept_vec(&mut self) {
+        loop {
+            let Some(l) = self.listen.vec.as_ref() else {
+                return;
+            };
+            let sock = match sys::accept(l.as_fd()) {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    self.log.peer(&format!("vector accept failed: {e}"));
+                    return;
+                }
+            };
+            let cred = sys::peer_cred(sock.as_fd()).ok();
+            let peer = Peer(cred.map(|(pid, uid, _)| (pid, uid)));
+            let ep = sock.as_raw_fd() as u32;
+            let descr = match cred {
+                Some((pid, uid, _)) => format!(
+                    "UML vector user={} pid={pid}",
+                    sys::user_name(uid).unwrap_or_else(|| uid.to_string())
+                ),
+                None => "UML vector".to_string(),
+            };
+            let port = match self
+                .switch
+                .connect(ep, PortRequest::Any, cred.map(|c| c.1), &descr)
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    self.log
+                        .peer(&format!("vector port refused: {e} (client {peer})"));
+                    continue;
+                }
+            };
+            sys::set_buffer_sizes(sock.as_fd(), self.opts.sock_buf, self.opts.sock_buf);
+            if let Err(e) = self
+                .epoll
+                .add(sock.as_fd(), Token::Data(ep).encode(), Interest::READ)
+            {
+                let _ = self.switch.disconnect(ep);
+                self.log.peer(&format!("epoll: {e} (client {peer})"));
+                continue;
+            }
+            self.ctl.vectors.insert(ep, peer);
+            self.set_ep(
+                ep,
+                EpIo {
+                    sink: Sink::Own {
+                        sock,
+                        path: std::path::PathBuf::new(),
+                    },
+                    module: "vector",
+                },
+            );
+            let _ = port;
+        }
+    }
+
+    /// A vector endpoint's client hung up (or the port is closed).
+    pub(super) fn close_vector(&mut self, ep: u32) {
+        if let Some(peer) = self.ctl.vectors.remove(&ep) {
+            self.remove_endpoint(ep, peer);
         }
     }
 

@@ -19,6 +19,8 @@ pub(super) struct Listeners {
     pub vde: Option<UnixListener>,
     pub uml: Option<UnixListener>,
     pub mgmt: Option<UnixListener>,
+    /// Vector (bess) clients: a SOCK_SEQPACKET listener on `DIR/vec`.
+    pub vec: Option<OwnedFd>,
     /// uml_switch data sockets: 0 abstract, 1 the `-compat-v0` named one.
     pub shared: Vec<OwnedFd>,
     /// Address of the abstract shared data socket (told to clients).
@@ -42,6 +44,17 @@ impl Listeners {
             set_perm(&ctl, opts.mode, None, opts.group)?;
             cleanup.push(ctl);
             vde = Some(l);
+        }
+        let mut vec = None;
+        if let (true, Some(dir)) = (opts.vector, &opts.vde_dir) {
+            let path = crate::vector_socket(dir);
+            let l = bind_seqpacket_listener(&path)?;
+            set_perm(&path, opts.mode, None, opts.group)?;
+            epoll
+                .add(l.as_fd(), Token::VecListener.encode(), Interest::READ)
+                .map_err(Error::Poll)?;
+            cleanup.push(path);
+            vec = Some(l);
         }
         let mut shared = Vec::new();
         let shared_addr = SockAddrUn::uml_abstract(std::process::id(), sys::time_usecs());
@@ -94,6 +107,7 @@ impl Listeners {
             vde,
             uml,
             mgmt,
+            vec,
             shared,
             shared_addr,
             cleanup,
@@ -153,6 +167,39 @@ fn bind_listener(path: &Path) -> Result<UnixListener, Error> {
     }
     sys::listen(sock.as_fd(), 128).map_err(io_at(path))?;
     Ok(UnixListener::from(sock))
+}
+
+/// Bind a listening SOCK_SEQPACKET socket at `path` (vector clients),
+/// replacing a stale socket file, refusing a live one or any other file.
+fn bind_seqpacket_listener(path: &Path) -> Result<OwnedFd, Error> {
+    let addr = SockAddrUn::from_path(path).ok_or_else(|| Error::PathTooLong(path.into()))?;
+    let sock = sys::unix_socket(SockKind::SeqPacket, true).map_err(Error::Socket)?;
+    if let Err(e) = sys::bind_raw(sock.as_fd(), addr.as_bytes()) {
+        if e.kind() != io::ErrorKind::AddrInUse {
+            return Err(io_at(path)(e));
+        }
+        let probe = sys::unix_socket(SockKind::SeqPacket, false).map_err(Error::Socket)?;
+        match sys::connect_raw(probe.as_fd(), addr.as_bytes()) {
+            Ok(()) => return Err(Error::InUse(path.into())),
+            Err(ce) if ce.kind() == io::ErrorKind::ConnectionRefused => {
+                use std::os::unix::fs::FileTypeExt;
+                let is_socket = std::fs::symlink_metadata(path)
+                    .map(|m| m.file_type().is_socket())
+                    .unwrap_or(false);
+                if !is_socket {
+                    return Err(io_at(path)(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "a file that is not a socket is in the way",
+                    )));
+                }
+                std::fs::remove_file(path).map_err(io_at(path))?;
+                sys::bind_raw(sock.as_fd(), addr.as_bytes()).map_err(io_at(path))?;
+            }
+            Err(_) => return Err(io_at(path)(e)),
+        }
+    }
+    sys::listen(sock.as_fd(), 128).map_err(io_at(path))?;
+    Ok(sock)
 }
 
 pub(super) fn set_perm(

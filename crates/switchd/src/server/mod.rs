@@ -268,6 +268,7 @@ impl Server {
             Token::VdeListener => self.accept_ctl(Dialect::Vde),
             Token::UmlListener => self.accept_ctl(Dialect::UmlSwitch),
             Token::MgmtListener => self.accept_mgmt(),
+            Token::VecListener => self.accept_vec(),
             Token::Ctl(fd) => self.on_ctl(fd),
             Token::Data(ep) => {
                 if ev.writable {
@@ -311,7 +312,11 @@ impl Server {
 
     /// Close one endpoint (port/epclose).
     pub(crate) fn close_endpoint(&mut self, ep: EndpointId) {
-        self.close_ctl(ep);
+        if self.ctl.vectors.contains_key(&ep) {
+            self.close_vector(ep);
+        } else {
+            self.close_ctl(ep);
+        }
     }
 
     fn shutdown(&mut self) {
@@ -325,6 +330,10 @@ impl Server {
             .collect();
         for fd in fds {
             self.close_ctl(fd);
+        }
+        let vecs: Vec<u32> = self.ctl.vectors.keys().copied().collect();
+        for ep in vecs {
+            self.close_vector(ep);
         }
         self.listen.remove_files(&self.opts);
     }

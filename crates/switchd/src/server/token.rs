@@ -16,6 +16,8 @@ pub(super) enum Token {
     Mgmt(u32),
     /// The link emulation timer.
     Timer,
+    /// The vector (bess) listening socket.
+    VecListener,
 }
 
 impl Token {
@@ -30,6 +32,7 @@ impl Token {
             Token::Shared(n) => (7, n),
             Token::Mgmt(n) => (8, n),
             Token::Timer => (9, 0),
+            Token::VecListener => (10, 0),
         };
         (k << 32) | v as u64
     }
@@ -46,6 +49,7 @@ impl Token {
             7 => Token::Shared(v),
             8 => Token::Mgmt(v),
             9 => Token::Timer,
+            10 => Token::VecListener,
             _ => return None,
         })
     }
@@ -67,6 +71,7 @@ mod tests {
             Token::Shared(1),
             Token::Mgmt(3),
             Token::Timer,
+            Token::VecListener,
         ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }
