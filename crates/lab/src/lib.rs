@@ -17,6 +17,7 @@ pub mod dialect;
 pub mod error;
 pub mod graph;
 pub mod guest_backend;
+pub mod links;
 pub mod load;
 pub mod mac;
 pub mod model;

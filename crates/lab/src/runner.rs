@@ -141,6 +141,9 @@ pub struct State {
     pub extra_switches: BTreeMap<String, PathBuf>,
     #[serde(default)]
     pub extra_ifaces: Vec<ExtraIface>,
+    /// Captures started with the lab (`crate::links`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captures: Vec<ProcEntry>,
 }
 
 /// Refuse state dirs another user could have prepared: the state root and
@@ -299,6 +302,10 @@ pub fn start_switch_process(
             for p in 0..ports {
                 cmd.arg("--link").arg(format!("{p}:out:{spec}"));
             }
+        }
+        // interfaces' own settings: the frames they send (their port, in)
+        for (port, spec) in crate::links::iface_links(plan, &sw.domain) {
+            cmd.arg("--link").arg(format!("{port}:in:{spec}"));
         }
     }
     let out = cmd
@@ -568,6 +575,15 @@ pub fn start(
             sw.domain,
             if sw.hub { "hub" } else { "learning switch" }
         ));
+    }
+    if let Some(umlkit) = backend
+        .switch_cmd()
+        .first()
+        .filter(|_| backend.switch_cmd().get(1).is_some_and(|a| a == "switch"))
+    {
+        crate::links::start_captures(plan, Path::new(umlkit), &needed_sw, &mut |t| {
+            progress.event(t)
+        })?;
     }
     drop(sw_guard);
 
@@ -955,6 +971,7 @@ fn stop_switches_if_idle(plan: &Plan, state: &mut State) {
     if !state.machines.is_empty() {
         return;
     }
+    crate::links::stop_captures(state);
     for e in &state.switches {
         kill_entry(e);
     }
@@ -1395,6 +1412,7 @@ mod tests {
             waves: vec![],
             notes: vec![],
             host_access: false,
+            captures: vec![],
         }
     }
 

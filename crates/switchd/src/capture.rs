@@ -39,6 +39,9 @@ pub struct CaptureOptions {
     pub vlan: Option<u16>,
     /// Stop after this many frames.
     pub count: Option<u64>,
+    /// pcapng interface names by port (e.g. `pc1:eth0` for a lab); ports
+    /// not named are `portN`.
+    pub names: std::collections::BTreeMap<u32, String>,
 }
 
 /// What a capture saw.
@@ -70,6 +73,7 @@ struct PortIf {
 
 struct Writer {
     format: Format,
+    names: std::collections::BTreeMap<u32, String>,
     ng: PcapngWriter,
     ports: Vec<PortIf>,
     buf: Vec<u8>,
@@ -81,7 +85,11 @@ impl Writer {
             return Ok(i);
         }
         let id = if self.format == Format::Pcapng {
-            let name = format!("port{port}");
+            let name = self
+                .names
+                .get(&port)
+                .cloned()
+                .unwrap_or_else(|| format!("port{port}"));
             let description = if descr.is_empty() {
                 format!("switch port {port}")
             } else {
@@ -207,6 +215,7 @@ pub fn capture(
 
     let mut w = Writer {
         format,
+        names: opts.names.clone(),
         ng: PcapngWriter::new(),
         ports: Vec::new(),
         buf: Vec::new(),

@@ -164,7 +164,11 @@ pub enum LabCmd {
     Capture {
         #[arg(short = 'd', long, default_value = ".")]
         dir: PathBuf,
-        domain: String,
+        #[arg(required_unless_present = "list")]
+        domain: Option<String>,
+        /// List the captures started with the lab (`capture = true`)
+        #[arg(long, conflicts_with_all = ["domain", "machine", "write", "count", "pcap"])]
+        list: bool,
         /// Only this machine's interface, as MACHINE:ethN
         #[arg(long, value_name = "M:IF")]
         machine: Option<String>,
@@ -370,10 +374,43 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     s.mgmt.as_deref().filter(|_| running).and_then(live_links)
                 })
                 .collect();
+            // per interface: its planned port and the settings on it now
+            // (running switch) or as planned
+            let port_links: Vec<std::collections::BTreeMap<u32, Vec<String>>> = plan
+                .switches
+                .iter()
+                .map(|s| {
+                    let running = sw
+                        .iter()
+                        .any(|x| x.domain == s.domain && x.state == "running");
+                    match s.mgmt.as_deref().filter(|_| running) {
+                        Some(m) => live_port_links(m),
+                        None => Default::default(),
+                    }
+                })
+                .collect();
+            let iface_link = |m: &str, i: &lab::plan::IfacePlan| -> Option<String> {
+                let live = port_links[i.switch].get(&i.port).filter(|_| i.port > 0);
+                match live {
+                    Some(v) => Some(v.join(", ")),
+                    None if port_links[i.switch].is_empty() => {
+                        lab::links::planned_iface_link(&plan, m, &i.name)
+                    }
+                    None => None,
+                }
+            };
+            let captures = lab::links::capture_status(&plan)?;
             if json {
                 let v = serde_json::json!({
                     "lab": plan.name, "dir": plan.lab_dir, "dialect": plan.dialect.to_string(),
                     "state_dir": plan.state_dir,
+                    "links": plan.machines.iter().flat_map(|m| m.interfaces.iter().map(|i| {
+                        serde_json::json!({"machine": m.name, "interface": i.name,
+                            "domain": i.domain, "port": (i.port > 0).then_some(i.port),
+                            "planned": lab::links::planned_iface_link(&plan, &m.name, &i.name),
+                            "link": iface_link(&m.name, i)})
+                    }).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                    "captures": captures,
                     "domains": plan.switches.iter().zip(&links).map(|(s, link)| {
                         let live = sw.iter().find(|x| x.domain == s.domain);
                         serde_json::json!({"name": s.domain, "hub": s.hub, "ctl": s.ctl(),
@@ -422,6 +459,12 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                             i.mac,
                             i.addresses.join(" ")
                         );
+                        let planned = plan
+                            .machine(&m.name)
+                            .and_then(|mp| mp.interfaces.iter().find(|x| x.name == i.name));
+                        if let Some(l) = planned.and_then(|p| iface_link(&m.name, p)) {
+                            outln!("          port {}: {l}", planned.map_or(0, |p| p.port));
+                        }
                     }
                 }
                 for (s, link) in plan.switches.iter().zip(&links) {
@@ -440,6 +483,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     if let Some(l) = link {
                         outln!("    link: {l}");
                     }
+                }
+                for c in &captures {
+                    outln!("capture {c}");
                 }
             }
             // Anything that does not work as started makes the exit code 1.
@@ -600,6 +646,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         LabCmd::Capture {
             dir,
             domain,
+            list,
             machine,
             write,
             count,
@@ -607,12 +654,30 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             opts,
         } => {
             let plan = load_plan_or_saved(&dir, &opts)?;
+            if list {
+                for c in lab::links::capture_status(&plan)? {
+                    outln!("{c}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let domain = domain.context("a collision domain (or --list) is needed")?;
             let mgmt = domain_console(&plan, &domain)?;
             let port = match machine {
                 None => None,
                 Some(mi) => Some(machine_port(&plan, &mgmt, &domain, &mi)?),
             };
-            crate::cmd::link::capture_to(&mgmt, port, None, count, write.as_deref(), pcap)
+            let si = plan
+                .switches
+                .iter()
+                .position(|s| s.domain == domain)
+                .expect("domain_console found it");
+            let opts = switchd::capture::CaptureOptions {
+                port,
+                count,
+                names: plan.port_names(si),
+                ..Default::default()
+            };
+            crate::cmd::link::capture_to(&mgmt, opts, write.as_deref(), pcap)
         }
         LabCmd::Connect {
             dir,
@@ -813,6 +878,25 @@ fn default_state_root() -> PathBuf {
 /// The plan to stop or clean a lab with: from the lab folder, or, when its
 /// description no longer loads, the plan saved in its state folder at
 /// start (so a broken lab.conf cannot keep a lab running).
+/// Per port, the impairments a running switch applies (`in delay=20ms`,
+/// `out loss=1%`); empty when none or no console answers.
+fn live_port_links(mgmt: &Path) -> std::collections::BTreeMap<u32, Vec<String>> {
+    let mut m: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    let Ok(text) = switchd::client::command(mgmt, "link/show") else {
+        return m;
+    };
+    for l in text.lines().filter(|l| l.starts_with("Port ")) {
+        let mut f = l.split_whitespace().skip(1);
+        let (Some(port), Some(dir), Some(spec)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if let (Ok(p), false) = (port.parse::<u32>(), spec == "none") {
+            m.entry(p).or_default().push(format!("{dir} {spec}"));
+        }
+    }
+    m
+}
+
 /// The impairments a running switch applies, summarised: `out
 /// delay=15ms on 32 ports`; None when it has none (or no console answers).
 fn live_links(mgmt: &Path) -> Option<String> {
@@ -866,8 +950,9 @@ fn domain_console(plan: &Plan, domain: &str) -> anyhow::Result<PathBuf> {
     })
 }
 
-/// The switch port of MACHINE:IF on `domain`: the port whose MAC table
-/// entry is the interface's planned MAC (the machine must have sent a frame).
+/// The switch port of MACHINE:IF on `domain`: the planned one (the machine
+/// asks for it), or in a lab started without planned ports the port whose
+/// MAC table entry is the interface's planned MAC (after a frame).
 fn machine_port(plan: &Plan, mgmt: &Path, domain: &str, mi: &str) -> anyhow::Result<u32> {
     let (m, ifname) = mi
         .split_once(':')
@@ -887,6 +972,9 @@ fn machine_port(plan: &Plan, mgmt: &Path, domain: &str, mi: &str) -> anyhow::Res
                 shown(domain)
             )
         })?;
+    if iface.port > 0 {
+        return Ok(iface.port);
+    }
     let table = switchd::client::command(mgmt, "hash/print")?;
     let mac = iface.mac.to_ascii_lowercase();
     table

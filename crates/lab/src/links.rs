@@ -1,0 +1,195 @@
+//! Links and captures declared in lab files: the per-interface link settings
+//! a domain's switch gets at start, and the captures (`capture = true`) that
+//! run from `lab start` to `lab stop` as `umlkit capture` processes.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use net_proto::link::LinkSpec;
+use serde::Serialize;
+
+use crate::error::{LabError, Result};
+use crate::plan::{CapturePlan, Plan};
+use crate::runner::{ProcEntry, ProcRef, State};
+
+/// `(port, settings)` of the interfaces on `domain` that have their own
+/// `link` (for the frames they send: the port's `in` direction).
+pub fn iface_links(plan: &Plan, domain: &str) -> Vec<(u32, LinkSpec)> {
+    plan.machines
+        .iter()
+        .flat_map(|m| &m.interfaces)
+        .filter(|i| i.domain == domain && i.port > 0)
+        .filter_map(|i| Some((i.port, i.link.as_ref()?.spec().ok()?)))
+        .collect()
+}
+
+/// The switch settings a plan gives one interface, as the switch writes
+/// them (`in delay=20ms`; `out ...` from the domain), or None.
+pub fn planned_iface_link(plan: &Plan, machine: &str, ifname: &str) -> Option<String> {
+    let m = plan.machine(machine)?;
+    let i = m.interfaces.iter().find(|i| i.name == ifname)?;
+    let mut parts = Vec::new();
+    if let Some(s) = i.link.as_ref().and_then(|l| l.spec().ok()) {
+        parts.push(format!("in {s}"));
+    }
+    let sw = &plan.switches[i.switch];
+    if let Some(s) = sw.link.as_ref().and_then(|l| l.spec().ok()) {
+        parts.push(format!("out {s}"));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// Start the plan's captures on the switches `switches` (indexes) that have
+/// none running, with `umlkit` (the binary whose `switch` runs the lab's
+/// switches). Each is recorded in the state before `lab start` goes on, and
+/// has subscribed (its file has a header) before machines boot.
+pub fn start_captures(
+    plan: &Plan,
+    umlkit: &Path,
+    switches: &[usize],
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let wanted: Vec<&CapturePlan> = plan
+        .captures
+        .iter()
+        .filter(|c| switches.contains(&c.switch))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let dir = plan.state_dir.join("capture");
+    umlkit_sys::private::private_dir(&dir, true)
+        .map_err(|e| LabError::Run(format!("cannot make {}: {e}", dir.display())))?;
+    let state = State::load(plan)?;
+    for c in wanted {
+        if state.captures.iter().any(|e| e.name == c.name && e.alive()) {
+            continue;
+        }
+        let Some(mgmt) = plan.switches[c.switch].mgmt.as_ref() else {
+            continue;
+        };
+        let log = c.file.with_extension("log");
+        let logf = umlkit_sys::file::create_nofollow(&log, 0o600)
+            .map_err(|e| LabError::Run(format!("cannot create {}: {e}", log.display())))?;
+        let mut cmd = Command::new(umlkit);
+        cmd.arg("capture").arg(mgmt).arg("-w").arg(&c.file);
+        if let Some(p) = c.port {
+            cmd.arg("--port").arg(p.to_string());
+        }
+        for (p, n) in plan.port_names(c.switch) {
+            cmd.arg("--name").arg(format!("{p}={n}"));
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(logf));
+        // its own session: the terminal's Ctrl-C after `lab start` is not
+        // for it; `lab stop` ends it
+        umlkit_sys::process::setsid_on_spawn(&mut cmd, false);
+        let child = cmd
+            .spawn()
+            .map_err(|e| LabError::Run(format!("cannot run {}: {e}", umlkit.display())))?;
+        let pid = child.id();
+        // reaped by init once `lab start` exits; not waited for here
+        drop(child);
+        let e = ProcEntry {
+            name: c.name.clone(),
+            pid: Some(pid),
+            start: umlkit_sys::process::start_time(pid),
+            ..Default::default()
+        };
+        State::update(plan, |s| {
+            s.captures.retain(|x| x.name != e.name);
+            s.captures.push(e.clone());
+        })?;
+        // subscribed once the header is written (the stream is set up first)
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::metadata(&c.file).map_or(0, |m| m.len()) == 0 {
+            if !e.alive() || Instant::now() > deadline {
+                let why = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(LabError::Run(format!(
+                    "capture {} did not start: {}",
+                    c.name,
+                    why.trim()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        progress(&format!("capture {} -> {}", c.name, c.file.display()));
+    }
+    Ok(())
+}
+
+/// End the lab's captures (SIGTERM: each writes its statistics and closes
+/// its file), waiting up to 5 s, then SIGKILL what is left.
+pub fn stop_captures(state: &mut State) {
+    use umlkit_sys::process::{ProcessId, SIGKILL, SIGTERM};
+    let refs: Vec<ProcRef> = state
+        .captures
+        .iter()
+        .filter_map(ProcEntry::proc_ref)
+        .collect();
+    let id = |r: &ProcRef| ProcessId {
+        pid: r.pid,
+        start: r.start,
+    };
+    for r in &refs {
+        let _ = id(r).signal(SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while refs.iter().any(ProcRef::alive) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for r in refs.iter().filter(|r| r.alive()) {
+        let _ = id(r).signal(SIGKILL);
+    }
+    state.captures.clear();
+}
+
+/// One capture of a lab, as `lab status` and `lab capture --list` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaptureStatus {
+    pub name: String,
+    /// running, stopped (file kept) or dead (the process died early).
+    pub state: String,
+    pub file: std::path::PathBuf,
+    pub bytes: u64,
+    pub pid: Option<u32>,
+}
+
+impl std::fmt::Display for CaptureStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<16} {:<8} {} ({} bytes)",
+            self.name,
+            self.state,
+            self.file.display(),
+            self.bytes
+        )
+    }
+}
+
+/// The plan's captures with their process state and file size.
+pub fn capture_status(plan: &Plan) -> Result<Vec<CaptureStatus>> {
+    let state = State::load(plan)?;
+    Ok(plan
+        .captures
+        .iter()
+        .map(|c| {
+            let e = state.captures.iter().find(|e| e.name == c.name);
+            let st = match e {
+                Some(e) if e.alive() => "running",
+                Some(_) => "dead",
+                None => "stopped",
+            };
+            CaptureStatus {
+                name: c.name.clone(),
+                state: st.into(),
+                file: c.file.clone(),
+                bytes: std::fs::symlink_metadata(&c.file).map_or(0, |m| m.len()),
+                pid: e.and_then(|e| e.pid),
+            }
+        })
+        .collect())
+}
