@@ -193,3 +193,114 @@ pub fn capture_status(plan: &Plan) -> Result<Vec<CaptureStatus>> {
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::model::LabFile;
+    use crate::plan::plan;
+
+    const LAB: &str = r#"
+[machines.r1]
+[[machines.r1.interfaces]]
+domain = "A"
+[[machines.r1.interfaces]]
+domain = "../../etc"
+capture = true
+link = { delay_ms = 20.0, spec = "jitter=2ms,dist=normal" }
+[machines.pc]
+[[machines.pc.interfaces]]
+domain = "A"
+link = { loss_percent = 2.0 }
+[domains.A]
+capture = true
+link = { bandwidth_kbit = 10000 }
+"#;
+
+    fn lab_plan(text: &str) -> crate::plan::Plan {
+        let f = Path::new("/lab/lab.toml");
+        plan(
+            &LabFile::from_toml(text, f).unwrap(),
+            Path::new("/lab"),
+            Path::new("/st/x"),
+        )
+        .unwrap()
+    }
+
+    /// Ports are planned 1, 2, ... per domain by machine name then
+    /// interface, so they are the same on every start.
+    #[test]
+    fn lab_plan_gives_each_interface_a_stable_port_per_domain() {
+        let p = lab_plan(LAB);
+        let port = |m: &str, i: usize| p.machine(m).unwrap().interfaces[i].port;
+        assert_eq!((port("pc", 0), port("r1", 0), port("r1", 1)), (1, 2, 1));
+        let sw = p.switches.iter().position(|s| s.domain == "A").unwrap();
+        assert_eq!(p.port_names(sw).get(&2).unwrap(), "r1:eth0");
+        let links = super::iface_links(&p, "A");
+        assert_eq!(links.len(), 1);
+        assert_eq!((links[0].0, links[0].1.to_string()), (1, "loss=2%".into()));
+        assert_eq!(
+            super::planned_iface_link(&p, "pc", "eth0").unwrap(),
+            "in loss=2%, out rate=10mbit"
+        );
+        assert_eq!(
+            super::planned_iface_link(&p, "r1", "eth1").unwrap(),
+            "in delay=20ms,jitter=2ms,dist=normal"
+        );
+        assert!(p
+            .captures
+            .iter()
+            .any(|c| c.switch == sw && c.port.is_none()));
+    }
+
+    /// A domain name is never a path: a capture of `../../etc` stays in
+    /// the state dir's capture folder.
+    #[test]
+    fn lab_capture_file_of_a_hostile_domain_name_stays_in_the_state_dir() {
+        let p = lab_plan(LAB);
+        assert_eq!(p.captures.len(), 2, "{:?}", p.captures);
+        for c in &p.captures {
+            assert_eq!(c.file.parent().unwrap(), Path::new("/st/x/capture"));
+        }
+        let domain = p.captures.iter().find(|c| c.name == "A").unwrap();
+        assert_eq!(domain.file, Path::new("/st/x/capture/A.pcapng"));
+        let r1 = p.captures.iter().find(|c| c.name == "r1:eth1").unwrap();
+        assert_eq!(r1.file, Path::new("/st/x/capture/r1-eth1.pcapng"));
+        assert_eq!(r1.port, Some(1));
+    }
+
+    /// A bad interface setting is refused while loading, naming the file,
+    /// machine, interface and key.
+    #[test]
+    fn lab_interface_link_bad_value_names_machine_and_key() {
+        let bad = LAB.replace("delay_ms = 20.0, ", "delay_ms = -1.0, ");
+        let e = LabFile::from_toml(&bad, Path::new("/lab/lab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/lab/lab.toml"), "{e}");
+        assert!(e.contains("machine r1 eth1: link emulation"), "{e}");
+        assert!(e.contains("delay"), "{e}");
+        let bad = LAB.replace("jitter=2ms", "delay=3ms");
+        let e = LabFile::from_toml(&bad, Path::new("/lab/lab.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("machine r1 eth1") && e.contains("delay"), "{e}");
+    }
+
+    /// Graph edges and domains carry their link settings and captures.
+    #[test]
+    fn lab_graph_labels_show_link_settings_and_captures() {
+        let p = lab_plan(LAB);
+        let dot = crate::graph::dot(&p);
+        assert!(dot.contains("sends: loss=2%"), "{dot}");
+        assert!(dot.contains("out: rate=10mbit\\ncaptured"), "{dot}");
+        assert!(
+            dot.contains("sends: delay=20ms,jitter=2ms,dist=normal\\ncaptured"),
+            "{dot}"
+        );
+        let svg = crate::graph::svg(&p);
+        assert!(svg.contains(">sends: loss=2%</text>"), "{svg}");
+        assert!(svg.contains(">out: rate=10mbit, captured</text>"), "{svg}");
+    }
+}

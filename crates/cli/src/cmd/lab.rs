@@ -604,7 +604,16 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 let port = machine_port(&plan, &mgmt, &domain, &target)?;
                 let mut c = switchd::client::Console::connect(&mgmt)?;
                 match spec {
-                    None => out!("{}", c.command(&format!("link/show {port}"))?),
+                    None => match c.command(&format!("link/show {port}")) {
+                        Ok(t) => out!("{t}"),
+                        // 1006: the port has no settings (a neutral link)
+                        Err(switchd::Error::Refused { .. }) => outln!(
+                            "{}: port {port} of domain {}: no link settings",
+                            shown(&target),
+                            shown(&domain)
+                        ),
+                        Err(e) => return Err(e.into()),
+                    },
                     Some(spec) => {
                         let spec: net_proto::link::LinkSpec = spec
                             .parse()
