@@ -104,7 +104,11 @@ pub fn start_captures(
         })?;
         // subscribed once the header is written (the stream is set up first)
         let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::metadata(&c.file).map_or(0, |m| m.len()) == 0 {
+        // (never through a symlink: the capture refuses one, and its
+        // target's size must not pass for a header)
+        let written =
+            || std::fs::symlink_metadata(&c.file).is_ok_and(|m| m.is_file() && m.len() > 0);
+        while !written() {
             if !e.alive() || Instant::now() > deadline {
                 let why = std::fs::read_to_string(&log).unwrap_or_default();
                 return Err(LabError::Run(format!(

@@ -493,6 +493,13 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             for s in sw.iter().filter(|s| s.state == "dead") {
                 problems.push(format!("the switch of domain {} is dead", shown(&s.domain)));
             }
+            for c in captures.iter().filter(|c| c.state == "dead") {
+                problems.push(format!(
+                    "the capture {} ended early (see {})",
+                    shown(&c.name),
+                    c.file.with_extension("log").display()
+                ));
+            }
             for m in &st {
                 match m.state.as_str() {
                     "dead" => problems.push(format!("{} is dead", shown(&m.name))),
