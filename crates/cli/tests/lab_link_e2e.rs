@@ -339,3 +339,63 @@ fn lab_interface_link_and_domain_capture_apply_from_start() {
     let info = String::from_utf8_lossy(&o.stdout);
     assert!(info.contains("Number of stat entries = 1"), "{info}");
 }
+
+/// Regression: `lab connect` used the daemon transport, which takes the
+/// lowest free switch port: the planned port of a machine not started yet.
+/// That machine then shared its port with the added interface, and the
+/// switch never forwards a frame back to the port it came from, so the two
+/// could not reach each other. Added interfaces now ask for a port above
+/// the planned ones.
+#[test]
+fn lab_connect_never_takes_the_planned_port_of_a_machine_started_later() {
+    let tmp = testkit::short_tempdir("lablk");
+    let dir = tmp.path().join("lab");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("lab.toml"),
+        r#"
+[machines.a]
+[[machines.a.interfaces]]
+domain = "x"
+[machines.b]
+[[machines.b.interfaces]]
+domain = "lan"
+addresses = ["10.6.0.2/24"]
+[machines.c]
+[[machines.c.interfaces]]
+domain = "lan"
+addresses = ["10.6.0.3/24"]
+"#,
+    )
+    .unwrap();
+    let lab = TestLab {
+        dir: dir.clone(),
+        state: tmp.path().join("st"),
+        _tmp: tmp,
+    };
+    let d = dir.to_str().unwrap();
+    // b has port 1 of lan, c port 2; c is not started yet
+    lab.ok(&["start", d, "a", "b"]);
+    lab.ok(&["connect", "-d", d, "a", "lan"]);
+    assert!(testkit::wait_until(
+        std::time::Duration::from_secs(10),
+        || lab
+            .run(&["exec", "-d", d, "a", "--", "ip link show eth1"])
+            .status
+            .success()
+    ));
+    lab.ok(&[
+        "exec",
+        "-d",
+        d,
+        "a",
+        "--",
+        "ip addr add 10.6.0.1/24 dev eth1 && ip link set eth1 up",
+    ]);
+    lab.ok(&["start", d, "c"]);
+    let out = lab.ok(&["exec", "-d", d, "c", "--", "ping -c 2 -W 2 10.6.0.1"]);
+    assert!(out.contains(" 0% packet loss"), "{out}");
+    let out = lab.ok(&["exec", "-d", d, "c", "--", "ping -c 2 -W 2 10.6.0.2"]);
+    assert!(out.contains(" 0% packet loss"), "{out}");
+    lab.ok(&["stop", d]);
+}

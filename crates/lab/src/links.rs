@@ -24,6 +24,29 @@ pub fn iface_links(plan: &Plan, domain: &str) -> Vec<(u32, LinkSpec)> {
         .collect()
 }
 
+/// A port of `domain` for an interface added at run time (`lab connect`):
+/// the first one above the planned ports that no other added interface of
+/// the domain asked for.
+pub fn free_extra_port(plan: &Plan, state: &State, domain: &str) -> u32 {
+    let planned = plan
+        .machines
+        .iter()
+        .flat_map(|m| &m.interfaces)
+        .filter(|i| i.domain == domain)
+        .map(|i| i.port)
+        .max()
+        .unwrap_or(0);
+    let used: Vec<u32> = state
+        .extra_ifaces
+        .iter()
+        .filter(|x| x.domain == domain)
+        .map(|x| x.port)
+        .collect();
+    (planned + 1..)
+        .find(|p| !used.contains(p))
+        .expect("a free port")
+}
+
 /// The switch settings a plan gives one interface, as the switch writes
 /// them (`in delay=20ms`; `out ...` from the domain), or None.
 pub fn planned_iface_link(plan: &Plan, machine: &str, ifname: &str) -> Option<String> {

@@ -128,6 +128,9 @@ pub struct ExtraIface {
     pub name: String,
     pub domain: String,
     pub mac: String,
+    /// The switch port it asked for (0: any, in older state files).
+    #[serde(default)]
+    pub port: u32,
 }
 
 /// The lab's state file (`STATE/state.json`).
@@ -1228,16 +1231,16 @@ pub fn connect(backend: &GuestBackend, plan: &Plan, machine: &str, domain: &str)
     if !machine_alive(&state, machine) {
         return Err(LabError::Run(format!("{machine} is not running")));
     }
-    let ctl = if let Some(sw) = plan.switches.iter().find(|s| s.domain == domain) {
+    let dir = if let Some(sw) = plan.switches.iter().find(|s| s.domain == domain) {
         if !state.switches.iter().any(|e| e.name == domain && e.alive()) {
             backend.start_switch(plan, sw, &mut |e| {
                 state = State::record(plan, |s| &mut s.switches, &e)?;
                 Ok(())
             })?;
         }
-        sw.ctl()
+        sw.dir.clone()
     } else if let Some(dir) = state.extra_switches.get(domain) {
-        dir.join("ctl")
+        dir.clone()
     } else {
         let n = plan.switches.len() + state.extra_switches.len();
         let sw = SwitchPlan {
@@ -1258,7 +1261,7 @@ pub fn connect(backend: &GuestBackend, plan: &Plan, machine: &str, domain: &str)
             s.extra_switches.insert(domain.to_string(), dir);
         })?
         .0;
-        sw.ctl()
+        sw.dir
     };
     let used: Vec<u32> = m
         .interfaces
@@ -1275,16 +1278,20 @@ pub fn connect(backend: &GuestBackend, plan: &Plan, machine: &str, domain: &str)
     let idx = (0..).find(|i| !used.contains(i)).expect("free index");
     let name = format!("eth{idx}");
     let mac = crate::mac::format_mac(&crate::mac::derive_mac(&m.umid, &name));
+    // a port above the planned ones (crate::links), so a planned machine
+    // started later never shares its port with this interface
+    let port = crate::links::free_extra_port(plan, &state, domain);
     backend.mconsole(
         plan,
         m,
-        &format!("config {name}=daemon,{mac},unix,{}", ctl.display()),
+        &format!("config {name}=vde,{},{mac},{port}", dir.display()),
     )?;
     let x = ExtraIface {
         machine: machine.to_string(),
         name: name.clone(),
         domain: domain.to_string(),
         mac,
+        port,
     };
     // the switch this interface is plugged into, to tell when it dies
     let sw = state
