@@ -201,6 +201,7 @@ link = { delay_ms = 20.0 }
 [[machines.b.interfaces]]
 domain = "lan"
 addresses = ["10.8.0.2/24"]
+capture = true
 [machines.c]
 [[machines.c.interfaces]]
 domain = "lan"
@@ -338,6 +339,31 @@ fn lab_interface_link_and_domain_capture_apply_from_start() {
     let o = Command::new("capinfos").arg(&file).output().unwrap();
     let info = String::from_utf8_lossy(&o.stdout);
     assert!(info.contains("Number of stat entries = 1"), "{info}");
+    // b's own capture: its port only, both directions
+    let b = js["captures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "b:eth0")
+        .expect("b:eth0 capture");
+    assert!(b["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("/capture/b-eth0.pcapng"));
+    let o = Command::new("tshark")
+        .arg("-r")
+        .arg(b["file"].as_str().unwrap())
+        .args(["-Y", "icmp", "-T", "fields", "-e", "frame.interface_name"])
+        .args(["-e", "icmp.type"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let seen: std::collections::BTreeSet<&str> = text.lines().collect();
+    assert_eq!(
+        seen,
+        ["b:eth0\t0", "b:eth0\t8"].into_iter().collect(),
+        "{text}"
+    );
 }
 
 /// Regression: `lab connect` used the daemon transport, which takes the

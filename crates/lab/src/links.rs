@@ -287,6 +287,7 @@ link = { bandwidth_kbit = 10000 }
     fn lab_capture_file_of_a_hostile_domain_name_stays_in_the_state_dir() {
         let p = lab_plan(LAB);
         assert_eq!(p.captures.len(), 2, "{:?}", p.captures);
+        // (r1's eth1 is the only interface capture; A's is the domain's)
         for c in &p.captures {
             assert_eq!(c.file.parent().unwrap(), Path::new("/st/x/capture"));
         }

@@ -317,7 +317,7 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
                     itf.domain
                 ));
             }
-            if itf.capture && !switches[switch].capture {
+            if itf.capture {
                 captures.push(CapturePlan {
                     name: format!("{name}:{ifname}"),
                     switch,
