@@ -103,16 +103,25 @@ pub fn start_captures(
         for (p, n) in plan.port_names(c.switch) {
             cmd.arg("--name").arg(format!("{p}={n}"));
         }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
+        cmd.arg("--notify-ready")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::from(logf));
         // its own session: the terminal's Ctrl-C after `lab start` is not
         // for it; `lab stop` ends it
         umlkit_sys::process::setsid_on_spawn(&mut cmd, false);
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .map_err(|e| LabError::Run(format!("cannot run {}: {e}", umlkit.display())))?;
         let pid = child.id();
+        // it says `ready` once the switch streams to it (EOF: it ended)
+        let out = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+            let _ = tx.send(line);
+        });
         // reaped by init once `lab start` exits; not waited for here
         drop(child);
         let e = ProcEntry {
@@ -125,22 +134,30 @@ pub fn start_captures(
             s.captures.retain(|x| x.name != e.name);
             s.captures.push(e.clone());
         })?;
-        // subscribed once the header is written (the stream is set up first)
-        let deadline = Instant::now() + Duration::from_secs(5);
-        // (never through a symlink: the capture refuses one, and its
-        // target's size must not pass for a header)
-        let written =
-            || std::fs::symlink_metadata(&c.file).is_ok_and(|m| m.is_file() && m.len() > 0);
-        while !written() {
-            if !e.alive() || Instant::now() > deadline {
-                let why = std::fs::read_to_string(&log).unwrap_or_default();
-                return Err(LabError::Run(format!(
-                    "capture {} did not start: {}",
-                    c.name,
-                    why.trim()
-                )));
+        let ready = rx.recv_timeout(Duration::from_secs(10));
+        if ready.as_deref().map(str::trim) != Ok("ready") {
+            if e.alive() {
+                let _ = umlkit_sys::process::ProcessId {
+                    pid,
+                    start: e.start,
+                }
+                .signal(umlkit_sys::process::SIGKILL);
             }
-            std::thread::sleep(Duration::from_millis(10));
+            // the capture's own error (after its exit) names the problem
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while e.alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let why = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(LabError::Run(format!(
+                "capture {} did not start: {}",
+                c.name,
+                if why.trim().is_empty() {
+                    "no answer from the switch in 10 s"
+                } else {
+                    why.trim()
+                }
+            )));
         }
         progress(&format!("capture {} -> {}", c.name, c.file.display()));
     }

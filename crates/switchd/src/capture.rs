@@ -42,6 +42,9 @@ pub struct CaptureOptions {
     /// pcapng interface names by port (e.g. `pc1:eth0` for a lab); ports
     /// not named are `portN`.
     pub names: std::collections::BTreeMap<u32, String>,
+    /// Called once the switch streams to this capture and the file header
+    /// is written (a supervisor waiting for the capture to be in place).
+    pub on_ready: Option<fn()>,
 }
 
 /// What a capture saw.
@@ -237,6 +240,9 @@ pub fn capture(
         Ok(())
     };
     write_out(out, &mut w.buf)?;
+    if let Some(f) = opts.on_ready {
+        f();
+    }
 
     let mut summary = Summary::default();
     let mut inbuf: Vec<u8> = Vec::with_capacity(1 << 16);

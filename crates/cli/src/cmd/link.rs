@@ -45,6 +45,16 @@ pub struct CaptureArgs {
     /// Name port N's pcapng interface NAME instead of `portN` (repeatable)
     #[arg(long = "name", value_name = "N=NAME", value_parser = parse_port_name)]
     names: Vec<(u32, String)>,
+    /// Print `ready` on standard output once the switch streams to this
+    /// capture (for `lab start`, which waits for it)
+    #[arg(long, hide = true, requires = "write")]
+    notify_ready: bool,
+}
+
+fn print_ready() {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(b"ready\n").and_then(|()| o.flush());
 }
 
 fn parse_port_name(s: &str) -> Result<(u32, String), String> {
@@ -181,6 +191,7 @@ fn run_capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
             vlan: a.vlan,
             count: a.count,
             names: a.names.into_iter().collect(),
+            on_ready: a.notify_ready.then_some(print_ready as fn()),
         },
         a.write.as_deref(),
         a.pcap,
