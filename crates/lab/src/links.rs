@@ -66,7 +66,7 @@ pub fn planned_iface_link(plan: &Plan, machine: &str, ifname: &str) -> Option<St
 /// Start the plan's captures on the switches `switches` (indexes) that have
 /// none running, with `umlkit` (the binary whose `switch` runs the lab's
 /// switches). Each is recorded in the state before `lab start` goes on, and
-/// has subscribed (its file has a header) before machines boot.
+/// streams (it says `ready`) before machines boot.
 pub fn start_captures(
     plan: &Plan,
     umlkit: &Path,
