@@ -966,9 +966,9 @@ fn domain_console(plan: &Plan, domain: &str) -> anyhow::Result<PathBuf> {
     })
 }
 
-/// The switch port of MACHINE:IF on `domain`: the planned one (the machine
-/// asks for it), or in a lab started without planned ports the port whose
-/// MAC table entry is the interface's planned MAC (after a frame).
+/// The switch port of MACHINE:IF on `domain`: the port whose MAC table
+/// entry is the interface's planned MAC, else (no frame sent yet) its
+/// planned port, which the machine asked for.
 fn machine_port(plan: &Plan, mgmt: &Path, domain: &str, mi: &str) -> anyhow::Result<u32> {
     let (m, ifname) = mi
         .split_once(':')
@@ -988,15 +988,15 @@ fn machine_port(plan: &Plan, mgmt: &Path, domain: &str, mi: &str) -> anyhow::Res
                 shown(domain)
             )
         })?;
-    if iface.port > 0 {
-        return Ok(iface.port);
-    }
+    // where the switch learned the MAC, if it did (the truth when the lab
+    // file changed since the machine started), else the planned port
     let table = switchd::client::command(mgmt, "hash/print")?;
     let mac = iface.mac.to_ascii_lowercase();
     table
         .lines()
         .filter(|l| l.to_ascii_lowercase().contains(&format!("addr: {mac} ")))
         .find_map(|l| l.split("to port:").nth(1)?.split_whitespace().next()?.parse().ok())
+        .or((iface.port > 0).then_some(iface.port))
         .with_context(|| {
             format!(
                 "{}: the switch has not seen {mac} yet (no frame sent): capture the whole domain instead",
