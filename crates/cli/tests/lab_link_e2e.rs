@@ -304,6 +304,18 @@ fn lab_interface_link_and_domain_capture_apply_from_start() {
     assert!(dot.contains("(switch)\\ncaptured"), "{dot}");
 
     lab.ok(&["stop", d]);
+    // the captures ended with the lab (nothing of it runs any more)
+    let st = lab.state.to_str().unwrap().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let c = std::fs::read(e.path().join("cmdline")).ok()?;
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            c.contains(&st).then_some(c)
+        })
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
     let file: PathBuf = js["captures"][0]["file"].as_str().unwrap().into();
     let list = lab.ok(&["capture", "-d", d, "--list"]);
     assert!(list.contains("stopped"), "{list}");
