@@ -65,11 +65,12 @@ pub fn planned_iface_link(plan: &Plan, machine: &str, ifname: &str) -> Option<St
 
 /// Start the plan's captures on the switches `switches` (indexes) that have
 /// none running, with `umlkit` (the binary whose `switch` runs the lab's
-/// switches). Each is recorded in the state before `lab start` goes on, and
+/// switches; None: another switch program, which cannot stream a capture,
+/// so each capture is reported as not started). Each is recorded in the state before `lab start` goes on, and
 /// streams (it says `ready`) before machines boot.
 pub fn start_captures(
     plan: &Plan,
-    umlkit: &Path,
+    umlkit: Option<&Path>,
     switches: &[usize],
     progress: &mut dyn FnMut(&str),
 ) -> Result<()> {
@@ -81,6 +82,15 @@ pub fn start_captures(
     if wanted.is_empty() {
         return Ok(());
     }
+    let Some(umlkit) = umlkit else {
+        for c in wanted {
+            progress(&format!(
+                "capture {}: not started (the lab's switch is not umlkit switch; see UMLKIT_LAB_SWITCH)",
+                c.name
+            ));
+        }
+        return Ok(());
+    };
     let dir = plan.state_dir.join("capture");
     umlkit_sys::private::private_dir(&dir, true)
         .map_err(|e| LabError::Run(format!("cannot make {}: {e}", dir.display())))?;

@@ -579,15 +579,12 @@ pub fn start(
             if sw.hub { "hub" } else { "learning switch" }
         ));
     }
-    if let Some(umlkit) = backend
-        .switch_cmd()
+    let cmd = backend.switch_cmd();
+    let umlkit = cmd
         .first()
-        .filter(|_| backend.switch_cmd().get(1).is_some_and(|a| a == "switch"))
-    {
-        crate::links::start_captures(plan, Path::new(umlkit), &needed_sw, &mut |t| {
-            progress.event(t)
-        })?;
-    }
+        .filter(|_| cmd.get(1).is_some_and(|a| a == "switch"))
+        .map(Path::new);
+    crate::links::start_captures(plan, umlkit, &needed_sw, &mut |t| progress.event(t))?;
     drop(sw_guard);
 
     let total = wanted.len();
