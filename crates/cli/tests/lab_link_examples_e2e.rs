@@ -232,9 +232,13 @@ fn link_ospf_capture_example_records_the_exchange_from_start() {
     let mut last = String::new();
     let full = testkit::wait_until(Duration::from_secs(120), || {
         last = lab.exec("r1", "vtysh -c 'show ip ospf neighbor'; ip -4 route");
-        last.contains("Full") && last.contains("10.1.2.0/24")
+        last.contains("Full")
+            && last.contains("10.1.2.0/24")
+            && lab.exec("r2", "ip -4 route").contains("10.1.1.0/24")
     });
     assert!(full, "no adjacency/route: {last}");
+    let report = lab.ok(&["test", lab.d()]);
+    assert!(report.contains(" 0 failed"), "{report}");
     let js: serde_json::Value =
         serde_json::from_str(&lab.ok(&["status", "--json", lab.d()])).unwrap();
     let file: PathBuf = js["captures"][0]["file"].as_str().unwrap().into();
