@@ -1,6 +1,7 @@
 //! A lab.toml domain's `link` emulation applied by `umlkit lab start`: the
 //! lab's `umlkit switch` gets the settings on every port and a console.
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use testkit::lab::TestLab;
@@ -143,5 +144,242 @@ fn lab_domain_link_delay_is_applied_at_start() {
     let o = lab.run(&["link", "-d", d, "nowhere", "delay=1ms"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no collision domain nowhere"));
+    lab.ok(&["stop", d]);
+}
+
+const IFACE_LAB: &str = r#"
+[lab]
+dialect = "kathara"
+[machines.a]
+[[machines.a.interfaces]]
+domain = "lan"
+addresses = ["10.8.0.1/24"]
+link = { delay_ms = 20.0 }
+[machines.b]
+[[machines.b.interfaces]]
+domain = "lan"
+addresses = ["10.8.0.2/24"]
+capture = true
+[machines.c]
+[[machines.c.interfaces]]
+domain = "lan"
+addresses = ["10.8.0.3/24"]
+[domains.lan]
+capture = true
+"#;
+
+fn rtts(out: &str) -> Vec<f64> {
+    out.lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.trim_end_matches(" ms").trim().parse().ok())
+        .collect()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    s[s.len() / 2]
+}
+
+/// Issue 12: a lab.toml interface's `link` is applied to its planned switch
+/// port before its first frame (the machine asks for that port), only there;
+/// `lab link M:IF` finds the port without traffic; `capture = true` on the
+/// domain records from `lab start` to `lab stop` into a complete pcapng with
+/// the interfaces named after the machines; status and graph show both.
+#[test]
+fn lab_interface_link_and_domain_capture_apply_from_start() {
+    let lab = TestLab::new("lablk", &[("lab.toml", IFACE_LAB)]);
+    let dir = lab.dir.clone();
+    let d = dir.to_str().unwrap();
+    let o = lab.run(&["start", d]);
+    let out = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && out.contains("capture lan -> "),
+        "{out}"
+    );
+    // c has sent nothing yet: its port is the planned one all the same
+    let out = lab.ok(&["link", "-d", d, "c:eth0"]);
+    assert!(!out.contains("delay"), "c has no settings: {out}");
+    let o = lab.run(&["link", "-d", d, "c:eth0", "none"]);
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains("on port 3"),
+        "{o:?}"
+    );
+
+    // a's frames are delayed 20 ms from the first one (its ARP request too)
+    let out = lab.ok(&[
+        "exec",
+        "-d",
+        d,
+        "a",
+        "--",
+        "ping -c 20 -i 0.05 -W 2 10.8.0.2",
+    ]);
+    let r = rtts(&out);
+    assert!(r.len() >= 19, "{out}");
+    assert!(r[0] >= 19.0, "first ping {} ms: {out}", r[0]);
+    let med = median(&r);
+    assert!((18.0..=22.0).contains(&med), "median {med} ms: {out}");
+    // the others' link is not shaped
+    let out = lab.ok(&[
+        "exec",
+        "-d",
+        d,
+        "b",
+        "--",
+        "ping -c 10 -i 0.05 -W 2 10.8.0.3",
+    ]);
+    let r = rtts(&out);
+    assert!(r.len() >= 9 && median(&r) < 5.0, "{out}");
+
+    // status, capture --list, graph
+    let st = lab.ok(&["status", d]);
+    assert!(st.contains("port 1: in delay=20ms"), "{st}");
+    assert!(st.contains("capture lan") && st.contains("running"), "{st}");
+    let js: serde_json::Value = serde_json::from_str(&lab.ok(&["status", "--json", d])).unwrap();
+    let a = js["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["machine"] == "a")
+        .unwrap()
+        .clone();
+    assert_eq!(a["port"], 1, "{js}");
+    assert_eq!(a["link"], "in delay=20ms", "{js}");
+    assert_eq!(a["planned"], "in delay=20ms", "{js}");
+    assert_eq!(js["captures"][0]["state"], "running", "{js}");
+    let list = lab.ok(&["capture", "-d", d, "--list"]);
+    assert!(list.contains("lan") && list.contains("running"), "{list}");
+    let dot = lab.ok(&["graph", d]);
+    assert!(dot.contains("sends: delay=20ms"), "{dot}");
+    assert!(dot.contains("(switch)\\ncaptured"), "{dot}");
+
+    lab.ok(&["stop", d]);
+    // the captures ended with the lab (nothing of it runs any more)
+    let st = lab.state.to_str().unwrap().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let c = std::fs::read(e.path().join("cmdline")).ok()?;
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            c.contains(&st).then_some(c)
+        })
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+    let file: PathBuf = js["captures"][0]["file"].as_str().unwrap().into();
+    let list = lab.ok(&["capture", "-d", d, "--list"]);
+    assert!(list.contains("stopped"), "{list}");
+    let o = Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "_ws.col.Protocol",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        "a:eth0\tARP",
+        "b:eth0\tARP",
+        "a:eth0\tICMP",
+        "b:eth0\tICMP",
+        "c:eth0\tICMP",
+    ] {
+        assert!(text.lines().any(|l| l == want), "{want}: {text}");
+    }
+    // complete: the statistics block written at the end is there
+    let o = Command::new("capinfos").arg(&file).output().unwrap();
+    let info = String::from_utf8_lossy(&o.stdout);
+    assert!(info.contains("Number of stat entries = 1"), "{info}");
+    // b's own capture: its port only, both directions
+    let b = js["captures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "b:eth0")
+        .expect("b:eth0 capture");
+    assert!(b["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("/capture/b-eth0.pcapng"));
+    let o = Command::new("tshark")
+        .arg("-r")
+        .arg(b["file"].as_str().unwrap())
+        .args(["-Y", "icmp", "-T", "fields", "-e", "frame.interface_name"])
+        .args(["-e", "icmp.type"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let seen: std::collections::BTreeSet<&str> = text.lines().collect();
+    assert_eq!(
+        seen,
+        ["b:eth0\t0", "b:eth0\t8"].into_iter().collect(),
+        "{text}"
+    );
+}
+
+/// Regression: `lab connect` used the daemon transport, which takes the
+/// lowest free switch port: the planned port of a machine not started yet.
+/// That machine then shared its port with the added interface, and the
+/// switch never forwards a frame back to the port it came from, so the two
+/// could not reach each other. Added interfaces now ask for a port above
+/// the planned ones.
+#[test]
+fn lab_connect_never_takes_the_planned_port_of_a_machine_started_later() {
+    let lab = TestLab::new(
+        "lablk",
+        &[(
+            "lab.toml",
+            r#"
+[machines.a]
+[[machines.a.interfaces]]
+domain = "x"
+[machines.b]
+[[machines.b.interfaces]]
+domain = "lan"
+addresses = ["10.6.0.2/24"]
+[machines.c]
+[[machines.c.interfaces]]
+domain = "lan"
+addresses = ["10.6.0.3/24"]
+"#,
+        )],
+    );
+    let dir = lab.dir.clone();
+    let d = dir.to_str().unwrap();
+    // b has port 1 of lan, c port 2; c is not started yet
+    lab.ok(&["start", d, "a", "b"]);
+    lab.ok(&["connect", "-d", d, "a", "lan"]);
+    assert!(testkit::wait_until(
+        std::time::Duration::from_secs(10),
+        || lab
+            .run(&["exec", "-d", d, "a", "--", "ip link show eth1"])
+            .status
+            .success()
+    ));
+    lab.ok(&[
+        "exec",
+        "-d",
+        d,
+        "a",
+        "--",
+        "ip addr add 10.6.0.1/24 dev eth1 && ip link set eth1 up",
+    ]);
+    lab.ok(&["start", d, "c"]);
+    let out = lab.ok(&["exec", "-d", d, "c", "--", "ping -c 2 -W 2 10.6.0.1"]);
+    assert!(out.contains(" 0% packet loss"), "{out}");
+    let out = lab.ok(&["exec", "-d", d, "c", "--", "ping -c 2 -W 2 10.6.0.2"]);
+    assert!(out.contains(" 0% packet loss"), "{out}");
     lab.ok(&["stop", d]);
 }

@@ -26,6 +26,12 @@ pub trait Backend: Sync {
     /// Build or find whatever the plan's machines boot (images, lab disk).
     fn prepare(&self, plan: &Plan) -> Result<()>;
 
+    /// The command that runs the lab's switches (`umlkit switch` or
+    /// `vde_switch`); captures need umlkit's. Empty: no switch program.
+    fn switch_cmd(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Start a switch and return once it accepts connections.
     fn start_switch(
         &self,

@@ -38,6 +38,24 @@ fn dot_str(s: &str) -> String {
     o
 }
 
+/// The link settings a domain's switch applies to every port (canonical).
+fn domain_link(sw: &crate::plan::SwitchPlan) -> Option<String> {
+    let spec = sw.link.as_ref()?.spec().ok()?;
+    Some(spec.to_string()).filter(|s| s != "none")
+}
+
+/// The link settings of the frames an interface sends (canonical).
+fn iface_link(i: &crate::plan::IfacePlan) -> Option<String> {
+    let spec = i.link.as_ref()?.spec().ok()?;
+    Some(spec.to_string()).filter(|s| s != "none")
+}
+
+/// True when an interface's own capture runs with the lab.
+fn captured(plan: &Plan, machine: &str, ifname: &str) -> bool {
+    let name = format!("{machine}:{ifname}");
+    plan.captures.iter().any(|c| c.name == name)
+}
+
 /// Graphviz DOT. Every name is quoted and escaped ([`dot_str`]).
 pub fn dot(plan: &Plan) -> String {
     let mut s = format!(
@@ -52,8 +70,15 @@ pub fn dot(plan: &Plan) -> String {
     }
     for sw in &plan.switches {
         let kind = if sw.hub { "hub" } else { "switch" };
+        let mut extra = String::new();
+        if let Some(l) = domain_link(sw) {
+            extra.push_str(&format!("\\nout: {}", dot_str(&l)));
+        }
+        if sw.capture {
+            extra.push_str("\\ncaptured");
+        }
         s.push_str(&format!(
-            "  \"d:{0}\" [label=\"{0}\\n({kind})\", shape=ellipse];\n",
+            "  \"d:{0}\" [label=\"{0}\\n({kind}){extra}\", shape=ellipse];\n",
             dot_str(&sw.domain)
         ));
     }
@@ -63,8 +88,16 @@ pub fn dot(plan: &Plan) -> String {
             if let Some(a) = i.addresses.first() {
                 label.push_str(&format!("\\n{}", dot_str(a)));
             }
+            let mut style = String::new();
+            if let Some(l) = iface_link(i) {
+                label.push_str(&format!("\\nsends: {}", dot_str(&l)));
+                style.push_str(", color=\"#c0392b\", fontcolor=\"#c0392b\"");
+            }
+            if captured(plan, &m.name, &i.name) {
+                label.push_str("\\ncaptured");
+            }
             s.push_str(&format!(
-                "  \"m:{}\" -- \"d:{}\" [label=\"{label}\"];\n",
+                "  \"m:{}\" -- \"d:{}\" [label=\"{label}\"{style}];\n",
                 dot_str(&m.name),
                 dot_str(&i.domain)
             ));
@@ -101,8 +134,10 @@ pub fn svg(plan: &Plan) -> String {
         let (x1, y1) = pos(mi, nm, r_out);
         for i in &m.interfaces {
             let (x2, y2) = pos(i.switch, nd, r_in);
+            let link = iface_link(i);
+            let stroke = if link.is_some() { "#c0392b" } else { "#555" };
             s.push_str(&format!(
-                "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"#555\"/>\n"
+                "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"{stroke}\"/>\n"
             ));
             let (lx, ly) = (x1 + (x2 - x1) * 0.45, y1 + (y2 - y1) * 0.45);
             let label = match i.addresses.first() {
@@ -113,6 +148,20 @@ pub fn svg(plan: &Plan) -> String {
                 "<text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"#333\" font-size=\"10\" text-anchor=\"middle\" stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>\n",
                 esc(&label)
             ));
+            let mut more = Vec::new();
+            if let Some(l) = link {
+                more.push(format!("sends: {l}"));
+            }
+            if captured(plan, &m.name, &i.name) {
+                more.push("captured".to_string());
+            }
+            if !more.is_empty() {
+                labels.push_str(&format!(
+                    "<text x=\"{lx:.1}\" y=\"{:.1}\" fill=\"#c0392b\" font-size=\"10\" text-anchor=\"middle\" stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>\n",
+                    ly + 12.0,
+                    esc(&more.join(", "))
+                ));
+            }
         }
     }
     for (di, sw) in plan.switches.iter().enumerate() {
@@ -123,6 +172,20 @@ pub fn svg(plan: &Plan) -> String {
             y + 4.0,
             esc(&sw.domain)
         ));
+        let mut more = Vec::new();
+        if let Some(l) = domain_link(sw) {
+            more.push(format!("out: {l}"));
+        }
+        if sw.capture {
+            more.push("captured".to_string());
+        }
+        if !more.is_empty() {
+            labels.push_str(&format!(
+                "<text x=\"{x:.1}\" y=\"{:.1}\" fill=\"#c0392b\" font-size=\"10\" text-anchor=\"middle\" stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>\n",
+                y + 30.0,
+                esc(&more.join(", "))
+            ));
+        }
     }
     for (mi, m) in plan.machines.iter().enumerate() {
         let (x, y) = pos(mi, nm, r_out);

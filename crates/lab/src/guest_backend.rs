@@ -106,10 +106,29 @@ impl GuestBackend {
             .enumerate()
             .all(|(i, itf)| itf.index as usize == i);
         for itf in &m.interfaces {
-            let ctl = plan.switches[itf.switch].ctl();
-            if contiguous {
+            let sw = &plan.switches[itf.switch];
+            // The vde transport asks for the planned port, so the switch's
+            // per-port link settings and captures apply from the first
+            // frame; plans without ports use the daemon transport.
+            if itf.port > 0 && contiguous {
                 cfg.nets.push(NetSpec {
-                    transport: Transport::Daemon { ctl },
+                    transport: Transport::Vde {
+                        dir: sw.dir.clone(),
+                        port: Some(itf.port),
+                    },
+                    mac: crate::mac::parse_mac(&itf.mac).ok(),
+                });
+            } else if itf.port > 0 {
+                cfg.extra_args.push(format!(
+                    "eth{}=vde,{},{},{}",
+                    itf.index,
+                    sw.dir.display(),
+                    itf.mac,
+                    itf.port
+                ));
+            } else if contiguous {
+                cfg.nets.push(NetSpec {
+                    transport: Transport::Daemon { ctl: sw.ctl() },
                     mac: crate::mac::parse_mac(&itf.mac).ok(),
                 });
             } else {
@@ -117,7 +136,7 @@ impl GuestBackend {
                     "eth{}=daemon,{},unix,{}",
                     itf.index,
                     itf.mac,
-                    ctl.display()
+                    sw.ctl().display()
                 ));
             }
             // Lab interfaces are up before any startup script runs, as in
@@ -139,10 +158,6 @@ fn to_output(o: guest::ExecOutput) -> ExecOutput {
 }
 
 impl GuestBackend {
-    pub fn switch_cmd(&self) -> Vec<String> {
-        self.switch_cmd.clone()
-    }
-
     /// Run a shell command line in the machine (also [`Backend::exec`]).
     pub fn exec(&self, m: &MachinePlan, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
         self.store
@@ -166,6 +181,10 @@ impl GuestBackend {
 impl Backend for GuestBackend {
     fn name(&self) -> &'static str {
         "guest"
+    }
+
+    fn switch_cmd(&self) -> Vec<String> {
+        self.switch_cmd.clone()
     }
 
     /// Start a switch; `rec` is saved before the process starts, then filled.

@@ -7,6 +7,7 @@
 //! host-side kernel arguments refused, symlink-safe writes); [`plan`] turns a
 //! lab into a typed [`plan::Plan`]; [`script`] writes the guest-side scripts;
 //! [`check`] evaluates `lab test` checks; [`graph`] draws the topology;
+//! [`links`] applies lab files' link settings and runs their captures;
 //! [`runner`] starts, stops and inspects a lab on guest-crate guests
 //! ([`guest_backend::GuestBackend`]).
 
@@ -20,6 +21,7 @@ pub mod error;
 mod fake_backend;
 pub mod graph;
 pub mod guest_backend;
+pub mod links;
 pub mod load;
 pub mod mac;
 pub mod model;

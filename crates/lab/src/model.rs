@@ -186,6 +186,15 @@ pub struct Interface {
     /// Addresses (`10.0.0.1/24`) configured at boot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
+    /// Link emulation on the frames this interface sends (as `tc netem` on
+    /// it would): applied by the switch to its port (direction `in`) from
+    /// the machine's first frame on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkEmulation>,
+    /// Capture this interface (both directions) from `lab start` to
+    /// `STATE/capture/MACHINE-IF.pcapng`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub capture: bool,
 }
 
 /// How a collision domain is switched.
@@ -205,16 +214,16 @@ pub struct Domain {
     /// Hub or switch; default from the dialect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<DomainMode>,
-    /// Capture the domain's traffic to a pcap file (reserved).
+    /// Capture the domain's traffic from `lab start` to
+    /// `STATE/capture/DOMAIN.pcapng`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub capture: bool,
-    /// Link emulation (reserved for the switch's link emulation).
+    /// Link emulation on every port of the domain (frames on their way out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<LinkEmulation>,
 }
 
-/// Link emulation parameters (reserved: recorded and planned, applied when the
-/// switch supports them).
+/// Link emulation parameters (applied by `umlkit switch`; docs/links.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct LinkEmulation {
@@ -226,6 +235,10 @@ pub struct LinkEmulation {
     pub loss_percent: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_kbit: Option<u64>,
+    /// More settings in the switch's syntax (`dist=normal,burst=3,queue=64k`,
+    /// or all of them: `delay=20ms,rate=10mbit`); a key given twice is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
 }
 
 impl LinkEmulation {
@@ -244,6 +257,14 @@ impl LinkEmulation {
         }
         if let Some(b) = self.bandwidth_kbit {
             items.push(format!("rate={b}kbit"));
+        }
+        if let Some(s) = self
+            .spec
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            items.push(s.to_string());
         }
         if items.is_empty() {
             return Ok(net_proto::link::LinkSpec::none());
@@ -288,6 +309,14 @@ impl LabFile {
                 }
                 for a in &itf.addresses {
                     parse_cidr(a).map_err(|e| bad(format!("machine {name} eth{i}: {e}")))?;
+                }
+                if let Some(l) = &itf.link {
+                    l.spec().map_err(|e| {
+                        bad(format!(
+                            "machine {name} eth{}: link emulation: {e}",
+                            itf.index.unwrap_or(i as u32)
+                        ))
+                    })?;
                 }
             }
             for d in &m.depends_on {

@@ -74,6 +74,16 @@ pub struct IfacePlan {
     pub switch: usize,
     pub mac: String,
     pub addresses: Vec<String>,
+    /// The switch port this interface asks for (`ethN=vde,DIR,MAC,PORT`):
+    /// 1, 2, ... per domain, by machine name then interface, so link
+    /// settings and captures know it before the machine sends a frame.
+    /// 0 in plans saved before ports were planned (learned from the MAC).
+    #[serde(default)]
+    pub port: u32,
+    /// Link emulation on the frames this interface sends (switch port
+    /// direction `in`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkEmulation>,
 }
 
 /// One machine.
@@ -99,6 +109,36 @@ pub struct MachinePlan {
     pub image: Option<String>,
 }
 
+/// A capture started with the lab (`capture = true` on a domain or an
+/// interface) and ended by `lab stop`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapturePlan {
+    /// `DOMAIN` or `MACHINE:IF`.
+    pub name: String,
+    /// Index into `Plan::switches`.
+    pub switch: usize,
+    /// Only this port (an interface's capture); None: the whole domain.
+    pub port: Option<u32>,
+    /// The pcapng file (under `STATE/capture/`).
+    pub file: PathBuf,
+}
+
+impl Plan {
+    /// `MACHINE:IF` of each planned port of switch `si` (pcapng interface
+    /// names).
+    pub fn port_names(&self, si: usize) -> BTreeMap<u32, String> {
+        self.machines
+            .iter()
+            .flat_map(|m| {
+                m.interfaces
+                    .iter()
+                    .filter(move |i| i.switch == si && i.port > 0)
+                    .map(move |i| (i.port, format!("{}:{}", m.name, i.name)))
+            })
+            .collect()
+    }
+}
+
 /// A whole plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -119,6 +159,9 @@ pub struct Plan {
     /// machines see a read-only copy ([`Plan::lab_disk`]) and no host path.
     #[serde(default)]
     pub host_access: bool,
+    /// Captures started with the lab.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captures: Vec<CapturePlan>,
 }
 
 impl Plan {
@@ -198,12 +241,6 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
                 s.domain
             ));
         }
-        if s.capture {
-            notes.push(format!(
-                "domain {}: capture is recorded but not applied yet",
-                s.domain
-            ));
-        }
     }
     let sw_index: BTreeMap<&str, usize> = switches
         .iter()
@@ -218,6 +255,20 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
         .max(guest::MIN_MEM_MB);
     let mut raised: Vec<String> = Vec::new();
     let mut machines = Vec::new();
+    let mut next_port: Vec<u32> = vec![1; switches.len()];
+    let mut captures: Vec<CapturePlan> = switches
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.capture)
+        .map(|(i, s)| CapturePlan {
+            name: s.domain.clone(),
+            switch: i,
+            port: None,
+            file: state_dir
+                .join("capture")
+                .join(format!("{}.pcapng", file_part(&s.domain, i))),
+        })
+        .collect();
     for (name, m) in &lab.machines {
         for up in &m.uplinks {
             notes.push(format!(
@@ -253,13 +304,39 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
                 })?),
                 None => format_mac(&derive_mac(&umid, &ifname)),
             };
+            let switch = sw_index[itf.domain.as_str()];
+            let port = next_port[switch];
+            next_port[switch] += 1;
+            if let Some(l) = &itf.link {
+                let spec = l.spec().map_err(|e| LabError::Invalid {
+                    file: lab_dir.to_path_buf(),
+                    rule: format!("machine {name} {ifname}: link emulation: {e}"),
+                })?;
+                notes.push(format!(
+                    "{name} {ifname}: link emulation {spec} on the frames it sends (port {port} of domain {}; applied by umlkit switch, not by vde_switch)",
+                    itf.domain
+                ));
+            }
+            if itf.capture {
+                captures.push(CapturePlan {
+                    name: format!("{name}:{ifname}"),
+                    switch,
+                    port: Some(port),
+                    file: state_dir
+                        .join("capture")
+                        .join(format!("{name}-{ifname}.pcapng")),
+                    // (machine names are never paths: check_machine_name)
+                });
+            }
             interfaces.push(IfacePlan {
                 name: ifname,
                 index,
                 domain: itf.domain.clone(),
-                switch: sw_index[itf.domain.as_str()],
+                switch,
                 mac,
                 addresses: itf.addresses.clone(),
+                port,
+                link: itf.link.clone(),
             });
         }
         let ipv6 = m.ipv6.unwrap_or(dialect == Dialect::Netkit);
@@ -332,7 +409,24 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
         waves,
         notes,
         host_access: false,
+        captures,
     })
+}
+
+/// A domain name as a file name: itself when it is plain (letters, digits,
+/// `_ - .`, not starting with `.`), else `domainN` (never a path).
+fn file_part(domain: &str, i: usize) -> String {
+    let plain = !domain.is_empty()
+        && domain.len() <= 64
+        && !domain.starts_with('.')
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if plain {
+        domain.to_string()
+    } else {
+        format!("domain{i}")
+    }
 }
 
 /// The image a machine's `[image]` names: a built-in recipe (any Kathará

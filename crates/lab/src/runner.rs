@@ -130,6 +130,9 @@ pub struct ExtraIface {
     pub name: String,
     pub domain: String,
     pub mac: String,
+    /// The switch port it asked for (0: any, in older state files).
+    #[serde(default)]
+    pub port: u32,
 }
 
 /// The lab's state file (`STATE/state.json`).
@@ -143,6 +146,9 @@ pub struct State {
     pub extra_switches: BTreeMap<String, PathBuf>,
     #[serde(default)]
     pub extra_ifaces: Vec<ExtraIface>,
+    /// Captures started with the lab (`crate::links`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub captures: Vec<ProcEntry>,
 }
 
 /// Refuse state dirs another user could have prepared: the state root and
@@ -301,6 +307,10 @@ pub fn start_switch_process(
             for p in 0..ports {
                 cmd.arg("--link").arg(format!("{p}:out:{spec}"));
             }
+        }
+        // interfaces' own settings: the frames they send (their port, in)
+        for (port, spec) in crate::links::iface_links(plan, &sw.domain) {
+            cmd.arg("--link").arg(format!("{port}:in:{spec}"));
         }
     }
     let out = cmd
@@ -605,6 +615,12 @@ pub fn start_until(
             if sw.hub { "hub" } else { "learning switch" }
         ));
     }
+    let cmd = backend.switch_cmd();
+    let umlkit = cmd
+        .first()
+        .filter(|_| cmd.get(1).is_some_and(|a| a == "switch"))
+        .map(Path::new);
+    crate::links::start_captures(plan, umlkit, &needed_sw, &mut |t| progress.event(t))?;
     drop(sw_guard);
 
     let total = wanted.len();
@@ -1055,6 +1071,7 @@ fn stop_switches_if_idle(plan: &Plan, state: &mut State) {
     if !state.machines.is_empty() {
         return;
     }
+    crate::links::stop_captures(state);
     for e in &state.switches {
         kill_entry(e);
     }
@@ -1312,16 +1329,16 @@ pub fn connect(backend: &dyn Backend, plan: &Plan, machine: &str, domain: &str) 
     if !machine_alive(&state, machine) {
         return Err(LabError::Run(format!("{machine} is not running")));
     }
-    let ctl = if let Some(sw) = plan.switches.iter().find(|s| s.domain == domain) {
+    let dir = if let Some(sw) = plan.switches.iter().find(|s| s.domain == domain) {
         if !state.switches.iter().any(|e| e.name == domain && e.alive()) {
             backend.start_switch(plan, sw, &mut |e| {
                 state = State::record(plan, |s| &mut s.switches, &e)?;
                 Ok(())
             })?;
         }
-        sw.ctl()
+        sw.dir.clone()
     } else if let Some(dir) = state.extra_switches.get(domain) {
-        dir.join("ctl")
+        dir.clone()
     } else {
         let n = plan.switches.len() + state.extra_switches.len();
         let sw = SwitchPlan {
@@ -1342,7 +1359,7 @@ pub fn connect(backend: &dyn Backend, plan: &Plan, machine: &str, domain: &str) 
             s.extra_switches.insert(domain.to_string(), dir);
         })?
         .0;
-        sw.ctl()
+        sw.dir
     };
     let used: Vec<u32> = m
         .interfaces
@@ -1359,16 +1376,20 @@ pub fn connect(backend: &dyn Backend, plan: &Plan, machine: &str, domain: &str) 
     let idx = (0..).find(|i| !used.contains(i)).expect("free index");
     let name = format!("eth{idx}");
     let mac = crate::mac::format_mac(&crate::mac::derive_mac(&m.umid, &name));
+    // a port above the planned ones (crate::links), so a planned machine
+    // started later never shares its port with this interface
+    let port = crate::links::free_extra_port(plan, &state, domain);
     backend.mconsole(
         plan,
         m,
-        &format!("config {name}=daemon,{mac},unix,{}", ctl.display()),
+        &format!("config {name}=vde,{},{mac},{port}", dir.display()),
     )?;
     let x = ExtraIface {
         machine: machine.to_string(),
         name: name.clone(),
         domain: domain.to_string(),
         mac,
+        port,
     };
     // the switch this interface is plugged into, to tell when it dies
     let sw = state
@@ -1496,6 +1517,7 @@ mod tests {
             waves: vec![],
             notes: vec![],
             host_access: false,
+            captures: vec![],
         }
     }
 

@@ -39,6 +39,12 @@ pub struct CaptureOptions {
     pub vlan: Option<u16>,
     /// Stop after this many frames.
     pub count: Option<u64>,
+    /// pcapng interface names by port (e.g. `pc1:eth0` for a lab); ports
+    /// not named are `portN`.
+    pub names: std::collections::BTreeMap<u32, String>,
+    /// Called once the switch streams to this capture and the file header
+    /// is written (a supervisor waiting for the capture to be in place).
+    pub on_ready: Option<fn()>,
 }
 
 /// What a capture saw.
@@ -70,6 +76,7 @@ struct PortIf {
 
 struct Writer {
     format: Format,
+    names: std::collections::BTreeMap<u32, String>,
     ng: PcapngWriter,
     ports: Vec<PortIf>,
     buf: Vec<u8>,
@@ -81,7 +88,11 @@ impl Writer {
             return Ok(i);
         }
         let id = if self.format == Format::Pcapng {
-            let name = format!("port{port}");
+            let name = self
+                .names
+                .get(&port)
+                .cloned()
+                .unwrap_or_else(|| format!("port{port}"));
             let description = if descr.is_empty() {
                 format!("switch port {port}")
             } else {
@@ -207,6 +218,7 @@ pub fn capture(
 
     let mut w = Writer {
         format,
+        names: opts.names.clone(),
         ng: PcapngWriter::new(),
         ports: Vec::new(),
         buf: Vec::new(),
@@ -228,6 +240,9 @@ pub fn capture(
         Ok(())
     };
     write_out(out, &mut w.buf)?;
+    if let Some(f) = opts.on_ready {
+        f();
+    }
 
     let mut summary = Summary::default();
     let mut inbuf: Vec<u8> = Vec::with_capacity(1 << 16);

@@ -164,7 +164,11 @@ pub enum LabCmd {
     Capture {
         #[arg(short = 'd', long, default_value = ".")]
         dir: PathBuf,
-        domain: String,
+        #[arg(required_unless_present = "list")]
+        domain: Option<String>,
+        /// List the captures started with the lab (`capture = true`)
+        #[arg(long, conflicts_with_all = ["domain", "machine", "write", "count", "pcap"])]
+        list: bool,
         /// Only this machine's interface, as MACHINE:ethN
         #[arg(long, value_name = "M:IF")]
         machine: Option<String>,
@@ -371,10 +375,43 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     s.mgmt.as_deref().filter(|_| running).and_then(live_links)
                 })
                 .collect();
+            // per interface: its planned port and the settings on it now
+            // (running switch) or as planned
+            let port_links: Vec<std::collections::BTreeMap<u32, Vec<String>>> = plan
+                .switches
+                .iter()
+                .map(|s| {
+                    let running = sw
+                        .iter()
+                        .any(|x| x.domain == s.domain && x.state == "running");
+                    match s.mgmt.as_deref().filter(|_| running) {
+                        Some(m) => live_port_links(m),
+                        None => Default::default(),
+                    }
+                })
+                .collect();
+            let iface_link = |m: &str, i: &lab::plan::IfacePlan| -> Option<String> {
+                let live = port_links[i.switch].get(&i.port).filter(|_| i.port > 0);
+                match live {
+                    Some(v) => Some(v.join(", ")),
+                    None if port_links[i.switch].is_empty() => {
+                        lab::links::planned_iface_link(&plan, m, &i.name)
+                    }
+                    None => None,
+                }
+            };
+            let captures = lab::links::capture_status(&plan)?;
             if json {
                 let v = serde_json::json!({
                     "lab": plan.name, "dir": plan.lab_dir, "dialect": plan.dialect.to_string(),
                     "state_dir": plan.state_dir,
+                    "links": plan.machines.iter().flat_map(|m| m.interfaces.iter().map(|i| {
+                        serde_json::json!({"machine": m.name, "interface": i.name,
+                            "domain": i.domain, "port": (i.port > 0).then_some(i.port),
+                            "planned": lab::links::planned_iface_link(&plan, &m.name, &i.name),
+                            "link": iface_link(&m.name, i)})
+                    }).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                    "captures": captures,
                     "domains": plan.switches.iter().zip(&links).map(|(s, link)| {
                         let live = sw.iter().find(|x| x.domain == s.domain);
                         serde_json::json!({"name": s.domain, "hub": s.hub, "ctl": s.ctl(),
@@ -423,6 +460,12 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                             i.mac,
                             i.addresses.join(" ")
                         );
+                        let planned = plan
+                            .machine(&m.name)
+                            .and_then(|mp| mp.interfaces.iter().find(|x| x.name == i.name));
+                        if let Some(l) = planned.and_then(|p| iface_link(&m.name, p)) {
+                            outln!("          port {}: {l}", planned.map_or(0, |p| p.port));
+                        }
                     }
                 }
                 for (s, link) in plan.switches.iter().zip(&links) {
@@ -442,11 +485,21 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         outln!("    link: {l}");
                     }
                 }
+                for c in &captures {
+                    outln!("capture {c}");
+                }
             }
             // Anything that does not work as started makes the exit code 1.
             let mut problems = Vec::new();
             for s in sw.iter().filter(|s| s.state == "dead") {
                 problems.push(format!("the switch of domain {} is dead", shown(&s.domain)));
+            }
+            for c in captures.iter().filter(|c| c.state == "dead") {
+                problems.push(format!(
+                    "the capture {} ended early (see {})",
+                    shown(&c.name),
+                    c.file.with_extension("log").display()
+                ));
             }
             for m in &st {
                 match m.state.as_str() {
@@ -559,7 +612,16 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 let port = machine_port(&plan, &mgmt, &domain, &target)?;
                 let mut c = switchd::client::Console::connect(&mgmt)?;
                 match spec {
-                    None => out!("{}", c.command(&format!("link/show {port}"))?),
+                    None => match c.command(&format!("link/show {port}")) {
+                        Ok(t) => out!("{t}"),
+                        // 1006: the port has no settings (a neutral link)
+                        Err(switchd::Error::Refused { .. }) => outln!(
+                            "{}: port {port} of domain {}: no link settings",
+                            shown(&target),
+                            shown(&domain)
+                        ),
+                        Err(e) => return Err(e.into()),
+                    },
                     Some(spec) => {
                         let spec: net_proto::link::LinkSpec = spec
                             .parse()
@@ -601,6 +663,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         LabCmd::Capture {
             dir,
             domain,
+            list,
             machine,
             write,
             count,
@@ -608,12 +671,30 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             opts,
         } => {
             let plan = load_plan_or_saved(&dir, &opts)?;
+            if list {
+                for c in lab::links::capture_status(&plan)? {
+                    outln!("{c}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let domain = domain.context("a collision domain (or --list) is needed")?;
             let mgmt = domain_console(&plan, &domain)?;
             let port = match machine {
                 None => None,
                 Some(mi) => Some(machine_port(&plan, &mgmt, &domain, &mi)?),
             };
-            crate::cmd::link::capture_to(&mgmt, port, None, count, write.as_deref(), pcap)
+            let si = plan
+                .switches
+                .iter()
+                .position(|s| s.domain == domain)
+                .expect("domain_console found it");
+            let opts = switchd::capture::CaptureOptions {
+                port,
+                count,
+                names: plan.port_names(si),
+                ..Default::default()
+            };
+            crate::cmd::link::capture_to(&mgmt, opts, write.as_deref(), pcap)
         }
         LabCmd::Connect {
             dir,
@@ -814,6 +895,25 @@ fn default_state_root() -> PathBuf {
 /// The plan to stop or clean a lab with: from the lab folder, or, when its
 /// description no longer loads, the plan saved in its state folder at
 /// start (so a broken lab.conf cannot keep a lab running).
+/// Per port, the impairments a running switch applies (`in delay=20ms`,
+/// `out loss=1%`); empty when none or no console answers.
+fn live_port_links(mgmt: &Path) -> std::collections::BTreeMap<u32, Vec<String>> {
+    let mut m: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    let Ok(text) = switchd::client::command(mgmt, "link/show") else {
+        return m;
+    };
+    for l in text.lines().filter(|l| l.starts_with("Port ")) {
+        let mut f = l.split_whitespace().skip(1);
+        let (Some(port), Some(dir), Some(spec)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if let (Ok(p), false) = (port.parse::<u32>(), spec == "none") {
+            m.entry(p).or_default().push(format!("{dir} {spec}"));
+        }
+    }
+    m
+}
+
 /// The impairments a running switch applies, summarised: `out
 /// delay=15ms on 32 ports`; None when it has none (or no console answers).
 fn live_links(mgmt: &Path) -> Option<String> {
@@ -868,7 +968,8 @@ fn domain_console(plan: &Plan, domain: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// The switch port of MACHINE:IF on `domain`: the port whose MAC table
-/// entry is the interface's planned MAC (the machine must have sent a frame).
+/// entry is the interface's planned MAC, else (no frame sent yet) its
+/// planned port, which the machine asked for.
 fn machine_port(plan: &Plan, mgmt: &Path, domain: &str, mi: &str) -> anyhow::Result<u32> {
     let (m, ifname) = mi
         .split_once(':')
@@ -888,12 +989,15 @@ fn machine_port(plan: &Plan, mgmt: &Path, domain: &str, mi: &str) -> anyhow::Res
                 shown(domain)
             )
         })?;
+    // where the switch learned the MAC, if it did (the truth when the lab
+    // file changed since the machine started), else the planned port
     let table = switchd::client::command(mgmt, "hash/print")?;
     let mac = iface.mac.to_ascii_lowercase();
     table
         .lines()
         .filter(|l| l.to_ascii_lowercase().contains(&format!("addr: {mac} ")))
         .find_map(|l| l.split("to port:").nth(1)?.split_whitespace().next()?.parse().ok())
+        .or((iface.port > 0).then_some(iface.port))
         .with_context(|| {
             format!(
                 "{}: the switch has not seen {mac} yet (no frame sent): capture the whole domain instead",

@@ -42,6 +42,32 @@ pub struct CaptureArgs {
     /// Classic pcap instead of pcapng (with -w)
     #[arg(long, requires = "write")]
     pcap: bool,
+    /// Name port N's pcapng interface NAME instead of `portN` (repeatable)
+    #[arg(long = "name", value_name = "N=NAME", value_parser = parse_port_name)]
+    names: Vec<(u32, String)>,
+    /// Print `ready` on standard output once the switch streams to this
+    /// capture (for `lab start`, which waits for it)
+    #[arg(long, hide = true, requires = "write")]
+    notify_ready: bool,
+}
+
+fn print_ready() {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(b"ready\n").and_then(|()| o.flush());
+}
+
+fn parse_port_name(s: &str) -> Result<(u32, String), String> {
+    let (n, name) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected PORT=NAME"))?;
+    let n = n
+        .parse()
+        .map_err(|_| format!("{s:?}: {n:?} is not a port number"))?;
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(format!("{s:?}: a name is 1-128 printable characters"));
+    }
+    Ok((n, name.to_string()))
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,9 +186,13 @@ fn dir_word(dir: Option<LinkDir>) -> String {
 fn run_capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
     capture_to(
         &a.switch,
-        a.port,
-        a.vlan,
-        a.count,
+        switchd::capture::CaptureOptions {
+            port: a.port,
+            vlan: a.vlan,
+            count: a.count,
+            names: a.names.into_iter().collect(),
+            on_ready: a.notify_ready.then_some(print_ready as fn()),
+        },
         a.write.as_deref(),
         a.pcap,
     )
@@ -171,14 +201,11 @@ fn run_capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
 /// `umlkit capture` (also behind `umlkit lab capture`).
 pub fn capture_to(
     mgmt: &std::path::Path,
-    port: Option<u32>,
-    vlan: Option<u16>,
-    count: Option<u64>,
+    opts: switchd::capture::CaptureOptions,
     write: Option<&std::path::Path>,
     pcap: bool,
 ) -> anyhow::Result<ExitCode> {
-    use switchd::capture::{capture, CaptureOptions, Ended, Format};
-    let opts = CaptureOptions { port, vlan, count };
+    use switchd::capture::{capture, Ended, Format};
     let format = match (write, pcap) {
         (None, _) => Format::Text,
         (Some(_), true) => Format::Pcap,
