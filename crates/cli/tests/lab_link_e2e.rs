@@ -23,6 +23,7 @@ link = { delay_ms = 15.0 }
 
 #[test]
 fn lab_domain_link_delay_is_applied_at_start() {
+    let _one = serial();
     let lab = TestLab::new("lablk", &[("lab.toml", LAB)]);
     let dir = lab.dir.clone();
     let d = dir.to_str().unwrap();
@@ -128,8 +129,9 @@ fn lab_domain_link_delay_is_applied_at_start() {
         .collect();
     // b's port: 25 ms each way (its "out" replaced the domain's 2 ms);
     // a's port still adds 2 ms to the replies
+    // (the median: one reply late by a busy host says nothing of the link)
     assert!(
-        r.len() >= 4 && r.iter().all(|&t| (51.0..70.0).contains(&t)),
+        r.len() >= 4 && (51.0..70.0).contains(&median(&r)) && r.iter().all(|&t| t >= 51.0),
         "{out}"
     );
     let shown = lab.ok(&["link", "-d", d, "b:eth0"]);
@@ -175,6 +177,13 @@ fn rtts(out: &str) -> Vec<f64> {
         .collect()
 }
 
+/// The tests of this file measure delays on a 2-core machine: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|x, y| x.partial_cmp(y).unwrap());
@@ -188,6 +197,7 @@ fn median(v: &[f64]) -> f64 {
 /// the interfaces named after the machines; status and graph show both.
 #[test]
 fn lab_interface_link_and_domain_capture_apply_from_start() {
+    let _one = serial();
     let lab = TestLab::new("lablk", &[("lab.toml", IFACE_LAB)]);
     let dir = lab.dir.clone();
     let d = dir.to_str().unwrap();
@@ -219,9 +229,8 @@ fn lab_interface_link_and_domain_capture_apply_from_start() {
     assert!(r.len() >= 19, "{out}");
     assert!(r[0] >= 19.0, "first ping {} ms: {out}", r[0]);
     let med = median(&r);
-    assert!((18.0..=22.0).contains(&med), "median {med} ms: {out}");
-    // the others' link is not shaped
-    let out = lab.ok(&[
+    // the others' link is not shaped: its median is the path's own time
+    let out2 = lab.ok(&[
         "exec",
         "-d",
         d,
@@ -229,8 +238,15 @@ fn lab_interface_link_and_domain_capture_apply_from_start() {
         "--",
         "ping -c 10 -i 0.05 -W 2 10.8.0.3",
     ]);
-    let r = rtts(&out);
-    assert!(r.len() >= 9 && median(&r) < 5.0, "{out}");
+    let r2 = rtts(&out2);
+    assert!(r2.len() >= 9 && median(&r2) < 5.0, "{out2}");
+    // the delay on top of that path: within 10% of 20 ms
+    let extra = med - median(&r2);
+    assert!(
+        (18.0..=22.0).contains(&extra),
+        "median {med} ms, unshaped {} ms: {out}",
+        median(&r2)
+    );
 
     // status, capture --list, graph
     let st = lab.ok(&["status", d]);
@@ -337,6 +353,7 @@ fn lab_interface_link_and_domain_capture_apply_from_start() {
 /// the planned ones.
 #[test]
 fn lab_connect_never_takes_the_planned_port_of_a_machine_started_later() {
+    let _one = serial();
     let lab = TestLab::new(
         "lablk",
         &[(
