@@ -128,62 +128,32 @@ fn vector_guests_mixed_with_daemon_and_vde_guests_on_one_switch() {
     let img = env.default_image();
     let sw = Sw::start(&["--vector"]);
     let dir = sw.dir.display().to_string();
-    let vec = sw.dir.join("vec").display().to_string();
-    // (name, extra args, interface, address)
-    let guests: [(&str, Vec<String>, &str, &str); 4] = [
-        (
-            "v1",
-            vec![format!(
-                "vec0:transport=bess,dst={vec},mac=02:00:00:00:07:01"
-            )],
-            "vec0",
-            "10.6.0.1",
-        ),
+    // (name, --net, address); v1 and v2 on `DIR,vector`: the kernel's
+    // vec0, renamed eth0 at boot, configured like any eth0
+    let guests = [
+        ("v1", format!("{dir},vector"), "10.6.0.1"),
         (
             "v2",
-            vec![format!(
-                "vec0:transport=bess,dst={vec},mac=02:00:00:00:07:02"
-            )],
-            "vec0",
+            format!("{dir},vector,mac=02:00:00:00:07:02"),
             "10.6.0.2",
         ),
-        (
-            "d3",
-            vec!["umlkit.ip.eth0=10.6.0.3/24".into()],
-            "eth0",
-            "10.6.0.3",
-        ),
-        (
-            "e4",
-            vec!["umlkit.ip.eth0=10.6.0.4/24".into()],
-            "eth0",
-            "10.6.0.4",
-        ),
+        ("d3", dir.clone(), "10.6.0.3"),
+        ("e4", format!("{dir},vde"), "10.6.0.4"),
     ];
-    for (name, kargs, _, _) in &guests {
-        let mut args = vec!["--disk".to_string(), img.display().to_string()];
-        match *name {
-            "d3" => args.extend(["--net".into(), dir.clone()]),
-            "e4" => args.extend(["--net".into(), format!("{dir},vde")]),
-            _ => {}
-        }
-        args.push("--".into());
-        args.extend(kargs.iter().cloned());
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        env.start(name, &a);
-    }
-    for (name, _, ifname, ip) in &guests[..2] {
-        env.ok(&[
-            "exec",
+    for (name, net, ip) in &guests {
+        let ipk = format!("umlkit.ip.eth0={ip}/24");
+        env.start(
             name,
-            "--",
-            "sh",
-            "-c",
-            &format!("ip addr add {ip}/24 dev {ifname} && ip link set {ifname} up"),
-        ]);
+            &["--disk", img.to_str().unwrap(), "--net", net, "--", &ipk],
+        );
     }
-    for (name, _, _, _) in &guests {
-        for (_, _, _, ip) in &guests {
+    let links = env.ok(&["exec", "v2", "--", "ip", "-o", "link"]);
+    assert!(
+        links.contains(" eth0: ") && links.contains("02:00:00:00:07:02") && !links.contains("vec0"),
+        "{links}"
+    );
+    for (name, _, _) in &guests {
+        for (_, _, ip) in &guests {
             let o = env.ok(&["exec", name, "--", "ping", "-c", "2", "-W", "5", ip]);
             assert!(o.contains(" 0% packet loss"), "{name} -> {ip}: {o}");
         }

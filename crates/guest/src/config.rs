@@ -67,6 +67,10 @@ pub enum Transport {
     Daemon { ctl: PathBuf },
     /// VDE switch directory (kernel `vde` transport; the kernel spawns `vde_plug`).
     Vde { dir: PathBuf, port: Option<u32> },
+    /// The switch's vector socket `DIR/vec` (`umlkit switch --vector`; the
+    /// kernel's vector driver, `bess` transport: batched, no helper). The
+    /// guest names the interface `ethN` at boot (the driver says `vecN`).
+    Vector { sock: PathBuf },
 }
 
 /// One network interface (`eth<N>` in the order given).
@@ -78,7 +82,7 @@ pub struct NetSpec {
 }
 
 impl NetSpec {
-    /// Parse `SWITCH[,mac=aa:bb:..][,vde][,port=N]`: a directory holding `ctl`
+    /// Parse `SWITCH[,mac=aa:bb:..][,vde|,vector][,port=N]`: a directory holding `ctl`
     /// uses the daemon transport on `DIR/ctl` (fewest hops), a socket path the
     /// daemon transport on it; `,vde` forces the vde transport on a directory.
     pub fn parse(s: &str) -> Result<NetSpec, String> {
@@ -89,21 +93,36 @@ impl NetSpec {
                 .filter(|p| !p.is_empty())
                 .ok_or("empty switch path")?,
         );
-        let (mut mac, mut vde, mut port) = (None, false, None);
+        let (mut mac, mut vde, mut port, mut vector) = (None, false, None, false);
         for p in parts {
             if let Some(m) = p.strip_prefix("mac=") {
                 mac = Some(parse_mac(m).ok_or_else(|| format!("invalid MAC '{m}'"))?);
             } else if p == "vde" {
                 vde = true;
+            } else if p == "vector" {
+                vector = true;
             } else if let Some(n) = p.strip_prefix("port=") {
                 port = Some(n.parse().map_err(|_| format!("invalid port '{n}'"))?);
             } else {
                 return Err(format!(
-                    "unknown net option '{p}' (expected mac=, vde, port=)"
+                    "unknown net option '{p}' (expected mac=, vde, vector, port=)"
                 ));
             }
         }
-        let transport = if vde {
+        if vector && (vde || port.is_some()) {
+            return Err("'vector' takes no 'vde' or 'port=' (the switch picks the port)".into());
+        }
+        let transport = if vector {
+            if !sw.is_dir() {
+                return Err(format!(
+                    "'vector' needs a switch directory (umlkit switch -s DIR --vector): {} is not one",
+                    sw.display()
+                ));
+            }
+            Transport::Vector {
+                sock: sw.join("vec"),
+            }
+        } else if vde {
             Transport::Vde { dir: sw, port }
         } else if sw.is_dir() {
             Transport::Daemon {
@@ -248,14 +267,24 @@ pub fn kernel_args(cfg: &GuestConfig, l: &Layout) -> Vec<String> {
     }
     for (i, n) in cfg.nets.iter().enumerate() {
         let mac = format_mac(&n.mac.unwrap_or_else(|| default_mac(&cfg.name, i)));
-        a.push(match &n.transport {
-            Transport::Daemon { ctl } => format!("eth{i}=daemon,{mac},unix,{}", ctl.display()),
-            Transport::Vde { dir, port } => format!(
+        match &n.transport {
+            Transport::Daemon { ctl } => {
+                a.push(format!("eth{i}=daemon,{mac},unix,{}", ctl.display()))
+            }
+            Transport::Vde { dir, port } => a.push(format!(
                 "eth{i}=vde,{},{mac},{}",
                 dir.display(),
                 port.map(|p| p.to_string()).unwrap_or_default()
-            ),
-        });
+            )),
+            Transport::Vector { sock } => {
+                a.push(format!(
+                    "vec{i}:transport=bess,dst={},mac={mac}",
+                    sock.display()
+                ));
+                // the image's rcS renames it before configuring addresses
+                a.push(format!("umlkit.ifname.vec{i}=eth{i}"));
+            }
+        }
     }
     if let Some(h) = &cfg.hostfs {
         a.push(format!("hostfs={}", h.display()));
@@ -374,6 +403,30 @@ mod tests {
     }
 
     #[test]
+    fn vector_interface_is_renamed_eth_at_boot() {
+        let mut c = GuestConfig::new("x");
+        c.nets.push(NetSpec {
+            transport: Transport::Daemon {
+                ctl: "/a/ctl".into(),
+            },
+            mac: None,
+        });
+        c.nets.push(NetSpec {
+            transport: Transport::Vector {
+                sock: "/sw/vec".into(),
+            },
+            mac: Some([2, 0, 0, 0, 0, 7]),
+        });
+        let a = kernel_args(&c, &layout());
+        assert!(
+            a.contains(&"vec1:transport=bess,dst=/sw/vec,mac=02:00:00:00:00:07".to_string()),
+            "{a:?}"
+        );
+        assert!(a.contains(&"umlkit.ifname.vec1=eth1".to_string()), "{a:?}");
+        assert!(a.iter().any(|x| x.starts_with("eth0=daemon,")), "{a:?}");
+    }
+
+    #[test]
     fn parsing() {
         assert!(DiskSpec::parse("a.img:bogus").is_err());
         assert!(DiskSpec::parse("").is_err());
@@ -398,6 +451,18 @@ mod tests {
                 port: Some(3)
             }
         );
+        let tmp = tempfile::tempdir().unwrap();
+        let sw = tmp.path().display().to_string();
+        let v = NetSpec::parse(&format!("{sw},vector")).unwrap();
+        assert_eq!(
+            v.transport,
+            Transport::Vector {
+                sock: tmp.path().join("vec")
+            }
+        );
+        assert!(NetSpec::parse("/nonexistent/dir,vector").is_err());
+        assert!(NetSpec::parse(&format!("{sw},vector,vde")).is_err());
+        assert!(NetSpec::parse(&format!("{sw},vector,port=2")).is_err());
         assert!(valid_name("r1.lab-2_x"));
         assert!(!valid_name("a/b"));
         assert!(!valid_name(""));

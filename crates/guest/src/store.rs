@@ -334,6 +334,9 @@ impl Store {
             let (what, p) = match &mut n.transport {
                 Transport::Daemon { ctl } => ("switch control socket", ctl),
                 Transport::Vde { dir, .. } => ("VDE switch directory", dir),
+                Transport::Vector { sock } => {
+                    ("vector socket (is the switch started with --vector?)", sock)
+                }
             };
             *p = abs(p);
             if p.symlink_metadata().is_err() {
