@@ -8,6 +8,7 @@
 //! - [`mgmt`]: the vde_switch management console: command lines and reply framing.
 //! - [`link`]: link impairment settings (`delay=20ms,loss=1%,...`), one parser for every front end.
 //! - [`pcap`]: capture files, classic pcap and pcapng (one interface per port, drop counts).
+//! - [`vxlan`]: RFC 7348 encapsulation, `--vxlan` settings, the MAC-to-VTEP table.
 //! - [`stream`]: vde_plug's stream framing (2-byte big-endian lengths) and `PATH[PORT]` switch URLs.
 
 pub mod capture;
@@ -17,6 +18,7 @@ pub mod link;
 pub mod mgmt;
 pub mod pcap;
 pub mod stream;
+pub mod vxlan;
 
 pub use ctl::{CtlError, Request, SockAddrUn};
 pub use eth::{Frame, FrameError, MacAddr};

@@ -21,6 +21,7 @@ mod mgmt;
 pub mod plug;
 mod reach;
 mod server;
+pub mod vxlan;
 
 use std::io;
 use std::path::PathBuf;
@@ -174,6 +175,8 @@ pub enum Error {
     BadReply { path: PathBuf, reply: String },
     #[error("vde_open {url}: {reason}")]
     PlugUrl { url: String, reason: String },
+    #[error("vxlan: {what}")]
+    Vxlan { what: String, source: io::Error },
     #[error("vde_open {url}: {what}")]
     Plug {
         url: String,

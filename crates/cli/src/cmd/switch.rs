@@ -77,6 +77,15 @@ pub struct SwitchArgs {
     /// `vecN:transport=bess,dst=DIR/vec`): frames in batches, no helper process
     #[arg(long = "vector")]
     vector: bool,
+    /// Join a VXLAN segment (RFC 7348) as one port: frames to MACs learned
+    /// behind a peer go to it, the rest to every remote and the group.
+    /// `vni=N,remote=IP[,remote=IP...][,group=MCAST][,local=IP][,port=4789]`
+    #[arg(long = "vxlan", value_name = "SPEC", value_parser = parse_vxlan)]
+    vxlan: Vec<net_proto::vxlan::VxlanSpec>,
+}
+
+fn parse_vxlan(s: &str) -> Result<net_proto::vxlan::VxlanSpec, String> {
+    net_proto::vxlan::VxlanSpec::parse(s)
 }
 
 fn parse_port_link(s: &str) -> Result<(u32, LinkDir, LinkSpec), String> {
@@ -202,6 +211,27 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     }
+    // VXLAN sockets are bound (and groups joined) before anything runs
+    let mut vxlans = Vec::new();
+    for spec in &a.vxlan {
+        if o.vde_dir.is_none() {
+            eprintln!("umlkit switch: --vxlan needs a switch directory (-s DIR)");
+            server.close();
+            return Ok(ExitCode::from(1));
+        }
+        match switchd::vxlan::bind(spec) {
+            Ok(sock) => vxlans.push((spec.clone(), sock)),
+            Err(e) => {
+                eprintln!(
+                    "umlkit switch: --vxlan vni={}: {}",
+                    spec.vni,
+                    super::chain_of(&e)
+                );
+                server.close();
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
     // uplinks are checked (and relative paths resolved) before -d moves to /
     let mut uplinks = Vec::new();
     for url in &a.uplink {
@@ -254,6 +284,15 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
             o.numports,
             what.join(", ")
         );
+    }
+    for (spec, sock) in vxlans {
+        let mut log = Logger::new("umlkit switch: ");
+        if a.daemon {
+            log.use_syslog("umlkit-switch");
+        }
+        if let Some(dir) = &o.vde_dir {
+            switchd::vxlan::spawn(dir.clone(), spec, sock, log);
+        }
     }
     for url in uplinks {
         let mut log = Logger::new("umlkit switch: ");
