@@ -28,11 +28,12 @@ macro_rules! out {
 
 mod cmd;
 mod compat_names;
+mod generated;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -72,6 +73,16 @@ enum Command {
         /// Replace existing symlinks of the same names (files are never replaced)
         #[arg(short, long)]
         force: bool,
+    },
+    /// Print a shell completion script: `source <(umlkit completions bash)`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (umlkit.1, umlkit-lab-start.1, ...) into DIR
+    Man {
+        #[arg(long)]
+        dir: std::path::PathBuf,
     },
 }
 
@@ -135,6 +146,8 @@ fn run(cli: Cli) -> ExitCode {
             BenchCommand::Switch(b) => cmd::switch::bench(b),
         },
         Command::InstallLinks { dir, force } => compat_names::install_links(dir, force),
+        Command::Completions { shell } => generated::completions(shell, Cli::command()),
+        Command::Man { dir } => generated::man(&dir, Cli::command()),
     };
     match result {
         Ok(code) => code,
