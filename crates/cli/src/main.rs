@@ -135,6 +135,15 @@ fn main() -> ExitCode {
 
 /// Run one parsed command line; errors are printed once, as a chain.
 fn run(cli: Cli) -> ExitCode {
+    // commands whose exit status is someone else's result (the command's,
+    // the checks') report umlkit's own failure apart (docs/exit-codes.md)
+    let relays = matches!(
+        &cli.command,
+        Command::Guest(cmd::guest::Command::Exec { .. })
+            | Command::Lab(cmd::lab::Command::Lab {
+                cmd: cmd::lab::LabCmd::Exec { .. } | cmd::lab::LabCmd::Test { .. }
+            })
+    );
     let result = match cli.command {
         Command::Cow(c) => cmd::cow::run(c),
         Command::Switch(c) => cmd::switch::run(c),
@@ -153,7 +162,11 @@ fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("umlkit: {}", cmd::shown_lines(&cmd::error_chain(&err)));
-            ExitCode::from(cmd::exit_code_for(&err))
+            ExitCode::from(if relays {
+                cmd::OWN_FAILURE
+            } else {
+                cmd::exit_code_for(&err)
+            })
         }
     }
 }

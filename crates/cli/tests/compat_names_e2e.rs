@@ -40,6 +40,11 @@ impl Env {
             .current_dir(&self.lab)
             .env("UMLKIT_LAB_STATE", self.tmp.path().join("labst"))
             .env("UMLKIT_STATE_DIR", self.state())
+            .env(
+                "UMLKIT_CACHE_DIR",
+                PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("umlkit-images"),
+            )
+            .env_remove("UMLKIT_KERNEL")
             .stdin(Stdio::null())
             .output()
             .expect("run a link")

@@ -1020,6 +1020,14 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
     let (plan, _) = load_plan(dir, opts, false)?;
     let b = backend(&plan)?;
     let state = runner::State::load(&plan)?;
+    // a lab that is not running cannot be tested (exit 125, not failed checks)
+    if !plan
+        .machines
+        .iter()
+        .any(|m| runner::machine_alive(&state, &m.name))
+    {
+        bail!("lab {} is not running (umlkit lab start)", plan.name);
+    }
     let mut failed = 0usize;
     let mut passed = 0usize;
     let check_file = plan.lab_dir.join("lab.test.toml");
