@@ -70,19 +70,7 @@ impl TestLab {
     }
 
     fn leftovers(&self) -> Vec<u32> {
-        let needle = self.state.to_str().unwrap().as_bytes().to_vec();
-        let me = std::process::id();
-        let mut v = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            if pid != me && cmd.windows(needle.len()).any(|w| w == needle) {
-                v.push(pid);
-            }
-        }
-        v
+        testkit::pids_mentioning(self.state.to_str().unwrap())
     }
 }
 

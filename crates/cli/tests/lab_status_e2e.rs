@@ -18,15 +18,7 @@ struct TestLab {
 }
 
 fn pids_mentioning(needle: &str) -> Vec<u32> {
-    let me = std::process::id();
-    sp::all_pids()
-        .into_iter()
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            cmd.windows(needle.len()).any(|w| w == needle.as_bytes())
-        })
-        .collect()
+    testkit::pids_mentioning(needle)
 }
 
 impl TestLab {

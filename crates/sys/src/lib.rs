@@ -11,3 +11,4 @@ pub mod file;
 pub mod net;
 pub mod private;
 pub mod process;
+pub mod procfs;

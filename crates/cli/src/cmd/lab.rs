@@ -1144,13 +1144,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Host memory (PSS, kB: shared guest RAM counted once, each address space
 /// once) of all processes whose cmdline names `needle`.
 fn pss_kb_matching(needle: &str) -> u64 {
-    let pids: Vec<u32> = umlkit_sys::process::all_pids()
-        .into_iter()
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            cmd.windows(needle.len()).any(|w| w == needle.as_bytes())
-        })
-        .collect();
+    let pids = umlkit_sys::procfs::pids_mentioning(needle.as_bytes());
     guest::host_memory(&pids).pss_kb
 }
 
