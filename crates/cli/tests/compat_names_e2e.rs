@@ -195,6 +195,10 @@ fn netkit_and_kathara_names_drive_a_lab_and_a_vstart_machine() {
     );
     let o = e.ok("kathara", &["exec", "-d", &dir, "pc1", "echo", "hello"]);
     assert_eq!(text(&o.stdout).trim(), "hello");
+    // lhalt: graceful stop, the lab's files stay until lclean
+    e.ok("lhalt", &["-d", &dir, "-q"]);
+    let o = e.run("kathara", &["exec", "-d", &dir, "pc1", "true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
     e.ok("kathara", &["lclean", "-d", &dir]);
 
     // vstart / vlist / vhalt with a collision domain
