@@ -1,6 +1,7 @@
 //! Every `--json` listing parses and carries the keys docs/json.md lists.
 
 mod guest_common;
+mod switch_common;
 
 use std::path::Path;
 use std::process::Command;
@@ -203,4 +204,45 @@ fn json_ps_of_a_running_guest() {
     );
     assert_eq!(g["name"], "j1");
     assert_eq!(g["phase"], "running");
+}
+
+#[test]
+fn json_link_show_of_a_running_switch() {
+    let sw = switch_common::Sw::start(&[]);
+    let mgmt = sw.mgmt.to_str().unwrap();
+    let o = Command::new(testkit::umlkit_bin())
+        .args(["link", "set", mgmt, "2", "--dir", "out", "delay=20ms"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json(&["link", "show", "--json", mgmt], &[]);
+    let all = v.as_array().expect("an array");
+    assert_eq!(all.len(), 2, "{v}");
+    for l in all {
+        has_keys(
+            l,
+            &[
+                "port",
+                "dir",
+                "spec",
+                "offered",
+                "passed",
+                "lost",
+                "queue_drop",
+                "mtu_drop",
+                "duplicated",
+                "corrupted",
+                "delayed",
+                "held_frames",
+                "held_bytes",
+            ],
+            "link show",
+        );
+        assert_eq!(l["port"], 2);
+    }
+    let out = all.iter().find(|l| l["dir"] == "out").expect("out");
+    assert!(
+        out["spec"].as_str().unwrap().contains("delay=20ms"),
+        "{out}"
+    );
 }
