@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
+# man pages from the clap definitions (one per command), shipped from target/man
+target/debug/umlkit man --dir target/man
 # the exec agent copied into the default guest image must be static
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p umlkit-agent --target x86_64-unknown-linux-gnu
 cargo test --workspace --no-fail-fast

@@ -2,8 +2,10 @@
 //!
 //! A thin binary: parse arguments (clap), call one library function, print
 //! the error chain once and map it to an exit code. Also a multi-call binary:
-//! invoked as `uml_mkcow`, `uml_moo`, `uml_switch`, `uml_mconsole` or `vde_plug` it
-//! behaves as that C tool does.
+//! invoked as `uml_mkcow`, `uml_moo`, `uml_switch`, `uml_mconsole` or
+//! `vde_plug` it behaves as that C tool does; invoked as a Netkit or Kathará
+//! command (`lstart`, `vstart`, `kathara lstart`, ... see [`compat_names`])
+//! it runs the umlkit commands they stand for.
 
 /// `outln!` for command output: when stdout is a closed pipe
 /// (`umlkit ps | head -1`) the program ends quietly, as C tools do on
@@ -25,11 +27,13 @@ macro_rules! out {
 }
 
 mod cmd;
+mod compat_names;
+mod generated;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,13 +66,25 @@ enum Command {
         #[command(subcommand)]
         which: BenchCommand,
     },
-    /// Create the multi-call links (uml_mkcow, uml_moo, uml_switch, uml_mconsole, vde_plug) in DIR
+    /// Create the multi-call links in DIR: uml_mkcow, uml_moo, uml_switch,
+    /// uml_mconsole, vde_plug, Netkit's lstart, lhalt, lcrash, lclean, linfo, ltest,
+    /// vstart, vlist, vhalt, vcrash and Kathará's kathara
     InstallLinks {
-        /// Directory to create the links in
-        dir: std::path::PathBuf,
-        /// Replace existing files of the same names
+        /// Directory to create the links in [default: ~/.local/bin]
+        dir: Option<std::path::PathBuf>,
+        /// Replace existing symlinks of the same names (files are never replaced)
         #[arg(short, long)]
         force: bool,
+    },
+    /// Print a shell completion script: `source <(umlkit completions bash)`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (umlkit.1, umlkit-lab-start.1, ...) into DIR
+    Man {
+        #[arg(long)]
+        dir: std::path::PathBuf,
     },
 }
 
@@ -79,15 +95,6 @@ enum BenchCommand {
     #[command(flatten)]
     Switch(cmd::switch::Bench),
 }
-
-/// Names under which `umlkit` acts as a C tool of uml-utilities or vdeplug4.
-const MULTICALL_NAMES: &[&str] = &[
-    "uml_mkcow",
-    "uml_moo",
-    "uml_switch",
-    "uml_mconsole",
-    "vde_plug",
-];
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
@@ -104,7 +111,42 @@ fn main() -> ExitCode {
         "vde_plug" => return cmd::plug::multicall_vde_plug(&args[1..]),
         _ => {}
     }
-    let cli = Cli::parse_from(args);
+    if compat_names::is_name(&argv0) {
+        let Ok(rest) = args[1..]
+            .iter()
+            .map(|a| a.clone().into_string())
+            .collect::<Result<Vec<String>, _>>()
+        else {
+            eprintln!("{argv0}: arguments must be UTF-8 text");
+            return ExitCode::from(2);
+        };
+        let t = compat_names::translate(&argv0, &rest).expect("a compat name translates");
+        return match t {
+            Ok(t) => compat_names::run(t, &mut |argv| {
+                run(Cli::parse_from(
+                    std::iter::once("umlkit".to_string()).chain(argv),
+                ))
+            }),
+            Err(refused) => {
+                eprintln!("{refused}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    run(Cli::parse_from(args))
+}
+
+/// Run one parsed command line; errors are printed once, as a chain.
+fn run(cli: Cli) -> ExitCode {
+    // commands whose exit status is someone else's result (the command's,
+    // the checks') report umlkit's own failure apart (docs/exit-codes.md)
+    let relays = matches!(
+        &cli.command,
+        Command::Guest(cmd::guest::Command::Exec { .. })
+            | Command::Lab(cmd::lab::Command::Lab {
+                cmd: cmd::lab::LabCmd::Exec { .. } | cmd::lab::LabCmd::Test { .. }
+            })
+    );
     let result = match cli.command {
         Command::Cow(c) => cmd::cow::run(c),
         Command::Switch(c) => cmd::switch::run(c),
@@ -116,36 +158,19 @@ fn main() -> ExitCode {
             BenchCommand::Cow(b) => cmd::cow::bench(b),
             BenchCommand::Switch(b) => cmd::switch::bench(b),
         },
-        Command::InstallLinks { dir, force } => install_links(&dir, force),
+        Command::InstallLinks { dir, force } => compat_names::install_links(dir, force),
+        Command::Completions { shell } => generated::completions(shell, Cli::command()),
+        Command::Man { dir } => generated::man(&dir, Cli::command()),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("umlkit: {}", cmd::shown_lines(&cmd::error_chain(&err)));
-            ExitCode::from(cmd::exit_code_for(&err))
+            ExitCode::from(if relays {
+                cmd::OWN_FAILURE
+            } else {
+                cmd::exit_code_for(&err)
+            })
         }
     }
-}
-
-fn install_links(dir: &std::path::Path, force: bool) -> anyhow::Result<ExitCode> {
-    use anyhow::Context;
-    let exe = std::env::current_exe().context("cannot find the umlkit executable")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for name in MULTICALL_NAMES {
-        let link = dir.join(name);
-        if link.symlink_metadata().is_ok() {
-            if !force {
-                anyhow::bail!(
-                    "{} already exists (use --force to replace it)",
-                    link.display()
-                );
-            }
-            std::fs::remove_file(&link)
-                .with_context(|| format!("cannot remove {}", link.display()))?;
-        }
-        std::os::unix::fs::symlink(&exe, &link)
-            .with_context(|| format!("cannot create link {}", link.display()))?;
-        outln!("{} -> {}", link.display(), exe.display());
-    }
-    Ok(ExitCode::SUCCESS)
 }

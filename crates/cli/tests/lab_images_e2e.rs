@@ -53,21 +53,7 @@ fn lab_image() {
 }
 
 fn pids_mentioning(needle: &str) -> Vec<u32> {
-    let me = std::process::id();
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if cmd.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-            v.push(pid);
-        }
-    }
-    v
+    testkit::pids_mentioning(needle)
 }
 
 fn copy_tree(from: &Path, to: &Path) {

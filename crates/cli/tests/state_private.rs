@@ -112,15 +112,7 @@ impl Drop for Tmpfs {
 }
 
 fn pids_mentioning(needle: &str) -> Vec<u32> {
-    let me = std::process::id();
-    umlkit_sys::process::all_pids()
-        .into_iter()
-        .filter(|&p| p != me)
-        .filter(|p| {
-            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-            cmd.windows(needle.len()).any(|w| w == needle.as_bytes())
-        })
-        .collect()
+    testkit::pids_mentioning(needle)
 }
 
 /// A lab in a temp dir; its guard runs `lab clean` and kills (by pid) any

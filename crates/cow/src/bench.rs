@@ -120,13 +120,7 @@ fn fail(path: &Path, msg: impl Into<String>) -> CowError {
     }
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/sbin"), PathBuf::from("/usr/sbin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
+use umlkit_sys::file::which;
 
 fn tool(name: &str, package: &str) -> Result<PathBuf> {
     which(name).ok_or_else(|| {

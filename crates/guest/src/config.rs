@@ -135,14 +135,9 @@ impl NetSpec {
     }
 }
 
-/// Parse `aa:bb:cc:dd:ee:ff`.
+/// Parse `aa:bb:cc:dd:ee:ff` ([`net_proto::eth::MacAddr`]'s parser).
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|x| u8::from_str_radix(x, 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    v.try_into().ok()
+    net_proto::eth::MacAddr::parse(s).map(|m| m.0)
 }
 
 pub fn format_mac(m: &[u8; 6]) -> String {

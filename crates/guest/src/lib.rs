@@ -120,12 +120,7 @@ impl Error {
     }
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
+use umlkit_sys::file::which;
 
 /// Find the UML kernel: `explicit`, else `$UMLKIT_KERNEL`, else `linux.uml`,
 /// else `linux` on PATH.

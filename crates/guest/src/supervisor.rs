@@ -413,19 +413,11 @@ fn bind(path: &Path) -> Result<UnixListener, Error> {
 
 /// Processes whose process group is `pgid` (from /proc).
 pub fn group_members(pgid: u32) -> Vec<u32> {
-    let mut v = Vec::new();
-    for pid in umlkit_sys::process::all_pids() {
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            // fields after the ")" : state ppid pgrp ...
-            if let Some(rest) = stat.rsplit_once(')').map(|x| x.1) {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                if f.get(2).and_then(|s| s.parse::<u32>().ok()) == Some(pgid) {
-                    v.push(pid);
-                }
-            }
-        }
-    }
-    v
+    use umlkit_sys::procfs;
+    procfs::all_pids()
+        .into_iter()
+        .filter(|&pid| procfs::pgrp(pid) == Some(pgid))
+        .collect()
 }
 
 /// Name of the environment variable that marks every host process of a guest
@@ -440,16 +432,12 @@ pub fn marker(supervisor_pid: u32, dir: &Path) -> String {
 
 /// Processes carrying `MARKER_VAR=marker` in their environment.
 pub fn marked_processes(marker: &str) -> Vec<u32> {
+    use umlkit_sys::procfs;
     let needle = format!("{MARKER_VAR}={marker}");
-    let mut v = Vec::new();
-    for pid in umlkit_sys::process::all_pids() {
-        if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) {
-            if env.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
-                v.push(pid);
-            }
-        }
-    }
-    v
+    procfs::all_pids()
+        .into_iter()
+        .filter(|&pid| procfs::environ_has(pid, needle.as_bytes()))
+        .collect()
 }
 
 /// All live host processes of a guest: its process group plus marked processes.
@@ -461,15 +449,7 @@ pub fn guest_processes(pgid: Option<u32>, marker: Option<&str>) -> Vec<u32> {
     v.sort_unstable();
     v.dedup();
     // zombies hold no resources and cannot be killed; ignore them
-    v.retain(|p| {
-        std::fs::read_to_string(format!("/proc/{p}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .map(|x| x.1.trim_start().starts_with('Z'))
-            })
-            == Some(false)
-    });
+    v.retain(|&p| umlkit_sys::procfs::state(p).is_some_and(|s| s != 'Z'));
     v
 }
 

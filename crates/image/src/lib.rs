@@ -257,12 +257,38 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(home).join(".local/share/umlkit/images")
 }
 
-const AGENT_TRIPLE_PATH: &str = "target/x86_64-unknown-linux-gnu/release/umlkit-agent";
+/// Where a static agent lands in a cargo target dir.
+const AGENT_IN_TARGET: &str = "x86_64-unknown-linux-gnu/release/umlkit-agent";
 
-/// Locate the static exec agent: `$UMLKIT_AGENT`; else `umlkit-agent` next
-/// to the running executable (or in its parent directories' target dir) if
-/// static; else `./target/x86_64-unknown-linux-gnu/release/umlkit-agent`.
+/// The places [`find_agent`] looks, in order, for the executable `exe`
+/// (pure): `umlkit-agent` next to it (an installed pair), then the build tree
+/// it was built in, found from its own path: `TARGET/debug/umlkit` or
+/// `TARGET/debug/deps/TEST` give `TARGET/x86_64-unknown-linux-gnu/release/
+/// umlkit-agent`, whatever TARGET is called. Never the current directory.
+pub fn agent_candidates(exe: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(dir) = exe.parent() {
+        v.push(dir.join("umlkit-agent"));
+    }
+    // exe's dir (PROFILE or deps), its parent (PROFILE or TARGET), TARGET
+    for anc in exe.ancestors().skip(1).take(3) {
+        if anc.as_os_str().is_empty() {
+            continue;
+        }
+        let c = anc.join(AGENT_IN_TARGET);
+        if !v.contains(&c) {
+            v.push(c);
+        }
+    }
+    v
+}
+
+/// Locate the static exec agent: `$UMLKIT_AGENT` (which must be a static
+/// executable), else the first static one of [`agent_candidates`] of the
+/// running executable. Nothing depends on the current directory.
 pub fn find_agent() -> Result<PathBuf, Error> {
+    const HINT: &str = "build it with: RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build \
+                        --release -p umlkit-agent --target x86_64-unknown-linux-gnu (or set UMLKIT_AGENT)";
     if let Some(p) = std::env::var_os("UMLKIT_AGENT") {
         let p = PathBuf::from(p);
         if !p.is_file() {
@@ -271,35 +297,34 @@ pub fn find_agent() -> Result<PathBuf, Error> {
                 hint: "point UMLKIT_AGENT at a static umlkit-agent".into(),
             });
         }
+        if !is_static_elf(&p)? {
+            return Err(Error::Missing {
+                what: format!(
+                    "a static exec agent: {} (from $UMLKIT_AGENT) is dynamically linked",
+                    p.display()
+                ),
+                hint: HINT.into(),
+            });
+        }
         return Ok(p);
     }
-    let mut cands = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            cands.push(dir.join("umlkit-agent"));
-        }
-        for anc in exe.ancestors().skip(1) {
-            cands.push(anc.join(AGENT_TRIPLE_PATH));
-            if anc.file_name().is_some_and(|n| n == "target") {
-                if let Some(p) = anc.parent() {
-                    cands.push(p.join(AGENT_TRIPLE_PATH));
-                }
-            }
-        }
-    }
-    if let Ok(cwd) = std::env::current_dir() {
-        cands.push(cwd.join(AGENT_TRIPLE_PATH));
-    }
+    let exe = std::env::current_exe().map_err(io(Path::new("/proc/self/exe"), "cannot read"))?;
+    let cands = agent_candidates(&exe);
     for c in &cands {
         if c.is_file() && is_static_elf(c).unwrap_or(false) {
             return Ok(c.clone());
         }
     }
     Err(Error::Missing {
-        what: "a static umlkit-agent".into(),
-        hint: "build it with: RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release \
-               -p umlkit-agent --target x86_64-unknown-linux-gnu (or set UMLKIT_AGENT)"
-            .into(),
+        what: format!(
+            "a static umlkit-agent (looked at $UMLKIT_AGENT, {})",
+            cands
+                .iter()
+                .map(|c| c.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        hint: HINT.into(),
     })
 }
 
@@ -618,6 +643,21 @@ fn stage_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_lookup_follows_the_executable_never_the_cwd() {
+        let t = "x86_64-unknown-linux-gnu/release/umlkit-agent";
+        let c = agent_candidates(Path::new("/w/target/debug/umlkit"));
+        assert_eq!(c[0], Path::new("/w/target/debug/umlkit-agent"));
+        assert!(c.contains(&Path::new("/w/target").join(t)), "{c:?}");
+        // a test binary in deps/, and a CARGO_TARGET_DIR of another name
+        let c = agent_candidates(Path::new("/w/out/debug/deps/lab_e2e-0123"));
+        assert!(c.contains(&Path::new("/w/out").join(t)), "{c:?}");
+        // an installed pair
+        let c = agent_candidates(Path::new("/usr/local/bin/umlkit"));
+        assert_eq!(c[0], Path::new("/usr/local/bin/umlkit-agent"));
+        assert!(c.iter().all(|p| p.is_absolute()), "{c:?}");
+    }
 
     #[test]
     fn sizes() {

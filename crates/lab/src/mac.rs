@@ -28,22 +28,13 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// Parse `aa:bb:cc:dd:ee:ff` (or `-` separated); multicast addresses are
-/// refused (UML would replace them with a random one).
+/// Parse `aa:bb:cc:dd:ee:ff` (or `-` separated; [`net_proto::eth::MacAddr`]'s
+/// parser); multicast addresses are refused (UML would replace them with a
+/// random one).
 pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return Err(format!("MAC {s:?} must have 6 bytes"));
-    }
-    let mut mac = [0u8; 6];
-    for (i, p) in parts.iter().enumerate() {
-        if p.len() != 2 {
-            return Err(format!("MAC {s:?}: byte {p:?} must be 2 hex digits"));
-        }
-        mac[i] = u8::from_str_radix(p, 16).map_err(|_| format!("MAC {s:?}: {p:?} is not hex"))?;
-    }
-    if mac[0] & 1 == 1 {
+    let mac: net_proto::eth::MacAddr = s.parse().map_err(|e| format!("{e}"))?;
+    if mac.is_multicast() {
         return Err(format!("MAC {s:?} is a multicast address"));
     }
-    Ok(mac)
+    Ok(mac.0)
 }

@@ -376,11 +376,7 @@ pub fn backend_for(plan: &Plan, umlkit: Option<&Path>) -> Result<GuestBackend> {
     GuestBackend::new(plan, umlkit)
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
+use umlkit_sys::file::which;
 
 /// True while `pid` runs (a zombie, e.g. an unreaped child of a long-lived
 /// caller such as `lab bench`, counts as gone).
@@ -388,14 +384,7 @@ pub fn pid_alive(pid: u32) -> bool {
     if !umlkit_sys::process::process_exists(pid) {
         return false;
     }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // state is the first field after the parenthesised command name
-        Ok(st) => st
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    umlkit_sys::procfs::state(pid).is_some_and(|s| s != 'Z' && s != 'X')
 }
 
 fn read_pid(p: &Path) -> Option<u32> {
@@ -988,7 +977,7 @@ fn kill_entry(e: &ProcEntry) {
 /// True when the command line of `pid` names `path` (a switch started with
 /// `-p PIDFILE`).
 fn names_path(pid: u32, path: &Path) -> bool {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = umlkit_sys::procfs::cmdline_raw(pid);
     let want = path.as_os_str().as_encoded_bytes();
     cmdline.split(|b| *b == 0).any(|a| a == want)
 }
@@ -1098,11 +1087,7 @@ pub fn sweep(plan: &Plan, machine: Option<&MachinePlan>) {
             if pid == me {
                 continue;
             }
-            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<String> = raw
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
+            let args = umlkit_sys::procfs::cmdline(pid);
             let in_lab_uml = args
                 .iter()
                 .any(|a| a.strip_prefix("uml_dir=").is_some_and(under));
@@ -1186,7 +1171,7 @@ pub fn clean(plan: &Plan) -> Result<()> {
 
 /// The pid runs a UML of this lab (its cmdline names our uml_dir).
 fn is_our_uml(pid: u32, uml_dir: &Path) -> bool {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = umlkit_sys::procfs::cmdline_raw(pid);
     let want = format!("uml_dir={}", uml_dir.display());
     cmdline.split(|b| *b == 0).any(|a| a == want.as_bytes())
 }

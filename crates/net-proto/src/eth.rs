@@ -34,21 +34,48 @@ impl MacAddr {
         self.0[0] & 1 != 0
     }
 
-    /// Parse `xx:xx:xx:xx:xx:xx` (hex, `:` separated).
+    /// Parse `xx:xx:xx:xx:xx:xx` (see [`MacAddr::from_str`]), `None` if it
+    /// is not one.
     pub fn parse(s: &str) -> Option<MacAddr> {
+        s.parse().ok()
+    }
+}
+
+/// Why a text is not a MAC address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MacError {
+    /// Not six parts separated by one kind of separator.
+    #[error("MAC {0:?} must be 6 bytes separated by ':' (or '-')")]
+    Shape(String),
+    /// A part that is not 1 or 2 hex digits.
+    #[error("MAC {text:?}: {byte:?} is not 1 or 2 hex digits")]
+    Byte { text: String, byte: String },
+}
+
+impl std::str::FromStr for MacAddr {
+    type Err = MacError;
+
+    /// The one MAC parser of umlkit: six bytes of 1 or 2 hex digits
+    /// separated by `:` (or all by `-`), as UML, vde_switch and lab.conf
+    /// write them. Multicast addresses parse; callers that cannot use one
+    /// refuse it ([`MacAddr::is_multicast`]).
+    fn from_str(s: &str) -> Result<MacAddr, MacError> {
+        let sep = if s.contains(':') { ':' } else { '-' };
+        let parts: Vec<&str> = s.split(sep).collect();
+        if parts.len() != 6 {
+            return Err(MacError::Shape(s.to_string()));
+        }
         let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for b in out.iter_mut() {
-            let p = parts.next()?;
-            if p.is_empty() || p.len() > 2 {
-                return None;
+        for (b, p) in out.iter_mut().zip(&parts) {
+            if p.is_empty() || p.len() > 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(MacError::Byte {
+                    text: s.to_string(),
+                    byte: p.to_string(),
+                });
             }
-            *b = u8::from_str_radix(p, 16).ok()?;
+            *b = u8::from_str_radix(p, 16).map_err(|_| MacError::Shape(s.to_string()))?;
         }
-        if parts.next().is_some() {
-            return None;
-        }
-        Some(MacAddr(out))
+        Ok(MacAddr(out))
     }
 }
 
@@ -221,6 +248,21 @@ mod tests {
         assert_eq!(MacAddr::parse("02:00:0a:0B:00:ff:1"), None);
         assert_eq!(MacAddr::parse("02:00:0a:0B:00:fff"), None);
         assert_eq!(MacAddr::parse("zz:00:0a:0B:00:ff"), None);
+        // one parser for lab.conf, --net mac= and the switch console
+        assert_eq!(
+            MacAddr::parse("2-0-a-b-0-ff"),
+            Some(MacAddr([2, 0, 0xa, 0xb, 0, 0xff]))
+        );
+        assert_eq!(MacAddr::parse("02:00:0a:0b:00-ff"), None, "mixed");
+        assert_eq!(MacAddr::parse("+2:00:0a:0b:00:ff"), None, "sign");
+        assert_eq!(MacAddr::parse("02::0a:0b:00:ff"), None);
+        assert_eq!(
+            "02:00:0a:0B:00:fg"
+                .parse::<MacAddr>()
+                .unwrap_err()
+                .to_string(),
+            "MAC \"02:00:0a:0B:00:fg\": \"fg\" is not 1 or 2 hex digits"
+        );
     }
 
     #[test]

@@ -658,9 +658,86 @@ pub fn parse_bytes(s: &str) -> Result<u64, &'static str> {
     Ok(b)
 }
 
+/// One direction of one port as `link/show` prints it (two lines:
+/// `Port NNNN in|out SPEC`, then the counters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownLink {
+    pub port: u32,
+    /// `in` (from the port's machine) or `out` (to it)
+    pub dir: String,
+    /// The settings as `link set` takes them
+    pub spec: String,
+    /// `offered`, `passed`, `lost`, `queue-drop`, `mtu-drop`, `duplicated`,
+    /// `corrupted`, `delayed`, `held-frames`, `held-bytes`, in that order
+    pub counters: Vec<(String, u64)>,
+}
+
+/// Parse the `link/show` text of the switch console (the reader of
+/// `umlkit link show --json`); the line number of a line it cannot read.
+pub fn parse_show(text: &str) -> Result<Vec<ShownLink>, String> {
+    let mut v: Vec<ShownLink> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let bad = || format!("link/show line {}: cannot read {line:?}", n + 1);
+        if let Some(rest) = line.strip_prefix("Port ") {
+            let mut w = rest.split_whitespace();
+            let port = w.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+            let dir = w.next().ok_or_else(bad)?.to_string();
+            let spec = w.collect::<Vec<_>>().join(" ");
+            v.push(ShownLink {
+                port,
+                dir,
+                spec,
+                counters: Vec::new(),
+            });
+        } else if line.starts_with(' ') {
+            let cur = v
+                .last_mut()
+                .filter(|l| l.counters.is_empty())
+                .ok_or_else(bad)?;
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let mut i = 0;
+            while i < w.len() {
+                if w[i] == "held" && w.len() >= i + 5 {
+                    let f = w[i + 1].parse().map_err(|_| bad())?;
+                    let b = w[i + 3].parse().map_err(|_| bad())?;
+                    cur.counters.push(("held-frames".into(), f));
+                    cur.counters.push(("held-bytes".into(), b));
+                    i += 5;
+                } else {
+                    let val = w.get(i + 1).and_then(|x| x.parse().ok()).ok_or_else(bad)?;
+                    cur.counters.push((w[i].to_string(), val));
+                    i += 2;
+                }
+            }
+        } else if !line.trim().is_empty() {
+            return Err(bad());
+        }
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_show_text_parses() {
+        let text = "Port 0001 in  delay=20ms,loss=1%\n offered 10 passed 9 lost 1 queue-drop 0 mtu-drop 0 duplicated 0 corrupted 0 delayed 9 held 2 frames 128 bytes\nPort 0001 out none\n offered 0 passed 0 lost 0 queue-drop 0 mtu-drop 0 duplicated 0 corrupted 0 delayed 0 held 0 frames 0 bytes\n";
+        let v = parse_show(text).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].port, v[0].dir.as_str()), (1, "in"));
+        assert_eq!(v[0].spec, "delay=20ms,loss=1%");
+        assert_eq!(v[0].counters[1], ("passed".to_string(), 9));
+        assert_eq!(v[0].counters[8], ("held-frames".to_string(), 2));
+        assert_eq!(v[0].counters[9], ("held-bytes".to_string(), 128));
+        assert_eq!(v[1].counters.len(), 10);
+        assert!(parse_show("Port x in\n").unwrap_err().contains("line 1"));
+        assert!(
+            parse_show(" offered 1\n").is_err(),
+            "counters before a port"
+        );
+        assert!(parse_show("junk\n").is_err());
+    }
     use proptest::prelude::*;
 
     fn ms(n: u64) -> Duration {

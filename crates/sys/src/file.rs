@@ -231,9 +231,39 @@ pub fn open_dir_nofollow(path: &std::path::Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Find an executable program: the first `DIR/name` on `$PATH` that is a
+/// regular file with an execute bit, then `/usr/sbin` and `/sbin` (tools
+/// such as `mkfs.ext4` live there and are often off a user's PATH). The one
+/// `which` of umlkit (guest kernels, vde_switch, benchmarks, tests).
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .filter(|d| !d.as_os_str().is_empty())
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|d| d.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn which_finds_executables_only() {
+        assert_eq!(
+            which("sh").and_then(|p| p.file_name().map(|n| n.to_owned())),
+            Some("sh".into())
+        );
+        assert_eq!(which("umlkit-no-such-program"), None);
+        assert_eq!(which(""), None);
+        assert_eq!(which("bin/sh"), None);
+    }
     use std::os::unix::fs::FileExt;
 
     #[test]

@@ -13,3 +13,4 @@ pub mod net;
 pub mod private;
 pub mod process;
 pub mod watch;
+pub mod procfs;

@@ -374,23 +374,8 @@ pub fn set_child_subreaper() -> io::Result<()> {
     }
 }
 
-/// The pids of every process visible in `/proc` (empty if it cannot be read).
-pub fn all_pids() -> Vec<u32> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .collect()
-}
-
-/// The fields of `/proc/PID/stat` after the parenthesised command name
-/// (`state ppid pgrp ...`, field 3 onwards), or `None` when it is gone.
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = text.rsplit_once(')')?;
-    Some(rest.split_whitespace().map(str::to_string).collect())
-}
+pub use crate::procfs::all_pids;
+use crate::procfs::stat_fields;
 
 /// When `pid` started, in clock ticks since boot (`/proc/PID/stat` field
 /// 22). Together with the pid it names one process for the whole uptime of

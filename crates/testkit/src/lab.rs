@@ -16,15 +16,7 @@ pub struct TestLab {
 
 /// Processes (other than this one) whose command line contains `needle`.
 pub fn pids_mentioning(needle: &str) -> Vec<u32> {
-    let me = std::process::id();
-    sp::all_pids()
-        .into_iter()
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            cmd.windows(needle.len()).any(|w| w == needle.as_bytes())
-        })
-        .collect()
+    crate::pids_mentioning(needle)
 }
 
 fn text(o: &Output) -> String {

@@ -14,10 +14,13 @@ pub mod lab;
 
 /// Find an executable on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    umlkit_sys::file::which(name)
+}
+
+/// Every process but this test whose command line contains `needle` (a
+/// state root, a temp dir): what a test started and must clean up.
+pub fn pids_mentioning(needle: &str) -> Vec<u32> {
+    umlkit_sys::procfs::pids_mentioning(needle.as_bytes())
 }
 
 /// A tool the test needs; panics with the Debian package to install.

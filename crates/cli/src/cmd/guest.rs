@@ -192,7 +192,11 @@ pub enum ImageCmd {
         force: bool,
     },
     /// List the image recipes and the built images in the cache
-    Ls,
+    Ls {
+        /// Machine-readable output (docs/json.md)
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove the cached builds of an image
     Rm { name: String },
     /// Show an image: recipe, build date, kernel, sizes, package versions
@@ -322,7 +326,7 @@ fn image_cmd(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
             let p = build_named_image(&name, &opts)?;
             outln!("{}", p.display());
         }
-        ImageCmd::Ls => image_ls()?,
+        ImageCmd::Ls { json } => image_ls(json)?,
         ImageCmd::Rm { name } => {
             let gone = image::debian::remove(&name, &Default::default())?;
             if gone.is_empty() {
@@ -361,8 +365,39 @@ fn fmt_date(unix: u64) -> String {
     }
 }
 
-fn image_ls() -> anyhow::Result<()> {
+fn image_ls(json: bool) -> anyhow::Result<()> {
     let opts = image::debian::BuildOpts::default();
+    if json {
+        let recipes: Vec<serde_json::Value> = image::recipe::builtin()
+            .into_iter()
+            .map(|(r, _)| {
+                let built = match image::debian::resolve(&r.name, &opts) {
+                    Ok(Some(i)) => Some(i.is_built()),
+                    Ok(None) => Some(false),
+                    Err(_) => None,
+                };
+                serde_json::json!({"name": r.name, "aliases": r.aliases, "built": built})
+            })
+            .collect();
+        let built: Vec<serde_json::Value> = image::debian::list(&opts)?
+            .into_iter()
+            .map(|m| {
+                let (alloc, size) = image::debian::disk_usage(&m.image).unwrap_or((0, 0));
+                let current = matches!(image::debian::resolve(&m.recipe, &opts),
+                    Ok(Some(i)) if i.key == m.key);
+                serde_json::json!({
+                    "recipe": m.recipe, "key": m.key, "current": current,
+                    "alloc_bytes": alloc, "size_bytes": size,
+                    "built_unix": m.built_unix, "image": m.image,
+                })
+            })
+            .collect();
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"recipes": recipes, "built": built}))?
+        );
+        return Ok(());
+    }
     outln!("{:<10} {:<8} ALIASES", "RECIPE", "STATE");
     for (r, _) in image::recipe::builtin() {
         let state = match image::debian::resolve(&r.name, &opts) {

@@ -1151,6 +1151,14 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
     let (plan, _) = load_plan(dir, opts, false)?;
     let b = backend(&plan)?;
     let state = runner::State::load(&plan)?;
+    // a lab that is not running cannot be tested (exit 125, not failed checks)
+    if !plan
+        .machines
+        .iter()
+        .any(|m| runner::machine_alive(&state, &m.name))
+    {
+        bail!("lab {} is not running (umlkit lab start)", plan.name);
+    }
     let mut failed = 0usize;
     let mut passed = 0usize;
     let check_file = plan.lab_dir.join("lab.test.toml");
@@ -1267,13 +1275,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Host memory (PSS, kB: shared guest RAM counted once, each address space
 /// once) of all processes whose cmdline names `needle`.
 fn pss_kb_matching(needle: &str) -> u64 {
-    let pids: Vec<u32> = umlkit_sys::process::all_pids()
-        .into_iter()
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            cmd.windows(needle.len()).any(|w| w == needle.as_bytes())
-        })
-        .collect();
+    let pids = umlkit_sys::procfs::pids_mentioning(needle.as_bytes());
     guest::host_memory(&pids).pss_kb
 }
 

@@ -79,6 +79,9 @@ pub enum LinkCommand {
         /// The switch's management socket (umlkit switch -M)
         switch: PathBuf,
         port: Option<u32>,
+        /// Machine-readable output (docs/json.md)
+        #[arg(long)]
+        json: bool,
     },
     /// Back to a neutral link
     Clear {
@@ -246,7 +249,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             switchd::client::command(&a.switch, &line)
                 .with_context(|| format!("cannot set port {} to {spec}", a.port))?;
         }
-        LinkCommand::Show { switch, port } => {
+        LinkCommand::Show { switch, port, json } => {
             let line = match port {
                 Some(p) => format!("link/show {p}"),
                 None => "link/show".into(),
@@ -255,7 +258,25 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 Some(p) => format!("port {p} has no link settings"),
                 None => "cannot show the link settings".into(),
             })?;
-            out!("{text}");
+            if json {
+                let v: Vec<serde_json::Value> = net_proto::link::parse_show(&text)
+                    .map_err(anyhow::Error::msg)?
+                    .into_iter()
+                    .map(|l| {
+                        let mut o = serde_json::Map::new();
+                        o.insert("port".into(), l.port.into());
+                        o.insert("dir".into(), l.dir.into());
+                        o.insert("spec".into(), l.spec.into());
+                        for (k, n) in l.counters {
+                            o.insert(k.replace('-', "_"), n.into());
+                        }
+                        serde_json::Value::Object(o)
+                    })
+                    .collect();
+                outln!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                out!("{text}");
+            }
         }
         LinkCommand::Clear { switch, port, dir } => {
             let line = format!("link/clear {} {}", port, dir_word(dir));

@@ -32,6 +32,13 @@ pub fn chain_of(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// Exit status of `exec`, `lab exec` and `lab test` when umlkit itself
+/// failed (no such guest, agent unreachable, timeout, lab not running), so
+/// that it is not mistaken for the command's status or failed checks; as
+/// `docker exec` and `env` do, 126 and 127 stay for a command that could not
+/// be executed or was not found (docs/exit-codes.md).
+pub const OWN_FAILURE: u8 = 125;
+
 /// Exit code for an error that reached `main`: 1 unless an area says otherwise
 /// by attaching an [`ExitStatus`] to the chain.
 pub fn exit_code_for(err: &anyhow::Error) -> u8 {

@@ -42,11 +42,7 @@ fn field(line: &str, key: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
+use umlkit_sys::file::which;
 
 fn build_vdeblast(src: Option<PathBuf>, out_dir: &Path) -> anyhow::Result<PathBuf> {
     let src = src

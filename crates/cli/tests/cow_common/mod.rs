@@ -11,7 +11,7 @@ use cow_format::header::Version;
 use cow_format::CowHeader;
 
 pub fn umlkit() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_umlkit"))
+    testkit::umlkit_bin()
 }
 
 /// A link named `name` (uml_moo, uml_mkcow) to umlkit inside `dir`.
