@@ -17,6 +17,7 @@ pub mod capture;
 pub mod client;
 mod log;
 mod mgmt;
+pub mod options;
 mod reach;
 mod server;
 
@@ -134,6 +135,21 @@ pub enum Error {
     Socket(io::Error),
     #[error("event loop failed: {0}")]
     Poll(io::Error),
+    #[error("bad path {}", .0.display())]
+    BadPath(PathBuf, #[source] io::Error),
+    #[error("the number of ports must be at least 1")]
+    NoPorts,
+    #[error("-n {0}: at most {max} ports are supported", max = switch_core::MAX_NUMPORTS)]
+    TooManyPorts(u32),
+    #[error("No such group '{0}'")]
+    NoGroup(String),
+    /// uml_switch's arguments are wrong: it prints its usage.
+    #[error("{}", options::UML_SWITCH_USAGE.trim_end())]
+    UmlSwitchUsage,
+    #[error(
+        "-tap is not supported by this implementation (umlkit); attach the tap device with a VDE tap plug instead"
+    )]
+    TapUnsupported,
     #[error("nothing to serve: give a switch directory, a uml_switch socket or both")]
     NothingToServe,
     #[error("cannot read rc file {path}: {source}")]
