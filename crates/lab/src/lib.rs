@@ -23,5 +23,7 @@ pub mod model;
 pub mod plan;
 pub mod runner;
 pub mod script;
+pub mod status;
+pub mod test_run;
 
 pub use error::{LabError, Result};

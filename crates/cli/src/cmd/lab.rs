@@ -357,31 +357,10 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         LabCmd::Status { dir, json, opts } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
-            let st = runner::status(&backend(&plan)?, &plan)?;
-            let sw = runner::switch_status(&plan)?;
-            // link emulation as the running switches apply it now
-            let links: Vec<Option<String>> = plan
-                .switches
-                .iter()
-                .map(|s| {
-                    let running = sw
-                        .iter()
-                        .any(|x| x.domain == s.domain && x.state == "running");
-                    s.mgmt.as_deref().filter(|_| running).and_then(live_links)
-                })
-                .collect();
+            let status = lab::status::gather(&backend(&plan)?, &plan)?;
+            let st = &status.machines;
             if json {
-                let v = serde_json::json!({
-                    "lab": plan.name, "dir": plan.lab_dir, "dialect": plan.dialect.to_string(),
-                    "state_dir": plan.state_dir,
-                    "domains": plan.switches.iter().zip(&links).map(|(s, link)| {
-                        let live = sw.iter().find(|x| x.domain == s.domain);
-                        serde_json::json!({"name": s.domain, "hub": s.hub, "ctl": s.ctl(),
-                            "state": live.map(|x| x.state.as_str()).unwrap_or("stopped"),
-                            "pid": live.and_then(|x| x.pid), "link": link})
-                    }).collect::<Vec<_>>(),
-                    "machines": st,
-                });
+                let v = status.json(&plan);
                 outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 outln!(
@@ -390,7 +369,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     plan.dialect,
                     plan.lab_dir.display()
                 );
-                for m in &st {
+                for m in st {
                     outln!(
                         "{:<16} {:<11} pid {:<8} {} MiB",
                         shown(&m.name),
@@ -424,12 +403,8 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
-                for (s, link) in plan.switches.iter().zip(&links) {
-                    let state = sw
-                        .iter()
-                        .find(|x| x.domain == s.domain)
-                        .map(|x| x.state.as_str())
-                        .unwrap_or("stopped");
+                for (s, link) in plan.switches.iter().zip(&status.links) {
+                    let state = status.switch_state(&s.domain);
                     outln!(
                         "domain {:<12} {} {:<8} {}",
                         shown(&s.domain),
@@ -443,32 +418,25 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 }
             }
             // Anything that does not work as started makes the exit code 1.
-            let mut problems = Vec::new();
-            for s in sw.iter().filter(|s| s.state == "dead") {
-                problems.push(format!("the switch of domain {} is dead", shown(&s.domain)));
-            }
-            for m in &st {
-                match m.state.as_str() {
-                    "dead" => problems.push(format!("{} is dead", shown(&m.name))),
-                    "interrupted" => problems.push(format!(
+            use lab::status::Problem;
+            let problems: Vec<String> = status
+                .problems()
+                .into_iter()
+                .map(|p| match p {
+                    Problem::DeadSwitch(d) => format!("the switch of domain {} is dead", shown(&d)),
+                    Problem::Dead(m) => format!("{} is dead", shown(&m)),
+                    Problem::Interrupted(m) => format!(
                         "{}: its boot steps never finished (the lab start was killed)",
-                        shown(&m.name)
-                    )),
-                    "failed" => problems.push(format!("{}: its boot steps failed", shown(&m.name))),
-                    _ => {}
-                }
-                if !m.lost_links.is_empty() {
-                    problems.push(format!(
+                        shown(&m)
+                    ),
+                    Problem::Failed(m) => format!("{}: its boot steps failed", shown(&m)),
+                    Problem::LostLinks(m, ds) => format!(
                         "{} lost its link to domain {}",
-                        shown(&m.name),
-                        m.lost_links
-                            .iter()
-                            .map(|d| shown(d))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-            }
+                        shown(&m),
+                        ds.iter().map(|d| shown(d)).collect::<Vec<_>>().join(", ")
+                    ),
+                })
+                .collect();
             if problems.is_empty() {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -810,41 +778,6 @@ fn default_state_root() -> PathBuf {
     }
 }
 
-/// The plan to stop or clean a lab with: from the lab folder, or, when its
-/// description no longer loads, the plan saved in its state folder at
-/// start (so a broken lab.conf cannot keep a lab running).
-/// The impairments a running switch applies, summarised: `out
-/// delay=15ms on 32 ports`; None when it has none (or no console answers).
-fn live_links(mgmt: &Path) -> Option<String> {
-    let text = switchd::client::command(mgmt, "link/show").ok()?;
-    // (direction, settings) -> ports
-    let mut groups: Vec<((String, String), u32)> = Vec::new();
-    for l in text.lines().filter(|l| l.starts_with("Port ")) {
-        let mut f = l.split_whitespace().skip(2);
-        let (Some(dir), Some(spec)) = (f.next(), f.next()) else {
-            continue;
-        };
-        if spec == "none" {
-            continue;
-        }
-        let key = (dir.to_string(), spec.to_string());
-        match groups.iter_mut().find(|g| g.0 == key) {
-            Some(g) => g.1 += 1,
-            None => groups.push((key, 1)),
-        }
-    }
-    if groups.is_empty() {
-        return None;
-    }
-    Some(
-        groups
-            .iter()
-            .map(|((d, s), n)| format!("{d} {s} on {n} port{}", if *n == 1 { "" } else { "s" }))
-            .collect::<Vec<_>>()
-            .join("; "),
-    )
-}
-
 /// The console of the `umlkit switch` serving `domain`.
 fn domain_console(plan: &Plan, domain: &str) -> anyhow::Result<PathBuf> {
     let sw = plan
@@ -901,6 +834,9 @@ fn machine_port(plan: &Plan, mgmt: &Path, domain: &str, mi: &str) -> anyhow::Res
         })
 }
 
+/// The plan to stop or clean a lab with: from the lab folder, or, when its
+/// description no longer loads, the plan saved in its state folder at
+/// start (so a broken lab.conf cannot keep a lab running).
 fn load_plan_or_saved(dir: &Path, opts: &LabOpts) -> anyhow::Result<Plan> {
     let err = match load_plan(dir, opts, false) {
         Ok((plan, _)) => return Ok(plan),
@@ -1017,111 +953,31 @@ fn default_parallel(plan: &Plan) -> usize {
 }
 
 fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Result<ExitCode> {
+    use lab::test_run::TestEvent;
     let (plan, _) = load_plan(dir, opts, false)?;
     let b = backend(&plan)?;
-    let state = runner::State::load(&plan)?;
-    let mut failed = 0usize;
-    let mut passed = 0usize;
-    let check_file = plan.lab_dir.join("lab.test.toml");
-    let test_dir = plan.lab_dir.join("_test");
-    if !check_file.is_file() && !test_dir.is_dir() {
-        bail!(
-            "{}: no lab.test.toml and no _test/ folder: nothing to test",
-            plan.lab_dir.display()
-        );
-    }
-    if check_file.is_file() {
-        let real = lab::confine::resolve_inside(&plan.lab_dir, Path::new("lab.test.toml"))?;
-        let text = std::fs::read_to_string(&real)
-            .with_context(|| format!("cannot read {}", check_file.display()))?;
-        let cf = lab::check::CheckFile::from_toml(&text, &check_file)?;
-        let checks = cf.checks();
-        let mut by_machine: std::collections::BTreeMap<&str, Vec<&lab::check::Check>> =
-            Default::default();
-        for c in &checks {
-            by_machine.entry(c.machine.as_str()).or_default().push(c);
+    let live = lab::test_run::Live::new(&plan, &b)?;
+    let sum = lab::test_run::run(&plan, &live, write_signatures, &mut |e| match e {
+        TestEvent::Machine(m) => outln!("{}:", shown(&m)),
+        TestEvent::Check { title, verdict } => match verdict {
+            Ok(()) => outln!("  PASS {}", shown(&title)),
+            Err(why) => outln!("  FAIL {}: {}", shown(&title), shown_lines(&why)),
+        },
+        TestEvent::NotRunning(m) => outln!("{m}: FAIL _test: machine not running"),
+        TestEvent::Wrote { machine, path } => {
+            outln!("{machine}: wrote signature {}", path.display())
         }
-        for (mname, cs) in by_machine {
-            outln!("{}:", shown(mname));
-            let m = plan.machine(mname);
-            for c in cs {
-                let verdict = match m {
-                    None => Err(format!("no machine {mname} in the lab")),
-                    Some(_) if !runner::machine_alive(&state, mname) => {
-                        Err("machine not running".into())
-                    }
-                    Some(m) => match b.exec(m, &c.command, Duration::from_secs(30)) {
-                        Ok(o) => c.judge(o.code, &o.stdout),
-                        Err(e) => Err(e.to_string()),
-                    },
-                };
-                match verdict {
-                    Ok(()) => {
-                        passed += 1;
-                        outln!("  PASS {}", shown(&c.title));
-                    }
-                    Err(why) => {
-                        failed += 1;
-                        outln!("  FAIL {}: {}", shown(&c.title), shown_lines(&why));
-                    }
-                }
-            }
-        }
-    }
-    if test_dir.is_dir() {
-        let results = plan.state_dir.join("test-results");
-        std::fs::create_dir_all(&results)?;
-        // _test/ is part of the untrusted lab folder: every path is resolved
-        // inside it, signatures are written with O_NOFOLLOW.
-        let sigs = Path::new("_test/signatures");
-        for m in &plan.machines {
-            if !runner::machine_alive(&state, &m.name) {
-                outln!("{}: FAIL _test: machine not running", m.name);
-                failed += 1;
-                continue;
-            }
-            let mut kinds = vec![("default", lab::check::NETKIT_DEFAULT_TEST.to_string())];
-            // The user test is read now (resolved inside the lab folder) and
-            // its text run in the guest (with bash when the image has it, as
-            // `lab exec`): /hostlab is a copy made at start.
-            let user = Path::new("_test").join(format!("{}.test", m.name));
-            if plan.lab_dir.join(&user).symlink_metadata().is_ok() {
-                let p = lab::confine::resolve_inside(&plan.lab_dir, &user)?;
-                let text = std::fs::read_to_string(&p)
-                    .with_context(|| format!("cannot read {}", p.display()))?;
-                kinds.push(("user", text));
-            }
-            for (kind, cmd) in kinds {
-                let out = b.exec(m, &cmd, Duration::from_secs(60))?;
-                let res = results.join(format!("{}.{kind}", m.name));
-                std::fs::write(&res, &out.stdout)?;
-                let sig = sigs.join(format!("{}.{kind}", m.name));
-                if write_signatures {
-                    let p = lab::confine::write_inside(&plan.lab_dir, &sig, out.stdout.as_bytes())?;
-                    outln!("{}: wrote signature {}", m.name, p.display());
-                } else if plan.lab_dir.join(&sig).symlink_metadata().is_ok() {
-                    // A signature leading out of the lab folder is a failure,
-                    // never read.
-                    let read = lab::confine::resolve_inside(&plan.lab_dir, &sig)
-                        .map_err(|e| e.to_string())
-                        .and_then(|p| std::fs::read_to_string(p).map_err(|e| e.to_string()))
-                        .and_then(|s| lab::check::compare_signature(&out.stdout, &s));
-                    match read {
-                        Ok(()) => {
-                            passed += 1;
-                            outln!("{}: PASS _test {kind}", m.name);
-                        }
-                        Err(why) => {
-                            failed += 1;
-                            outln!("{}: FAIL _test {kind}: {}", m.name, shown_lines(&why));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    outln!("{passed} passed, {failed} failed");
-    Ok(if failed == 0 {
+        TestEvent::Signature {
+            machine,
+            kind,
+            verdict,
+        } => match verdict {
+            Ok(()) => outln!("{machine}: PASS _test {kind}"),
+            Err(why) => outln!("{machine}: FAIL _test {kind}: {}", shown_lines(&why)),
+        },
+    })?;
+    outln!("{} passed, {} failed", sum.passed, sum.failed);
+    Ok(if sum.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
