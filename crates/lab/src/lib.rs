@@ -23,6 +23,7 @@ pub mod model;
 pub mod plan;
 pub mod runner;
 pub mod script;
+pub mod sizing;
 pub mod status;
 pub mod test_run;
 

@@ -924,32 +924,7 @@ fn running_machine<'a>(plan: &'a Plan, name: &str) -> anyhow::Result<&'a lab::pl
 }
 
 fn default_parallel(plan: &Plan) -> usize {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let avail_mb = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map(|kb| kb / 1024)
-        .unwrap_or(4096);
-    let per = plan
-        .machines
-        .iter()
-        .map(|m| m.mem_mb as u64)
-        .max()
-        .unwrap_or(64)
-        + 32;
-    // Booting all machines of a lab at once beats batches (measured: 10
-    // machines 4.8 s at -p 10 vs 6.6 s at -p 8; 40 machines 18.4 s at -p 16
-    // or 40 vs 21 s at -p 8, on 2 cores): boots wait on I/O and the switch.
-    (cores * 8)
-        .max(16)
-        .min((avail_mb / per).max(1) as usize)
-        .max(1)
+    lab::sizing::default_parallel(plan)
 }
 
 fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Result<ExitCode> {
@@ -984,185 +959,24 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
     })
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-    v[v.len() / 2]
-}
-
-/// Host memory (PSS, kB: shared guest RAM counted once, each address space
-/// once) of all processes whose cmdline names `needle`.
-fn pss_kb_matching(needle: &str) -> u64 {
-    let pids: Vec<u32> = umlkit_sys::process::all_pids()
-        .into_iter()
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            cmd.windows(needle.len()).any(|w| w == needle.as_bytes())
-        })
-        .collect();
-    guest::host_memory(&pids).pss_kb
-}
-
-/// Shmem + AnonPages of /proc/meminfo (KiB): guest RAM (the kernels'
-/// /dev/shm files) and private memory of every process on the host.
-fn meminfo_used_kb() -> u64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("Shmem:") || l.starts_with("AnonPages:"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum()
-}
-
 fn bench(
     sizes: &[usize],
     runs: usize,
     parallel: Option<usize>,
     opts: &LabOpts,
 ) -> anyhow::Result<ExitCode> {
-    let tmp = std::env::temp_dir().join(format!("umlkit-labbench-{}", std::process::id()));
-    let root = opts.state_root.clone().unwrap_or_else(|| tmp.join("state"));
-    let mut report = Vec::new();
-    for &n in sizes {
-        // n machines on one collision domain, one /16.
-        let dir = tmp.join(format!("lab{n}"));
-        std::fs::create_dir_all(&dir)?;
-        let mut conf = String::from("LAB_DESCRIPTION=\"umlkit bench\"\n");
-        let mut startup = Vec::new();
-        for i in 0..n {
-            conf.push_str(&format!("m{i}[0]=d0\n"));
-            startup.push((
-                format!("m{i}.startup"),
-                format!(
-                    "ip addr add 10.1.{}.{}/16 dev eth0\nip link set eth0 up\n",
-                    i / 250,
-                    i % 250 + 1
-                ),
-            ));
-        }
-        std::fs::write(dir.join("lab.conf"), conf)?;
-        for (f, t) in startup {
-            std::fs::write(dir.join(f), t)?;
-        }
-        let lopts = LabOpts {
-            dialect: None,
-            state_root: Some(root.clone()),
-            min_mem: opts.min_mem,
-        };
-        let (plan, _) = load_plan(&dir, &lopts, false)?;
-        let b = backend(&plan)?;
-        let b = &b;
-        let p = parallel.unwrap_or_else(|| default_parallel(&plan));
-        let mut times = Vec::new();
-        let mut rss = 0;
-        let mut freed = 0;
-        for _ in 0..runs {
-            runner::clean(&plan)?;
-            let t0 = Instant::now();
-            let r = runner::start(
-                b,
-                &plan,
-                &plan.waves,
-                p,
-                Duration::from_secs(600),
-                &mut |_: &str| {},
-            );
-            if let Err(e) = r {
-                runner::clean(&plan)?;
-                return Err(e.into());
-            }
-            // Reachable: the first machine pings every other one (all pings
-            // at once, in one exec round trip).
-            let first = &plan.machines[0];
-            let mut script = String::new();
-            for m in &plan.machines[1..] {
-                let i = m.name[1..].parse::<usize>()?;
-                let addr = format!("10.1.{}.{}", i / 250, i % 250 + 1);
-                script.push_str(&format!(
-                    "(ping -c 1 -W 2 {addr} >/dev/null 2>&1 || echo unreachable {addr}) &\n"
-                ));
-            }
-            script.push_str("wait\n");
-            let o = b.exec(first, &script, Duration::from_secs(60))?;
-            if o.code != 0 || o.stdout.contains("unreachable") {
-                runner::clean(&plan)?;
-                bail!(
-                    "{} cannot reach every machine: {}{}",
-                    first.name,
-                    o.stdout.trim(),
-                    o.stderr.trim()
-                );
-            }
-            times.push(t0.elapsed().as_secs_f64());
-            rss = pss_kb_matching(&plan.state_dir.to_string_lossy());
-            // Second method: what the host gets back when the lab goes.
-            let before = meminfo_used_kb();
-            runner::clean(&plan)?;
-            freed = before.saturating_sub(meminfo_used_kb());
-        }
-        let med = median(times.clone());
-        report.push(format!(
-            "lab of {n} machines (-p {p}): start -> all reachable median {med:.2} s over {runs} runs {:?}; host memory (PSS) {:.1} MiB/machine (lab clean freed {:.1} MiB/machine of Shmem+AnonPages)",
-            times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>(),
-            rss as f64 / 1024.0 / n as f64,
-            freed as f64 / 1024.0 / n as f64
-        ));
-        eprintln!("{}", report.last().expect("pushed"));
-    }
-    // Bare kernel: 10 guests booting to poweroff in parallel on the same image.
-    let kdir = tmp.join("kernel");
-    std::fs::create_dir_all(&kdir)?;
-    let lopts = LabOpts {
-        dialect: None,
-        state_root: Some(root.clone()),
+    let b = bench::lab::LabBench {
+        sizes: sizes.to_vec(),
+        runs,
+        parallel,
+        state_root: opts.state_root.clone(),
         min_mem: opts.min_mem,
+        umlkit: std::env::current_exe().context("cannot find the umlkit executable")?,
     };
-    let kl = tmp.join("lab1");
-    std::fs::create_dir_all(&kl)?;
-    std::fs::write(kl.join("lab.conf"), "a[0]=d0\n")?;
-    let (kplan, _) = load_plan(&kl, &lopts, false)?;
-    // The same kernel and default image the lab machines boot.
-    let kernel = guest::find_kernel(None)?;
-    let kimage = image::default_image(&image::DefaultImageOpts::default())?;
-    let mut ktimes = Vec::new();
-    for _ in 0..runs {
-        let t0 = Instant::now();
-        let mut kids = Vec::new();
-        for i in 0..10 {
-            let cow = kdir.join(format!("k{i}.cow"));
-            let _ = std::fs::remove_file(&cow);
-            let mut c = std::process::Command::new(&kernel);
-            c.arg(format!("umid=kb{i}"))
-                .arg(format!("uml_dir={}", kdir.display()))
-                .arg("mem=64M")
-                .arg(format!("ubd0={},{}", cow.display(), kimage.display()))
-                .args([
-                    "root=/dev/ubda",
-                    "rw",
-                    "con=null",
-                    "con0=fd:0,fd:1",
-                    "quiet",
-                    "init=/sbin/poweroff",
-                    "-f",
-                ])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
-            use std::os::unix::process::CommandExt;
-            c.process_group(0);
-            kids.push(c.spawn()?);
-        }
-        for mut k in kids {
-            k.wait()?;
-        }
-        ktimes.push(t0.elapsed().as_secs_f64());
-    }
-    let kmed = median(ktimes);
-    report.push(format!(
-        "bare kernel: 10 guests boot+poweroff in parallel, median {kmed:.2} s"
-    ));
-    runner::clean(&kplan)?;
-    let _ = std::fs::remove_dir_all(&tmp);
-    for r in &report {
-        outln!("{r}");
-    }
+    bench::lab::run(
+        &b,
+        &mut |l: &str| eprintln!("{l}"),
+        &mut crate::cmd::out::Stdout,
+    )?;
     Ok(ExitCode::SUCCESS)
 }

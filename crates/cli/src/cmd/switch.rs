@@ -10,9 +10,6 @@ use clap::{Args, Subcommand};
 use net_proto::link::{LinkDir, LinkSpec};
 use switchd::{ExitReason, Logger, Server};
 
-#[path = "switch_bench.rs"]
-mod switch_bench;
-
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a virtual Ethernet switch for UML guests and VDE clients
@@ -176,13 +173,55 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
 pub enum Bench {
     /// Throughput and latency of `umlkit switch` vs vde_switch, measured
     /// side by side with vdeblast (libvdeplug clients)
-    Switch(switch_bench::BenchArgs),
+    Switch(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Frames per throughput run
+    #[arg(long, default_value_t = 200_000)]
+    frames: u64,
+    /// Frame sizes in bytes, comma separated
+    #[arg(long, value_delimiter = ',', default_values_t = vec![64usize, 1500])]
+    sizes: Vec<usize>,
+    /// Round trips per latency run
+    #[arg(long, default_value_t = 5000)]
+    pingpong: u64,
+    /// Rounds (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// vdeblast source (.c, compiled with gcc) or a built executable
+    /// [default: $UMLKIT_VDEBLAST, else shared/bench/vdeblast.c beside the
+    /// repository checkout]
+    #[arg(long, value_name = "PATH")]
+    vdeblast: Option<PathBuf>,
+    /// Also measure umlkit with a neutral link configured on every port
+    /// (`--link N:none`) and with `umlkit capture` writing every frame to a
+    /// file, in the same run
+    #[arg(long)]
+    links: bool,
 }
 
 pub fn bench(b: Bench) -> anyhow::Result<ExitCode> {
-    match b {
-        Bench::Switch(a) => switch_bench::run(a),
+    let Bench::Switch(a) = b;
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
     }
+    let cfg = bench::switch::SwitchBench {
+        frames: a.frames,
+        sizes: a.sizes,
+        pingpong: a.pingpong,
+        rounds: a.rounds,
+        vdeblast: a.vdeblast,
+        links: a.links,
+        umlkit: std::env::current_exe().context("cannot find the umlkit executable")?,
+    };
+    bench::switch::run(
+        &cfg,
+        &mut |l: &str| eprintln!("{l}"),
+        &mut crate::cmd::out::Stdout,
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `uml_switch` (uml-utilities) drop-in: same options, messages and exit codes.

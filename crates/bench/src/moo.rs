@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{mkcow, CowError, MkcowOptions, Result};
+use cow::{mkcow, CowError, MkcowOptions, Result};
 
 /// Benchmark parameters.
 #[derive(Debug, Clone)]
@@ -186,11 +186,8 @@ fn busybox_root(root: &Path, init: &str) -> Result<()> {
 /// Boot the kernel on `ubd0=<cow>` until it powers off (process group
 /// killed afterwards). Returns the console output.
 fn boot(dir: &Path, cow: &Path, timeout: Duration) -> Result<String> {
-    let kernel = std::env::var_os("UMLKIT_KERNEL")
-        .map(PathBuf::from)
-        .or_else(|| which("linux.uml"))
-        .or_else(|| which("linux"))
-        .ok_or_else(|| fail(Path::new("linux.uml"), "not found; install user-mode-linux"))?;
+    let kernel =
+        guest::find_kernel(None).map_err(|e| fail(Path::new("linux.uml"), e.to_string()))?;
     let log = dir.join("console.log");
     let logf = std::fs::File::create(&log).map_err(|e| fail(&log, e.to_string()))?;
     let errf = logf.try_clone().map_err(|e| fail(&log, e.to_string()))?;
