@@ -158,8 +158,11 @@ fn console_attach_shows_output_and_detach_escape_leaves_guest_running() {
     drop(stdin);
 }
 
+/// Regression: a key typed after the guest stopped failed to reach the closed
+/// console and the session said `[detached from NAME]`, as if the user had
+/// detached; it is the guest that closed the console.
 #[test]
-fn console_attach_ends_when_the_guest_stops() {
+fn console_says_closed_not_detached_when_the_guest_stops() {
     let env = Env::new("uac");
     env.start("cc", &[]);
     let mut kid = Kid(env
