@@ -7,7 +7,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lab::plan::Plan;
 use lab::runner;
 
 use crate::{io_err, Error, Result};
@@ -60,15 +59,6 @@ fn meminfo_used_kb() -> u64 {
         .sum()
 }
 
-fn load(dir: &Path, root: &Path, min_mem: Option<u32>) -> Result<Plan> {
-    let mut loaded = lab::load::load_lab(dir, None)?;
-    if let Some(n) = min_mem {
-        loaded.lab.lab.min_mem = Some(n);
-    }
-    let state_dir = root.join(lab::plan::lab_id(&loaded.dir));
-    Ok(lab::plan::plan(&loaded.lab, &loaded.dir, &state_dir)?)
-}
-
 fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(io_err("cannot write", path))
 }
@@ -87,8 +77,9 @@ pub fn run(b: &LabBench, progress: &mut dyn FnMut(&str), out: &mut dyn Write) ->
 }
 
 fn run_in(b: &LabBench, tmp: &Path, progress: &mut dyn FnMut(&str)) -> Result<Vec<String>> {
-    let root = b.state_root.clone().unwrap_or_else(|| tmp.join("state"));
-    let root = std::path::absolute(&root).unwrap_or(root);
+    let root = lab::open::state_root(Some(
+        &b.state_root.clone().unwrap_or_else(|| tmp.join("state")),
+    ));
     let mut report = Vec::new();
     for &n in &b.sizes {
         // n machines on one collision domain, one /16.
@@ -107,7 +98,7 @@ fn run_in(b: &LabBench, tmp: &Path, progress: &mut dyn FnMut(&str)) -> Result<Ve
             )?;
         }
         write(&dir.join("lab.conf"), &conf)?;
-        let plan = load(&dir, &root, b.min_mem)?;
+        let (plan, _) = lab::open::load(&dir, None, b.min_mem, &root)?;
         let backend = runner::backend_for(&plan, Some(&b.umlkit))?;
         let p = b
             .parallel

@@ -20,6 +20,7 @@ pub mod guest_backend;
 pub mod load;
 pub mod mac;
 pub mod model;
+pub mod open;
 pub mod plan;
 pub mod runner;
 pub mod script;

@@ -757,25 +757,8 @@ fn image_state(recipe: Option<&str>) -> String {
     }
 }
 
-/// The state root, absolute (fixed once, so a relative `UMLKIT_LAB_STATE`
-/// means the same folder to every step, and to `lab clean` later).
 fn state_root(opts: &LabOpts) -> PathBuf {
-    let root = opts
-        .state_root
-        .clone()
-        .or_else(|| std::env::var_os("UMLKIT_LAB_STATE").map(PathBuf::from))
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(default_state_root);
-    std::path::absolute(&root).unwrap_or(root)
-}
-
-/// `$XDG_RUNTIME_DIR/umlkit-lab`, else `/tmp/umlkit-lab-UID` (per user, so
-/// no other user's folder is ever taken for ours; it is checked anyway).
-fn default_state_root() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d).join("umlkit-lab"),
-        None => PathBuf::from(format!("/tmp/umlkit-lab-{}", umlkit_sys::private::euid())),
-    }
+    lab::open::state_root(opts.state_root.as_deref())
 }
 
 /// The console of the `umlkit switch` serving `domain`.
@@ -842,26 +825,9 @@ fn load_plan_or_saved(dir: &Path, opts: &LabOpts) -> anyhow::Result<Plan> {
         Ok((plan, _)) => return Ok(plan),
         Err(e) => e,
     };
-    let Ok(lab_dir) = dir.canonicalize() else {
+    let Some((plan, saved)) = lab::open::saved_plan(dir, &state_root(opts))? else {
         return Err(err);
     };
-    let state_dir = state_root(opts).join(lab::plan::lab_id(&lab_dir));
-    let saved = state_dir.join("plan.json");
-    if saved.symlink_metadata().is_err() {
-        return Err(err);
-    }
-    umlkit_sys::private::private_dir(&state_dir, false)?;
-    let bytes = umlkit_sys::private::read_nofollow(&saved)
-        .with_context(|| format!("cannot read {}", saved.display()))?;
-    let plan: Plan = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: unreadable saved plan", saved.display()))?;
-    if plan.state_dir != state_dir {
-        bail!(
-            "{}: names state folder {}, not its own",
-            saved.display(),
-            plan.state_dir.display()
-        );
-    }
     eprintln!(
         "note: the lab does not load ({}); using the plan saved at start ({})",
         crate::cmd::error_chain(&err),
@@ -876,12 +842,7 @@ fn load_plan(
     opts: &LabOpts,
     verbose: bool,
 ) -> anyhow::Result<(Plan, lab::load::Loaded)> {
-    let mut loaded = lab::load::load_lab(dir, opts.dialect)?;
-    if let Some(n) = opts.min_mem {
-        loaded.lab.lab.min_mem = Some(n);
-    }
-    let state_dir = state_root(opts).join(lab::plan::lab_id(&loaded.dir));
-    let plan = lab::plan::plan(&loaded.lab, &loaded.dir, &state_dir)?;
+    let (plan, loaded) = lab::open::load(dir, opts.dialect, opts.min_mem, &state_root(opts))?;
     if verbose {
         eprintln!("dialect: {}", loaded.dialect_reason);
         for n in loaded.notes.iter().chain(plan.notes.iter()) {
