@@ -16,7 +16,13 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 /// Names under which `umlkit` acts as a C tool of uml-utilities.
-pub const UML_NAMES: &[&str] = &["uml_mkcow", "uml_moo", "uml_switch", "uml_mconsole", "vde_plug"];
+pub const UML_NAMES: &[&str] = &[
+    "uml_mkcow",
+    "uml_moo",
+    "uml_switch",
+    "uml_mconsole",
+    "vde_plug",
+];
 
 /// The Netkit names `install-links` creates (plus `kathara`).
 pub const NETKIT_NAMES: &[&str] = &[

@@ -4,7 +4,6 @@
 //! sparse tar). The byte formats live in `cow-format`; raw syscalls in
 //! `umlkit-sys`.
 
-pub mod bench;
 pub mod error;
 pub mod moo;
 pub mod tar;

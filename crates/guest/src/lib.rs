@@ -39,6 +39,7 @@
 //! `state.json`, `console.log`, `exec.sock`, `console.sock`, `ubdN.cow`
 //! (automatic COWs), `u/<name>/mconsole` (private uml_dir).
 
+pub mod attach;
 pub mod config;
 pub mod exec;
 pub mod sink;
@@ -103,6 +104,16 @@ pub enum Error {
     Mconsole(String, #[source] mconsole::Error),
     #[error("guest '{0}': mconsole '{1}' failed: {2}")]
     MconsoleErr(String, String, String),
+    #[error("guest '{0}' has no console to attach to (not running, or --console none/stdio)")]
+    NoConsole(String),
+    #[error("cannot connect to {}", .0.display())]
+    ConsoleConnect(PathBuf, #[source] std::io::Error),
+    #[error("cannot open {}", .0.display())]
+    LogOpen(PathBuf, #[source] std::io::Error),
+    #[error("cannot read the input")]
+    Input(#[source] std::io::Error),
+    #[error("cannot write the output")]
+    Output(#[source] std::io::Error),
     #[error("cannot find the umlkit executable to run the supervisor (set UMLKIT_BIN)")]
     NoSupervisor,
     /// A state dir that is not private (symlink, someone else's, writable by others).

@@ -25,8 +25,12 @@ pub mod links;
 pub mod load;
 pub mod mac;
 pub mod model;
+pub mod open;
 pub mod plan;
 pub mod runner;
 pub mod script;
+pub mod sizing;
+pub mod status;
+pub mod test_run;
 
 pub use error::{LabError, Result};

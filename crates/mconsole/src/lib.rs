@@ -8,6 +8,7 @@
 //! when the kernel dies mid-command.
 
 pub mod client;
+pub mod dropin;
 pub mod proto;
 
 pub use client::{send, Client};

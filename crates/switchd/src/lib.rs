@@ -18,6 +18,7 @@ pub mod client;
 mod flow;
 mod log;
 mod mgmt;
+pub mod options;
 pub mod plug;
 mod reach;
 mod server;
@@ -146,6 +147,21 @@ pub enum Error {
     Socket(io::Error),
     #[error("event loop failed: {0}")]
     Poll(io::Error),
+    #[error("bad path {}", .0.display())]
+    BadPath(PathBuf, #[source] io::Error),
+    #[error("the number of ports must be at least 1")]
+    NoPorts,
+    #[error("-n {0}: at most {max} ports are supported", max = switch_core::MAX_NUMPORTS)]
+    TooManyPorts(u32),
+    #[error("No such group '{0}'")]
+    NoGroup(String),
+    /// uml_switch's arguments are wrong: it prints its usage.
+    #[error("{}", options::UML_SWITCH_USAGE.trim_end())]
+    UmlSwitchUsage,
+    #[error(
+        "-tap is not supported by this implementation (umlkit); attach the tap device with a VDE tap plug instead"
+    )]
+    TapUnsupported,
     #[error("nothing to serve: give a switch directory, a uml_switch socket or both")]
     NothingToServe,
     #[error("cannot read rc file {path}")]
@@ -175,6 +191,8 @@ pub enum Error {
     BadReply { path: PathBuf, reply: String },
     #[error("vde_open {url}: {reason}")]
     PlugUrl { url: String, reason: String },
+    #[error("--vector needs a switch directory (-s DIR): its socket is DIR/vec")]
+    VectorNeedsDir,
     #[error("vxlan: {what}")]
     Vxlan { what: String, source: io::Error },
     #[error("vde_open {url}: {what}")]

@@ -12,5 +12,5 @@ pub mod file;
 pub mod net;
 pub mod private;
 pub mod process;
-pub mod watch;
 pub mod procfs;
+pub mod watch;

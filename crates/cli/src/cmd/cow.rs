@@ -334,14 +334,14 @@ pub fn bench(b: Bench) -> anyhow::Result<ExitCode> {
             runs,
             dir,
         } => {
-            let cfg = cow::bench::MooBench {
+            let cfg = bench::moo::MooBench {
                 size: parse_size(&size)?,
                 write: parse_size(&write)?,
                 runs,
                 dir,
                 umlkit: std::env::current_exe().context("cannot find the umlkit executable")?,
             };
-            let r = cow::bench::run_moo_bench(&cfg)?;
+            let r = bench::moo::run_moo_bench(&cfg)?;
             out!("{r}");
             Ok(ExitCode::SUCCESS)
         }

@@ -3,11 +3,10 @@
 //! `uml_mconsole` multi-call entry point.
 
 use std::ffi::OsString;
-use std::io::{BufRead, Read, Write};
-use std::os::fd::AsFd;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -284,9 +283,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Mconsole { target, command } => {
             let path = resolve_target(&target);
-            Ok(ExitCode::from(mconsole_session(
-                path, &target, &command, false,
-            )))
+            Ok(ExitCode::from(mconsole_session(path, &target, &command)))
         }
         Command::Supervise { dir } => {
             let code = guest::supervisor::run(&dir, false)?;
@@ -632,25 +629,6 @@ fn ps(json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-struct RawGuard(Option<umlkit_sys::process::Termios>);
-impl RawGuard {
-    fn new(on: bool) -> RawGuard {
-        let stdin = std::io::stdin();
-        if on && umlkit_sys::process::is_tty(stdin.as_fd()) {
-            RawGuard(umlkit_sys::process::make_raw(stdin.as_fd()).ok())
-        } else {
-            RawGuard(None)
-        }
-    }
-}
-impl Drop for RawGuard {
-    fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            let _ = umlkit_sys::process::restore_termios(std::io::stdin().as_fd(), t);
-        }
-    }
-}
-
 fn exec(
     name: &str,
     tty: bool,
@@ -658,7 +636,6 @@ fn exec(
     timeout: u64,
     cmd: &[String],
 ) -> anyhow::Result<ExitCode> {
-    let store = store()?;
     let mut env = Vec::new();
     if tty {
         if let Ok(t) = std::env::var("TERM") {
@@ -670,116 +647,22 @@ fn exec(
         env,
         tty,
     };
-    let mut sess = store.exec_session(name, &req)?;
-    let mut h = sess.stdin_handle()?;
-    let _raw = RawGuard::new(tty);
-    if stdin {
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 16384];
-            let mut i = std::io::stdin().lock();
-            loop {
-                match i.read(&mut buf) {
-                    Ok(0) | Err(_) => {
-                        let _ = h.eof();
-                        return;
-                    }
-                    Ok(n) => {
-                        if h.write(&buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-    } else {
-        h.eof()?;
-    }
-    let deadline = (timeout > 0).then(|| Instant::now() + Duration::from_secs(timeout));
+    let input: Option<Box<dyn Read + Send>> = stdin.then(|| Box::new(std::io::stdin()) as _);
+    let timeout = (timeout > 0).then(|| Duration::from_secs(timeout));
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    loop {
-        match sess.next_event(deadline)? {
-            guest::Event::Stdout(d) => {
-                out.write_all(&d)?;
-                out.flush()?;
-            }
-            guest::Event::Stderr(d) => {
-                err.write_all(&d)?;
-            }
-            guest::Event::Exit(c) => return Ok(ExitCode::from(c.clamp(0, 255) as u8)),
-        }
-    }
+    let c = guest::attach::exec(&store()?, name, &req, input, &mut out, &mut err, timeout)?;
+    Ok(ExitCode::from(c.clamp(0, 255) as u8))
 }
 
 fn console(name: &str) -> anyhow::Result<ExitCode> {
-    let store = store()?;
-    let s = store.status(name)?;
-    let sock = s.console.ok_or_else(|| {
-        anyhow::anyhow!(
-            "guest '{name}' has no console to attach to (not running, or --console none/stdio)"
-        )
-    })?;
-    let mut c = std::os::unix::net::UnixStream::connect(&sock)
-        .with_context(|| format!("cannot connect to {}", sock.display()))?;
-    eprint!("[attached to {name}; detach with Ctrl-]]\r\n");
-    let raw = RawGuard::new(true);
-    let mut rd = c.try_clone()?;
-    let t = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        let mut o = std::io::stdout();
-        while let Ok(n) = rd.read(&mut buf) {
-            if n == 0 || o.write_all(&buf[..n]).is_err() {
-                break;
-            }
-            let _ = o.flush();
-        }
-    });
-    let mut buf = [0u8; 1024];
-    let mut i = std::io::stdin().lock();
-    loop {
-        if t.is_finished() {
-            drop(raw);
-            eprintln!("\r\n[{name}: console closed]");
-            return Ok(ExitCode::SUCCESS);
-        }
-        let n = i.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        if let Some(p) = buf[..n].iter().position(|&b| b == 0x1d) {
-            let _ = c.write_all(&buf[..p]);
-            break;
-        }
-        if c.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    drop(raw);
-    eprintln!("\r\n[detached from {name}]");
+    let (mut input, mut out, mut err) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    guest::attach::console(&store()?, name, &mut input, &mut out, &mut err, true)?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn logs(name: &str, follow: bool) -> anyhow::Result<ExitCode> {
-    let store = store()?;
-    store.status(name)?;
-    let path = store.paths(name).console_log();
-    let mut f =
-        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut out = std::io::stdout();
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n > 0 {
-            out.write_all(&buf[..n])?;
-            continue;
-        }
-        out.flush()?;
-        if !follow || !store.status(name).map(|s| s.alive()).unwrap_or(false) {
-            // one last read after the guest ended
-            std::io::copy(&mut f, &mut out)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    guest::attach::logs(&store()?, name, follow, &mut std::io::stdout())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 // ----- mconsole -----
@@ -797,7 +680,7 @@ fn resolve_target(target: &str) -> PathBuf {
             return g.mconsole();
         }
     }
-    resolve_uml_mconsole(target, false).unwrap_or_default()
+    mconsole::dropin::resolve(target, None).unwrap_or_default()
 }
 
 fn guest_name_ok(s: &str) -> bool {
@@ -807,247 +690,29 @@ fn guest_name_ok(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
 }
 
-fn strerror(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
-
-/// uml_mconsole's socket resolution (warnings on stderr when `warn`).
-fn resolve_uml_mconsole(name: &str, warn: bool) -> Option<PathBuf> {
-    let home = std::env::var("HOME").unwrap_or_default();
-    let home_uml = format!("{home}/.uml");
-    let mut cands: Vec<String> = Vec::new();
-    let skip1 = name.starts_with(&home_uml);
-    let step1 = format!("{home_uml}/{name}/mconsole");
-    if !skip1 {
-        cands.push(step1.clone());
-    }
-    if !name.starts_with("/tmp/uml/") {
-        cands.push(format!("/tmp/uml/{name}/mconsole"));
-    }
-    cands.push(name.to_string());
-    if skip1 {
-        cands.push(step1);
-    }
-    for c in cands {
-        match std::fs::metadata(&c) {
-            Ok(_) => return Some(PathBuf::from(c)),
-            Err(e) => {
-                if warn {
-                    eprintln!("Warning: couldn't stat file: {c} - {}", strerror(&e));
-                }
-            }
-        }
-    }
-    None
-}
-
-fn uml_pid(name: &str) -> Option<u32> {
-    let home = std::env::var("HOME").unwrap_or_default();
-    for p in [
-        format!("{home}/.uml/{name}/pid"),
-        format!("/tmp/uml/{name}/{name}/pid"),
-        format!(".//{name}/pid"),
-    ] {
-        if let Ok(s) = std::fs::read_to_string(&p) {
-            if let Ok(pid) = s.trim().parse() {
-                return Some(pid);
-            }
-        }
-    }
-    None
-}
-
-const LOCAL_HELP: &str = "Additional local mconsole commands:
-    quit - Quit mconsole
-    switch <socket-name> - Switch control to the given machine
-    log -f <filename> - use contents of <filename> as UML log messages
-    mconsole-version - version of this mconsole program
-    int  - Interrupt UML session
-";
-
-struct Session {
-    path: PathBuf,
-    name: String,
-}
-
-impl Session {
-    /// Send one command, print `OK ...`/`ERR ...`; returns uml_mconsole's status.
-    fn send(&self, cmd: &str) -> u8 {
-        let shown = self.path.display().to_string();
-        if shown.is_empty() {
-            eprintln!("Sending command to '' : Invalid argument");
-            return 1;
-        }
-        let client = match mconsole::Client::new(&self.path) {
-            Ok(c) => c,
-            Err(mconsole::Error::NoSocket(_, e)) | Err(mconsole::Error::Socket(e)) => {
-                eprintln!("Sending command to '{shown}' : {}", strerror(&e));
-                return 1;
-            }
-            Err(e) => {
-                eprintln!("Sending command to '{shown}' : {e}");
-                return 1;
-            }
-        };
-        match client.command(cmd) {
-            Ok(r) => {
-                outln!("{}", r.line());
-                r.exit_code()
-            }
-            Err(mconsole::Error::Send(_, e)) => {
-                eprintln!("Sending command to '{shown}' : {}", strerror(&e));
-                1
-            }
-            Err(e) => {
-                eprintln!("uml_mconsole: {e}");
-                1
-            }
-        }
-    }
-
-    fn log_text(&self, text: &str) -> u8 {
-        let mut code = 0;
-        let bytes = text.as_bytes();
-        for chunk in bytes.chunks(506) {
-            code = self.send(&format!("log {}", String::from_utf8_lossy(chunk)));
-        }
-        if !text.ends_with('\n') {
-            code = self.send("log \n");
-        }
-        code
-    }
-
-    /// Handle one command line (local commands first); None = quit.
-    fn line(&mut self, line: &str) -> Option<u8> {
-        let line = line.trim_end();
-        let word = line.split_whitespace().next().unwrap_or("");
-        if line.starts_with("quit") {
-            return None;
-        }
-        Some(if line.starts_with("mconsole-version") {
-            outln!("uml_mconsole client version 2");
-            0
-        } else if line.starts_with("help") {
-            let c = self.send("help");
-            out!("{LOCAL_HELP}");
-            c
-        } else if let Some(n) = line.strip_prefix("switch") {
-            let n = n.trim();
-            match resolve_uml_mconsole(n, true) {
-                Some(p) => {
-                    self.path = p;
-                    self.name = n.to_string();
-                    outln!("Switched to '{n}'");
-                    0
-                }
-                None => {
-                    eprintln!("Couldn't switch to '{n}'");
-                    1
-                }
-            }
-        } else if word == "int" {
-            match uml_pid(&self.name) {
-                Some(pid) => {
-                    let _ = umlkit_sys::process::kill(pid, umlkit_sys::process::SIGINT);
-                    0
-                }
-                None => {
-                    outln!("Cannot determine the PID of your UML session, not sending signal.");
-                    1
-                }
-            }
-        } else if let Some(rest) = line.strip_prefix("log") {
-            let rest = rest.strip_prefix(' ').unwrap_or(rest);
-            if let Some(f) = rest.strip_prefix("-f ") {
-                match std::fs::read_to_string(f.trim()) {
-                    Ok(t) => self.log_text(&t),
-                    Err(e) => {
-                        eprintln!("Couldn't open '{}' : {}", f.trim(), strerror(&e));
-                        1
-                    }
-                }
-            } else {
-                self.log_text(rest)
-            }
-        } else if let Some(rest) = line.strip_prefix("config ubd") {
-            self.send(&format!("config ubd{}", absolutize_ubd(rest)))
-        } else {
-            self.send(line)
-        })
-    }
-}
-
-/// `0=a,b` -> `0=/cwd/a,/cwd/b` (file names of a ubd config made absolute).
-fn absolutize_ubd(rest: &str) -> String {
-    let Some((dev, files)) = rest.split_once('=') else {
-        return rest.to_string();
+fn mconsole_session(path: PathBuf, name: &str, words: &[String]) -> u8 {
+    let (mut out, mut err) = (crate::cmd::out::Stdout, std::io::stderr());
+    let io = mconsole::dropin::Io {
+        out: &mut out,
+        err: &mut err,
     };
-    let abs: Vec<String> = files
-        .split(',')
-        .map(|f| {
-            if f.is_empty() || f.starts_with('/') {
-                f.to_string()
-            } else {
-                std::path::absolute(f)
-                    .map(|p| p.display().to_string())
-                    .unwrap_or(f.to_string())
-            }
-        })
-        .collect();
-    format!("{dev}={}", abs.join(","))
-}
-
-fn mconsole_session(path: PathBuf, name: &str, words: &[String], _warned: bool) -> u8 {
-    let mut s = Session {
-        path,
-        name: name.to_string(),
-    };
-    if !words.is_empty() {
-        let line = words.join(" ");
-        return s.line(line.trim_end()).unwrap_or(0);
-    }
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
-    loop {
-        let shown: String = if s.path.as_os_str().is_empty() {
-            "[None]".into()
-        } else {
-            s.name.chars().take(10).collect()
-        };
-        out!("({shown}) ");
-        let _ = std::io::stdout().flush();
-        match lines.next() {
-            Some(Ok(l)) => {
-                if l.trim().is_empty() {
-                    continue;
-                }
-                if s.line(&l).is_none() {
-                    return 0;
-                }
-            }
-            _ => {
-                outln!();
-                return 0;
-            }
-        }
-    }
+    mconsole::dropin::Session::new(path, name, io).run(words, &mut std::io::stdin().lock())
 }
 
 /// `uml_mconsole socket-name [command...]` (argv without argv[0]).
 pub fn multicall_mconsole(args: &[OsString]) -> ExitCode {
-    if args.is_empty() {
-        eprintln!("Usage : uml_mconsole socket-name [command]");
-        return ExitCode::from(1);
-    }
-    let name = args[0].to_string_lossy().into_owned();
-    let path = resolve_uml_mconsole(&name, true).unwrap_or_default();
-    let words: Vec<String> = args[1..]
+    let args: Vec<String> = args
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    ExitCode::from(mconsole_session(path, &name, &words, true))
+    let (mut out, mut err) = (crate::cmd::out::Stdout, std::io::stderr());
+    let io = mconsole::dropin::Io {
+        out: &mut out,
+        err: &mut err,
+    };
+    ExitCode::from(mconsole::dropin::main(
+        &args,
+        &mut std::io::stdin().lock(),
+        io,
+    ))
 }

@@ -362,64 +362,10 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         LabCmd::Status { dir, json, opts } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
-            let st = runner::status(&backend(&plan)?, &plan)?;
-            let sw = runner::switch_status(&plan)?;
-            // link emulation as the running switches apply it now
-            let links: Vec<Option<String>> = plan
-                .switches
-                .iter()
-                .map(|s| {
-                    let running = sw
-                        .iter()
-                        .any(|x| x.domain == s.domain && x.state == "running");
-                    s.mgmt.as_deref().filter(|_| running).and_then(live_links)
-                })
-                .collect();
-            // per interface: its planned port and the settings on it now
-            // (running switch) or as planned
-            let port_links: Vec<std::collections::BTreeMap<u32, Vec<String>>> = plan
-                .switches
-                .iter()
-                .map(|s| {
-                    let running = sw
-                        .iter()
-                        .any(|x| x.domain == s.domain && x.state == "running");
-                    match s.mgmt.as_deref().filter(|_| running) {
-                        Some(m) => live_port_links(m),
-                        None => Default::default(),
-                    }
-                })
-                .collect();
-            let iface_link = |m: &str, i: &lab::plan::IfacePlan| -> Option<String> {
-                let live = port_links[i.switch].get(&i.port).filter(|_| i.port > 0);
-                match live {
-                    Some(v) => Some(v.join(", ")),
-                    None if port_links[i.switch].is_empty() => {
-                        lab::links::planned_iface_link(&plan, m, &i.name)
-                    }
-                    None => None,
-                }
-            };
-            let captures = lab::links::capture_status(&plan)?;
+            let status = lab::status::gather(&backend(&plan)?, &plan)?;
+            let st = &status.machines;
             if json {
-                let v = serde_json::json!({
-                    "lab": plan.name, "dir": plan.lab_dir, "dialect": plan.dialect.to_string(),
-                    "state_dir": plan.state_dir,
-                    "links": plan.machines.iter().flat_map(|m| m.interfaces.iter().map(|i| {
-                        serde_json::json!({"machine": m.name, "interface": i.name,
-                            "domain": i.domain, "port": (i.port > 0).then_some(i.port),
-                            "planned": lab::links::planned_iface_link(&plan, &m.name, &i.name),
-                            "link": iface_link(&m.name, i)})
-                    }).collect::<Vec<_>>()).collect::<Vec<_>>(),
-                    "captures": captures,
-                    "domains": plan.switches.iter().zip(&links).map(|(s, link)| {
-                        let live = sw.iter().find(|x| x.domain == s.domain);
-                        serde_json::json!({"name": s.domain, "hub": s.hub, "ctl": s.ctl(),
-                            "state": live.map(|x| x.state.as_str()).unwrap_or("stopped"),
-                            "pid": live.and_then(|x| x.pid), "link": link})
-                    }).collect::<Vec<_>>(),
-                    "machines": st,
-                });
+                let v = status.json(&plan);
                 outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 outln!(
@@ -428,7 +374,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     plan.dialect,
                     plan.lab_dir.display()
                 );
-                for m in &st {
+                for m in st {
                     outln!(
                         "{:<16} {:<11} pid {:<8} {} MiB",
                         shown(&m.name),
@@ -463,17 +409,14 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         let planned = plan
                             .machine(&m.name)
                             .and_then(|mp| mp.interfaces.iter().find(|x| x.name == i.name));
-                        if let Some(l) = planned.and_then(|p| iface_link(&m.name, p)) {
+                        if let Some(l) = planned.and_then(|p| status.iface_link(&plan, &m.name, p))
+                        {
                             outln!("          port {}: {l}", planned.map_or(0, |p| p.port));
                         }
                     }
                 }
-                for (s, link) in plan.switches.iter().zip(&links) {
-                    let state = sw
-                        .iter()
-                        .find(|x| x.domain == s.domain)
-                        .map(|x| x.state.as_str())
-                        .unwrap_or("stopped");
+                for (s, link) in plan.switches.iter().zip(&status.links) {
+                    let state = status.switch_state(&s.domain);
                     outln!(
                         "domain {:<12} {} {:<8} {}",
                         shown(&s.domain),
@@ -485,44 +428,35 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         outln!("    link: {l}");
                     }
                 }
-                for c in &captures {
+                for c in &status.captures {
                     outln!("capture {c}");
                 }
             }
             // Anything that does not work as started makes the exit code 1.
-            let mut problems = Vec::new();
-            for s in sw.iter().filter(|s| s.state == "dead") {
-                problems.push(format!("the switch of domain {} is dead", shown(&s.domain)));
-            }
-            for c in captures.iter().filter(|c| c.state == "dead") {
-                problems.push(format!(
-                    "the capture {} ended early (see {})",
-                    shown(&c.name),
-                    c.file.with_extension("log").display()
-                ));
-            }
-            for m in &st {
-                match m.state.as_str() {
-                    "dead" => problems.push(format!("{} is dead", shown(&m.name))),
-                    "interrupted" => problems.push(format!(
+            use lab::status::Problem;
+            let problems: Vec<String> = status
+                .problems()
+                .into_iter()
+                .map(|p| match p {
+                    Problem::DeadSwitch(d) => format!("the switch of domain {} is dead", shown(&d)),
+                    Problem::DeadCapture(c, log) => format!(
+                        "the capture {} ended early (see {})",
+                        shown(&c),
+                        log.display()
+                    ),
+                    Problem::Dead(m) => format!("{} is dead", shown(&m)),
+                    Problem::Interrupted(m) => format!(
                         "{}: its boot steps never finished (the lab start was killed)",
-                        shown(&m.name)
-                    )),
-                    "failed" => problems.push(format!("{}: its boot steps failed", shown(&m.name))),
-                    _ => {}
-                }
-                if !m.lost_links.is_empty() {
-                    problems.push(format!(
+                        shown(&m)
+                    ),
+                    Problem::Failed(m) => format!("{}: its boot steps failed", shown(&m)),
+                    Problem::LostLinks(m, ds) => format!(
                         "{} lost its link to domain {}",
-                        shown(&m.name),
-                        m.lost_links
-                            .iter()
-                            .map(|d| shown(d))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-            }
+                        shown(&m),
+                        ds.iter().map(|d| shown(d)).collect::<Vec<_>>().join(", ")
+                    ),
+                })
+                .collect();
             if problems.is_empty() {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -871,79 +805,8 @@ fn image_state(recipe: Option<&str>) -> String {
     }
 }
 
-/// The state root, absolute (fixed once, so a relative `UMLKIT_LAB_STATE`
-/// means the same folder to every step, and to `lab clean` later).
 fn state_root(opts: &LabOpts) -> PathBuf {
-    let root = opts
-        .state_root
-        .clone()
-        .or_else(|| std::env::var_os("UMLKIT_LAB_STATE").map(PathBuf::from))
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(default_state_root);
-    std::path::absolute(&root).unwrap_or(root)
-}
-
-/// `$XDG_RUNTIME_DIR/umlkit-lab`, else `/tmp/umlkit-lab-UID` (per user, so
-/// no other user's folder is ever taken for ours; it is checked anyway).
-fn default_state_root() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d).join("umlkit-lab"),
-        None => PathBuf::from(format!("/tmp/umlkit-lab-{}", umlkit_sys::private::euid())),
-    }
-}
-
-/// The plan to stop or clean a lab with: from the lab folder, or, when its
-/// description no longer loads, the plan saved in its state folder at
-/// start (so a broken lab.conf cannot keep a lab running).
-/// Per port, the impairments a running switch applies (`in delay=20ms`,
-/// `out loss=1%`); empty when none or no console answers.
-fn live_port_links(mgmt: &Path) -> std::collections::BTreeMap<u32, Vec<String>> {
-    let mut m: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
-    let Ok(text) = switchd::client::command(mgmt, "link/show") else {
-        return m;
-    };
-    for l in text.lines().filter(|l| l.starts_with("Port ")) {
-        let mut f = l.split_whitespace().skip(1);
-        let (Some(port), Some(dir), Some(spec)) = (f.next(), f.next(), f.next()) else {
-            continue;
-        };
-        if let (Ok(p), false) = (port.parse::<u32>(), spec == "none") {
-            m.entry(p).or_default().push(format!("{dir} {spec}"));
-        }
-    }
-    m
-}
-
-/// The impairments a running switch applies, summarised: `out
-/// delay=15ms on 32 ports`; None when it has none (or no console answers).
-fn live_links(mgmt: &Path) -> Option<String> {
-    let text = switchd::client::command(mgmt, "link/show").ok()?;
-    // (direction, settings) -> ports
-    let mut groups: Vec<((String, String), u32)> = Vec::new();
-    for l in text.lines().filter(|l| l.starts_with("Port ")) {
-        let mut f = l.split_whitespace().skip(2);
-        let (Some(dir), Some(spec)) = (f.next(), f.next()) else {
-            continue;
-        };
-        if spec == "none" {
-            continue;
-        }
-        let key = (dir.to_string(), spec.to_string());
-        match groups.iter_mut().find(|g| g.0 == key) {
-            Some(g) => g.1 += 1,
-            None => groups.push((key, 1)),
-        }
-    }
-    if groups.is_empty() {
-        return None;
-    }
-    Some(
-        groups
-            .iter()
-            .map(|((d, s), n)| format!("{d} {s} on {n} port{}", if *n == 1 { "" } else { "s" }))
-            .collect::<Vec<_>>()
-            .join("; "),
-    )
+    lab::open::state_root(opts.state_root.as_deref())
 }
 
 /// The console of the `umlkit switch` serving `domain`.
@@ -1006,31 +869,17 @@ fn machine_port(plan: &Plan, mgmt: &Path, domain: &str, mi: &str) -> anyhow::Res
         })
 }
 
+/// The plan to stop or clean a lab with: from the lab folder, or, when its
+/// description no longer loads, the plan saved in its state folder at
+/// start (so a broken lab.conf cannot keep a lab running).
 fn load_plan_or_saved(dir: &Path, opts: &LabOpts) -> anyhow::Result<Plan> {
     let err = match load_plan(dir, opts, false) {
         Ok((plan, _)) => return Ok(plan),
         Err(e) => e,
     };
-    let Ok(lab_dir) = dir.canonicalize() else {
+    let Some((plan, saved)) = lab::open::saved_plan(dir, &state_root(opts))? else {
         return Err(err);
     };
-    let state_dir = state_root(opts).join(lab::plan::lab_id(&lab_dir));
-    let saved = state_dir.join("plan.json");
-    if saved.symlink_metadata().is_err() {
-        return Err(err);
-    }
-    umlkit_sys::private::private_dir(&state_dir, false)?;
-    let bytes = umlkit_sys::private::read_nofollow(&saved)
-        .with_context(|| format!("cannot read {}", saved.display()))?;
-    let plan: Plan = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: unreadable saved plan", saved.display()))?;
-    if plan.state_dir != state_dir {
-        bail!(
-            "{}: names state folder {}, not its own",
-            saved.display(),
-            plan.state_dir.display()
-        );
-    }
     eprintln!(
         "note: the lab does not load ({}); using the plan saved at start ({})",
         crate::cmd::error_chain(&err),
@@ -1045,12 +894,7 @@ fn load_plan(
     opts: &LabOpts,
     verbose: bool,
 ) -> anyhow::Result<(Plan, lab::load::Loaded)> {
-    let mut loaded = lab::load::load_lab(dir, opts.dialect)?;
-    if let Some(n) = opts.min_mem {
-        loaded.lab.lab.min_mem = Some(n);
-    }
-    let state_dir = state_root(opts).join(lab::plan::lab_id(&loaded.dir));
-    let plan = lab::plan::plan(&loaded.lab, &loaded.dir, &state_dir)?;
+    let (plan, loaded) = lab::open::load(dir, opts.dialect, opts.min_mem, &state_root(opts))?;
     if verbose {
         eprintln!("dialect: {}", loaded.dialect_reason);
         for n in loaded.notes.iter().chain(plan.notes.iter()) {
@@ -1119,174 +963,39 @@ fn running_machine<'a>(plan: &'a Plan, name: &str) -> anyhow::Result<&'a lab::pl
 }
 
 fn default_parallel(plan: &Plan) -> usize {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let avail_mb = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map(|kb| kb / 1024)
-        .unwrap_or(4096);
-    let per = plan
-        .machines
-        .iter()
-        .map(|m| m.mem_mb as u64)
-        .max()
-        .unwrap_or(64)
-        + 32;
-    // Booting all machines of a lab at once beats batches (measured: 10
-    // machines 4.8 s at -p 10 vs 6.6 s at -p 8; 40 machines 18.4 s at -p 16
-    // or 40 vs 21 s at -p 8, on 2 cores): boots wait on I/O and the switch.
-    (cores * 8)
-        .max(16)
-        .min((avail_mb / per).max(1) as usize)
-        .max(1)
+    lab::sizing::default_parallel(plan)
 }
 
 fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Result<ExitCode> {
+    use lab::test_run::TestEvent;
     let (plan, _) = load_plan(dir, opts, false)?;
     let b = backend(&plan)?;
-    let state = runner::State::load(&plan)?;
-    // a lab that is not running cannot be tested (exit 125, not failed checks)
-    if !plan
-        .machines
-        .iter()
-        .any(|m| runner::machine_alive(&state, &m.name))
-    {
-        bail!("lab {} is not running (umlkit lab start)", plan.name);
-    }
-    let mut failed = 0usize;
-    let mut passed = 0usize;
-    let check_file = plan.lab_dir.join("lab.test.toml");
-    let test_dir = plan.lab_dir.join("_test");
-    if !check_file.is_file() && !test_dir.is_dir() {
-        bail!(
-            "{}: no lab.test.toml and no _test/ folder: nothing to test",
-            plan.lab_dir.display()
-        );
-    }
-    if check_file.is_file() {
-        let real = lab::confine::resolve_inside(&plan.lab_dir, Path::new("lab.test.toml"))?;
-        let text = std::fs::read_to_string(&real)
-            .with_context(|| format!("cannot read {}", check_file.display()))?;
-        let cf = lab::check::CheckFile::from_toml(&text, &check_file)?;
-        let checks = cf.checks();
-        let mut by_machine: std::collections::BTreeMap<&str, Vec<&lab::check::Check>> =
-            Default::default();
-        for c in &checks {
-            by_machine.entry(c.machine.as_str()).or_default().push(c);
+    let live = lab::test_run::Live::new(&plan, &b)?;
+    let sum = lab::test_run::run(&plan, &live, write_signatures, &mut |e| match e {
+        TestEvent::Machine(m) => outln!("{}:", shown(&m)),
+        TestEvent::Check { title, verdict } => match verdict {
+            Ok(()) => outln!("  PASS {}", shown(&title)),
+            Err(why) => outln!("  FAIL {}: {}", shown(&title), shown_lines(&why)),
+        },
+        TestEvent::NotRunning(m) => outln!("{m}: FAIL _test: machine not running"),
+        TestEvent::Wrote { machine, path } => {
+            outln!("{machine}: wrote signature {}", path.display())
         }
-        for (mname, cs) in by_machine {
-            outln!("{}:", shown(mname));
-            let m = plan.machine(mname);
-            for c in cs {
-                let verdict = match m {
-                    None => Err(format!("no machine {mname} in the lab")),
-                    Some(_) if !runner::machine_alive(&state, mname) => {
-                        Err("machine not running".into())
-                    }
-                    Some(m) => match b.exec(m, &c.command, Duration::from_secs(30)) {
-                        Ok(o) => c.judge(o.code, &o.stdout),
-                        Err(e) => Err(crate::cmd::chain_of(&e)),
-                    },
-                };
-                match verdict {
-                    Ok(()) => {
-                        passed += 1;
-                        outln!("  PASS {}", shown(&c.title));
-                    }
-                    Err(why) => {
-                        failed += 1;
-                        outln!("  FAIL {}: {}", shown(&c.title), shown_lines(&why));
-                    }
-                }
-            }
-        }
-    }
-    if test_dir.is_dir() {
-        let results = plan.state_dir.join("test-results");
-        std::fs::create_dir_all(&results)?;
-        // _test/ is part of the untrusted lab folder: every path is resolved
-        // inside it, signatures are written with O_NOFOLLOW.
-        let sigs = Path::new("_test/signatures");
-        for m in &plan.machines {
-            if !runner::machine_alive(&state, &m.name) {
-                outln!("{}: FAIL _test: machine not running", m.name);
-                failed += 1;
-                continue;
-            }
-            let mut kinds = vec![("default", lab::check::NETKIT_DEFAULT_TEST.to_string())];
-            // The user test is read now (resolved inside the lab folder) and
-            // its text run in the guest (with bash when the image has it, as
-            // `lab exec`): /hostlab is a copy made at start.
-            let user = Path::new("_test").join(format!("{}.test", m.name));
-            if plan.lab_dir.join(&user).symlink_metadata().is_ok() {
-                let p = lab::confine::resolve_inside(&plan.lab_dir, &user)?;
-                let text = std::fs::read_to_string(&p)
-                    .with_context(|| format!("cannot read {}", p.display()))?;
-                kinds.push(("user", text));
-            }
-            for (kind, cmd) in kinds {
-                let out = b.exec(m, &cmd, Duration::from_secs(60))?;
-                let res = results.join(format!("{}.{kind}", m.name));
-                std::fs::write(&res, &out.stdout)?;
-                let sig = sigs.join(format!("{}.{kind}", m.name));
-                if write_signatures {
-                    let p = lab::confine::write_inside(&plan.lab_dir, &sig, out.stdout.as_bytes())?;
-                    outln!("{}: wrote signature {}", m.name, p.display());
-                } else if plan.lab_dir.join(&sig).symlink_metadata().is_ok() {
-                    // A signature leading out of the lab folder is a failure,
-                    // never read.
-                    let read = lab::confine::resolve_inside(&plan.lab_dir, &sig)
-                        .map_err(|e| e.to_string())
-                        .and_then(|p| std::fs::read_to_string(p).map_err(|e| e.to_string()))
-                        .and_then(|s| lab::check::compare_signature(&out.stdout, &s));
-                    match read {
-                        Ok(()) => {
-                            passed += 1;
-                            outln!("{}: PASS _test {kind}", m.name);
-                        }
-                        Err(why) => {
-                            failed += 1;
-                            outln!("{}: FAIL _test {kind}: {}", m.name, shown_lines(&why));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    outln!("{passed} passed, {failed} failed");
-    Ok(if failed == 0 {
+        TestEvent::Signature {
+            machine,
+            kind,
+            verdict,
+        } => match verdict {
+            Ok(()) => outln!("{machine}: PASS _test {kind}"),
+            Err(why) => outln!("{machine}: FAIL _test {kind}: {}", shown_lines(&why)),
+        },
+    })?;
+    outln!("{} passed, {} failed", sum.passed, sum.failed);
+    Ok(if sum.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
-    v[v.len() / 2]
-}
-
-/// Host memory (PSS, kB: shared guest RAM counted once, each address space
-/// once) of all processes whose cmdline names `needle`.
-fn pss_kb_matching(needle: &str) -> u64 {
-    let pids = umlkit_sys::procfs::pids_mentioning(needle.as_bytes());
-    guest::host_memory(&pids).pss_kb
-}
-
-/// Shmem + AnonPages of /proc/meminfo (KiB): guest RAM (the kernels'
-/// /dev/shm files) and private memory of every process on the host.
-fn meminfo_used_kb() -> u64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("Shmem:") || l.starts_with("AnonPages:"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum()
 }
 
 fn bench(
@@ -1295,151 +1004,18 @@ fn bench(
     parallel: Option<usize>,
     opts: &LabOpts,
 ) -> anyhow::Result<ExitCode> {
-    let tmp = std::env::temp_dir().join(format!("umlkit-labbench-{}", std::process::id()));
-    let root = opts.state_root.clone().unwrap_or_else(|| tmp.join("state"));
-    let mut report = Vec::new();
-    for &n in sizes {
-        // n machines on one collision domain, one /16.
-        let dir = tmp.join(format!("lab{n}"));
-        std::fs::create_dir_all(&dir)?;
-        let mut conf = String::from("LAB_DESCRIPTION=\"umlkit bench\"\n");
-        let mut startup = Vec::new();
-        for i in 0..n {
-            conf.push_str(&format!("m{i}[0]=d0\n"));
-            startup.push((
-                format!("m{i}.startup"),
-                format!(
-                    "ip addr add 10.1.{}.{}/16 dev eth0\nip link set eth0 up\n",
-                    i / 250,
-                    i % 250 + 1
-                ),
-            ));
-        }
-        std::fs::write(dir.join("lab.conf"), conf)?;
-        for (f, t) in startup {
-            std::fs::write(dir.join(f), t)?;
-        }
-        let lopts = LabOpts {
-            dialect: None,
-            state_root: Some(root.clone()),
-            min_mem: opts.min_mem,
-        };
-        let (plan, _) = load_plan(&dir, &lopts, false)?;
-        let b = backend(&plan)?;
-        let b = &b;
-        let p = parallel.unwrap_or_else(|| default_parallel(&plan));
-        let mut times = Vec::new();
-        let mut rss = 0;
-        let mut freed = 0;
-        for _ in 0..runs {
-            runner::clean(&plan)?;
-            let t0 = Instant::now();
-            let r = runner::start(
-                b,
-                &plan,
-                &plan.waves,
-                p,
-                Duration::from_secs(600),
-                &mut |_: &str| {},
-            );
-            if let Err(e) = r {
-                runner::clean(&plan)?;
-                return Err(e.into());
-            }
-            // Reachable: the first machine pings every other one (all pings
-            // at once, in one exec round trip).
-            let first = &plan.machines[0];
-            let mut script = String::new();
-            for m in &plan.machines[1..] {
-                let i = m.name[1..].parse::<usize>()?;
-                let addr = format!("10.1.{}.{}", i / 250, i % 250 + 1);
-                script.push_str(&format!(
-                    "(ping -c 1 -W 2 {addr} >/dev/null 2>&1 || echo unreachable {addr}) &\n"
-                ));
-            }
-            script.push_str("wait\n");
-            let o = b.exec(first, &script, Duration::from_secs(60))?;
-            if o.code != 0 || o.stdout.contains("unreachable") {
-                runner::clean(&plan)?;
-                bail!(
-                    "{} cannot reach every machine: {}{}",
-                    first.name,
-                    o.stdout.trim(),
-                    o.stderr.trim()
-                );
-            }
-            times.push(t0.elapsed().as_secs_f64());
-            rss = pss_kb_matching(&plan.state_dir.to_string_lossy());
-            // Second method: what the host gets back when the lab goes.
-            let before = meminfo_used_kb();
-            runner::clean(&plan)?;
-            freed = before.saturating_sub(meminfo_used_kb());
-        }
-        let med = median(times.clone());
-        report.push(format!(
-            "lab of {n} machines (-p {p}): start -> all reachable median {med:.2} s over {runs} runs {:?}; host memory (PSS) {:.1} MiB/machine (lab clean freed {:.1} MiB/machine of Shmem+AnonPages)",
-            times.iter().map(|t| format!("{t:.2}")).collect::<Vec<_>>(),
-            rss as f64 / 1024.0 / n as f64,
-            freed as f64 / 1024.0 / n as f64
-        ));
-        eprintln!("{}", report.last().expect("pushed"));
-    }
-    // Bare kernel: 10 guests booting to poweroff in parallel on the same image.
-    let kdir = tmp.join("kernel");
-    std::fs::create_dir_all(&kdir)?;
-    let lopts = LabOpts {
-        dialect: None,
-        state_root: Some(root.clone()),
+    let b = bench::lab::LabBench {
+        sizes: sizes.to_vec(),
+        runs,
+        parallel,
+        state_root: opts.state_root.clone(),
         min_mem: opts.min_mem,
+        umlkit: std::env::current_exe().context("cannot find the umlkit executable")?,
     };
-    let kl = tmp.join("lab1");
-    std::fs::create_dir_all(&kl)?;
-    std::fs::write(kl.join("lab.conf"), "a[0]=d0\n")?;
-    let (kplan, _) = load_plan(&kl, &lopts, false)?;
-    // The same kernel and default image the lab machines boot.
-    let kernel = guest::find_kernel(None)?;
-    let kimage = image::default_image(&image::DefaultImageOpts::default())?;
-    let mut ktimes = Vec::new();
-    for _ in 0..runs {
-        let t0 = Instant::now();
-        let mut kids = Vec::new();
-        for i in 0..10 {
-            let cow = kdir.join(format!("k{i}.cow"));
-            let _ = std::fs::remove_file(&cow);
-            let mut c = std::process::Command::new(&kernel);
-            c.arg(format!("umid=kb{i}"))
-                .arg(format!("uml_dir={}", kdir.display()))
-                .arg("mem=64M")
-                .arg(format!("ubd0={},{}", cow.display(), kimage.display()))
-                .args([
-                    "root=/dev/ubda",
-                    "rw",
-                    "con=null",
-                    "con0=fd:0,fd:1",
-                    "quiet",
-                    "init=/sbin/poweroff",
-                    "-f",
-                ])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
-            use std::os::unix::process::CommandExt;
-            c.process_group(0);
-            kids.push(c.spawn()?);
-        }
-        for mut k in kids {
-            k.wait()?;
-        }
-        ktimes.push(t0.elapsed().as_secs_f64());
-    }
-    let kmed = median(ktimes);
-    report.push(format!(
-        "bare kernel: 10 guests boot+poweroff in parallel, median {kmed:.2} s"
-    ));
-    runner::clean(&kplan)?;
-    let _ = std::fs::remove_dir_all(&tmp);
-    for r in &report {
-        outln!("{r}");
-    }
+    bench::lab::run(
+        &b,
+        &mut |l: &str| eprintln!("{l}"),
+        &mut crate::cmd::out::Stdout,
+    )?;
     Ok(ExitCode::SUCCESS)
 }

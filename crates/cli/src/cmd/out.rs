@@ -23,6 +23,36 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// stdout as a [`Write`] for library calls that print through a writer,
+/// with the closed-pipe rule of [`write_stdout`]: EPIPE ends the program
+/// with [`CLOSED_PIPE_EXIT`], any other write error with status 1.
+pub struct Stdout;
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut o = std::io::stdout().lock();
+        if let Err(e) = o.write_all(buf) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(CLOSED_PIPE_EXIT);
+            }
+            eprintln!("umlkit: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if let Err(e) = std::io::stdout().lock().flush() {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(CLOSED_PIPE_EXIT);
+            }
+            eprintln!("umlkit: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+        Ok(())
+    }
+}
+
 /// `s` with control characters (ESC, CR, NUL, DEL, C1 ...) escaped as
 /// `\x1b`, `\r`, `\u{9b}`, so a name from a lab file or a state folder
 /// cannot drive the terminal. Other text, UTF-8 included, is unchanged.

@@ -2,16 +2,13 @@
 //! switch`, and the `uml_switch` multi-call entry point.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use net_proto::link::{LinkDir, LinkSpec};
-use switchd::{ExitReason, Flavor, Logger, Options, Server};
-
-#[path = "switch_bench.rs"]
-mod switch_bench;
+use switchd::{ExitReason, Logger, Server};
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -119,70 +116,25 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
-    std::path::absolute(p).with_context(|| format!("bad path {}", p.display()))
-}
-
 fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
-    let vde_dir = match (&a.sock, &a.uml_ctl) {
-        (Some(d), _) => Some(absolute(d)?),
-        (None, Some(_)) => None,
-        (None, None) => Some(PathBuf::from(if umlkit_sys::net::euid() == 0 {
-            "/var/run/vde.ctl"
-        } else {
-            "/tmp/vde.ctl"
-        })),
-    };
-    let mut o = Options {
-        vde_dir,
-        ..Options::default()
-    };
-    o.uml_ctl = a.uml_ctl.as_deref().map(absolute).transpose()?;
-    o.mgmt = a.mgmt.as_deref().map(absolute).transpose()?;
-    o.hub = a.hub;
-    o.vector = a.vector;
-    if a.vector && o.vde_dir.is_none() {
-        anyhow::bail!("--vector needs a switch directory (-s DIR): its socket is DIR/vec");
+    let o = switchd::options::SwitchFlags {
+        sock: a.sock,
+        uml_ctl: a.uml_ctl,
+        hub: a.hub,
+        numports: a.numports,
+        mode: a.mode,
+        dirmode: a.dirmode,
+        group: a.group,
+        mgmt: a.mgmt,
+        mgmtmode: a.mgmtmode,
+        vector: a.vector,
     }
-    if a.numports == 0 {
-        anyhow::bail!("the number of ports must be at least 1");
-    }
-    if a.numports > switch_core::MAX_NUMPORTS {
-        anyhow::bail!(
-            "-n {}: at most {} ports are supported",
-            a.numports,
-            switch_core::MAX_NUMPORTS
-        );
-    }
-    o.numports = a.numports;
-    match (a.mode, a.dirmode) {
-        (Some(m), Some(d)) => {
-            o.mode = m;
-            o.dirmode = d;
-        }
-        (Some(m), None) => {
-            o.mode = m;
-            o.dirmode = switchd::dirmode_from_mode(m);
-        }
-        (None, Some(d)) => {
-            o.dirmode = d;
-            o.mode = d & 0o666;
-        }
-        (None, None) => {}
-    }
-    o.uml_mode = a.mode;
-    o.mgmt_mode = a.mgmtmode;
-    if let Some(g) = &a.group {
-        let gid = match umlkit_sys::net::group_id(g) {
-            Some(gid) => gid,
-            None => g
-                .parse()
-                .ok()
-                .with_context(|| format!("No such group '{g}'"))?,
-        };
-        o.group = Some(gid);
-    }
-    let pidfile = a.pidfile.as_deref().map(absolute).transpose()?;
+    .options()?;
+    let pidfile = a
+        .pidfile
+        .as_deref()
+        .map(switchd::options::absolute)
+        .transpose()?;
     let log = Logger::new("umlkit switch: ");
     let mut server = match Server::bind(o.clone(), log) {
         Ok(s) => s,
@@ -248,7 +200,9 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
         uplinks.push(if !url.contains("://") && !url.starts_with('/') {
-            absolute(Path::new(url))?.display().to_string()
+            switchd::options::absolute(std::path::Path::new(url))?
+                .display()
+                .to_string()
         } else {
             url.clone()
         });
@@ -262,28 +216,7 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot write pidfile {}", p.display()))?;
     }
     if !a.daemon {
-        let mut what = Vec::new();
-        if let Some(d) = &o.vde_dir {
-            what.push(format!("switch directory {}", d.display()));
-            if o.vector {
-                what.push(format!(
-                    "vector socket {}",
-                    switchd::vector_socket(d).display()
-                ));
-            }
-        }
-        if let Some(u) = &o.uml_ctl {
-            what.push(format!("uml_switch socket {}", u.display()));
-        }
-        if let Some(m) = &o.mgmt {
-            what.push(format!("management socket {}", m.display()));
-        }
-        eprintln!(
-            "umlkit switch: {} with {} ports on {}",
-            if o.hub { "hub" } else { "switch" },
-            o.numports,
-            what.join(", ")
-        );
+        eprintln!("umlkit switch: {}", switchd::options::describe(&o));
     }
     for (spec, sock) in vxlans {
         let mut log = Logger::new("umlkit switch: ");
@@ -322,87 +255,75 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
 pub enum Bench {
     /// Throughput and latency of `umlkit switch` vs vde_switch, measured
     /// side by side with vdeblast (libvdeplug clients)
-    Switch(switch_bench::BenchArgs),
+    Switch(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Frames per throughput run
+    #[arg(long, default_value_t = 200_000)]
+    frames: u64,
+    /// Frame sizes in bytes, comma separated
+    #[arg(long, value_delimiter = ',', default_values_t = vec![64usize, 1500])]
+    sizes: Vec<usize>,
+    /// Round trips per latency run
+    #[arg(long, default_value_t = 5000)]
+    pingpong: u64,
+    /// Rounds (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// vdeblast source (.c, compiled with gcc) or a built executable
+    /// [default: $UMLKIT_VDEBLAST, else shared/bench/vdeblast.c beside the
+    /// repository checkout]
+    #[arg(long, value_name = "PATH")]
+    vdeblast: Option<PathBuf>,
+    /// Also measure umlkit with a neutral link configured on every port
+    /// (`--link N:none`) and with `umlkit capture` writing every frame to a
+    /// file, in the same run
+    #[arg(long)]
+    links: bool,
 }
 
 pub fn bench(b: Bench) -> anyhow::Result<ExitCode> {
-    match b {
-        Bench::Switch(a) => switch_bench::run(a),
+    let Bench::Switch(a) = b;
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
     }
+    let cfg = bench::switch::SwitchBench {
+        frames: a.frames,
+        sizes: a.sizes,
+        pingpong: a.pingpong,
+        rounds: a.rounds,
+        vdeblast: a.vdeblast,
+        links: a.links,
+        umlkit: std::env::current_exe().context("cannot find the umlkit executable")?,
+    };
+    bench::switch::run(
+        &cfg,
+        &mut |l: &str| eprintln!("{l}"),
+        &mut crate::cmd::out::Stdout,
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
-
-const UML_SWITCH_USAGE: &str =
-    "Usage : uml_switch [ -unix control-socket ] [ -hub ] [ -tap tap-device ]\n\
-or : uml_switch -compat-v0 [ -unix control-socket data-socket ] [ -hub ] [ -tap tap-device ]\n";
 
 /// `uml_switch` (uml-utilities) drop-in: same options, messages and exit codes.
 pub fn multicall_uml_switch(args: &[OsString]) -> ExitCode {
-    let mut ctl = PathBuf::from("/tmp/uml.ctl");
-    let mut data: Option<PathBuf> = None;
-    let mut hub = false;
-    let mut daemon = false;
-    let mut compat = false;
-    let usage = || {
-        eprint!("{UML_SWITCH_USAGE}");
-        ExitCode::from(1)
-    };
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].to_string_lossy();
-        match a.as_ref() {
-            "-unix" => {
-                let Some(p) = args.get(i + 1) else {
-                    return usage();
-                };
-                ctl = PathBuf::from(p);
-                i += 1;
-                if compat {
-                    let Some(d) = args.get(i + 1) else {
-                        return usage();
-                    };
-                    data = Some(PathBuf::from(d));
-                    i += 1;
-                }
-            }
-            "-hub" => {
-                outln!("uml_switch will be a hub instead of a switch");
-                hub = true;
-            }
-            "-compat-v0" => {
-                outln!("Control protocol 0 compatibility");
-                compat = true;
-                data.get_or_insert_with(|| PathBuf::from("/tmp/uml.data"));
-            }
-            "-daemon" => daemon = true,
-            "-tap" => {
-                eprintln!(
-                    "uml_switch: -tap is not supported by this implementation (umlkit); \
-                     attach the tap device with a VDE tap plug instead"
-                );
-                return ExitCode::from(1);
-            }
-            _ => return usage(),
+    let u = match switchd::options::uml_switch(args, &mut crate::cmd::out::Stdout) {
+        Ok(u) => u,
+        Err(switchd::Error::UmlSwitchUsage) => {
+            eprint!("{}", switchd::options::UML_SWITCH_USAGE);
+            return ExitCode::from(1);
         }
-        i += 1;
-    }
-    let mut o = Options {
-        uml_ctl: Some(ctl.clone()),
-        v0_data: if compat { data } else { None },
-        hub,
-        numports: 4096,
-        flavor: Flavor::UmlSwitch,
-        ..Options::default()
+        Err(e) => {
+            eprintln!("uml_switch: {e}");
+            return ExitCode::from(1);
+        }
     };
-    if let Ok(abs) = std::path::absolute(&ctl) {
-        o.uml_ctl = Some(abs);
-    }
+    let (o, ctl, daemon) = (u.options, u.ctl, u.daemon);
     let server = match Server::bind(o, Logger::new("")) {
         Ok(s) => s,
         Err(switchd::Error::InUse(_)) => {
-            let p = ctl.display();
-            eprintln!(
-                "The control socket '{p}' has another server attached to it\nYou can either\n\tremove '{p}'\n\tor rerun with a different, unused filename for a socket"
-            );
+            eprintln!("{}", switchd::options::uml_switch_in_use(&ctl));
             return ExitCode::from(1);
         }
         Err(e) => {

@@ -1,38 +1,43 @@
 //! `umlkit bench switch`: vde_switch vs umlkit switch, side by side in one
 //! run (alternating), measured with vdeblast (two libvdeplug clients).
 
+use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use clap::Args;
+use crate::{Error, Result};
 
-#[derive(Args, Debug)]
-pub struct BenchArgs {
-    /// Frames per throughput run
-    #[arg(long, default_value_t = 200_000)]
-    frames: u64,
-    /// Frame sizes in bytes, comma separated
-    #[arg(long, value_delimiter = ',', default_values_t = vec![64usize, 1500])]
-    sizes: Vec<usize>,
-    /// Round trips per latency run
-    #[arg(long, default_value_t = 5000)]
-    pingpong: u64,
-    /// Rounds (the median is reported)
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
+/// Parameters of the switch benchmark.
+#[derive(Debug, Clone)]
+pub struct SwitchBench {
+    /// Frames per throughput run.
+    pub frames: u64,
+    /// Frame sizes in bytes.
+    pub sizes: Vec<usize>,
+    /// Round trips per latency run.
+    pub pingpong: u64,
+    /// Rounds (the median is reported).
+    pub rounds: usize,
     /// vdeblast source (.c, compiled with gcc) or a built executable
-    /// [default: $UMLKIT_VDEBLAST, else shared/bench/vdeblast.c beside the
-    /// repository checkout]
-    #[arg(long, value_name = "PATH")]
-    vdeblast: Option<PathBuf>,
-    /// Also measure umlkit with a neutral link configured on every port
-    /// (`--link N:none`) and with `umlkit capture` writing every frame to a
-    /// file, in the same run
-    #[arg(long)]
-    links: bool,
+    /// (None: $UMLKIT_VDEBLAST, else shared/bench/vdeblast.c beside the
+    /// repository checkout).
+    pub vdeblast: Option<PathBuf>,
+    /// Also measure umlkit with a neutral link on every port and with
+    /// `umlkit capture` writing every frame to a file.
+    pub links: bool,
+    /// The umlkit executable (its `switch` and `capture` commands).
+    pub umlkit: PathBuf,
+}
+
+fn bail(msg: String) -> Error {
+    Error::Failed(msg)
+}
+
+fn ctx(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Run { what, source }
 }
 
 /// One vdeblast result line as key=value pairs.
@@ -44,7 +49,7 @@ fn field(line: &str, key: &str) -> Option<f64> {
 
 use umlkit_sys::file::which;
 
-fn build_vdeblast(src: Option<PathBuf>, out_dir: &Path) -> anyhow::Result<PathBuf> {
+fn build_vdeblast(src: Option<PathBuf>, out_dir: &Path) -> Result<PathBuf> {
     let src = src
         .or_else(|| std::env::var_os("UMLKIT_VDEBLAST").map(PathBuf::from))
         .unwrap_or_else(|| {
@@ -52,25 +57,25 @@ fn build_vdeblast(src: Option<PathBuf>, out_dir: &Path) -> anyhow::Result<PathBu
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/vdeblast.c")
         });
     if !src.exists() {
-        bail!(
+        return Err(bail(format!(
             "vdeblast not found at {} (give --vdeblast PATH)",
             src.display()
-        );
+        )));
     }
     if src.extension().is_none_or(|e| e != "c") {
         return Ok(src);
     }
     if which("gcc").is_none() {
-        bail!(
+        return Err(bail(format!(
             "gcc is needed to build {} (apt-get install gcc)",
             src.display()
-        );
+        )));
     }
     if !Path::new("/usr/include/libvdeplug.h").exists() {
-        bail!(
+        return Err(bail(format!(
             "libvdeplug.h missing: install libvdeplug-dev to build {}",
             src.display()
-        );
+        )));
     }
     let exe = out_dir.join("vdeblast");
     let out = Command::new("gcc")
@@ -79,13 +84,13 @@ fn build_vdeblast(src: Option<PathBuf>, out_dir: &Path) -> anyhow::Result<PathBu
         .arg(&src)
         .args(["-lvdeplug", "-lpthread"])
         .output()
-        .context("cannot run gcc")?;
+        .map_err(ctx("cannot run gcc"))?;
     if !out.status.success() {
-        bail!(
+        return Err(bail(format!(
             "building {} failed:\n{}",
             src.display(),
             String::from_utf8_lossy(&out.stderr)
-        );
+        )));
     }
     Ok(exe)
 }
@@ -118,11 +123,11 @@ impl Running {
     }
 }
 
-fn wait_for(p: &Path) -> anyhow::Result<()> {
+fn wait_for(p: &Path) -> Result<()> {
     let t = Instant::now();
     while !p.exists() {
         if t.elapsed() > Duration::from_secs(10) {
-            bail!("{} did not appear", p.display());
+            return Err(bail(format!("{} did not appear", p.display())));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -130,7 +135,7 @@ fn wait_for(p: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_vde_switch(dir: &Path) -> anyhow::Result<Running> {
+fn start_vde_switch(dir: &Path) -> Result<Running> {
     let mut child = Command::new("vde_switch")
         .arg("-s")
         .arg(dir)
@@ -138,7 +143,7 @@ fn start_vde_switch(dir: &Path) -> anyhow::Result<Running> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("cannot run vde_switch (apt-get install vde2)")?;
+        .map_err(ctx("cannot run vde_switch (apt-get install vde2)"))?;
     let stdin = child.stdin.take();
     let r = Running {
         name: "vde_switch",
@@ -150,8 +155,7 @@ fn start_vde_switch(dir: &Path) -> anyhow::Result<Running> {
     Ok(r)
 }
 
-fn start_umlkit(dir: &Path, extra: &[String], name: &'static str) -> anyhow::Result<Running> {
-    let exe = std::env::current_exe().context("cannot find the umlkit executable")?;
+fn start_umlkit(exe: &Path, dir: &Path, extra: &[String], name: &'static str) -> Result<Running> {
     let child = Command::new(exe)
         .arg("switch")
         .arg("-s")
@@ -161,7 +165,7 @@ fn start_umlkit(dir: &Path, extra: &[String], name: &'static str) -> anyhow::Res
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("cannot start umlkit switch")?;
+        .map_err(ctx("cannot start umlkit switch"))?;
     let r = Running {
         name,
         child,
@@ -173,9 +177,8 @@ fn start_umlkit(dir: &Path, extra: &[String], name: &'static str) -> anyhow::Res
 }
 
 /// `umlkit capture MGMT -w FILE` in the background (killed on drop).
-fn start_capture(mgmt: &Path, file: &Path) -> anyhow::Result<Running> {
+fn start_capture(exe: &Path, mgmt: &Path, file: &Path) -> Result<Running> {
     wait_for(mgmt)?;
-    let exe = std::env::current_exe().context("cannot find the umlkit executable")?;
     let child = Command::new(exe)
         .arg("capture")
         .arg(mgmt)
@@ -185,7 +188,7 @@ fn start_capture(mgmt: &Path, file: &Path) -> anyhow::Result<Running> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("cannot start umlkit capture")?;
+        .map_err(ctx("cannot start umlkit capture"))?;
     let r = Running {
         name: "capture",
         child,
@@ -196,7 +199,7 @@ fn start_capture(mgmt: &Path, file: &Path) -> anyhow::Result<Running> {
     Ok(r)
 }
 
-fn blast(exe: &Path, sw: &Running, args: &[String]) -> anyhow::Result<String> {
+fn blast(exe: &Path, sw: &Running, args: &[String]) -> Result<String> {
     let d = sw.dir.display().to_string();
     let out = Command::new(exe)
         .arg(&d)
@@ -204,21 +207,21 @@ fn blast(exe: &Path, sw: &Running, args: &[String]) -> anyhow::Result<String> {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("cannot run {}", exe.display()))?;
+        .map_err(ctx(format!("cannot run {}", exe.display())))?;
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if line.is_empty() {
-        bail!(
+        return Err(bail(format!(
             "vdeblast against {} printed nothing: {}",
             sw.name,
             String::from_utf8_lossy(&out.stderr)
-        );
+        )));
     }
     Ok(line)
 }
 
 /// The same blast with the two clients wired straight to each other
 /// (libvdeplug ptp://, no switch): the ceiling any switch can reach here.
-fn direct(exe: &Path, tmp: &Path, args: &[String]) -> anyhow::Result<String> {
+fn direct(exe: &Path, tmp: &Path, args: &[String]) -> Result<String> {
     let p = tmp.join("ptp");
     let _ = std::fs::remove_file(&p);
     let url = format!("ptp://{}", p.display());
@@ -228,7 +231,7 @@ fn direct(exe: &Path, tmp: &Path, args: &[String]) -> anyhow::Result<String> {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("cannot run {}", exe.display()))?;
+        .map_err(ctx(format!("cannot run {}", exe.display())))?;
     let _ = std::fs::remove_file(&p);
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -244,28 +247,27 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Cost of the two socket operations a frame needs through a switch (one
 /// datagram received, one sent), measured on a socket pair: µs per frame.
-fn raw_pair_cost(frames: u64, size: usize) -> anyhow::Result<f64> {
-    let (a, b) = UnixDatagram::pair()?;
+fn raw_pair_cost(frames: u64, size: usize) -> Result<f64> {
+    let io = || ctx("socket pair");
+    let (a, b) = UnixDatagram::pair().map_err(io())?;
     let buf = vec![0u8; size];
     let mut rbuf = vec![0u8; 2048];
     let t = Instant::now();
     for _ in 0..frames {
-        a.send(&buf)?;
-        b.recv(&mut rbuf)?;
+        a.send(&buf).map_err(io())?;
+        b.recv(&mut rbuf).map_err(io())?;
     }
     Ok(t.elapsed().as_secs_f64() * 1e6 / frames as f64)
 }
 
-pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    if cfg!(debug_assertions) {
-        eprintln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
-    }
+/// Run the benchmark: per-run lines go to `progress`, the report to `out`.
+pub fn run(a: &SwitchBench, progress: &mut dyn FnMut(&str), out: &mut dyn Write) -> Result<()> {
     if which("vde_switch").is_none() {
-        bail!("vde_switch not found: apt-get install vde2");
+        return Err(bail("vde_switch not found: apt-get install vde2".into()));
     }
     let tmp = std::env::temp_dir().join(format!("umlkit-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
-    let result = bench_in(&a, &tmp);
+    std::fs::create_dir_all(&tmp).map_err(crate::io_err("cannot create", &tmp))?;
+    let result = bench_in(a, &tmp, progress, out);
     let _ = std::fs::remove_dir_all(&tmp);
     result
 }
@@ -277,21 +279,37 @@ struct Acc {
     cpu_us: Vec<f64>,
 }
 
-fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
-    let exe = build_vdeblast(a.vdeblast.clone(), tmp)?;
+fn bench_in(
+    a: &SwitchBench,
+    tmp: &Path,
+    progress: &mut dyn FnMut(&str),
+    out: &mut dyn Write,
+) -> Result<()> {
+    let exe = &a.umlkit;
+    macro_rules! outln {
+        ($($t:tt)*) => {
+            writeln!(out, $($t)*).map_err(Error::Output)?
+        };
+    }
+    let blaster = build_vdeblast(a.vdeblast.clone(), tmp)?;
     let vde = start_vde_switch(&tmp.join("vde"))?;
-    let uk = start_umlkit(&tmp.join("umlkit"), &[], "umlkit")?;
+    let uk = start_umlkit(exe, &tmp.join("umlkit"), &[], "umlkit")?;
     let mut extra = Vec::new();
     let mut _capture = None;
     if a.links {
         let neutral: Vec<String> = (1..8)
             .flat_map(|p| ["--link".to_string(), format!("{p}:none")])
             .collect();
-        extra.push(start_umlkit(&tmp.join("uk-link"), &neutral, "umlkit+link")?);
+        extra.push(start_umlkit(
+            exe,
+            &tmp.join("uk-link"),
+            &neutral,
+            "umlkit+link",
+        )?);
         let mgmt = tmp.join("uk-cap.mgmt");
         let m = vec!["-M".to_string(), mgmt.display().to_string()];
-        extra.push(start_umlkit(&tmp.join("uk-cap"), &m, "umlkit+cap")?);
-        _capture = Some(start_capture(&mgmt, &tmp.join("capture.pcapng"))?);
+        extra.push(start_umlkit(exe, &tmp.join("uk-cap"), &m, "umlkit+cap")?);
+        _capture = Some(start_capture(exe, &mgmt, &tmp.join("capture.pcapng"))?);
     }
     let sizes = &a.sizes;
     let mut switches = vec![&vde, &uk];
@@ -313,13 +331,13 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
                 let sw = switches[w];
                 let cpu0 = sw.cpu_secs();
                 let line = blast(
-                    &exe,
+                    &blaster,
                     sw,
                     &[a.frames.to_string(), size.to_string(), "blast".into()],
                 )?;
                 let cpu = sw.cpu_secs() - cpu0;
                 let received = field(&line, "received").unwrap_or(0.0);
-                eprintln!("round {} {:<10} {}", round + 1, sw.name, line);
+                progress(&format!("round {} {:<10} {}", round + 1, sw.name, line));
                 let e = &mut acc[w][si];
                 e.kpps.push(field(&line, "rx_kpps").unwrap_or(0.0));
                 e.loss.push(field(&line, "loss_pct").unwrap_or(100.0));
@@ -328,11 +346,11 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
                 }
             }
             let line = direct(
-                &exe,
+                &blaster,
                 tmp,
                 &[a.frames.to_string(), size.to_string(), "blast".into()],
             )?;
-            eprintln!("round {} {:<10} {}", round + 1, "direct", line);
+            progress(&format!("round {} {:<10} {}", round + 1, "direct", line));
             if let Some(k) = field(&line, "rx_kpps") {
                 ceiling[si].push(k);
             }
@@ -340,11 +358,11 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
         for &w in &order {
             let sw = switches[w];
             let line = blast(
-                &exe,
+                &blaster,
                 sw,
                 &[a.pingpong.to_string(), "64".into(), "pingpong".into()],
             )?;
-            eprintln!("round {} {:<10} {}", round + 1, sw.name, line);
+            progress(&format!("round {} {:<10} {}", round + 1, sw.name, line));
             if let Some(v) = field(&line, "rtt_p50_us") {
                 rtt[w].push(v);
             }
@@ -426,5 +444,34 @@ fn bench_in(a: &BenchArgs, tmp: &Path) -> anyhow::Result<ExitCode> {
         "goal (>= 2.5x pps, loss <= vde_switch + 1 point, RTT not higher): {}",
         if ok { "met" } else { "NOT met" }
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vdeblast_fields_and_medians() {
+        let l = "sent=200000 received=199000 rx_kpps=512.5 loss_pct=0.50 rtt_p50_us=12";
+        assert_eq!(field(l, "received"), Some(199000.0));
+        assert_eq!(field(l, "rx_kpps"), Some(512.5));
+        assert_eq!(field(l, "kpps"), None);
+        assert_eq!(field(l, "missing"), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert!(median(&mut []).is_nan());
+    }
+
+    #[test]
+    fn vdeblast_missing_source_is_named() {
+        let e = build_vdeblast(
+            Some("/nonexistent/vdeblast.c".into()),
+            Path::new("/nonexistent"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "vdeblast not found at /nonexistent/vdeblast.c (give --vdeblast PATH)"
+        );
+    }
 }

@@ -6,12 +6,13 @@
 
 use std::fmt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{mkcow, CowError, MkcowOptions, Result};
+use cow::{mkcow, CowError, MkcowOptions};
+
+use crate::Result;
 
 /// Benchmark parameters.
 #[derive(Debug, Clone)]
@@ -113,11 +114,12 @@ impl fmt::Display for MooReport {
     }
 }
 
-fn fail(path: &Path, msg: impl Into<String>) -> CowError {
+fn fail(path: &Path, msg: impl Into<String>) -> crate::Error {
     CowError::Invalid {
         path: path.to_path_buf(),
         msg: msg.into(),
     }
+    .into()
 }
 
 use umlkit_sys::file::which;
@@ -177,53 +179,47 @@ fn busybox_root(root: &Path, init: &str) -> Result<()> {
     Ok(())
 }
 
-/// Boot the kernel on `ubd0=<cow>` until it powers off (process group
-/// killed afterwards). Returns the console output.
-fn boot(dir: &Path, cow: &Path, timeout: Duration) -> Result<String> {
-    let kernel = std::env::var_os("UMLKIT_KERNEL")
-        .map(PathBuf::from)
-        .or_else(|| which("linux.uml"))
-        .or_else(|| which("linux"))
-        .ok_or_else(|| fail(Path::new("linux.uml"), "not found; install user-mode-linux"))?;
-    let log = dir.join("console.log");
-    let logf = std::fs::File::create(&log).map_err(|e| fail(&log, e.to_string()))?;
-    let errf = logf.try_clone().map_err(|e| fail(&log, e.to_string()))?;
-    let umid = format!("benchmoo{}", std::process::id());
-    let mut child = Command::new(&kernel)
-        .arg(format!("umid={umid}"))
-        .arg(format!("uml_dir={}", dir.display()))
-        .args([
-            "mem=256M",
-            "con=null",
-            "con0=fd:0,fd:1",
-            "root=/dev/ubda",
-            "rw",
-            "init=/sbin/init",
-        ])
-        .arg(format!("ubd0={}", cow.display()))
-        .stdin(Stdio::null())
-        .stdout(logf)
-        .stderr(errf)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| fail(&kernel, format!("cannot start: {e}")))?;
-    let pgid = child.id();
+/// Guests of the benchmark, killed and removed when dropped.
+struct BootGuard<'a>(&'a guest::Store, &'static str);
+
+impl Drop for BootGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill(self.1);
+        let _ = self.0.cleanup(self.1);
+    }
+}
+
+/// Boot a guest (through the `guest` crate, kernel found as for every
+/// guest) on `<cow>` over `<img>` until it powers off; nothing of it
+/// outlives this function. Returns the console output.
+fn boot(dir: &Path, umlkit: &Path, img: &Path, cow: &Path, timeout: Duration) -> Result<String> {
+    let store = guest::Store::at(dir.join("guests"))?.with_supervisor_exe(umlkit.to_path_buf());
+    let name = "benchmoo";
+    let mut cfg = guest::GuestConfig::new(name);
+    cfg.mem_mb = 256;
+    cfg.disks.push(guest::DiskSpec {
+        image: img.to_path_buf(),
+        cow: Some(cow.to_path_buf()),
+        readonly: false,
+        no_cow: false,
+    });
+    cfg.console = guest::ConsoleMode::Pty;
+    let _guard = BootGuard(&store, name);
+    store.start(&cfg)?;
     let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            _ => break None,
+    let ended = loop {
+        if !store.status(name)?.alive() {
+            break true;
         }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     };
-    // Whatever happened, nothing of the guest outlives this function.
-    let _ = umlkit_sys::process::kill_group(pgid, umlkit_sys::process::SIGKILL);
-    let _ = child.kill();
-    let _ = child.wait();
-    let out = std::fs::read_to_string(&log).unwrap_or_default();
-    if status.is_none() {
+    let out = std::fs::read_to_string(store.paths(name).console_log()).unwrap_or_default();
+    if !ended {
         return Err(fail(
-            &kernel,
+            cow,
             format!("guest did not power off in {timeout:?}; console:\n{out}"),
         ));
     }
@@ -282,7 +278,7 @@ fn bench_in(cfg: &MooBench, dir: &Path, uml_moo: &Path, mkfs: &Path) -> Result<M
         &img,
     )?;
     mkcow(&cowp, &img, &MkcowOptions::default())?;
-    let out = boot(dir, &cowp, Duration::from_secs(600))?;
+    let out = boot(dir, &cfg.umlkit, &img, &cowp, Duration::from_secs(600))?;
     if !out.contains("BENCH-WRITE-DONE") {
         return Err(fail(
             &cowp,
