@@ -223,6 +223,7 @@ mod tests {
             "docker.io/kathara/frr:10",
             "KATHARA/FRR",
             "kathara",
+            "kathara/sdn",
         ] {
             assert_eq!(
                 resolve(n).map(|(r, _)| r.name),

@@ -5,7 +5,7 @@
 //! out); [`load`] reads a lab folder and checks path safety; [`confine`]
 //! keeps an untrusted lab folder off the host (lab disk instead of hostfs,
 //! host-side kernel arguments refused, symlink-safe writes); [`plan`] turns a
-//! lab into a typed [`plan::Plan`]; [`script`] writes the guest-side scripts;
+//! lab into a typed [`plan::Plan`] ([`images`] picks each machine's image); [`script`] writes the guest-side scripts;
 //! [`check`] evaluates `lab test` checks; [`graph`] draws the topology;
 //! [`runner`] starts, stops and inspects a lab on guest-crate guests
 //! ([`guest_backend::GuestBackend`]).
@@ -17,6 +17,7 @@ pub mod dialect;
 pub mod error;
 pub mod graph;
 pub mod guest_backend;
+pub mod images;
 pub mod load;
 pub mod mac;
 pub mod model;

@@ -759,7 +759,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     "machine {} mem {} MiB image {}: {}",
                     shown(&m.name),
                     m.mem_mb,
-                    image_state(m.image.as_deref()),
+                    image_shown(m),
                     ifs.join(", ")
                 );
             }
@@ -774,6 +774,17 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             parallel,
             opts,
         } => bench(&sizes, runs, parallel, &opts),
+    }
+}
+
+/// The image line of `lab info`: the image and its state, then the name
+/// the lab gave and how it became that image when not directly
+/// (`kathara (built) for kathara/pox via "kathara/pox" = "kathara/sdn" (FILE [images])`).
+fn image_shown(m: &lab::plan::MachinePlan) -> String {
+    let state = image_state(m.image.as_deref());
+    match (&m.image_name, &m.image_via) {
+        (Some(n), Some(via)) => format!("{state} for {} via {}", shown(n), shown(via)),
+        _ => state,
     }
 }
 
@@ -945,7 +956,8 @@ fn load_plan(
         loaded.lab.lab.min_mem = Some(n);
     }
     let state_dir = state_root(opts).join(lab::plan::lab_id(&loaded.dir));
-    let plan = lab::plan::plan(&loaded.lab, &loaded.dir, &state_dir)?;
+    let user_images = lab::images::load_user_map()?;
+    let plan = lab::plan::plan_with(&loaded.lab, &loaded.dir, &state_dir, user_images.as_ref())?;
     if verbose {
         eprintln!("dialect: {}", loaded.dialect_reason);
         for n in loaded.notes.iter().chain(plan.notes.iter()) {
