@@ -86,6 +86,10 @@ const ASSETS: &[(&str, &str)] = &[
         "named-compat",
         include_str!("../images/assets/named-compat"),
     ),
+    (
+        "ovs-vswitchd-wait",
+        include_str!("../images/assets/ovs-vswitchd-wait"),
+    ),
 ];
 
 /// The text of an embedded asset.
