@@ -380,7 +380,7 @@ fn planner_switches_macs_scoping() {
 #[test]
 fn planner_kathara_defaults_and_image_note() {
     let r =
-        conf("a[0]=x\na[image]=kathara/frr\nb[0]=x\nb[ipv6]=true\nc[0]=x\nc[image]=kathara/p4\nd[0]=x\nd[image]=kathara/p4\ne[0]=x\ne[image]=acme/router\n");
+        conf("a[0]=x\na[image]=kathara/frr\nb[0]=x\nb[ipv6]=true\nc[0]=x\nc[image]=kathara/p4\nd[0]=x\nd[image]=\"kathara/p4:latest\"\ne[0]=x\ne[image]=acme/router\n");
     let p = lab::plan::plan(&r.lab, Path::new("/l"), Path::new("/s")).unwrap();
     assert!(
         p.switches.iter().all(|s| !s.hub),

@@ -241,7 +241,8 @@ pub fn plan_with(
         file: lab_dir.join("lab.toml"),
         entries: lab.images.clone(),
     };
-    // image names without an image: one note per name, naming its machines
+    // image names without an image: one note per name (any tag), naming
+    // its machines
     let mut missing: BTreeMap<String, (Vec<String>, images::Resolved)> = BTreeMap::new();
     for (name, m) in &lab.machines {
         for up in &m.uplinks {
@@ -255,7 +256,7 @@ pub fn plan_with(
         let image_via = resolved.via.clone();
         if let (Some(img), Some(_)) = (&m.image, resolved.missing) {
             missing
-                .entry(img.clone())
+                .entry(image::recipe::repo_of(img))
                 .or_insert_with(|| (Vec::new(), resolved.clone()))
                 .0
                 .push(name.clone());
