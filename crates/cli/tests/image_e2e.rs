@@ -717,3 +717,81 @@ fn sdn_lab_ovs_bridge_joins_two_hosts_named_by_a_mapped_image() {
     let (ok, _, err) = lab(&state, &["stop", d]);
     assert!(ok, "{err}");
 }
+
+/// Issue 9 numbers: `umlkit ps` counts each host address space of a guest
+/// once. Checked against a second method: the guest's UML processes grouped
+/// by identical `/proc/PID/maps` (CLONE_VM helpers share the kernel's), Pss
+/// summed per group. Summing over every process (the old way) counted an
+/// idle FRR router ~2.8 times.
+#[test]
+fn ps_memory_of_an_idle_frr_router_counts_each_address_space_once() {
+    let _ = lab_image();
+    let env = Env::new("imgm");
+    env.start("m1", &["--image", "kathara/frr", "--mem", MEM]);
+    sh_ok(
+        &env,
+        "m1",
+        "sed -i 's/^ospfd=no/ospfd=yes/' /etc/frr/daemons && \
+         printf 'router ospf\\n network 10.0.0.0/8 area 0\\n' > /etc/frr/ospfd.conf && \
+         chown frr:frr /etc/frr/ospfd.conf && systemctl start frr >/dev/null",
+    );
+    assert!(wait_in(
+        &env,
+        "m1",
+        "systemctl status frr | grep -q 'ospfd: running'",
+        Duration::from_secs(30)
+    ));
+    let field = |path: String, key: &str| -> u64 {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    // the UML processes (the kernel binary), not the supervisor
+    let kernel_exe = std::fs::read_link(format!(
+        "/proc/{}/exe",
+        env.ps_entry("m1")["pid"].as_u64().unwrap()
+    ))
+    .unwrap();
+    let pids: Vec<u32> = guest_common::leftovers(&env, "m1")
+        .into_iter()
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok().as_ref() == Some(&kernel_exe))
+        .collect();
+    let measure = || {
+        let mut seen = std::collections::BTreeSet::new();
+        let (mut once, mut naive) = (0u64, 0u64);
+        for p in &pids {
+            let Ok(maps) = std::fs::read_to_string(format!("/proc/{p}/maps")) else {
+                continue;
+            };
+            let pss = field(format!("/proc/{p}/smaps_rollup"), "Pss:");
+            naive += pss;
+            if seen.insert(maps) {
+                once += pss;
+            }
+        }
+        (once, naive, seen.len())
+    };
+    let (once_before, naive, spaces) = measure();
+    let ps = env.ps_entry("m1")["pss_kb"].as_u64().unwrap();
+    let (once_after, _, _) = measure();
+    eprintln!(
+        "idle FRR router: ps {ps} kB PSS; by maps {once_before}/{once_after} kB over {spaces} address spaces of {} processes; naive sum {naive} kB",
+        pids.len()
+    );
+    assert!(
+        spaces < pids.len(),
+        "helpers share the kernel's address space"
+    );
+    let lo = once_before.min(once_after) * 9 / 10;
+    let hi = once_before.max(once_after) * 11 / 10;
+    assert!(
+        (lo..=hi).contains(&ps),
+        "ps {ps} kB vs {once_before}/{once_after} kB by maps"
+    );
+    assert!(naive > ps * 3 / 2, "naive sum {naive} kB vs ps {ps} kB");
+    env.ok(&["halt", "m1"]);
+}
