@@ -580,7 +580,7 @@ fn lab_machine_with_kathara_image_boots_the_debian_image() {
     );
     assert!(
         info.contains("note: image kathara/p4 (pc): bmv2 (simple_switch")
-            && info.contains("the simple_switch/p4c commands of their startup files will fail"),
+            && info.contains("pc boots the Debian lab image kathara (kathara/base's tools) instead, and the simple_switch/p4c commands in startup files will fail"),
         "{info}"
     );
     let (ok, _, err) = lab(&state, &["start", d]);

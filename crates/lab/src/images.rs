@@ -209,6 +209,7 @@ pub fn resolve(name: Option<&str>, lab: Option<&ImageMap>, user: Option<&ImageMa
 /// how to map the name.
 pub fn missing_note(name: &str, machines: &[String], r: &Resolved) -> String {
     let who = machines.join(", ");
+    let boot = if machines.len() == 1 { "boots" } else { "boot" };
     let instead = match &r.recipe {
         Some(x) => format!("the Debian lab image {x} (kathara/base's tools)"),
         None => "the default busybox image".into(),
@@ -222,10 +223,10 @@ pub fn missing_note(name: &str, machines: &[String], r: &Resolved) -> String {
     );
     match r.missing {
         Some(Missing::P4) => format!(
-            "image {name} ({who}): bmv2 (simple_switch, simple_switch_grpc, simple_switch_CLI) and the P4 compiler p4c are not packaged in Debian or any registry umlkit can reach, so umlkit has no kathara/p4; {who} boot {instead} instead, and the simple_switch/p4c commands of their startup files will fail; {how}"
+            "image {name} ({who}): bmv2 (simple_switch, simple_switch_grpc, simple_switch_CLI) and the P4 compiler p4c are not packaged in Debian or any registry umlkit can reach, so umlkit has no kathara/p4; {who} {boot} {instead} instead, and the simple_switch/p4c commands in startup files will fail; {how}"
         ),
         _ => format!(
-            "image {name} ({who}): umlkit has no image of that name; {who} boot {instead} instead; {how}"
+            "image {name} ({who}): umlkit has no image of that name; {who} {boot} {instead} instead; {how}"
         ),
     }
 }
