@@ -18,6 +18,8 @@ check "kathara/p4: one note for both machines naming bmv2/p4c" \
   bash -c '[ "$(grep -c "note: image kathara/p4" <<<"$1")" = 1 ] && grep -q "image kathara/p4 (s1, s2): bmv2.*p4c.*; s1, s2 boot the Debian lab image kathara.*simple_switch/p4c commands in startup files will fail" <<<"$1"' _ "$out"
 check "unknown non-Kathara name: busybox stand-in named, mapping explained" \
   bash -c 'grep -q "image lscr.io/linuxserver/wireshark (w): .*w boots the default busybox image instead.*\[images\] \"lscr.io/linuxserver/wireshark\"" <<<"$1"' _ "$out"
+check "notes name the user's mapping file (not yet there)" \
+  bash -c 'grep -q "map the name in lab.toml or in $2:" <<<"$1"' _ "$out" "$U"
 check "kathara/pox: Debian lab image stand-in named" \
   bash -c 'grep -q "image kathara/pox (c): .*Debian lab image kathara" <<<"$1"' _ "$out"
 

@@ -105,15 +105,19 @@ pub fn parse_user_map(text: &str, file: &Path) -> Result<ImageMap> {
     Ok(m)
 }
 
-/// Read the user's mapping file ([`user_map_path`]); `None` when it does not
-/// exist. A file that cannot be read or used is an error naming it.
+/// Read the user's mapping file ([`user_map_path`]): empty when it does not
+/// exist (it still names the file for notes), `None` without a home. A file
+/// that cannot be read or used is an error naming it.
 pub fn load_user_map() -> Result<Option<ImageMap>> {
     let Some(p) = user_map_path() else {
         return Ok(None);
     };
     match std::fs::read_to_string(&p) {
         Ok(t) => parse_user_map(&t, &p).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(ImageMap {
+            file: p,
+            entries: BTreeMap::new(),
+        })),
         Err(e) => Err(io_err("cannot read the image mapping file", p)(e)),
     }
 }
@@ -206,15 +210,20 @@ pub fn resolve(name: Option<&str>, lab: Option<&ImageMap>, user: Option<&ImageMa
 
 /// The one note for image `name` that the `machines` ask for and that
 /// resolved to `r` (a stand-in): what is missing, what they boot instead and
-/// how to map the name.
-pub fn missing_note(name: &str, machines: &[String], r: &Resolved) -> String {
+/// how to map the name (in lab.toml or `user_file`).
+pub fn missing_note(
+    name: &str,
+    machines: &[String],
+    r: &Resolved,
+    user_file: Option<&Path>,
+) -> String {
     let who = machines.join(", ");
     let boot = if machines.len() == 1 { "boots" } else { "boot" };
     let instead = match &r.recipe {
         Some(x) => format!("the Debian lab image {x} (kathara/base's tools)"),
         None => "the default busybox image".into(),
     };
-    let user = user_map_path()
+    let user = user_file
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "~/.config/umlkit/images.toml".into());
     let how = format!(
@@ -278,7 +287,7 @@ mod tests {
             (r.recipe.as_deref(), r.missing),
             (Some("kathara"), Some(Missing::P4))
         );
-        let n = missing_note("kathara/p4", &["s1".into(), "s2".into()], &r);
+        let n = missing_note("kathara/p4", &["s1".into(), "s2".into()], &r, None);
         for want in ["simple_switch", "p4c", "s1, s2", "kathara", "[images]"] {
             assert!(n.contains(want), "{want}: {n}");
         }
@@ -292,8 +301,14 @@ mod tests {
             (r.recipe.clone(), r.missing),
             (None, Some(Missing::Unknown))
         );
-        let n = missing_note("lscr.io/linuxserver/wireshark", &["w".into()], &r);
+        let n = missing_note(
+            "lscr.io/linuxserver/wireshark",
+            &["w".into()],
+            &r,
+            Some(Path::new("/u/images.toml")),
+        );
         assert!(n.contains("default busybox image"), "{n}");
+        assert!(n.contains("in lab.toml or in /u/images.toml"), "{n}");
     }
 
     #[test]

@@ -335,7 +335,12 @@ pub fn plan_with(
         });
     }
     for (img, (who, r)) in &missing {
-        notes.push(images::missing_note(img, who, r));
+        notes.push(images::missing_note(
+            img,
+            who,
+            r,
+            user_images.map(|u| u.file.as_path()),
+        ));
     }
     if !raised.is_empty() {
         notes.push(format!(
