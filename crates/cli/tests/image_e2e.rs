@@ -174,6 +174,11 @@ fn debian_guest_runtime_systemctl_service_startup_halt() {
     );
     assert_eq!(sh_ok(&env, "deb1", "cat /root/startup.out"), "bash two\n");
     assert_eq!(sh_ok(&env, "deb1", "hostname").trim(), "deb1");
+    // procps `ps` with start times: UML's /proc/cpuinfo lacks the empty line
+    // after the last processor and libproc2 4.0.2 failed with EIO ("Unable
+    // to get system boot time") until rcS bind-mounted a fixed copy
+    let ps = sh_ok(&env, "deb1", "ps aux && ps -ef >/dev/null");
+    assert!(ps.contains("START") && ps.contains("init"), "{ps}");
     // Kathara's sysctls; IPv6 disabled unless asked for
     let s = sh_ok(
         &env,
