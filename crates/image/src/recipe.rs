@@ -86,6 +86,10 @@ const ASSETS: &[(&str, &str)] = &[
         "named-compat",
         include_str!("../images/assets/named-compat"),
     ),
+    (
+        "ovs-vswitchd-wait",
+        include_str!("../images/assets/ovs-vswitchd-wait"),
+    ),
 ];
 
 /// The text of an embedded asset.
@@ -223,6 +227,7 @@ mod tests {
             "docker.io/kathara/frr:10",
             "KATHARA/FRR",
             "kathara",
+            "kathara/sdn",
         ] {
             assert_eq!(
                 resolve(n).map(|(r, _)| r.name),

@@ -5,7 +5,7 @@
 //! out); [`load`] reads a lab folder and checks path safety; [`confine`]
 //! keeps an untrusted lab folder off the host (lab disk instead of hostfs,
 //! host-side kernel arguments refused, symlink-safe writes); [`plan`] turns a
-//! lab into a typed [`plan::Plan`]; [`script`] writes the guest-side scripts;
+//! lab into a typed [`plan::Plan`] ([`images`] picks each machine's image); [`script`] writes the guest-side scripts;
 //! [`check`] evaluates `lab test` checks; [`graph`] draws the topology;
 //! [`links`] applies lab files' link settings and runs their captures;
 //! [`runner`] starts, stops and inspects a lab on guest-crate guests
@@ -21,6 +21,7 @@ pub mod error;
 mod fake_backend;
 pub mod graph;
 pub mod guest_backend;
+pub mod images;
 pub mod links;
 pub mod load;
 pub mod mac;

@@ -82,6 +82,10 @@ pub struct LabFile {
     /// exists even without an entry here).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub domains: BTreeMap<String, Domain>,
+    /// Image name mapping (`"kathara/pox" = "kathara/sdn"`): looked up
+    /// before the user's file and the built-in names (`crate::images`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
 }
 
 /// Lab metadata (LAB_* lines of lab.conf).
@@ -120,7 +124,8 @@ pub struct Machine {
         deserialize_with = "de_mem"
     )]
     pub mem: Option<u32>,
-    /// Image name; only "default" (the umlkit busybox image) exists.
+    /// Image name: "default" (the umlkit busybox image), a built-in name
+    /// (`kathara/frr`, `umlkit image ls`) or one mapped in `[images]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Interfaces eth0, eth1, ... in order.
@@ -295,6 +300,11 @@ impl LabFile {
             file: file.to_path_buf(),
             rule,
         };
+        crate::images::ImageMap {
+            file: file.to_path_buf(),
+            entries: self.images.clone(),
+        }
+        .check()?;
         for (name, m) in &self.machines {
             check_machine_name(name, self.lab.dialect).map_err(&bad)?;
             for (i, itf) in m.interfaces.iter().enumerate() {

@@ -43,7 +43,9 @@ pub fn load(
         loaded.lab.lab.min_mem = Some(n);
     }
     let state_dir = root.join(crate::plan::lab_id(&loaded.dir));
-    let plan = crate::plan::plan(&loaded.lab, &loaded.dir, &state_dir)?;
+    // image names mapped by the user's images.toml (after the lab's own)
+    let user_images = crate::images::load_user_map()?;
+    let plan = crate::plan::plan_with(&loaded.lab, &loaded.dir, &state_dir, user_images.as_ref())?;
     Ok((plan, loaded))
 }
 

@@ -10,6 +10,7 @@ use sha1::{Digest, Sha1};
 
 use crate::conf::start_waves;
 use crate::error::{LabError, Result};
+use crate::images::{self, ImageMap};
 use crate::mac::{derive_mac, format_mac, parse_mac};
 use crate::model::{Dialect, DomainMode, LabFile, LinkEmulation};
 
@@ -103,10 +104,17 @@ pub struct MachinePlan {
     pub exec: Vec<String>,
     pub kernel_args: Vec<String>,
     pub depends_on: Vec<String>,
-    /// The built-in image recipe this machine boots ([`machine_image`]);
+    /// The built-in image recipe this machine boots ([`images::resolve`]);
     /// `None`: the default busybox image.
     #[serde(default)]
     pub image: Option<String>,
+    /// The `[image]` the lab names, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_name: Option<String>,
+    /// How `image_name` became `image` when not directly: the mapping
+    /// (`"kathara/pox" = "kathara/sdn" (FILE [images])`) or the stand-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_via: Option<String>,
 }
 
 /// A capture started with the lab (`capture = true` on a domain or an
@@ -199,6 +207,17 @@ pub const KATHARA_IPV6_SYSCTLS: &[&str] = &[
 
 /// Make the plan. `state_dir` is the lab's own state folder.
 pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
+    plan_with(lab, lab_dir, state_dir, None)
+}
+
+/// [`plan`] with the user's image mapping (`images::load_user_map`),
+/// consulted after the lab's own `[images]` table.
+pub fn plan_with(
+    lab: &LabFile,
+    lab_dir: &Path,
+    state_dir: &Path,
+    user_images: Option<&ImageMap>,
+) -> Result<Plan> {
     let id = lab_id(lab_dir);
     let dialect = lab.lab.dialect;
     let mut notes = Vec::new();
@@ -269,6 +288,13 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
                 .join(format!("{}.pcapng", file_part(&s.domain, i))),
         })
         .collect();
+    let lab_images = ImageMap {
+        file: lab_dir.join("lab.toml"),
+        entries: lab.images.clone(),
+    };
+    // image names without an image: one note per name (any tag), naming
+    // its machines
+    let mut missing: BTreeMap<String, (Vec<String>, images::Resolved)> = BTreeMap::new();
     for (name, m) in &lab.machines {
         for up in &m.uplinks {
             notes.push(format!(
@@ -276,8 +302,16 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
                 up.index, up.host, up.guest
             ));
         }
-        let (image, note) = machine_image(name, m.image.as_deref());
-        notes.extend(note);
+        let resolved = images::resolve(m.image.as_deref(), Some(&lab_images), user_images);
+        let image = resolved.recipe.clone();
+        let image_via = resolved.via.clone();
+        if let (Some(img), Some(_)) = (&m.image, resolved.missing) {
+            missing
+                .entry(image::recipe::repo_of(img))
+                .or_insert_with(|| (Vec::new(), resolved.clone()))
+                .0
+                .push(name.clone());
+        }
         let asked = m.mem.unwrap_or(if image.is_some() {
             LAB_IMAGE_MEM_MB
         } else {
@@ -373,7 +407,17 @@ pub fn plan(lab: &LabFile, lab_dir: &Path, state_dir: &Path) -> Result<Plan> {
             },
             depends_on: m.depends_on.clone(),
             image,
+            image_name: m.image.clone(),
+            image_via,
         });
+    }
+    for (img, (who, r)) in &missing {
+        notes.push(images::missing_note(
+            img,
+            who,
+            r,
+            user_images.map(|u| u.file.as_path()),
+        ));
     }
     if !raised.is_empty() {
         notes.push(format!(
@@ -426,25 +470,6 @@ fn file_part(domain: &str, i: usize) -> String {
         domain.to_string()
     } else {
         format!("domain{i}")
-    }
-}
-
-/// The image a machine's `[image]` names: a built-in recipe (any Kathará
-/// name such as `kathara/frr:latest` resolves to the Debian lab image), or
-/// `None` for the default busybox image, with a note when the name is
-/// unknown.
-pub fn machine_image(machine: &str, image: Option<&str>) -> (Option<String>, Option<String>) {
-    match image {
-        None | Some("default") => (None, None),
-        Some(img) => match image::recipe::resolve(img) {
-            Some((r, _)) => (Some(r.name), None),
-            None => (
-                None,
-                Some(format!(
-                    "{machine}[image]={img}: umlkit has no such image; using its default busybox image"
-                )),
-            ),
-        },
     }
 }
 

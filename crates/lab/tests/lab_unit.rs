@@ -380,7 +380,7 @@ fn planner_switches_macs_scoping() {
 #[test]
 fn planner_kathara_defaults_and_image_note() {
     let r =
-        conf("a[0]=x\na[image]=kathara/frr\nb[0]=x\nb[ipv6]=true\nc[0]=x\nc[image]=kathara/p4\n");
+        conf("a[0]=x\na[image]=kathara/frr\nb[0]=x\nb[ipv6]=true\nc[0]=x\nc[image]=kathara/p4\nd[0]=x\nd[image]=\"kathara/p4:latest\"\ne[0]=x\ne[image]=acme/router\n");
     let p = lab::plan::plan(&r.lab, Path::new("/l"), Path::new("/s")).unwrap();
     assert!(
         p.switches.iter().all(|s| !s.hub),
@@ -401,8 +401,9 @@ fn planner_kathara_defaults_and_image_note() {
         .sysctl
         .iter()
         .any(|s| s.contains("disable_ipv6")));
-    // Kathará names boot the Debian lab image; unknown ones the default
-    // image, with a note naming it
+    // Kathará names boot the Debian lab image; kathara/p4 too, with its own
+    // note (once for both machines); other unknown names the default image,
+    // with a note naming it
     assert_eq!(a.image.as_deref(), Some("kathara"));
     assert_eq!(p.machine("b").unwrap().image, None);
     assert!(p
@@ -416,10 +417,29 @@ fn planner_kathara_defaults_and_image_note() {
         "{:?}",
         p.notes
     );
+    let p4: Vec<&String> = p
+        .notes
+        .iter()
+        .filter(|n| n.contains("kathara/p4"))
+        .collect();
+    assert_eq!(p4.len(), 1, "one note per name: {:?}", p.notes);
+    for want in [
+        "(c, d)",
+        "bmv2",
+        "p4c",
+        "simple_switch",
+        "Debian lab image kathara",
+    ] {
+        assert!(p4[0].contains(want), "{want}: {}", p4[0]);
+    }
+    assert_eq!(p.machine("c").unwrap().image.as_deref(), Some("kathara"));
+    assert_eq!(p.machine("e").unwrap().image, None);
     assert!(
         p.notes
             .iter()
-            .any(|n| n.contains("c[image]=kathara/p4") && n.contains("default busybox image")),
+            .any(|n| n.starts_with("image acme/router (e): ")
+                && n.contains("default busybox image")
+                && n.contains("[images] \"acme/router\"")),
         "{:?}",
         p.notes
     );
@@ -1031,5 +1051,46 @@ fn frr_oom_at_64m_lab_image_machines_get_128m() {
         mem("ws"),
         lab::plan::DEFAULT_MEM_MB,
         "unknown image: busybox"
+    );
+}
+
+#[test]
+fn lab_toml_images_table_maps_names_before_the_user_file() {
+    let f = Path::new("/labs/m/lab.toml");
+    let text = "[images]\n\"kathara/pox\" = \"default\"\n\n[machines.c]\nimage = \"kathara/pox:latest\"\n[machines.h]\nimage = \"acme/host\"\n";
+    let l = lab::model::LabFile::from_toml(text, f).unwrap();
+    let user = lab::images::parse_user_map(
+        "[images]\n\"kathara/pox\" = \"kathara/sdn\"\n\"acme/host\" = \"kathara/base\"\n",
+        Path::new("/home/u/.config/umlkit/images.toml"),
+    )
+    .unwrap();
+    let p = lab::plan::plan_with(&l, Path::new("/labs/m"), Path::new("/s"), Some(&user)).unwrap();
+    let c = p.machine("c").unwrap();
+    assert_eq!(c.image, None, "lab.toml wins: {c:?}");
+    assert!(c
+        .image_via
+        .as_deref()
+        .unwrap()
+        .contains("/labs/m/lab.toml [images]"));
+    let h = p.machine("h").unwrap();
+    assert_eq!(h.image.as_deref(), Some("kathara"));
+    assert_eq!(h.mem_mb, lab::plan::LAB_IMAGE_MEM_MB);
+    assert!(h
+        .image_via
+        .as_deref()
+        .unwrap()
+        .contains("images.toml [images]"));
+    assert!(
+        p.notes.iter().all(|n| !n.starts_with("image ")),
+        "{:?}",
+        p.notes
+    );
+    // a mapping to an image umlkit does not have: an error naming lab.toml
+    let e = lab::model::LabFile::from_toml("[images]\n\"a/b\" = \"kathara/p4\"\n", f)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("/labs/m/lab.toml: [images] \"a/b\" = \"kathara/p4\": umlkit has no image"),
+        "{e}"
     );
 }

@@ -775,7 +775,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     "machine {} mem {} MiB image {}: {}",
                     shown(&m.name),
                     m.mem_mb,
-                    image_state(m.image.as_deref()),
+                    image_shown(m),
                     ifs.join(", ")
                 );
             }
@@ -790,6 +790,17 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             parallel,
             opts,
         } => bench(&sizes, runs, parallel, &opts),
+    }
+}
+
+/// The image line of `lab info`: the image and its state, then the name
+/// the lab gave and how it became that image when not directly
+/// (`kathara (built) for kathara/pox via "kathara/pox" = "kathara/sdn" (FILE [images])`).
+fn image_shown(m: &lab::plan::MachinePlan) -> String {
+    let state = image_state(m.image.as_deref());
+    match (&m.image_name, &m.image_via) {
+        (Some(n), Some(via)) => format!("{state} for {} via {}", shown(n), shown(via)),
+        _ => state,
     }
 }
 
