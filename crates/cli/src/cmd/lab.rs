@@ -981,6 +981,15 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
     use lab::test_run::TestEvent;
     let (plan, _) = load_plan(dir, opts, false)?;
     let b = backend(&plan)?;
+    // a lab that is not running cannot be tested (exit 125, not failed checks)
+    let state = runner::State::load(&plan)?;
+    if !plan
+        .machines
+        .iter()
+        .any(|m| runner::machine_alive(&state, &m.name))
+    {
+        bail!("lab {} is not running (umlkit lab start)", plan.name);
+    }
     let live = lab::test_run::Live::new(&plan, &b)?;
     let sum = lab::test_run::run(&plan, &live, write_signatures, &mut |e| match e {
         TestEvent::Machine(m) => outln!("{}:", shown(&m)),
