@@ -84,7 +84,8 @@ pub struct NetSpec {
 impl NetSpec {
     /// Parse `SWITCH[,mac=aa:bb:..][,vde|,vector][,port=N]`: a directory holding `ctl`
     /// uses the daemon transport on `DIR/ctl` (fewest hops), a socket path the
-    /// daemon transport on it; `,vde` forces the vde transport on a directory.
+    /// daemon transport on it; `,vde` (or `port=N`, which only the vde transport
+    /// can ask for) forces the vde transport on a directory.
     pub fn parse(s: &str) -> Result<NetSpec, String> {
         let mut parts = s.split(',');
         let sw = PathBuf::from(
@@ -122,7 +123,9 @@ impl NetSpec {
             Transport::Vector {
                 sock: sw.join("vec"),
             }
-        } else if vde {
+        } else if vde || port.is_some() {
+            // only the vde transport can ask the switch for a port: `port=`
+            // implies it (it was silently ignored on the daemon transport)
             Transport::Vde { dir: sw, port }
         } else if sw.is_dir() {
             Transport::Daemon {
@@ -438,6 +441,14 @@ mod tests {
             }
         );
         assert!(NetSpec::parse("/x,what").is_err());
+        // port= implies the vde transport (the only one that asks for a port)
+        assert_eq!(
+            NetSpec::parse("/sw,port=3").unwrap().transport,
+            Transport::Vde {
+                dir: "/sw".into(),
+                port: Some(3)
+            }
+        );
         let v = NetSpec::parse("/sw,vde,port=3").unwrap();
         assert_eq!(
             v.transport,
