@@ -12,8 +12,16 @@ use std::time::{Duration, Instant};
 
 pub mod lab;
 
-/// Find an executable on PATH.
+/// Find an executable on PATH; a name with a `/` is that file itself (as
+/// the shell's `command -v` does), if it is executable.
 pub fn which(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        use std::os::unix::fs::PermissionsExt;
+        let p = PathBuf::from(name);
+        return std::fs::metadata(&p)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .then_some(p);
+    }
     umlkit_sys::file::which(name)
 }
 
