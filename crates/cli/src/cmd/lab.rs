@@ -982,11 +982,15 @@ fn lab_test(dir: &Path, write_signatures: bool, opts: &LabOpts) -> anyhow::Resul
     let (plan, _) = load_plan(dir, opts, false)?;
     let b = backend(&plan)?;
     // a lab that is not running cannot be tested (exit 125, not failed checks)
+    // (a folder with nothing to test is told so first, by the test runner)
+    let has_tests =
+        plan.lab_dir.join("lab.test.toml").is_file() || plan.lab_dir.join("_test").is_dir();
     let state = runner::State::load(&plan)?;
-    if !plan
-        .machines
-        .iter()
-        .any(|m| runner::machine_alive(&state, &m.name))
+    if has_tests
+        && !plan
+            .machines
+            .iter()
+            .any(|m| runner::machine_alive(&state, &m.name))
     {
         bail!("lab {} is not running (umlkit lab start)", plan.name);
     }
