@@ -276,23 +276,7 @@ where
             let _ = tx.send(end);
         });
     }
-    {
-        // the switch ends the port by closing the control stream
-        let p = plug.clone();
-        std::thread::spawn(move || {
-            let mut b = [0u8; 256];
-            let mut ctl = &p.ctl;
-            loop {
-                match ctl.read(&mut b) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = tx.send(StreamEnd::SwitchGone);
-        });
-    }
+    watch_port(plug.clone(), tx);
     let end = rx.recv().unwrap_or(StreamEnd::SwitchGone);
     let stats = StreamStats {
         to_switch: counts[0].load(Relaxed),
@@ -328,22 +312,7 @@ pub fn relay_packets(plug: Plug, sock: UnixDatagram) -> (StreamEnd, StreamStats)
             let _ = tx.send(end);
         });
     }
-    {
-        let p = plug.clone();
-        std::thread::spawn(move || {
-            let mut b = [0u8; 256];
-            let mut ctl = &p.ctl;
-            loop {
-                match ctl.read(&mut b) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = tx.send(StreamEnd::SwitchGone);
-        });
-    }
+    watch_port(plug.clone(), tx);
     let end = rx.recv().unwrap_or(StreamEnd::SwitchGone);
     let stats = StreamStats {
         to_switch: counts[0].load(Relaxed),
@@ -515,20 +484,7 @@ fn relay_plugs(a: Plug, b: Plug) -> StreamEnd {
         });
     }
     for p in [a.clone(), b.clone()] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 256];
-            let mut ctl = &p.ctl;
-            loop {
-                match ctl.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = tx.send(StreamEnd::SwitchGone);
-        });
+        watch_port(p, tx.clone());
     }
     let end = rx.recv().unwrap_or(StreamEnd::SwitchGone);
     // close both ports: the pumps and watchers of this cable end with them
@@ -537,4 +493,22 @@ fn relay_plugs(a: Plug, b: Plug) -> StreamEnd {
         let _ = p.data.shutdown(std::net::Shutdown::Both);
     }
     end
+}
+
+/// The switch ends a port by closing its control stream: send
+/// [`StreamEnd::SwitchGone`] on `tx` when that happens (or the stream fails).
+fn watch_port(plug: std::sync::Arc<Plug>, tx: mpsc::Sender<StreamEnd>) {
+    std::thread::spawn(move || {
+        let mut b = [0u8; 256];
+        let mut ctl = &plug.ctl;
+        loop {
+            match ctl.read(&mut b) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(StreamEnd::SwitchGone);
+    });
 }

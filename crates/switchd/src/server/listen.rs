@@ -137,51 +137,33 @@ pub(super) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 /// Bind a listening stream socket at `path`, replacing a stale socket file
 /// (probe connect refused) and refusing a live one.
 fn bind_listener(path: &Path) -> Result<UnixListener, Error> {
+    bind_listening(path, SockKind::Stream).map(UnixListener::from)
+}
+
+/// Bind a listening SOCK_SEQPACKET socket at `path` (vector clients), with
+/// the same rules as [`bind_listener`].
+fn bind_seqpacket_listener(path: &Path) -> Result<OwnedFd, Error> {
+    bind_listening(path, SockKind::SeqPacket)
+}
+
+/// A listening socket of `kind` at `path`: a stale socket file (a probe
+/// connect is refused) is replaced, a live one refused, and any other file
+/// in the way is never removed.
+fn bind_listening(path: &Path, kind: SockKind) -> Result<OwnedFd, Error> {
     let addr = SockAddrUn::from_path(path).ok_or_else(|| Error::PathTooLong(path.into()))?;
-    let sock = sys::unix_socket(SockKind::Stream, true).map_err(Error::Socket)?;
-    let _ = sys::set_reuseaddr(sock.as_fd());
+    let sock = sys::unix_socket(kind, true).map_err(Error::Socket)?;
+    if kind == SockKind::Stream {
+        let _ = sys::set_reuseaddr(sock.as_fd());
+    }
     if let Err(e) = sys::bind_raw(sock.as_fd(), addr.as_bytes()) {
         if e.kind() != io::ErrorKind::AddrInUse {
             return Err(io_at(path)(e));
         }
-        let probe = sys::unix_socket(SockKind::Stream, false).map_err(Error::Socket)?;
+        let probe = sys::unix_socket(kind, false).map_err(Error::Socket)?;
         match sys::connect_raw(probe.as_fd(), addr.as_bytes()) {
             Ok(()) => return Err(Error::InUse(path.into())),
             Err(ce) if ce.kind() == io::ErrorKind::ConnectionRefused => {
                 // only ever replace a stale *socket*, never another file
-                use std::os::unix::fs::FileTypeExt;
-                let is_socket = std::fs::symlink_metadata(path)
-                    .map(|m| m.file_type().is_socket())
-                    .unwrap_or(false);
-                if !is_socket {
-                    return Err(io_at(path)(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        "a file that is not a socket is in the way",
-                    )));
-                }
-                std::fs::remove_file(path).map_err(io_at(path))?;
-                sys::bind_raw(sock.as_fd(), addr.as_bytes()).map_err(io_at(path))?;
-            }
-            Err(_) => return Err(io_at(path)(e)),
-        }
-    }
-    sys::listen(sock.as_fd(), 128).map_err(io_at(path))?;
-    Ok(UnixListener::from(sock))
-}
-
-/// Bind a listening SOCK_SEQPACKET socket at `path` (vector clients),
-/// replacing a stale socket file, refusing a live one or any other file.
-fn bind_seqpacket_listener(path: &Path) -> Result<OwnedFd, Error> {
-    let addr = SockAddrUn::from_path(path).ok_or_else(|| Error::PathTooLong(path.into()))?;
-    let sock = sys::unix_socket(SockKind::SeqPacket, true).map_err(Error::Socket)?;
-    if let Err(e) = sys::bind_raw(sock.as_fd(), addr.as_bytes()) {
-        if e.kind() != io::ErrorKind::AddrInUse {
-            return Err(io_at(path)(e));
-        }
-        let probe = sys::unix_socket(SockKind::SeqPacket, false).map_err(Error::Socket)?;
-        match sys::connect_raw(probe.as_fd(), addr.as_bytes()) {
-            Ok(()) => return Err(Error::InUse(path.into())),
-            Err(ce) if ce.kind() == io::ErrorKind::ConnectionRefused => {
                 use std::os::unix::fs::FileTypeExt;
                 let is_socket = std::fs::symlink_metadata(path)
                     .map(|m| m.file_type().is_socket())
