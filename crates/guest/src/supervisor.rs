@@ -639,6 +639,14 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
         let marker_path = paths.stop_marker();
         std::thread::spawn(move || stop_on_signal(signals, pid, marker_path));
     }
+    // SIGKILL to `umlkit run` reaches the kernel through PDEATHSIG, but
+    // its clone()d helpers outlive it when it dies before its exit
+    // handlers ran: a guard process kills what is left of the group.
+    let group_guard = if foreground {
+        sp::GroupGuard::spawn(pid, Duration::from_secs(3)).ok()
+    } else {
+        None
+    };
     state.pid = Some(pid);
     state.pid_start = sp::start_time(pid);
     state.pgid = Some(pid);
@@ -718,6 +726,9 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     };
     // helpers the kernel started (vde_plug, SIGWINCH helper...) must not outlive it
     kill_all(Some(pid), Some(&mark));
+    if let Some(g) = group_guard {
+        g.disarm();
+    }
     {
         let mut st = lock(&hub.state);
         st.ending = Some(ending);

@@ -629,3 +629,170 @@ mod identity_tests {
         assert_eq!(distinct_address_spaces(&[me, me]), vec![me]);
     }
 }
+
+/// A forked guard that SIGKILLs a process group when the process that made
+/// it ends without [`GroupGuard::disarm`] (killed by SIGKILL, crashed).
+///
+/// PR_SET_PDEATHSIG reaches only the direct child; a kernel's helpers
+/// (UML's clone()d I/O and SIGIO threads) live on when its main process
+/// dies before its exit handlers ran. The guard waits on a pipe whose
+/// only write end this process holds: EOF without the "disarm" byte means
+/// this process is gone. It then gives the group `grace` to end by itself
+/// and kills what is left. It holds no other descriptor (no stdout that a
+/// reader waits on, no socket that keeps a peer connected).
+pub struct GroupGuard {
+    write: std::os::fd::OwnedFd,
+    pid: u32,
+}
+
+impl GroupGuard {
+    pub fn spawn(pgid: u32, grace: std::time::Duration) -> io::Result<GroupGuard> {
+        use std::os::fd::FromRawFd;
+        let pgid = libc::pid_t::try_from(pgid)
+            .ok()
+            .filter(|&p| p > 1)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad process group"))?;
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both are fresh descriptors we own.
+        let (read, write) = unsafe {
+            (
+                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        };
+        let ticks = (grace.as_millis() / 100).max(1) as u32;
+        // SAFETY: the child calls only async-signal-safe functions (dup2,
+        // close_range through syscall, close, read, kill, nanosleep, _exit)
+        // on plain integers and stack memory, as required after fork in a
+        // multithreaded process; it never returns into Rust code.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            unsafe { guard_child(fds[0], pgid, ticks) }
+        }
+        drop(read);
+        Ok(GroupGuard {
+            write,
+            pid: pid as u32,
+        })
+    }
+
+    /// The group ended as it should: tell the guard and reap it.
+    pub fn disarm(self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: writes one byte from a live stack buffer to an fd we own.
+        unsafe { libc::write(self.write.as_raw_fd(), b"d".as_ptr().cast(), 1) };
+        drop(self.write);
+        let mut status = 0;
+        // SAFETY: waits for our own child; status is a valid int.
+        unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, 0) };
+    }
+}
+
+/// The body of the forked guard: async-signal-safe calls only.
+unsafe fn guard_child(read: libc::c_int, pgid: libc::pid_t, ticks: u32) -> ! {
+    unsafe {
+        if libc::dup2(read, 0) < 0 {
+            libc::_exit(1);
+        }
+        if libc::syscall(
+            libc::SYS_close_range,
+            1 as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        ) < 0
+        {
+            for fd in 1..4096 {
+                libc::close(fd);
+            }
+        }
+        let mut b = 0u8;
+        loop {
+            let n = libc::read(0, (&mut b as *mut u8).cast(), 1);
+            if n == 1 {
+                libc::_exit(0); // disarmed
+            }
+            if n == 0 {
+                break; // our parent is gone
+            }
+            if *libc::__errno_location() != libc::EINTR {
+                break;
+            }
+        }
+        let tick = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        for _ in 0..ticks {
+            if libc::kill(-pgid, 0) < 0 {
+                libc::_exit(0); // the group ended by itself
+            }
+            libc::nanosleep(&tick, std::ptr::null_mut());
+        }
+        libc::kill(-pgid, libc::SIGKILL);
+        libc::_exit(0)
+    }
+}
+
+#[cfg(test)]
+mod group_guard_tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+
+    /// A group of two: the shell's background sleep is not our child,
+    /// as UML's clone()d helpers are not `umlkit run`'s.
+    fn group() -> std::process::Child {
+        std::process::Command::new("sh")
+            .args(["-c", "sleep 60 & exec sleep 60"])
+            .process_group(0)
+            .spawn()
+            .expect("spawn sh")
+    }
+
+    fn gone_within(pgid: u32, child: &mut std::process::Child, t: Duration) -> bool {
+        let end = Instant::now() + t;
+        while Instant::now() < end {
+            let _ = child.try_wait();
+            if !group_exists(pgid) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn a_guard_whose_maker_is_gone_kills_the_whole_group() {
+        let mut g = group();
+        let pgid = g.id();
+        std::thread::sleep(Duration::from_millis(100)); // the background sleep exists
+        let guard = GroupGuard::spawn(pgid, Duration::from_millis(200)).unwrap();
+        // dropping the write end is what our death looks like to the guard
+        drop(guard);
+        let ok = gone_within(pgid, &mut g, Duration::from_secs(5));
+        let _ = kill_group(pgid, SIGKILL);
+        let _ = g.wait();
+        assert!(ok, "group {pgid} is still there");
+    }
+
+    #[test]
+    fn a_disarmed_guard_leaves_the_group_alone() {
+        let mut g = group();
+        let pgid = g.id();
+        let guard = GroupGuard::spawn(pgid, Duration::from_millis(100)).unwrap();
+        guard.disarm();
+        std::thread::sleep(Duration::from_millis(500));
+        let alive = group_exists(pgid);
+        let _ = kill_group(pgid, SIGKILL);
+        let _ = g.wait();
+        assert!(alive, "a disarmed guard killed the group");
+        assert!(GroupGuard::spawn(1, Duration::from_millis(100)).is_err());
+    }
+}
