@@ -1059,7 +1059,7 @@ pub fn run(
 ) -> std::process::ExitCode {
     use std::process::ExitCode;
     for n in &t.notes {
-        eprintln!("note: {n}");
+        errln!("note: {n}");
     }
     let mut last = ExitCode::SUCCESS;
     for step in t.steps {
@@ -1072,7 +1072,7 @@ pub fn run(
             }
             Step::EnsureSwitch(dir) => {
                 if let Err(e) = ensure_switch(&dir) {
-                    eprintln!("umlkit: {}", crate::cmd::error_chain(&e));
+                    errln!("umlkit: {}", crate::cmd::error_chain(&e));
                     return ExitCode::from(1);
                 }
             }
@@ -1143,7 +1143,7 @@ pub fn install_links(dir: Option<PathBuf>, force: bool) -> anyhow::Result<std::p
                     continue;
                 }
                 if !force {
-                    eprintln!(
+                    errln!(
                         "umlkit: {} is a link to something else (use --force to replace it)",
                         link.display()
                     );
@@ -1154,7 +1154,7 @@ pub fn install_links(dir: Option<PathBuf>, force: bool) -> anyhow::Result<std::p
                     .with_context(|| format!("cannot remove {}", link.display()))?;
             }
             Ok(_) => {
-                eprintln!(
+                errln!(
                     "umlkit: {} exists and is not a link: left alone (remove it yourself to link it)",
                     link.display()
                 );

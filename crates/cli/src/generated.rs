@@ -28,6 +28,6 @@ pub fn man(dir: &Path, cmd: clap::Command) -> anyhow::Result<ExitCode> {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".1"))
         .count();
-    eprintln!("{n} man pages in {}", dir.display());
+    errln!("{n} man pages in {}", dir.display());
     Ok(ExitCode::SUCCESS)
 }

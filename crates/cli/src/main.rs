@@ -20,6 +20,22 @@ macro_rules! outln {
 }
 
 /// `print!` with the closed-pipe handling of [`outln!`].
+/// Print a diagnostic line to stderr. Unlike `eprintln!`, a stderr that
+/// is a closed pipe (`umlkit ... 2>&1 | head -1`) is not a panic: the
+/// message is dropped, the command goes on and exits as it would.
+macro_rules! errln {
+    ($($t:tt)*) => {
+        $crate::cmd::out::write_stderr(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
+/// `errln!` without the line break.
+macro_rules! err {
+    ($($t:tt)*) => {
+        $crate::cmd::out::write_stderr(format_args!($($t)*))
+    };
+}
+
 macro_rules! out {
     ($($t:tt)*) => {
         $crate::cmd::out::write_stdout(format_args!($($t)*))
@@ -117,7 +133,7 @@ fn main() -> ExitCode {
             .map(|a| a.clone().into_string())
             .collect::<Result<Vec<String>, _>>()
         else {
-            eprintln!("{argv0}: arguments must be UTF-8 text");
+            errln!("{argv0}: arguments must be UTF-8 text");
             return ExitCode::from(2);
         };
         let t = compat_names::translate(&argv0, &rest).expect("a compat name translates");
@@ -128,7 +144,7 @@ fn main() -> ExitCode {
                 ))
             }),
             Err(refused) => {
-                eprintln!("{refused}");
+                errln!("{refused}");
                 ExitCode::from(2)
             }
         };
@@ -165,7 +181,7 @@ fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("umlkit: {}", cmd::shown_lines(&cmd::error_chain(&err)));
+            errln!("umlkit: {}", cmd::shown_lines(&cmd::error_chain(&err)));
             ExitCode::from(if relays {
                 cmd::OWN_FAILURE
             } else {

@@ -1,6 +1,7 @@
 //! Hostile input and hostile readers of the CLI's output (issue 8 item 11):
 //! a closed stdout, names carrying terminal escapes, DOT injection through a
 //! domain name, out-of-range numbers in lab.toml. No kernel needed.
+#![allow(clippy::disallowed_macros)] // eprintln! in tests: the harness captures stderr
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -53,6 +54,29 @@ fn closed_pipe_ends_ps_and_lab_info_quietly() {
             "umlkit {args:?} on a closed pipe: {err}"
         );
         assert_eq!(o.status.code(), Some(141), "umlkit {args:?}: {o:?}");
+    }
+}
+
+/// Regression: errors went out through `eprintln!`, which panics when
+/// stderr is a closed pipe (`umlkit ... 2>&1 | head -0`): exit 101 and a
+/// panic instead of the command's own failure status.
+#[test]
+fn closed_stderr_keeps_the_commands_own_exit_status() {
+    let t = testkit::short_tempdir("ucerr");
+    let missing = t.path().join("no-such.cow");
+    for (args, code) in [
+        (vec!["cow", "info", missing.to_str().unwrap()], 1),
+        (vec!["lab", "info", "/nonexistent/lab"], 1),
+        (vec!["exec", "no-such-guest", "--", "true"], 125),
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let o = umlkit_cmd(&args, t.path())
+            .stdout(Stdio::null())
+            .stderr(writer)
+            .output()
+            .expect("run umlkit");
+        assert_eq!(o.status.code(), Some(code), "umlkit {args:?}: {o:?}");
     }
 }
 

@@ -5,6 +5,7 @@
 //! The image is built once per test run (one `OnceLock` fixture) into the
 //! shared test cache; a second build of the same recipe is a cache hit.
 //! Needs root (CI) and the Debian archive (apt's mirror).
+#![allow(clippy::disallowed_macros)] // eprintln! in tests: the harness captures stderr
 
 mod guest_common;
 mod switch_common;

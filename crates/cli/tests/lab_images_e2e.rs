@@ -11,6 +11,7 @@
 //! The image is built once per test run into the shared test cache
 //! (`guest_common::cache_dir()`, as image_e2e.rs), so a cached image is
 //! reused. Needs root (CI) and the Debian archive for the first build.
+#![allow(clippy::disallowed_macros)] // eprintln! in tests: the harness captures stderr
 
 mod guest_common;
 

@@ -3,6 +3,7 @@
 //! sockets, whatever our umask; a full state disk is reported at once,
 //! naming the file, and never keeps a lab running. Tests that need a second
 //! user or a tmpfs run as root (as CI does) and say so when skipped.
+#![allow(clippy::disallowed_macros)] // eprintln! in tests: the harness captures stderr
 
 mod guest_common;
 

@@ -3,6 +3,7 @@
 //! any other address). Two umlkit switches joined by VXLAN carry a guest's
 //! ping; then a Linux vxlan device takes the far switch's place and a guest
 //! pings its address through the umlkit switch.
+#![allow(clippy::disallowed_macros)] // eprintln! in tests: the harness captures stderr
 
 mod guest_common;
 

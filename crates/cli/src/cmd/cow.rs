@@ -120,7 +120,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Moo(a) => {
             let need = if a.destructive { 1 } else { 2 };
             if a.files.len() != need {
-                eprint!("{MOO_USAGE}");
+                err!("{MOO_USAGE}");
                 return Ok(ExitCode::from(1));
             }
             let opts = MooOptions {
@@ -131,7 +131,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             if a.destructive {
                 let jp = cow::moo::journal_path(&a.files[0]);
                 if jp.exists() {
-                    eprintln!(
+                    errln!(
                         "umlkit: resuming the interrupted in-place merge recorded in {}",
                         jp.display()
                     );
@@ -365,7 +365,7 @@ pub fn multicall_mkcow(args: &[OsString]) -> ExitCode {
         _ => (false, args),
     };
     if rest.len() < 2 {
-        eprint!("{MKCOW_USAGE}");
+        err!("{MKCOW_USAGE}");
         return ExitCode::from(2);
     }
     let cow = PathBuf::from(&rest[0]);
@@ -382,7 +382,7 @@ pub fn multicall_mkcow(args: &[OsString]) -> ExitCode {
                     op: Op::OpenCow,
                     source,
                     ..
-                } => eprintln!("open COW file: {}", strerror(source)),
+                } => errln!("open COW file: {}", strerror(source)),
                 CowError::Io {
                     op: Op::StatBacking,
                     path,
@@ -393,14 +393,14 @@ pub fn multicall_mkcow(args: &[OsString]) -> ExitCode {
                         "write_cow_header - backing file '{}' mtime request failed, err = 1",
                         path.display()
                     );
-                    eprintln!("write_cow_header: Operation not permitted");
+                    errln!("write_cow_header: Operation not permitted");
                 }
                 CowError::BackingName { name, .. } => {
                     outln!(
                         "Backing file name \"{}\" is too long - names are limited to 4095 characters",
                         name.display()
                     );
-                    eprintln!("write_cow_header: Invalid argument");
+                    errln!("write_cow_header: Invalid argument");
                 }
                 CowError::Absolutize { name, source } => {
                     outln!(
@@ -408,10 +408,10 @@ pub fn multicall_mkcow(args: &[OsString]) -> ExitCode {
                         name.display(),
                         source.raw_os_error().unwrap_or(0)
                     );
-                    eprintln!("write_cow_header: Invalid argument");
+                    errln!("write_cow_header: Invalid argument");
                 }
-                CowError::Io { source, .. } => eprintln!("write_cow_header: {}", strerror(source)),
-                other => eprintln!("write_cow_header: {}", cow::error_text(other)),
+                CowError::Io { source, .. } => errln!("write_cow_header: {}", strerror(source)),
+                other => errln!("write_cow_header: {}", cow::error_text(other)),
             }
             ExitCode::from(1)
         }
@@ -433,7 +433,7 @@ pub fn multicall_moo(args: &[OsString]) -> ExitCode {
             match it.next() {
                 Some(b) => backing = Some(PathBuf::from(b)),
                 None => {
-                    eprint!("{MOO_USAGE}");
+                    err!("{MOO_USAGE}");
                     return ExitCode::from(1);
                 }
             }
@@ -443,7 +443,7 @@ pub fn multicall_moo(args: &[OsString]) -> ExitCode {
     }
     let need = if destructive { 1 } else { 2 };
     if files.len() != need {
-        eprint!("{MOO_USAGE}");
+        err!("{MOO_USAGE}");
         return ExitCode::from(1);
     }
     if let Ok(c) = cow::CowFile::open(&files[0], false) {
@@ -469,7 +469,7 @@ pub fn multicall_moo(args: &[OsString]) -> ExitCode {
                     let what = match op {
                         Op::OpenCow => "COW file open",
                         Op::ReadHeader => {
-                            eprintln!("Reading COW header failed");
+                            errln!("Reading COW header failed");
                             return ExitCode::from(1);
                         }
                         Op::StatBacking => "Stating backing file",
@@ -480,15 +480,15 @@ pub fn multicall_moo(args: &[OsString]) -> ExitCode {
                         Op::WriteData | Op::Sync => "Writing data",
                         _ => "uml_moo",
                     };
-                    eprintln!("{what}: {}", strerror(source));
+                    errln!("{what}: {}", strerror(source));
                 }
-                CowError::Format { .. } => eprintln!("Reading COW header failed"),
+                CowError::Format { .. } => errln!("Reading COW header failed"),
                 CowError::SizeMismatch {
                     backing,
                     recorded,
                     actual,
                     ..
-                } => eprintln!(
+                } => errln!(
                     "Size mismatch ({recorded} vs {actual}) of COW header vs backing file \"{}\"",
                     backing.display()
                 ),
@@ -497,12 +497,12 @@ pub fn multicall_moo(args: &[OsString]) -> ExitCode {
                     recorded,
                     actual,
                     ..
-                } => eprintln!(
+                } => errln!(
                     "mtime mismatch ({recorded} vs {actual}) of COW header vs backing file \"{}\"",
                     backing.display()
                 ),
-                CowError::DataShort { .. } => eprintln!("Reading data: {}", cow::error_text(&e)),
-                other => eprintln!("uml_moo: {}", cow::error_text(other)),
+                CowError::DataShort { .. } => errln!("Reading data: {}", cow::error_text(&e)),
+                other => errln!("uml_moo: {}", cow::error_text(other)),
             }
             ExitCode::from(1)
         }

@@ -308,7 +308,7 @@ fn image_cmd(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
             };
             let p = image::default_image(&opts).context("cannot build the default image")?;
             for (prog, pkg) in image::hosttools::missing_on_host() {
-                eprintln!(
+                errln!(
                     "note: the image has busybox's {prog}, not the full one \
                      (install the host package {pkg} for it)"
                 );
@@ -340,10 +340,10 @@ fn image_cmd(cmd: ImageCmd) -> anyhow::Result<ExitCode> {
 
 /// Build (or reuse) a named lab image, showing mmdebstrap's steps on stderr.
 pub fn build_named_image(name: &str, opts: &image::debian::BuildOpts) -> anyhow::Result<PathBuf> {
-    let (img, built) = image::debian::build(name, opts, &mut |line| eprintln!("{line}"))
+    let (img, built) = image::debian::build(name, opts, &mut |line| errln!("{line}"))
         .with_context(|| format!("cannot build image {name}"))?;
     if !built {
-        eprintln!("{name}: cached ({})", img.path.display());
+        errln!("{name}: cached ({})", img.path.display());
     }
     Ok(img.path)
 }

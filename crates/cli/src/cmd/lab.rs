@@ -272,14 +272,14 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let p = parallel.unwrap_or_else(|| default_parallel(&plan));
             let t0 = Instant::now();
             let n: usize = waves.iter().map(Vec::len).sum();
-            eprintln!(
+            errln!(
                 "lab {}: {} switches, {n} machines, {} waves, {p} in parallel",
                 plan.name,
                 plan.switches.len(),
                 waves.len()
             );
             for (prog, pkg) in image::hosttools::missing_on_host() {
-                eprintln!(
+                errln!(
                     "  note: the default image has busybox's {prog}, not the full one \
                      (install the host package {pkg} for it)"
                 );
@@ -290,11 +290,11 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &waves,
                 p,
                 Duration::from_secs(timeout),
-                &mut |s: &str| eprintln!("  {}", shown(s)),
+                &mut |s: &str| errln!("  {}", shown(s)),
                 &interrupt_on_signal(),
             )
             .context("lab start failed (`umlkit lab clean` removes what was started)")?;
-            eprintln!(
+            errln!(
                 "lab {} up in {:.1} s",
                 plan.name,
                 t0.elapsed().as_secs_f64()
@@ -313,7 +313,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &plan,
                 &machines,
                 Duration::from_secs(timeout),
-                &mut |s: &str| eprintln!("  {}", shown(s)),
+                &mut |s: &str| errln!("  {}", shown(s)),
             )?;
             Ok(ExitCode::SUCCESS)
         }
@@ -341,7 +341,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &plan,
                 &machines,
                 Duration::from_secs(30),
-                &mut |s: &str| eprintln!("  {}", shown(s)),
+                &mut |s: &str| errln!("  {}", shown(s)),
             )?;
             let waves = lab::plan::select(&plan, &machines)?;
             let p = parallel.unwrap_or_else(|| default_parallel(&plan));
@@ -351,7 +351,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &waves,
                 p,
                 Duration::from_secs(120),
-                &mut |s: &str| eprintln!("  {}", shown(s)),
+                &mut |s: &str| errln!("  {}", shown(s)),
             )?;
             Ok(ExitCode::SUCCESS)
         }
@@ -461,9 +461,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             for p in &problems {
-                eprintln!("umlkit: {p}");
+                errln!("umlkit: {p}");
             }
-            eprintln!(
+            errln!(
                 "umlkit: fix with `umlkit lab restart {}` (or name the machines to restart)",
                 plan.lab_dir.display()
             );
@@ -496,7 +496,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             };
             let out = backend(&plan)?.exec(m, &line, Duration::from_secs(timeout))?;
             out!("{}", out.stdout);
-            eprint!("{}", out.stderr);
+            err!("{}", out.stderr);
             Ok(ExitCode::from(out.code.clamp(0, 255) as u8))
         }
         LabCmd::Console { dir, machine, opts } => {
@@ -507,11 +507,11 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 let st = c.status().context("cannot run the console")?;
                 return Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8));
             }
-            eprintln!("{machine}: each line runs in the guest (/bin/sh); Ctrl-D ends");
+            errln!("{machine}: each line runs in the guest (/bin/sh); Ctrl-D ends");
             let stdin = std::io::stdin();
             let mut line = String::new();
             loop {
-                eprint!("{machine}# ");
+                err!("{machine}# ");
                 line.clear();
                 if stdin.read_line(&mut line)? == 0 {
                     break;
@@ -522,9 +522,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 match b.exec(m, line.trim(), Duration::from_secs(300)) {
                     Ok(o) => {
                         out!("{}", o.stdout);
-                        eprint!("{}", o.stderr);
+                        err!("{}", o.stderr);
                     }
-                    Err(e) => eprintln!("{}", crate::cmd::chain_of(&e)),
+                    Err(e) => errln!("{}", crate::cmd::chain_of(&e)),
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -699,7 +699,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 );
             }
             for n in &loaded.notes {
-                eprintln!("note: {}", shown(n));
+                errln!("note: {}", shown(n));
             }
             let mut text = format!(
                 "# lab.toml written by `umlkit lab convert` from lab.conf ({})\n",
@@ -714,7 +714,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     }
                     std::fs::write(p, text)
                         .with_context(|| format!("cannot write {}", p.display()))?;
-                    eprintln!("wrote {}", p.display());
+                    errln!("wrote {}", p.display());
                 }
                 None => {
                     // Inside the (untrusted) lab folder: never through a symlink.
@@ -726,7 +726,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                         );
                     }
                     let p = lab::confine::write_inside(&loaded.dir, rel, text.as_bytes())?;
-                    eprintln!("wrote {}", p.display());
+                    errln!("wrote {}", p.display());
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -891,7 +891,7 @@ fn load_plan_or_saved(dir: &Path, opts: &LabOpts) -> anyhow::Result<Plan> {
     let Some((plan, saved)) = lab::open::saved_plan(dir, &state_root(opts))? else {
         return Err(err);
     };
-    eprintln!(
+    errln!(
         "note: the lab does not load ({}); using the plan saved at start ({})",
         crate::cmd::error_chain(&err),
         saved.display()
@@ -907,9 +907,9 @@ fn load_plan(
 ) -> anyhow::Result<(Plan, lab::load::Loaded)> {
     let (plan, loaded) = lab::open::load(dir, opts.dialect, opts.min_mem, &state_root(opts))?;
     if verbose {
-        eprintln!("dialect: {}", loaded.dialect_reason);
+        errln!("dialect: {}", loaded.dialect_reason);
         for n in loaded.notes.iter().chain(plan.notes.iter()) {
-            eprintln!("note: {}", shown(n));
+            errln!("note: {}", shown(n));
         }
     }
     Ok((plan, loaded))
@@ -920,7 +920,7 @@ fn load_plan(
 fn trust(plan: &mut Plan, loaded: &lab::load::Loaded, host_access: bool) -> anyhow::Result<()> {
     if host_access {
         plan.host_access = true;
-        eprintln!(
+        errln!(
             "note: --host-access: machines share {} live through hostfs and may write to it",
             plan.lab_dir.display()
         );
@@ -949,7 +949,7 @@ fn interrupt_on_signal() -> runner::Interrupt {
                 umlkit_sys::net::reraise(sig);
             }
             seen = true;
-            eprintln!("  interrupted: starting no further machine (again to quit at once)");
+            errln!("  interrupted: starting no further machine (again to quit at once)");
             i.trigger();
         }
     });
@@ -1038,7 +1038,7 @@ fn bench(
     };
     bench::lab::run(
         &b,
-        &mut |l: &str| eprintln!("{l}"),
+        &mut |l: &str| errln!("{l}"),
         &mut crate::cmd::out::Stdout,
     )?;
     Ok(ExitCode::SUCCESS)

@@ -230,9 +230,10 @@ pub fn capture_to(
         Ended::Signal => " (interrupted)",
         Ended::SwitchGone => " (the switch closed the stream)",
     };
-    eprintln!(
+    errln!(
         "umlkit capture: {} frames captured, {} dropped by the switch (capture too slow){why}",
-        summary.frames, summary.dropped
+        summary.frames,
+        summary.dropped
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -18,9 +18,16 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(CLOSED_PIPE_EXIT);
         }
-        eprintln!("umlkit: cannot write to stdout: {e}");
+        write_stderr(format_args!("umlkit: cannot write to stdout: {e}\n"));
         std::process::exit(1);
     }
+}
+
+/// Write a diagnostic to stderr (used by `errln!`/`err!`); a write
+/// error (EPIPE, a full disk behind a redirect) is ignored.
+pub fn write_stderr(args: std::fmt::Arguments<'_>) {
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_fmt(args).and_then(|()| e.flush());
 }
 
 /// stdout as a [`Write`] for library calls that print through a writer,
@@ -35,7 +42,7 @@ impl Write for Stdout {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 std::process::exit(CLOSED_PIPE_EXIT);
             }
-            eprintln!("umlkit: cannot write to stdout: {e}");
+            write_stderr(format_args!("umlkit: cannot write to stdout: {e}\n"));
             std::process::exit(1);
         }
         Ok(buf.len())
@@ -46,7 +53,7 @@ impl Write for Stdout {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 std::process::exit(CLOSED_PIPE_EXIT);
             }
-            eprintln!("umlkit: cannot write to stdout: {e}");
+            write_stderr(format_args!("umlkit: cannot write to stdout: {e}\n"));
             std::process::exit(1);
         }
         Ok(())

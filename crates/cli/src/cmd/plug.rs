@@ -52,7 +52,7 @@ fn plug(a: &PlugArgs) -> anyhow::Result<ExitCode> {
     let p = Plug::open(&a.url, &opts)?;
     let (end, stats) = relay_stream(p, std::io::stdin(), std::io::stdout());
     if stats.bad_lengths > 0 {
-        eprintln!(
+        errln!(
             "umlkit plug: {} stream frame length(s) over 9234 bytes: bytes discarded",
             stats.bad_lengths
         );
@@ -152,7 +152,7 @@ pub fn multicall_vde_plug(args: &[OsString]) -> ExitCode {
     match r {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{}", super::shown_lines(&super::error_chain(&e)));
+            errln!("{}", super::shown_lines(&super::error_chain(&e)));
             ExitCode::from(1)
         }
     }

@@ -145,20 +145,20 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
             } else {
                 1
             };
-            eprintln!("umlkit switch: {}", crate::cmd::chain_of(&e));
+            errln!("umlkit switch: {}", crate::cmd::chain_of(&e));
             return Ok(ExitCode::from(code));
         }
     };
     for (port, dir, spec) in &a.link {
         if let Err(e) = server.set_link(*port, *dir, *spec) {
-            eprintln!("umlkit switch: --link {port}: {}", crate::cmd::chain_of(&e));
+            errln!("umlkit switch: --link {port}: {}", crate::cmd::chain_of(&e));
             server.close();
             return Ok(ExitCode::from(1));
         }
     }
     if let Some(rc) = &a.rcfile {
         if let Err(e) = server.run_rc_file(rc) {
-            eprintln!("umlkit switch: {}", crate::cmd::chain_of(&e));
+            errln!("umlkit switch: {}", crate::cmd::chain_of(&e));
             server.close();
             return Ok(ExitCode::from(1));
         }
@@ -167,14 +167,14 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
     let mut vxlans = Vec::new();
     for spec in &a.vxlan {
         if o.vde_dir.is_none() {
-            eprintln!("umlkit switch: --vxlan needs a switch directory (-s DIR)");
+            errln!("umlkit switch: --vxlan needs a switch directory (-s DIR)");
             server.close();
             return Ok(ExitCode::from(1));
         }
         match switchd::vxlan::bind(spec) {
             Ok(sock) => vxlans.push((spec.clone(), sock)),
             Err(e) => {
-                eprintln!(
+                errln!(
                     "umlkit switch: --vxlan vni={}: {}",
                     spec.vni,
                     super::chain_of(&e)
@@ -195,7 +195,7 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
                 .map(|e| e.to_string())
         };
         if let Some(why) = bad {
-            eprintln!("umlkit switch: --uplink {url}: {why}");
+            errln!("umlkit switch: --uplink {url}: {why}");
             server.close();
             return Ok(ExitCode::from(1));
         }
@@ -216,7 +216,7 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot write pidfile {}", p.display()))?;
     }
     if !a.daemon {
-        eprintln!("umlkit switch: {}", switchd::options::describe(&o));
+        errln!("umlkit switch: {}", switchd::options::describe(&o));
     }
     for (spec, sock) in vxlans {
         let mut log = Logger::new("umlkit switch: ");
@@ -244,7 +244,7 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
         ExitReason::Shutdown => {}
         ExitReason::Signal(sig) => {
             if !a.daemon {
-                eprintln!("umlkit switch: caught signal {sig}, cleaning up and exiting");
+                errln!("umlkit switch: caught signal {sig}, cleaning up and exiting");
             }
         }
     }
@@ -287,7 +287,7 @@ pub struct BenchArgs {
 pub fn bench(b: Bench) -> anyhow::Result<ExitCode> {
     let Bench::Switch(a) = b;
     if cfg!(debug_assertions) {
-        eprintln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
+        errln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
     }
     let cfg = bench::switch::SwitchBench {
         frames: a.frames,
@@ -300,7 +300,7 @@ pub fn bench(b: Bench) -> anyhow::Result<ExitCode> {
     };
     bench::switch::run(
         &cfg,
-        &mut |l: &str| eprintln!("{l}"),
+        &mut |l: &str| errln!("{l}"),
         &mut crate::cmd::out::Stdout,
     )?;
     Ok(ExitCode::SUCCESS)
@@ -311,11 +311,11 @@ pub fn multicall_uml_switch(args: &[OsString]) -> ExitCode {
     let u = match switchd::options::uml_switch(args, &mut crate::cmd::out::Stdout) {
         Ok(u) => u,
         Err(switchd::Error::UmlSwitchUsage) => {
-            eprint!("{}", switchd::options::UML_SWITCH_USAGE);
+            err!("{}", switchd::options::UML_SWITCH_USAGE);
             return ExitCode::from(1);
         }
         Err(e) => {
-            eprintln!("uml_switch: {e}");
+            errln!("uml_switch: {e}");
             return ExitCode::from(1);
         }
     };
@@ -323,18 +323,18 @@ pub fn multicall_uml_switch(args: &[OsString]) -> ExitCode {
     let server = match Server::bind(o, Logger::new("")) {
         Ok(s) => s,
         Err(switchd::Error::InUse(_)) => {
-            eprintln!("{}", switchd::options::uml_switch_in_use(&ctl));
+            errln!("{}", switchd::options::uml_switch_in_use(&ctl));
             return ExitCode::from(1);
         }
         Err(e) => {
-            eprintln!("uml_switch: {}", crate::cmd::chain_of(&e));
+            errln!("uml_switch: {}", crate::cmd::chain_of(&e));
             return ExitCode::from(1);
         }
     };
     outln!("uml_switch attached to unix socket '{}'", ctl.display());
     if daemon {
         if let Err(e) = umlkit_sys::net::daemonize(false, true) {
-            eprintln!("uml_switch: daemon failed: {e}");
+            errln!("uml_switch: daemon failed: {e}");
             return ExitCode::from(1);
         }
     }
@@ -346,7 +346,7 @@ pub fn multicall_uml_switch(args: &[OsString]) -> ExitCode {
         }
         Ok(ExitReason::Shutdown) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("uml_switch: {}", crate::cmd::chain_of(&e));
+            errln!("uml_switch: {}", crate::cmd::chain_of(&e));
             ExitCode::from(1)
         }
     }
