@@ -1,7 +1,7 @@
 //! Netkit and Kathará command names, as multi-call names of `umlkit`.
 //!
 //! Invoked as `lstart`, `lhalt`, `lcrash`, `lclean`, `linfo`, `ltest`,
-//! `vstart`, `vlist`, `vhalt`, `vcrash` (Netkit) or `kathara lstart|lclean|
+//! `lrestart`, `vstart`, `vlist`, `vhalt`, `vcrash` (Netkit) or `kathara lstart|lclean|
 //! lrestart|linfo|exec|connect|list|wipe` (Kathará), umlkit translates the
 //! command line into its own commands ([`translate`], pure) and runs them.
 //! Flags with no meaning here (terminal choice, verbosity) are accepted and
@@ -26,7 +26,8 @@ pub const UML_NAMES: &[&str] = &[
 
 /// The Netkit names `install-links` creates (plus `kathara`).
 pub const NETKIT_NAMES: &[&str] = &[
-    "lstart", "lhalt", "lcrash", "lclean", "linfo", "ltest", "vstart", "vlist", "vhalt", "vcrash",
+    "lstart", "lhalt", "lcrash", "lclean", "linfo", "ltest", "lrestart", "vstart", "vlist",
+    "vhalt", "vcrash",
 ];
 
 /// Kathará's front command.
@@ -262,6 +263,7 @@ pub fn translate(name: &str, args: &[String]) -> Option<Result<Translation, Refu
         "lclean" => lclean(args),
         "linfo" => linfo(args),
         "ltest" => ltest(args),
+        "lrestart" => lrestart(args),
         "vstart" => vstart(args, &guest::Store::default_root()),
         "vlist" => vlist(args),
         "vhalt" => vhalt(args),
@@ -377,6 +379,36 @@ fn lstart(cmd: &str, args: &[String]) -> Result<Translation, Refused> {
             "umlkit waits until every machine is up; consoles are `umlkit lab console`",
         ),
     })
+}
+
+/// `lrestart [lstart's options] [-q] [MACHINE...]` (Netkit): `lhalt` then
+/// `lstart` with the same directory and machines; `-q` (lhalt's quick
+/// halt) has no meaning here and is noted like lstart's ignored flags.
+fn lrestart(args: &[String]) -> Result<Translation, Refused> {
+    let (quick, rest): (Vec<String>, Vec<String>) = args
+        .iter()
+        .cloned()
+        .partition(|a| a == "-q" || a == "--quick" || a == "--quiet");
+    let mut t = lstart("lrestart", &rest)?;
+    let Some(Step::Umlkit(start)) = t.steps.first() else {
+        return Ok(t);
+    };
+    if start.iter().any(|a| a == "--help") {
+        return Ok(t);
+    }
+    // `lab start DIR [-p N] [-- MACHINE...]`: stop the same lab and machines
+    let dir = start[2].clone();
+    let mut stop = umlkit(["lab", "stop", &dir]);
+    if let Some(i) = start.iter().position(|a| a == "--") {
+        stop.extend(start[i + 1..].iter().cloned());
+    }
+    t.steps.insert(0, Step::Umlkit(stop));
+    if let Some(q) = quick.first() {
+        t.notes.push(format!(
+            "lrestart: ignoring {q} (umlkit always halts gracefully)"
+        ));
+    }
+    Ok(t)
 }
 
 /// `lhalt [-d DIR] [-q] [MACHINE...]`: graceful stop.
@@ -1249,6 +1281,25 @@ mod tests {
         assert!(refused("kathara", &["lstart", "--privileged"]).contains("--privileged"));
         assert!(refused("kathara", &[]).contains("expected a command"));
         assert!(refused("vlist", &["-u", "bob"]).contains("-u"));
+    }
+
+    #[test]
+    fn lrestart_is_lhalt_then_lstart_of_the_same_lab_and_machines() {
+        assert_eq!(
+            steps("lrestart", &[]),
+            [umlkit(["lab", "stop", "."]), umlkit(["lab", "start", "."])]
+        );
+        assert_eq!(
+            steps("lrestart", &["-d", "/l", "-q", "-p2", "pc1", "r1"]),
+            [
+                umlkit(["lab", "stop", "/l", "pc1", "r1"]),
+                umlkit(["lab", "start", "/l", "-p", "2", "--", "pc1", "r1"])
+            ]
+        );
+        let t = tr("lrestart", &["-q"]).unwrap();
+        assert!(t.notes.iter().any(|n| n.contains("-q")), "{:?}", t.notes);
+        assert!(refused("lrestart", &["-o", "mem=1"]).contains("lrestart: -o"));
+        assert_eq!(steps("lrestart", &["-h"]), [["lab", "start", "--help"]]);
     }
 
     #[test]

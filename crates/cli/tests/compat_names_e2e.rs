@@ -1,6 +1,6 @@
 //! Netkit and Kathará command names through the links `umlkit install-links`
 //! makes, on the real kernel: `lstart`, `linfo`, `kathara exec`, `lclean`,
-//! `kathara lstart`/`lclean` from a lab folder, and `vstart`/`vlist`/`vhalt`
+//! `lrestart`, `kathara lstart`/`lclean` from a lab folder, and `vstart`/`vlist`/`vhalt`
 //! with a collision domain. A guard cleans the lab, kills the guest and the
 //! domain's switch (by PID) even when the test fails.
 
@@ -199,6 +199,15 @@ fn netkit_and_kathara_names_drive_a_lab_and_a_vstart_machine() {
     e.ok("lhalt", &["-d", &dir, "-q"]);
     let o = e.run("kathara", &["exec", "-d", &dir, "pc1", "true"]);
     assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
+    // lrestart: lhalt then lstart of the same lab
+    let o = e.ok("lrestart", &["-d", &dir, "-q"]);
+    assert!(
+        text(&o.stderr).contains("ignoring -q"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = e.ok("kathara", &["exec", "-d", &dir, "pc1", "echo", "again"]);
+    assert_eq!(text(&o.stdout).trim(), "again");
     e.ok("kathara", &["lclean", "-d", &dir]);
 
     // vstart / vlist / vhalt with a collision domain
