@@ -264,6 +264,31 @@ fn lab_interface_link_and_domain_capture_apply_from_start() {
     assert_eq!(a["link"], "in delay=20ms", "{js}");
     assert_eq!(a["planned"], "in delay=20ms", "{js}");
     assert_eq!(js["captures"][0]["state"], "running", "{js}");
+    // lab link --json: link show's objects, with the port's owner
+    let lj: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["link", "--json", "-d", d, "lan"])).unwrap();
+    let a_in = lj
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["port"] == 1 && o["dir"] == "in")
+        .unwrap_or_else(|| panic!("{lj}"));
+    assert_eq!(a_in["spec"], "delay=20ms", "{lj}");
+    assert_eq!(
+        (&a_in["domain"], &a_in["machine"], &a_in["interface"]),
+        (&"lan".into(), &"a".into(), &"eth0".into()),
+        "{lj}"
+    );
+    assert!(a_in["passed"].as_u64().unwrap() >= 19, "{lj}");
+    let one: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["link", "--json", "-d", d, "a:eth0"])).unwrap();
+    assert!(
+        one.as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["port"] == 1 && o["machine"] == "a"),
+        "{one}"
+    );
     let list = lab.ok(&["capture", "-d", d, "--list"]);
     assert!(list.contains("lan") && list.contains("running"), "{list}");
     let dot = lab.ok(&["graph", d]);

@@ -157,6 +157,9 @@ pub enum LabCmd {
         /// DOMAIN or MACHINE:IF
         target: String,
         spec: Option<String>,
+        /// Without SPEC: the settings and counters as JSON (docs/json.md)
+        #[arg(long, conflicts_with = "spec")]
+        json: bool,
         #[command(flatten)]
         opts: LabOpts,
     },
@@ -533,9 +536,15 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             dir,
             target,
             spec,
+            json,
             opts,
         } => {
             let plan = load_plan_or_saved(&dir, &opts)?;
+            if json {
+                let v = lab_link_json(&plan, &target)?;
+                outln!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             if let Some((m, ifname)) = target.split_once(':') {
                 let domain = plan
                     .machine(m)
@@ -844,6 +853,56 @@ fn domain_console(plan: &Plan, domain: &str) -> anyhow::Result<PathBuf> {
 /// The switch port of MACHINE:IF on `domain`: the port whose MAC table
 /// entry is the interface's planned MAC, else (no frame sent yet) its
 /// planned port, which the machine asked for.
+/// `lab link --json TARGET`: `link show --json`'s objects for the domain's
+/// ports (or the one port of MACHINE:IF), each with `domain`, and
+/// `machine`/`interface` where a machine's interface owns the port.
+fn lab_link_json(plan: &Plan, target: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let (domain, only) = match target.split_once(':') {
+        Some((m, ifname)) => {
+            let domain = plan
+                .machine(m)
+                .and_then(|mp| mp.interfaces.iter().find(|i| i.name == ifname))
+                .map(|i| i.domain.clone())
+                .with_context(|| format!("no interface {} in the lab", shown(target)))?;
+            (domain, Some(target))
+        }
+        None => (target.to_string(), None),
+    };
+    let mgmt = domain_console(plan, &domain)?;
+    let port_of = |mi: &str| machine_port(plan, &mgmt, &domain, mi).ok();
+    let owners: Vec<(u32, String, String)> = plan
+        .machines
+        .iter()
+        .flat_map(|m| m.interfaces.iter().map(move |i| (m, i)))
+        .filter(|(_, i)| i.domain == domain)
+        .filter_map(|(m, i)| {
+            let mi = format!("{}:{}", m.name, i.name);
+            Some((port_of(&mi)?, m.name.clone(), i.name.clone()))
+        })
+        .collect();
+    let want = match only {
+        Some(mi) => Some(machine_port(plan, &mgmt, &domain, mi)?),
+        None => None,
+    };
+    let text = switchd::client::command(&mgmt, "link/show")?;
+    Ok(crate::cmd::link::show_json(&text)?
+        .into_iter()
+        .filter(|o| match want {
+            Some(p) => o["port"].as_u64() == Some(u64::from(p)),
+            None => true,
+        })
+        .map(|mut o| {
+            o.insert("domain".into(), domain.clone().into());
+            let port = o["port"].as_u64();
+            if let Some((_, m, i)) = owners.iter().find(|(p, _, _)| Some(u64::from(*p)) == port) {
+                o.insert("machine".into(), m.clone().into());
+                o.insert("interface".into(), i.clone().into());
+            }
+            serde_json::Value::Object(o)
+        })
+        .collect())
+}
+
 fn machine_port(plan: &Plan, mgmt: &Path, domain: &str, mi: &str) -> anyhow::Result<u32> {
     let (m, ifname) = mi
         .split_once(':')

@@ -260,20 +260,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 None => "cannot show the link settings".into(),
             })?;
             if json {
-                let v: Vec<serde_json::Value> = net_proto::link::parse_show(&text)
-                    .map_err(anyhow::Error::msg)?
-                    .into_iter()
-                    .map(|l| {
-                        let mut o = serde_json::Map::new();
-                        o.insert("port".into(), l.port.into());
-                        o.insert("dir".into(), l.dir.into());
-                        o.insert("spec".into(), l.spec.into());
-                        for (k, n) in l.counters {
-                            o.insert(k.replace('-', "_"), n.into());
-                        }
-                        serde_json::Value::Object(o)
-                    })
-                    .collect();
+                let v = show_json(&text)?;
                 outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 out!("{text}");
@@ -286,4 +273,23 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The switch console's `link/show` text as the `link show --json` array
+/// (docs/json.md): one object per port and direction.
+pub fn show_json(text: &str) -> anyhow::Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    Ok(net_proto::link::parse_show(text)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .map(|l| {
+            let mut o = serde_json::Map::new();
+            o.insert("port".into(), l.port.into());
+            o.insert("dir".into(), l.dir.into());
+            o.insert("spec".into(), l.spec.into());
+            for (k, n) in l.counters {
+                o.insert(k.replace('-', "_"), n.into());
+            }
+            o
+        })
+        .collect())
 }
