@@ -171,6 +171,12 @@ fn browser_drives_a_served_page() {
     b.clear_js_errors();
     assert!(b.js_errors().is_empty());
 
+    // alert()/confirm() would block the page: they are accepted.
+    assert_eq!(
+        b.eval("alert('hi'); confirm('sure?')").unwrap(),
+        json!(true)
+    );
+
     // A page that cannot load is an error naming it.
     let e = b.goto("http://127.0.0.1:1/").unwrap_err();
     assert!(e.contains("127.0.0.1:1"), "{e}");
@@ -199,4 +205,13 @@ fn missing_chromium_is_a_clear_error() {
         .expect("launching a missing binary must fail");
     assert!(e.contains("/nonexistent/chromium"), "{e}");
     assert!(e.contains("apt-get install chromium"), "{e}");
+}
+
+#[test]
+fn chromium_exiting_at_start_is_an_error_with_its_status() {
+    let e = Browser::launch_binary(Path::new("/bin/false"))
+        .err()
+        .expect("a browser that exits at once must fail");
+    assert!(e.contains("/bin/false exited"), "{e}");
+    assert!(e.contains("before opening its DevTools port"), "{e}");
 }
