@@ -70,6 +70,8 @@ pub struct Browser {
     loads: u64,
     events: VecDeque<Value>,
     errors: Vec<String>,
+    console: Vec<String>,
+    log_errors: Vec<String>,
     proc: ProcGuard,
     profile: tempfile::TempDir,
 }
@@ -157,6 +159,8 @@ impl Browser {
             loads: 0,
             events: VecDeque::new(),
             errors: Vec::new(),
+            console: Vec::new(),
+            log_errors: Vec::new(),
             proc,
             profile,
         };
@@ -175,6 +179,7 @@ impl Browser {
             .to_string();
         b.call("Page.enable", json!({}))?;
         b.call("Runtime.enable", json!({}))?;
+        b.call("Log.enable", json!({}))?;
         Ok(b)
     }
 
@@ -363,9 +368,26 @@ impl Browser {
         self.errors.clone()
     }
 
-    /// Forget the collected [`js_errors`](Browser::js_errors).
+    /// Forget the collected [`js_errors`](Browser::js_errors),
+    /// [`log_errors`](Browser::log_errors) and
+    /// [`console_messages`](Browser::console_messages).
     pub fn clear_js_errors(&mut self) {
         self.errors.clear();
+        self.log_errors.clear();
+        self.console.clear();
+    }
+
+    /// Errors the browser itself logged for the page (not in
+    /// [`js_errors`](Browser::js_errors)): failed resource loads (a 404, a
+    /// refused WebSocket), security and intervention messages. Chromium's own
+    /// `/favicon.ico` request shows here when the server has none.
+    pub fn log_errors(&self) -> Vec<String> {
+        self.log_errors.clone()
+    }
+
+    /// Every `console.*` call seen so far, as "TYPE: ARGS" ("log: hello 42").
+    pub fn console_messages(&self) -> Vec<String> {
+        self.console.clone()
     }
 
     /// The page's protocol events seen so far (the last [`EVENT_BACKLOG`]),
@@ -468,13 +490,27 @@ impl Browser {
         match method.as_str() {
             "Page.loadEventFired" => self.loads += 1,
             "Runtime.exceptionThrown" => self.errors.push(exception_text(&p["exceptionDetails"])),
-            "Runtime.consoleAPICalled" if p["type"] == "error" => {
+            "Runtime.consoleAPICalled" => {
                 let args: Vec<String> = p["args"]
                     .as_array()
                     .map(|a| a.iter().map(remote_object_text).collect())
                     .unwrap_or_default();
-                self.errors
-                    .push(format!("console.error: {}", args.join(" ")));
+                let ty = p["type"].as_str().unwrap_or("log");
+                if ty == "error" {
+                    self.errors
+                        .push(format!("console.error: {}", args.join(" ")));
+                }
+                if self.console.len() >= EVENT_BACKLOG {
+                    self.console.remove(0);
+                }
+                self.console.push(format!("{ty}: {}", args.join(" ")));
+            }
+            "Log.entryAdded" if p["entry"]["level"] == "error" => {
+                let e = &p["entry"];
+                let text = e["text"].as_str().unwrap_or_default();
+                let url = e["url"].as_str().map(|u| format!(" ({u})"));
+                self.log_errors
+                    .push(format!("{text}{}", url.unwrap_or_default()));
             }
             "Page.javascriptDialogOpening" => {
                 // An alert() would block the page: accept it, without

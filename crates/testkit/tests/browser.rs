@@ -168,8 +168,33 @@ fn browser_drives_a_served_page() {
         errs.iter().any(|e| e == "console.error: bad thing 42"),
         "{errs:?}"
     );
+    // console_messages has every console call; log_errors the browser's own
+    // errors, such as a resource that is not found.
+    b.eval("console.log('hello', 42); fetch('/missing').then(r => r.status)")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !b.log_errors().iter().any(|e| e.contains("/missing")) && Instant::now() < deadline {
+        b.eval("0").unwrap();
+    }
+    let console = b.console_messages();
+    assert!(
+        console.contains(&"log: hello 42".to_string()),
+        "{console:?}"
+    );
+    assert!(
+        console.contains(&"error: bad thing 42".to_string()),
+        "{console:?}"
+    );
+    let logged = b.log_errors();
+    assert!(
+        logged
+            .iter()
+            .any(|e| e.contains("404") && e.contains("/missing")),
+        "{logged:?}"
+    );
     b.clear_js_errors();
     assert!(b.js_errors().is_empty());
+    assert!(b.log_errors().is_empty() && b.console_messages().is_empty());
 
     // alert()/confirm() would block the page: they are accepted.
     assert_eq!(
@@ -214,4 +239,11 @@ fn chromium_exiting_at_start_is_an_error_with_its_status() {
         .expect("a browser that exits at once must fail");
     assert!(e.contains("/bin/false exited"), "{e}");
     assert!(e.contains("before opening its DevTools port"), "{e}");
+}
+
+#[test]
+fn browser_can_be_shared_between_tests() {
+    // One browser per test file, e.g. in a static Mutex, needs Send.
+    fn send<T: Send>() {}
+    send::<Browser>();
 }
