@@ -125,15 +125,14 @@ impl Browser {
         let mut proc = ProcGuard::try_spawn("chromium", cmd)
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
 
-        // Chromium writes "PORT\n/devtools/browser/ID" once it listens.
         let port_file = profile.path().join("DevToolsActivePort");
         let deadline = Instant::now() + START_TIMEOUT;
         let ws_url = loop {
-            if let Ok(s) = std::fs::read_to_string(&port_file) {
-                let mut lines = s.lines();
-                if let (Some(port), Some(path)) = (lines.next(), lines.next()) {
-                    break format!("ws://127.0.0.1:{}{}", port.trim(), path.trim());
-                }
+            if let Some(url) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| devtools_url(&s))
+            {
+                break url;
             }
             if let Ok(Some(st)) = proc.child_mut().try_wait() {
                 return Err(format!(
@@ -543,6 +542,17 @@ impl Drop for Browser {
     }
 }
 
+/// The browser's WebSocket URL from DevToolsActivePort ("PORT\n/devtools/
+/// browser/UUID"); `None` until the file is complete.
+fn devtools_url(file: &str) -> Option<String> {
+    let mut lines = file.lines();
+    let port: u16 = lines.next()?.trim().parse().ok()?;
+    let path = lines.next()?.trim();
+    let id = path.strip_prefix("/devtools/browser/")?;
+    (id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+        .then(|| format!("ws://127.0.0.1:{port}{path}"))
+}
+
 /// Connect the DevTools WebSocket at `url` (ws://127.0.0.1:PORT/...).
 fn connect(url: &str) -> Result<WebSocket<TcpStream>, String> {
     let rest = url
@@ -771,6 +781,24 @@ fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devtools_url_waits_for_a_complete_port_file() {
+        let full = "37445\n/devtools/browser/b18ed62c-fc6b-4fbc-bd5f-e786ed1d81e0";
+        assert_eq!(
+            devtools_url(full).as_deref(),
+            Some("ws://127.0.0.1:37445/devtools/browser/b18ed62c-fc6b-4fbc-bd5f-e786ed1d81e0")
+        );
+        assert!(devtools_url(&format!("{full}\n")).is_some());
+        for partial in [
+            "",
+            "374",
+            "37445\n",
+            "37445\n/devtools/browser/b18ed62c-fc6b",
+        ] {
+            assert_eq!(devtools_url(partial), None, "{partial:?}");
+        }
+    }
 
     #[test]
     fn base64_decodes_padded_and_unpadded() {
