@@ -8,7 +8,11 @@
 //! that arrive meanwhile are kept (the last [`EVENT_BACKLOG`]), and page errors
 //! (`Runtime.exceptionThrown`, `console.error`) are collected for
 //! [`Browser::js_errors`]. Dropping the [`Browser`] kills the whole process
-//! group by PID and removes the profile directory.
+//! group by PID and removes the profile directory. If the test process dies
+//! first (SIGKILL, a timeout) or never drops it (a `static`: keep the
+//! browser in a test function instead), a forked watchdog still kills the
+//! group when the process ends, but the profile stays in
+//! `/tmp/umlkit-chromium.*`.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), String> {
@@ -73,7 +77,21 @@ pub struct Browser {
     console: Vec<String>,
     log_errors: Vec<String>,
     proc: ProcGuard,
+    watchdog: Watchdog,
     profile: tempfile::TempDir,
+}
+
+/// A forked guard that kills Chromium's process group when this process
+/// ends without dropping the [`Browser`] (killed, or the browser kept in a
+/// `static`, which is never dropped); disarmed on drop.
+struct Watchdog(Option<umlkit_sys::process::GroupGuard>);
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(g) = self.0.take() {
+            g.disarm();
+        }
+    }
 }
 
 /// The Chromium binary: `$UMLKIT_CHROMIUM`, else `chromium`,
@@ -124,6 +142,9 @@ impl Browser {
             .stderr(logf);
         let mut proc = ProcGuard::try_spawn("chromium", cmd)
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let watchdog = Watchdog(
+            umlkit_sys::process::GroupGuard::spawn(proc.pid(), Duration::from_millis(100)).ok(),
+        );
 
         let port_file = profile.path().join("DevToolsActivePort");
         let deadline = Instant::now() + START_TIMEOUT;
@@ -161,6 +182,7 @@ impl Browser {
             console: Vec::new(),
             log_errors: Vec::new(),
             proc,
+            watchdog,
             profile,
         };
         let target = b.call_browser("Target.createTarget", json!({ "url": "about:blank" }))?;
@@ -538,7 +560,7 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.ws.close(None);
         self.proc.kill();
-        // TempDir's own drop removes the profile afterwards.
+        // The watchdog is disarmed, then TempDir's drop removes the profile.
     }
 }
 

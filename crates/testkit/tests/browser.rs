@@ -247,3 +247,55 @@ fn browser_can_be_shared_between_tests() {
     fn send<T: Send>() {}
     send::<Browser>();
 }
+
+/// Run by `chromium_dies_with_a_killed_test_process` in a child test
+/// process: launch a browser, report its process group, wait to be killed.
+#[test]
+#[ignore = "helper: run by chromium_dies_with_a_killed_test_process"]
+fn helper_hold_a_browser_until_killed() {
+    let b = Browser::launch().expect("launch chromium");
+    println!("chromium {} {}", b.pid(), b.profile_dir().display());
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line); // EOF never comes: killed first
+    drop(b);
+}
+
+#[test]
+fn chromium_dies_with_a_killed_test_process() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--ignored",
+        "--exact",
+        "helper_hold_a_browser_until_killed",
+        "--nocapture",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped());
+    let mut helper = testkit::ProcGuard::spawn("browser helper", cmd);
+    let out = helper.child_mut().stdout.take().unwrap();
+    let line = std::io::BufReader::new(out)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("chromium "))
+        .expect("the helper reports its browser");
+    let mut f = line.split_whitespace().skip(1);
+    let pgid: u32 = f.next().unwrap().parse().unwrap();
+    let profile = std::path::PathBuf::from(f.next().unwrap());
+    assert!(umlkit_sys::process::group_exists(pgid));
+
+    // SIGKILL the test process alone: no Drop runs in it.
+    umlkit_sys::process::kill(helper.pid(), umlkit_sys::process::SIGKILL).unwrap();
+    let gone = testkit::wait_until(Duration::from_secs(10), || {
+        !umlkit_sys::process::group_exists(pgid)
+    });
+    if !gone {
+        let _ = umlkit_sys::process::kill_group(pgid, umlkit_sys::process::SIGKILL);
+    }
+    let _ = std::fs::remove_dir_all(&profile); // the one thing left behind
+    assert!(
+        gone,
+        "chromium group {pgid} outlived its killed test process"
+    );
+}
