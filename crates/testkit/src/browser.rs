@@ -560,7 +560,10 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.ws.close(None);
         self.proc.kill();
-        // The watchdog is disarmed, then TempDir's drop removes the profile.
+        if let Some(g) = self.watchdog.0.take() {
+            g.disarm();
+        }
+        // TempDir's own drop removes the profile afterwards.
     }
 }
 
