@@ -299,3 +299,37 @@ fn chromium_dies_with_a_killed_test_process() {
         "chromium group {pgid} outlived its killed test process"
     );
 }
+
+/// Run by `launch_without_chromium_names_the_package` with no chromium on
+/// PATH: prints what `Browser::launch` says.
+#[test]
+#[ignore = "helper: run by launch_without_chromium_names_the_package"]
+fn helper_launch_without_chromium() {
+    let e = Browser::launch().err().expect("no chromium on PATH");
+    println!("launch error: {e}");
+}
+
+#[test]
+fn launch_without_chromium_names_the_package() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "helper_launch_without_chromium",
+            "--nocapture",
+        ])
+        .env("PATH", "/nonexistent")
+        .env_remove("UMLKIT_CHROMIUM")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("launch error: "))
+        .unwrap_or_else(|| panic!("no error line in {stdout}"));
+    assert!(
+        line.contains("chromium not found") && line.contains("apt-get install chromium"),
+        "{line}"
+    );
+}
