@@ -71,7 +71,8 @@ pub struct Browser {
     ws: WebSocket<TcpStream>,
     session: String,
     next_id: u64,
-    loads: u64,
+    /// Loader ids of the last navigations whose load event fired.
+    loaded: VecDeque<String>,
     events: VecDeque<Value>,
     errors: Vec<String>,
     console: Vec<String>,
@@ -176,7 +177,7 @@ impl Browser {
             ws,
             session: String::new(),
             next_id: 0,
-            loads: 0,
+            loaded: VecDeque::new(),
             events: VecDeque::new(),
             errors: Vec::new(),
             console: Vec::new(),
@@ -199,6 +200,7 @@ impl Browser {
             .ok_or_else(|| format!("Target.attachToTarget gave no sessionId: {att}"))?
             .to_string();
         b.call("Page.enable", json!({}))?;
+        b.call("Page.setLifecycleEventsEnabled", json!({ "enabled": true }))?;
         b.call("Runtime.enable", json!({}))?;
         b.call("Log.enable", json!({}))?;
         Ok(b)
@@ -216,16 +218,17 @@ impl Browser {
 
     /// Navigate to `url` and wait for its load event.
     pub fn goto(&mut self, url: &str) -> Result<(), String> {
-        let loads = self.loads;
         let r = self.call("Page.navigate", json!({ "url": url }))?;
         if let Some(e) = r["errorText"].as_str() {
             return Err(format!("cannot load {url}: {e}"));
         }
-        if r.get("loaderId").is_none() {
+        let Some(loader) = r["loaderId"].as_str() else {
             return Ok(()); // same-document navigation: no load event
-        }
+        };
+        // This navigation's own load event, not a late one of an earlier
+        // navigation (a click that followed a link).
         let deadline = Instant::now() + LOAD_TIMEOUT;
-        while self.loads == loads {
+        while !self.loaded.iter().any(|l| l == loader) {
             if Instant::now() >= deadline {
                 return Err(format!(
                     "{url} did not finish loading within {LOAD_TIMEOUT:?}"
@@ -509,7 +512,13 @@ impl Browser {
         }
         let p = &v["params"];
         match method.as_str() {
-            "Page.loadEventFired" => self.loads += 1,
+            "Page.lifecycleEvent" if p["name"] == "load" => {
+                if self.loaded.len() >= 64 {
+                    self.loaded.pop_front();
+                }
+                self.loaded
+                    .push_back(p["loaderId"].as_str().unwrap_or_default().to_string());
+            }
             "Runtime.exceptionThrown" => self.errors.push(exception_text(&p["exceptionDetails"])),
             "Runtime.consoleAPICalled" => {
                 let args: Vec<String> = p["args"]

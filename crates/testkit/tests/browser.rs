@@ -15,6 +15,7 @@ const PAGE: &str = r#"<!doctype html>
 <form id="form"><input id="name" autocomplete="off"></form>
 <button id="btn">Go</button>
 <div id="out">idle</div>
+<a id="link" href="/second">second page</a>
 <script>
 window.keys = [];
 document.addEventListener('keydown', e => keys.push([e.key, e.code, e.keyCode]));
@@ -29,6 +30,8 @@ function boom() { setTimeout(() => { throw new Error('boom on demand'); }, 0); }
 </script>
 </body></html>
 "#;
+
+const SECOND: &str = "<!doctype html><title>second</title><p>the second page</p>";
 
 /// Serve PAGE at / (404 elsewhere) on 127.0.0.1; returns the base URL.
 fn serve() -> String {
@@ -47,10 +50,10 @@ fn serve() -> String {
             }
             let req = String::from_utf8_lossy(&req);
             let path = req.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = if path == "/" {
-                ("200 OK", PAGE)
-            } else {
-                ("404 Not Found", "not found")
+            let (status, body) = match path {
+                "/" => ("200 OK", PAGE),
+                "/second" => ("200 OK", SECOND),
+                _ => ("404 Not Found", "not found"),
             };
             let _ = write!(
                 s,
@@ -208,6 +211,18 @@ fn browser_drives_a_served_page() {
     b.goto(&url).unwrap();
     assert_eq!(b.eval("document.title").unwrap(), json!("browser test"));
     assert!(b.now_ms().unwrap() >= 0.0);
+
+    // A link followed by a click, then goto: goto waits for its own
+    // navigation's load, not the link's.
+    b.click("#link").unwrap();
+    b.goto(&url).unwrap();
+    assert_eq!(
+        b.eval("document.readyState + ' ' + document.title + ' ' + location.pathname")
+            .unwrap(),
+        json!("complete browser test /")
+    );
+    b.goto(&format!("{url}second")).unwrap();
+    assert_eq!(b.eval("document.title").unwrap(), json!("second"));
 
     // Drop kills the whole process group and removes the profile.
     let pid = b.pid();
