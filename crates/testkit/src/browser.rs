@@ -14,6 +14,14 @@
 //! group when the process ends, but the profile stays in
 //! `/tmp/umlkit-chromium.*`.
 //!
+//! Input goes in as a user's would: [`Browser::click`] dispatches mouse
+//! events at the element's centre, [`Browser::type_text`] inserts text into
+//! the focused element, [`Browser::press_key`] sends keydown/keyup with the
+//! key, code and keyCode a US keyboard gives ("Enter", "Control+c",
+//! "ArrowUp"...). An xterm.js terminal (6.0, focused through its
+//! `.xterm-helper-textarea`) receives typed text as one `onData` and keys as
+//! "\r", "\x7f", "\t", "\x03", "\x1b[A".
+//!
 //! ```no_run
 //! # fn main() -> Result<(), String> {
 //! use std::time::Duration;
