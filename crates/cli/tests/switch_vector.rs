@@ -209,3 +209,74 @@ fn vector_guests_mixed_with_daemon_and_vde_guests_on_one_switch() {
         .count()
         == 1));
 }
+
+/// Jumbo frames: vector guests booted with `mtu=9000` on a `--mtu 9000`
+/// switch pass 8000-byte pings (one frame each: the MTU is 9000); the same guests on a usual
+/// switch (MTU 1500) lose them (the switch drops the giant frames)
+/// while small frames pass.
+#[test]
+fn vector_guests_with_jumbo_mtu_need_a_jumbo_switch() {
+    let env = guest_common::Env::new("vgj");
+    let img = env.default_image();
+    for (mtu_flag, jumbo_passes) in [(Some("9000"), true), (None, false)] {
+        let mut args = vec!["--vector"];
+        if let Some(m) = mtu_flag {
+            args.extend(["--mtu", m]);
+        }
+        let sw = Sw::start(&args);
+        let net = format!("{},vector,mtu=9000", sw.dir.display());
+        let tag = if jumbo_passes { "a" } else { "b" };
+        for i in 1..=2 {
+            let ipk = format!("umlkit.ip.eth0=10.7.0.{i}/24");
+            env.start(
+                &format!("j{tag}{i}"),
+                &["--disk", img.to_str().unwrap(), "--net", &net, "--", &ipk],
+            );
+        }
+        let link = env.ok(&[
+            "exec",
+            &format!("j{tag}1"),
+            "--",
+            "ip",
+            "-o",
+            "link",
+            "show",
+            "eth0",
+        ]);
+        assert!(link.contains(" mtu 9000 "), "{link}");
+        let small = env.ok(&[
+            "exec",
+            &format!("j{tag}1"),
+            "--",
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "5",
+            "10.7.0.2",
+        ]);
+        assert!(small.contains(" 0% packet loss"), "{small}");
+        let big = env.umlkit(&[
+            "exec",
+            &format!("j{tag}1"),
+            "--",
+            "ping",
+            "-c",
+            "3",
+            "-W",
+            "2",
+            "-s",
+            "8000",
+            "10.7.0.2",
+        ]);
+        let out = String::from_utf8_lossy(&big.stdout);
+        if jumbo_passes {
+            assert!(out.contains(" 0% packet loss"), "{out}");
+        } else {
+            assert!(out.contains(" 100% packet loss"), "{out}");
+        }
+        for i in 1..=2 {
+            env.ok(&["kill", &format!("j{tag}{i}")]);
+        }
+    }
+}

@@ -70,7 +70,12 @@ pub enum Transport {
     /// The switch's vector socket `DIR/vec` (`umlkit switch --vector`; the
     /// kernel's vector driver, `bess` transport: batched, no helper). The
     /// guest names the interface `ethN` at boot (the driver says `vecN`).
-    Vector { sock: PathBuf },
+    /// `mtu`: jumbo frames (the switch needs `--mtu` as large).
+    Vector {
+        sock: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtu: Option<u32>,
+    },
 }
 
 /// One network interface (`eth<N>` in the order given).
@@ -82,7 +87,7 @@ pub struct NetSpec {
 }
 
 impl NetSpec {
-    /// Parse `SWITCH[,mac=aa:bb:..][,vde|,vector][,port=N]`: a directory holding `ctl`
+    /// Parse `SWITCH[,mac=aa:bb:..][,vde|,vector[,mtu=N]][,port=N]`: a directory holding `ctl`
     /// uses the daemon transport on `DIR/ctl` (fewest hops), a socket path the
     /// daemon transport on it; `,vde` (or `port=N`, which only the vde transport
     /// can ask for) forces the vde transport on a directory.
@@ -95,6 +100,7 @@ impl NetSpec {
                 .ok_or("empty switch path")?,
         );
         let (mut mac, mut vde, mut port, mut vector) = (None, false, None, false);
+        let mut mtu = None;
         for p in parts {
             if let Some(m) = p.strip_prefix("mac=") {
                 mac = Some(parse_mac(m).ok_or_else(|| format!("invalid MAC '{m}'"))?);
@@ -104,11 +110,24 @@ impl NetSpec {
                 vector = true;
             } else if let Some(n) = p.strip_prefix("port=") {
                 port = Some(n.parse().map_err(|_| format!("invalid port '{n}'"))?);
+            } else if let Some(n) = p.strip_prefix("mtu=") {
+                let max = net_proto::eth::MAX_MTU as u32;
+                mtu = Some(
+                    n.parse()
+                        .ok()
+                        .filter(|m| (68..=max).contains(m))
+                        .ok_or_else(|| format!("invalid mtu '{n}' (68 to {max})"))?,
+                );
             } else {
                 return Err(format!(
-                    "unknown net option '{p}' (expected mac=, vde, vector, port=)"
+                    "unknown net option '{p}' (expected mac=, vde, vector, mtu=, port=)"
                 ));
             }
+        }
+        if mtu.is_some() && !vector {
+            return Err(
+                "'mtu=' needs 'vector' (the legacy transports carry 1500-byte frames)".into(),
+            );
         }
         if vector && (vde || port.is_some()) {
             return Err("'vector' takes no 'vde' or 'port=' (the switch picks the port)".into());
@@ -122,6 +141,7 @@ impl NetSpec {
             }
             Transport::Vector {
                 sock: sw.join("vec"),
+                mtu,
             }
         } else if vde || port.is_some() {
             // only the vde transport can ask the switch for a port: `port=`
@@ -274,10 +294,11 @@ pub fn kernel_args(cfg: &GuestConfig, l: &Layout) -> Vec<String> {
                 dir.display(),
                 port.map(|p| p.to_string()).unwrap_or_default()
             )),
-            Transport::Vector { sock } => {
+            Transport::Vector { sock, mtu } => {
                 a.push(format!(
-                    "vec{i}:transport=bess,dst={},mac={mac}",
-                    sock.display()
+                    "vec{i}:transport=bess,dst={},mac={mac}{}",
+                    sock.display(),
+                    mtu.map(|m| format!(",mtu={m}")).unwrap_or_default()
                 ));
                 // the image's rcS renames it before configuring addresses
                 a.push(format!("umlkit.ifname.vec{i}=eth{i}"));
@@ -412,6 +433,7 @@ mod tests {
         c.nets.push(NetSpec {
             transport: Transport::Vector {
                 sock: "/sw/vec".into(),
+                mtu: None,
             },
             mac: Some([2, 0, 0, 0, 0, 7]),
         });
@@ -463,9 +485,31 @@ mod tests {
         assert_eq!(
             v.transport,
             Transport::Vector {
-                sock: tmp.path().join("vec")
+                sock: tmp.path().join("vec"),
+                mtu: None
             }
         );
+        let j = NetSpec::parse(&format!("{sw},vector,mtu=9000")).unwrap();
+        assert_eq!(
+            j.transport,
+            Transport::Vector {
+                sock: tmp.path().join("vec"),
+                mtu: Some(9000)
+            }
+        );
+        let mut c = GuestConfig::new("x");
+        c.nets.push(j);
+        let a = kernel_args(&c, &layout());
+        assert!(
+            a.iter()
+                .any(|x| x.starts_with("vec0:transport=bess,") && x.ends_with(",mtu=9000")),
+            "{a:?}"
+        );
+        assert!(NetSpec::parse(&format!("{sw},mtu=9000"))
+            .unwrap_err()
+            .contains("needs 'vector'"));
+        assert!(NetSpec::parse(&format!("{sw},vector,mtu=9217")).is_err());
+        assert!(NetSpec::parse(&format!("{sw},vector,mtu=x")).is_err());
         assert!(NetSpec::parse("/nonexistent/dir,vector").is_err());
         assert!(NetSpec::parse(&format!("{sw},vector,vde")).is_err());
         assert!(NetSpec::parse(&format!("{sw},vector,port=2")).is_err());

@@ -334,7 +334,7 @@ impl Store {
             let (what, p) = match &mut n.transport {
                 Transport::Daemon { ctl } => ("switch control socket", ctl),
                 Transport::Vde { dir, .. } => ("VDE switch directory", dir),
-                Transport::Vector { sock } => {
+                Transport::Vector { sock, .. } => {
                     ("vector socket (is the switch started with --vector?)", sock)
                 }
             };

@@ -19,6 +19,17 @@ pub const TAG_LEN: usize = 4;
 pub const MAX_FRAME: usize = 1518;
 /// Largest tagged frame accepted.
 pub const MAX_TAGGED_FRAME: usize = MAX_FRAME + TAG_LEN;
+/// The usual MTU, whose frames are at most [`MAX_FRAME`] bytes.
+pub const DEFAULT_MTU: usize = 1500;
+/// Largest MTU a switch accepts frames for (jumbo frames): their 9234
+/// bytes are also the most the vde_plug stream framing carries.
+pub const MAX_MTU: usize = 9216;
+
+/// Largest untagged frame for an MTU: header, payload and 4 spare bytes,
+/// as vde_switch counts ([`MAX_FRAME`] for 1500).
+pub const fn max_frame_for_mtu(mtu: usize) -> usize {
+    mtu + HEADER_LEN + 4
+}
 /// The 802.1Q ethertype.
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
 
@@ -96,9 +107,10 @@ pub enum FrameError {
     /// Shorter than an Ethernet header.
     #[error("runt frame of {0} bytes (minimum 14)")]
     Runt(usize),
-    /// Longer than 1518 bytes (1522 when 802.1Q tagged).
-    #[error("giant frame of {0} bytes (maximum 1518, 1522 tagged)")]
-    Giant(usize),
+    /// Longer than the maximum (1518 bytes, 1522 when 802.1Q tagged, at
+    /// the usual MTU).
+    #[error("giant frame of {len} bytes (maximum {max}, {} tagged)", max + TAG_LEN)]
+    Giant { len: usize, max: usize },
 }
 
 /// A checked view of an Ethernet frame: the length was checked once, so the
@@ -111,17 +123,26 @@ pub struct Frame<'a> {
 impl<'a> Frame<'a> {
     /// Check the length limits (14..=1518, or ..=1522 when tagged).
     pub fn new_checked(bytes: &'a [u8]) -> Result<Frame<'a>, FrameError> {
+        Self::new_checked_max(bytes, MAX_FRAME)
+    }
+
+    /// Check the length limits with `max` for untagged frames (see
+    /// [`max_frame_for_mtu`]), `max` + 4 for tagged ones.
+    pub fn new_checked_max(bytes: &'a [u8], max: usize) -> Result<Frame<'a>, FrameError> {
         if bytes.len() < HEADER_LEN {
             return Err(FrameError::Runt(bytes.len()));
         }
         let f = Frame { bytes };
-        let max = if f.ethertype() == ETHERTYPE_VLAN {
-            MAX_TAGGED_FRAME
+        let limit = if f.ethertype() == ETHERTYPE_VLAN {
+            max + TAG_LEN
         } else {
-            MAX_FRAME
+            max
         };
-        if bytes.len() > max {
-            return Err(FrameError::Giant(bytes.len()));
+        if bytes.len() > limit {
+            return Err(FrameError::Giant {
+                len: bytes.len(),
+                max,
+            });
         }
         Ok(f)
     }
@@ -211,7 +232,10 @@ mod tests {
         assert!(Frame::new_checked(&[0u8; 1518]).is_ok());
         assert_eq!(
             Frame::new_checked(&[0u8; 1519]).unwrap_err(),
-            FrameError::Giant(1519)
+            FrameError::Giant {
+                len: 1519,
+                max: 1518
+            }
         );
         let mut tagged = vec![0u8; 1522];
         tagged[12] = 0x81;
@@ -219,7 +243,38 @@ mod tests {
         tagged.push(0);
         assert_eq!(
             Frame::new_checked(&tagged).unwrap_err(),
-            FrameError::Giant(1523)
+            FrameError::Giant {
+                len: 1523,
+                max: 1518
+            }
+        );
+        assert_eq!(
+            FrameError::Giant {
+                len: 1523,
+                max: 1518
+            }
+            .to_string(),
+            "giant frame of 1523 bytes (maximum 1518, 1522 tagged)"
+        );
+    }
+
+    #[test]
+    fn jumbo_limits_follow_the_mtu() {
+        let max = max_frame_for_mtu(MAX_MTU);
+        assert_eq!(max_frame_for_mtu(DEFAULT_MTU), MAX_FRAME);
+        assert_eq!(max, crate::stream::MAX_FRAME);
+        assert!(Frame::new_checked_max(&vec![0u8; max], max).is_ok());
+        assert!(Frame::new_checked(&vec![0u8; 9000]).is_err());
+        let mut tagged = vec![0u8; max + TAG_LEN];
+        tagged[12] = 0x81;
+        assert!(Frame::new_checked_max(&tagged, max).is_ok());
+        tagged.push(0);
+        assert_eq!(
+            Frame::new_checked_max(&tagged, max).unwrap_err(),
+            FrameError::Giant {
+                len: max + TAG_LEN + 1,
+                max
+            }
         );
     }
 

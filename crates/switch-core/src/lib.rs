@@ -253,6 +253,11 @@ type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 pub struct Config {
     pub numports: u32,
     pub hub: bool,
+    /// Largest untagged frame forwarded (802.1Q tagged: 4 more); bigger
+    /// ones are dropped and counted. [`net_proto::eth::MAX_FRAME`] (MTU
+    /// 1500) as vde_switch, up to [`net_proto::eth::max_frame_for_mtu`] of
+    /// [`net_proto::eth::MAX_MTU`] for jumbo frames.
+    pub max_frame: usize,
 }
 
 impl Default for Config {
@@ -260,6 +265,7 @@ impl Default for Config {
         Config {
             numports: DEFAULT_NUMPORTS,
             hub: false,
+            max_frame: net_proto::eth::MAX_FRAME,
         }
     }
 }
@@ -269,6 +275,7 @@ impl Default for Config {
 pub struct Switch {
     numports: u32,
     hub: bool,
+    max_frame: usize,
     /// Existing ports only (allocated when created or connected).
     ports: BTreeMap<u32, Port>,
     endpoints: Vec<Option<Endpoint>>,
@@ -290,6 +297,10 @@ impl Switch {
         Switch {
             numports,
             hub: cfg.hub,
+            max_frame: cfg.max_frame.clamp(
+                net_proto::eth::MAX_FRAME,
+                net_proto::eth::max_frame_for_mtu(net_proto::eth::MAX_MTU),
+            ),
             ports: BTreeMap::new(),
             endpoints: Vec::new(),
             vlans,
@@ -440,7 +451,7 @@ impl Switch {
         let Some(p) = self.endpoint(from).map(|e| e.port) else {
             return Outcome::Dropped(Drop::UnknownEndpoint);
         };
-        let frame = match Frame::new_checked(bytes) {
+        let frame = match Frame::new_checked_max(bytes, self.max_frame) {
             Ok(f) => f,
             Err(e) => {
                 if let Some(port) = self.ports.get_mut(&p) {

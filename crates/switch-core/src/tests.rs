@@ -44,7 +44,11 @@ fn to(eps: &[EndpointId]) -> Vec<Action> {
 }
 
 fn three(hub: bool) -> Switch {
-    let mut sw = Switch::new(Config { numports: 32, hub });
+    let mut sw = Switch::new(Config {
+        numports: 32,
+        hub,
+        ..Config::default()
+    });
     assert_eq!(sw.connect(5, PortRequest::Any, Some(0), "A"), Ok(1));
     assert_eq!(sw.connect(6, PortRequest::Any, Some(0), "B"), Ok(2));
     assert_eq!(sw.connect(7, PortRequest::Any, Some(0), "C"), Ok(3));
@@ -106,13 +110,55 @@ fn moved_mac_is_reported_and_same_port_dropped() {
 }
 
 #[test]
+fn jumbo_frames_pass_only_a_switch_with_a_jumbo_mtu() {
+    let jumbo = net_proto::eth::max_frame_for_mtu(9000);
+    let mut sw = Switch::new(Config {
+        numports: 8,
+        hub: false,
+        max_frame: jumbo,
+    });
+    assert_eq!(sw.connect(5, PortRequest::Any, Some(0), "A"), Ok(1));
+    assert_eq!(sw.connect(6, PortRequest::Any, Some(0), "B"), Ok(2));
+    let (o, out) = send(&mut sw, S, 5, &vec![0xffu8; jumbo]);
+    assert!(matches!(o, Outcome::Forwarded { .. }), "{o:?}");
+    assert_eq!(out, to(&[6]));
+    let (o, _) = send(&mut sw, S, 5, &vec![0xffu8; jumbo + 1]);
+    assert!(matches!(
+        o,
+        Outcome::Dropped(Drop::Frame(FrameError::Giant { .. }))
+    ));
+    // the usual switch drops it; an absurd setting is clamped to the jumbo maximum
+    let (o, _) = send(&mut three(false), S, 5, &vec![0xffu8; jumbo]);
+    assert!(matches!(
+        o,
+        Outcome::Dropped(Drop::Frame(FrameError::Giant { .. }))
+    ));
+    let mut huge = Switch::new(Config {
+        max_frame: 1 << 20,
+        ..Config::default()
+    });
+    assert_eq!(huge.connect(5, PortRequest::Any, Some(0), "A"), Ok(1));
+    let (o, _) = send(&mut huge, S, 5, &vec![0xffu8; 20_000]);
+    assert!(matches!(
+        o,
+        Outcome::Dropped(Drop::Frame(FrameError::Giant { max: 9234, .. }))
+    ));
+}
+
+#[test]
 fn length_limits_drop_and_count() {
     let mut sw = three(false);
     let (o, out) = send(&mut sw, S, 5, &[0u8; 13]);
     assert_eq!(o, Outcome::Dropped(Drop::Frame(FrameError::Runt(13))));
     assert!(out.is_empty());
     let (o, _) = send(&mut sw, S, 5, &vec![0xffu8; 1519]);
-    assert_eq!(o, Outcome::Dropped(Drop::Frame(FrameError::Giant(1519))));
+    assert_eq!(
+        o,
+        Outcome::Dropped(Drop::Frame(FrameError::Giant {
+            len: 1519,
+            max: 1518
+        }))
+    );
     let (o, out) = send(&mut sw, S, 5, &vec![0xffu8; 1518]);
     assert!(matches!(o, Outcome::Forwarded { .. }));
     assert_eq!(out.len(), 2);
@@ -146,6 +192,7 @@ fn port_allocation() {
     let mut sw = Switch::new(Config {
         numports: 4,
         hub: false,
+        ..Config::default()
     });
     assert_eq!(
         sw.connect(10, PortRequest::Number(3), Some(1000), ""),
@@ -253,6 +300,7 @@ fn setnumports_100000000_is_refused_and_ports_are_lazy() {
     let big = Switch::new(Config {
         numports: 100_000_000,
         hub: false,
+        ..Config::default()
     });
     assert_eq!(big.numports(), MAX_NUMPORTS);
 }
@@ -406,7 +454,11 @@ proptest! {
     /// ports, egress rewriting matches the frame, and counters add up.
     #[test]
     fn invariants(ops in proptest::collection::vec(op(), 1..200)) {
-        let mut sw = Switch::new(Config { numports: 8, hub: false });
+        let mut sw = Switch::new(Config {
+            numports: 8,
+            hub: false,
+            ..Config::default()
+        });
         sw.create_vlan(1).unwrap();
         sw.create_vlan(2).unwrap();
         let mut now = Duration::ZERO;

@@ -68,6 +68,10 @@ pub struct Options {
     /// Also serve UML's vector `bess` transport on `DIR/vec` (a
     /// SOCK_SEQPACKET listener: one raw frame per message, no handshake).
     pub vector: bool,
+    /// Largest payload of a frame (MTU): 1500 as vde_switch, up to
+    /// [`net_proto::eth::MAX_MTU`] for jumbo frames (guests on the vector
+    /// transport with `mtu=`; legacy transports stay at 1500).
+    pub mtu: usize,
 }
 
 impl Default for Options {
@@ -90,6 +94,7 @@ impl Default for Options {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(4 << 20),
             vector: false,
+            mtu: net_proto::eth::DEFAULT_MTU,
         }
     }
 }
@@ -114,6 +119,10 @@ pub fn dirmode_from_mode(mode: u32) -> u32 {
 /// Errors of the daemon; each names the path or socket concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(
+        "MTU {0} is out of range: 1500 (the default) to 9216 (jumbo frames, for guests on the vector transport)"
+    )]
+    BadMtu(usize),
     #[error("cannot create switch directory {path}")]
     Mkdir { path: PathBuf, source: io::Error },
     /// The switch directory exists and belongs to someone else, who could

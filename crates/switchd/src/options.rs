@@ -33,6 +33,8 @@ pub struct SwitchFlags {
     pub mgmtmode: u32,
     /// `--vector`: also serve the kernel's vector transport on `DIR/vec`.
     pub vector: bool,
+    /// `--mtu N`: largest frame payload forwarded (1500 unless given).
+    pub mtu: Option<usize>,
 }
 
 /// `p` made absolute (the switch may daemonize and change directory).
@@ -73,6 +75,12 @@ impl SwitchFlags {
             return Err(Error::TooManyPorts(self.numports));
         }
         o.numports = self.numports;
+        if let Some(mtu) = self.mtu {
+            if !(net_proto::eth::DEFAULT_MTU..=net_proto::eth::MAX_MTU).contains(&mtu) {
+                return Err(Error::BadMtu(mtu));
+            }
+            o.mtu = mtu;
+        }
         match (self.mode, self.dirmode) {
             (Some(m), Some(d)) => {
                 o.mode = m;
@@ -120,8 +128,13 @@ pub fn describe(o: &Options) -> String {
     if let Some(m) = &o.mgmt {
         what.push(format!("management socket {}", m.display()));
     }
+    let mtu = if o.mtu == net_proto::eth::DEFAULT_MTU {
+        String::new()
+    } else {
+        format!(" (MTU {})", o.mtu)
+    };
     format!(
-        "{} with {} ports on {}",
+        "{} with {} ports{mtu} on {}",
         if o.hub { "hub" } else { "switch" },
         o.numports,
         what.join(", ")
@@ -301,6 +314,30 @@ mod tests {
         .options()
         .unwrap();
         assert_eq!(o.group, Some(4242));
+    }
+
+    #[test]
+    fn mtu_is_1500_unless_a_jumbo_size_is_asked() {
+        assert_eq!(flags().options().unwrap().mtu, 1500);
+        let o = SwitchFlags {
+            mtu: Some(9000),
+            ..flags()
+        }
+        .options()
+        .unwrap();
+        assert_eq!(o.mtu, 9000);
+        assert!(describe(&o).contains("(MTU 9000)"), "{}", describe(&o));
+        for bad in [1499, 9217, 0] {
+            let e = SwitchFlags {
+                mtu: Some(bad),
+                ..flags()
+            }
+            .options()
+            .unwrap_err();
+            assert!(e
+                .to_string()
+                .starts_with(&format!("MTU {bad} is out of range")));
+        }
     }
 
     #[test]

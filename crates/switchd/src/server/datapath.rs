@@ -20,9 +20,10 @@ use super::handshake::Peer;
 use super::Server;
 use crate::Flavor;
 
-/// Receive slot size: a tagged maximum frame fits; anything longer is
-/// flagged truncated and dropped.
-pub(super) const SLOT: usize = 2048;
+/// Receive slot size: the largest jumbo frame, tagged
+/// (`max_frame_for_mtu(MAX_MTU)` + 4), fits; anything longer is flagged
+/// truncated and dropped. The switch's MTU decides what it forwards.
+pub(super) const SLOT: usize = 9248;
 /// Frames per recvmmsg.
 pub(super) const BATCH: usize = 64;
 /// Batches read from one socket before returning to epoll (fairness).

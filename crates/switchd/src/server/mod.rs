@@ -98,6 +98,7 @@ impl Server {
             switch: Switch::new(Config {
                 numports: opts.numports,
                 hub: opts.hub,
+                max_frame: net_proto::eth::max_frame_for_mtu(opts.mtu),
             }),
             opts,
             log,
