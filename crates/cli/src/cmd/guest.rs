@@ -115,7 +115,9 @@ pub struct RunArgs {
     /// Boot a named lab image (e.g. kathara/frr; see `umlkit image ls`), built on first use
     #[arg(long, conflicts_with = "disk")]
     image: Option<String>,
-    /// SWITCH[,mac=..][,vde][,port=N]: a switch dir (DIR/ctl) or control socket; repeatable
+    /// SWITCH[,mac=..][,vde][,port=N] or DIR,vector[,mtu=N]: a switch dir (daemon transport on
+    /// DIR/ctl, `vde` for vde_plug, `vector` for the kernel's batched vector driver on DIR/vec)
+    /// or a control socket; repeatable
     #[arg(long)]
     net: Vec<String>,
     /// Share this host directory (mounted at /hostlab by the default image)
