@@ -2,19 +2,18 @@
 //! Graphviz's `neato` from that DOT ([`svg`], through [`crate::graphviz`]).
 //!
 //! The picture: each machine a box, each collision domain a small ellipse,
-//! one line per interface from its machine to its domain, and next to it the
-//! interface's label (name, addresses, MAC, link settings, capture) as a
-//! text node of its own, so the layout engine keeps labels off nodes, lines
-//! and each other.
+//! one line per interface from its machine to its domain, with the
+//! interface's label (name, addresses, MAC, link settings, capture) on it.
+//! For the layout each label is a text node of its own, so the engine keeps
+//! labels off nodes and each other.
 //!
 //! Element ids of the SVG (a contract: the web view finds elements by
 //! them): `machine-NAME` on each machine's `<g>` (class `machine`),
 //! `domain-NAME` on each domain's `<g>` (class `domain`),
-//! `link-MACHINE-IFNAME` on each interface's line `<g>` (class `link`) and
-//! `iface-MACHINE-IFNAME` on its label's `<g>` (class `iface`). A NAME is
-//! written by [`id_part`]: itself when it is made of ASCII letters, digits,
-//! `_`, `-` and `.` (every valid machine name), otherwise with every other
-//! byte as `%XX`.
+//! `link-MACHINE-IFNAME` on each interface's `<g>` (class `link`: its line
+//! and its label's text). A NAME is written by [`id_part`]: itself when it
+//! is made of ASCII letters, digits, `_`, `-` and `.` (every valid machine
+//! name), otherwise with every other byte as `%XX`.
 
 use crate::plan::Plan;
 /// `s` as the inside of a DOT quoted string: quotes and backslashes escaped,
@@ -84,27 +83,101 @@ pub fn link_id(machine: &str, ifname: &str) -> String {
     format!("link-{}-{}", id_part(machine), id_part(ifname))
 }
 
-/// The SVG element id of an interface's label.
+/// The id of an interface's label node in [`dot`]'s text (in the SVG of
+/// [`svg`] the label is part of the [`link_id`] element).
 pub fn iface_id(machine: &str, ifname: &str) -> String {
     format!("iface-{}-{}", id_part(machine), id_part(ifname))
 }
 
-/// The layout engine [`svg`] runs on [`dot`]'s text.
+/// The layout engine [`svg`] runs (twice: see [`svg`]).
 pub const ENGINE: &str = "neato";
 
+/// Positions by element id from an engine's `-Tjson` output
+/// ([`positions`]), in points (Graphviz's y-up coordinates): one point for a
+/// node, the Bezier control points of a routed line.
+pub type Positions = std::collections::HashMap<String, Vec<(f64, f64)>>;
+
+/// Which DOT to write.
+enum Pass<'a> {
+    /// The whole picture in one engine run (`lab graph`'s DOT): interface
+    /// labels as text nodes, lines routed orthogonally around all nodes.
+    Whole,
+    /// Placement only: as [`Pass::Whole`] without routing lines.
+    Place,
+    /// Routing only (`neato -n2`): machines and domains at their placed
+    /// positions, lines routed orthogonally around them, no labels.
+    Route(&'a Positions),
+    /// Drawing only (`neato -n2`): nodes and lines where placed and routed,
+    /// each interface label on its line at its label node's placed position.
+    Draw(&'a Positions),
+}
+
+const FONT: &str = "Helvetica,Arial,sans-serif";
+
 /// Graphviz DOT for the lab, ready for [`ENGINE`] (`neato`; other engines
-/// read it too). Every name is quoted and escaped ([`dot_str`]); element ids
-/// are [`machine_id`], [`domain_id`], [`link_id`] and [`iface_id`].
+/// read it too): the whole picture in one run. Every name is quoted and
+/// escaped ([`dot_str`]); element ids are [`machine_id`], [`domain_id`],
+/// [`link_id`] and [`iface_id`].
 pub fn dot(plan: &Plan) -> String {
+    write_dot(plan, &Pass::Whole)
+}
+
+/// The DOT of [`svg`]'s first pass: nodes and interface labels placed
+/// without overlaps (`overlap=prism`, `sep`), lines not routed.
+pub fn placement_dot(plan: &Plan) -> String {
+    write_dot(plan, &Pass::Place)
+}
+
+/// The DOT of [`svg`]'s second pass (`neato -n2`): machines and domains at
+/// their placed `pos`, lines routed orthogonally around them, no labels.
+pub fn routing_dot(plan: &Plan, placed: &Positions) -> String {
+    write_dot(plan, &Pass::Route(placed))
+}
+
+/// The DOT of [`svg`]'s last pass (`neato -n2`): every node and line at its
+/// `pos`, the interface labels on their lines at their label nodes' `pos`.
+pub fn drawing_dot(plan: &Plan, pos: &Positions) -> String {
+    write_dot(plan, &Pass::Draw(pos))
+}
+
+/// Graphviz's `pos` text of the element `id`: `x,y x,y ...`.
+fn pos_text(pos: &Positions, id: &str) -> Option<String> {
+    let pts = pos.get(id)?;
+    Some(
+        pts.iter()
+            .map(|(x, y)| format!("{x:.2},{y:.2}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// `, pos="..."` of the element `id` in the passes after placement.
+fn pos_attr(pass: &Pass, id: &str) -> String {
+    match pass {
+        Pass::Route(p) | Pass::Draw(p) => match pos_text(p, id) {
+            Some(t) => format!(", pos=\"{t}\""),
+            None => String::new(),
+        },
+        _ => String::new(),
+    }
+}
+
+fn write_dot(plan: &Plan, pass: &Pass) -> String {
+    let graph = match pass {
+        Pass::Whole => "overlap=prism, overlap_scaling=-4, sep=\"+12\", esep=\"+5\", splines=ortho",
+        Pass::Place => "overlap=prism, overlap_scaling=-4, sep=\"+12\", esep=\"+5\", splines=false",
+        Pass::Route(_) | Pass::Draw(_) => "splines=ortho",
+    };
     let mut s = format!(
-        "graph \"{}\" {{\n  graph [layout={ENGINE}, overlap=prism, overlap_scaling=-4, sep=\"+12\", esep=\"+5\", splines=true, outputorder=edgesfirst, pad=0.2, fontname=\"Helvetica,Arial,sans-serif\"];\n  node [fontname=\"Helvetica,Arial,sans-serif\", fontsize=12];\n  edge [color=\"#555555\"];\n",
+        "graph \"{}\" {{\n  graph [layout={ENGINE}, {graph}, outputorder=edgesfirst, pad=0.2, fontname=\"{FONT}\"];\n  node [fontname=\"{FONT}\", fontsize=12];\n  edge [color=\"#555555\", fontname=\"{FONT}\", fontsize=9];\n",
         dot_str(&plan.name)
     );
     for m in &plan.machines {
+        let id = machine_id(&m.name);
         s.push_str(&format!(
-            "  \"m:{0}\" [id=\"{1}\", class=\"machine\", label=\"{0}\", shape=box, style=\"rounded,filled\", fillcolor=\"#e6f4e6\"];\n",
+            "  \"m:{0}\" [id=\"{id}\", class=\"machine\", label=\"{0}\", shape=box, style=\"rounded,filled\", fillcolor=\"#e6f4e6\"{1}];\n",
             dot_str(&m.name),
-            machine_id(&m.name)
+            pos_attr(pass, &id)
         ));
     }
     for sw in &plan.switches {
@@ -122,10 +195,11 @@ pub fn dot(plan: &Plan) -> String {
         } else {
             ", color=\"#c0392b\", fontcolor=\"#c0392b\""
         };
+        let id = domain_id(&sw.domain);
         s.push_str(&format!(
-            "  \"d:{0}\" [id=\"{1}\", class=\"domain\", label=\"{0}\\n({kind}){extra}\", shape=ellipse, style=filled, fillcolor=\"{fill}\", fontsize=10, margin=\"0.02,0.01\", width=0.3, height=0.2{color}];\n",
+            "  \"d:{0}\" [id=\"{id}\", class=\"domain\", label=\"{0}\\n({kind}){extra}\", shape=ellipse, style=filled, fillcolor=\"{fill}\", fontsize=10, margin=\"0.02,0.01\", width=0.3, height=0.2{color}{1}];\n",
             dot_str(&sw.domain),
-            domain_id(&sw.domain)
+            pos_attr(pass, &id)
         ));
     }
     for m in &plan.machines {
@@ -144,15 +218,32 @@ pub fn dot(plan: &Plan) -> String {
                 label.push_str("\\ncaptured");
             }
             let (mn, dn, inn) = (dot_str(&m.name), dot_str(&i.domain), dot_str(&i.name));
+            let (link, iface) = (link_id(&m.name, &i.name), iface_id(&m.name, &i.name));
+            if let Pass::Route(_) = pass {
+                s.push_str(&format!(
+                    "  \"m:{mn}\" -- \"d:{dn}\" [id=\"{link}\", class=\"link\"];\n"
+                ));
+                continue;
+            }
+            if let Pass::Draw(p) = pass {
+                // the label on the line, where the first pass put its node
+                let lp = match pos_text(p, &iface) {
+                    Some(t) => format!(", lp=\"{t}\""),
+                    None => String::new(),
+                };
+                s.push_str(&format!(
+                    "  \"m:{mn}\" -- \"d:{dn}\" [id=\"{link}\", class=\"link\", label=\"{label}\"{lp}{}{style}];\n",
+                    pos_attr(pass, &link)
+                ));
+                continue;
+            }
             s.push_str(&format!(
-                "  \"m:{mn}\" -- \"d:{dn}\" [id=\"{}\", class=\"link\"{style}];\n",
-                link_id(&m.name, &i.name)
+                "  \"m:{mn}\" -- \"d:{dn}\" [id=\"{link}\", class=\"link\"{style}];\n"
             ));
             // the label: a text node held between its machine and domain by
             // invisible edges, so the layout places it like a node
             s.push_str(&format!(
-                "  \"i:{mn}:{inn}\" [id=\"{}\", class=\"iface\", label=\"{label}\", shape=plaintext, fontsize=9, width=0, height=0, margin=\"0.02,0.01\"{style}];\n  \"m:{mn}\" -- \"i:{mn}:{inn}\" [style=invis, len=0.6];\n  \"i:{mn}:{inn}\" -- \"d:{dn}\" [style=invis, len=0.6];\n",
-                iface_id(&m.name, &i.name)
+                "  \"i:{mn}:{inn}\" [id=\"{iface}\", class=\"iface\", label=\"{label}\", shape=plaintext, fontsize=9, width=0, height=0, margin=\"0.02,0.01\"{style}];\n  \"m:{mn}\" -- \"i:{mn}:{inn}\" [style=invis, len=0.6];\n  \"i:{mn}:{inn}\" -- \"d:{dn}\" [style=invis, len=0.6];\n"
             ));
         }
     }
@@ -160,13 +251,72 @@ pub fn dot(plan: &Plan) -> String {
     s
 }
 
+/// The node positions in an engine's `-Tjson` output, by element id.
+pub fn positions(json: &str) -> crate::Result<Positions> {
+    let bad = |what: &str| crate::LabError::Layout {
+        what: format!("the Graphviz layout engine {ENGINE} wrote unexpected JSON: {what}"),
+        source: None,
+    };
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
+    let mut out = Positions::new();
+    let objects = v["objects"].as_array().ok_or_else(|| bad("no objects"))?;
+    let edges = v["edges"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    for o in objects.iter().chain(edges) {
+        let (Some(id), Some(pos)) = (o["id"].as_str(), o["pos"].as_str()) else {
+            continue;
+        };
+        let pts = pos
+            .split_whitespace()
+            .map(|p| {
+                let (x, y) = p.split_once(',')?;
+                Some((x.parse().ok()?, y.parse().ok()?))
+            })
+            .collect::<Option<Vec<(f64, f64)>>>()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| bad(&format!("pos {pos:?} of {id}")))?;
+        out.insert(id.to_string(), pts);
+    }
+    Ok(out)
+}
+
 /// The lab's topology as an SVG document (from `<svg` on, no XML prolog),
-/// laid out by [`ENGINE`] from [`dot`]'s text, with the element ids and
-/// classes described at the top of this module. Fails (naming the package
-/// `graphviz`) when the engine is missing, fails or takes longer than
-/// [`crate::graphviz::TIMEOUT`].
+/// with the element ids and classes described at the top of this module.
+///
+/// Three runs of [`ENGINE`]: [`placement_dot`] places machines, domains and
+/// interface labels (as text nodes, so that no two overlap); [`routing_dot`]
+/// keeps machines and domains there and routes the lines around them;
+/// [`drawing_dot`] draws it all with each label on its line where its node
+/// was placed. (One run with labels as nodes routes around them too, which
+/// takes Graphviz 2.42 tens of seconds at 50 machines; Graphviz honours a
+/// given label position only on a line whose route is given too.) Fails (naming
+/// the package `graphviz`) when the engine is missing, fails or takes
+/// longer than [`crate::graphviz::TIMEOUT`].
 pub fn svg(plan: &Plan) -> crate::Result<String> {
-    crate::graphviz::render(ENGINE, &dot(plan), crate::graphviz::TIMEOUT)
+    use crate::graphviz::{render, svg_document, TIMEOUT};
+    let placed = render(ENGINE, &["-Tjson"], &placement_dot(plan), TIMEOUT)?;
+    let placed = positions(&placed)?;
+    let routed = render(
+        ENGINE,
+        &["-n2", "-Tjson"],
+        &routing_dot(plan, &placed),
+        TIMEOUT,
+    )?;
+    let mut pos = positions(&routed)?;
+    // routing moves the drawing to the origin: the labels move with it
+    let (dx, dy) = plan
+        .machines
+        .first()
+        .map(|m| machine_id(&m.name))
+        .and_then(|id| Some((placed.get(&id)?.first()?, pos.get(&id)?.first()?)))
+        .map_or((0.0, 0.0), |(a, b)| (b.0 - a.0, b.1 - a.1));
+    for (id, pts) in &placed {
+        if id.starts_with("iface-") {
+            let moved = pts.iter().map(|(x, y)| (x + dx, y + dy)).collect();
+            pos.insert(id.clone(), moved);
+        }
+    }
+    let out = render(ENGINE, &["-n2", "-Tsvg"], &drawing_dot(plan, &pos), TIMEOUT)?;
+    svg_document(ENGINE, &out)
 }
 
 #[cfg(test)]

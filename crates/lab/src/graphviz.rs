@@ -14,14 +14,14 @@ pub const PACKAGE: &str = "graphviz";
 /// take well under a second; see docs/labs.md).
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Lay out `dot` with `engine` (`neato`, `fdp`, `sfdp`, `dot`, found on
-/// `PATH`) and return the SVG the engine writes. A missing engine is an
-/// error that names the package to install; an engine that fails, writes no
-/// SVG or runs longer than `timeout` (then it is killed) is an error with
-/// its stderr.
-pub fn render(engine: &str, dot: &str, timeout: Duration) -> Result<String> {
+/// Run `engine` (`neato`, `fdp`, `sfdp`, `dot`, found on `PATH`) with
+/// `args` (an output format such as `-Tsvg`) on the DOT text `dot` and
+/// return what it writes. A missing engine is an error that names the
+/// package to install; an engine that fails, or runs longer than `timeout`
+/// (then it is killed), is an error with its stderr.
+pub fn render(engine: &str, args: &[&str], dot: &str, timeout: Duration) -> Result<String> {
     let mut child = Command::new(engine)
-        .arg("-Tsvg")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -85,16 +85,20 @@ pub fn render(engine: &str, dot: &str, timeout: Duration) -> Result<String> {
             source: None,
         });
     }
-    let svg = String::from_utf8(out).map_err(|_| LabError::Layout {
-        what: format!("the Graphviz layout engine {engine} wrote SVG that is not UTF-8"),
+    String::from_utf8(out).map_err(|_| LabError::Layout {
+        what: format!("the Graphviz layout engine {engine} wrote text that is not UTF-8"),
         source: None,
-    })?;
-    // the document from its <svg> element on: no XML prolog or DOCTYPE, so
-    // the text can also be put inline into an HTML page
-    match svg.find("<svg") {
-        Some(at) if svg.trim_end().ends_with("</svg>") => Ok(svg[at..].to_string()),
+    })
+}
+
+/// The SVG document in an engine's `-Tsvg` output, from its `<svg` element
+/// on: no XML prolog or DOCTYPE, so the text can also be put inline into an
+/// HTML page.
+pub fn svg_document(engine: &str, out: &str) -> Result<String> {
+    match out.find("<svg") {
+        Some(at) if out.trim_end().ends_with("</svg>") => Ok(out[at..].to_string()),
         _ => Err(LabError::Layout {
-            what: format!("the Graphviz layout engine {engine} wrote no SVG: {err}"),
+            what: format!("the Graphviz layout engine {engine} wrote no SVG"),
             source: None,
         }),
     }
@@ -103,20 +107,11 @@ pub fn render(engine: &str, dot: &str, timeout: Duration) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    /// A stand-in engine: a shell script that ignores its arguments.
-    fn script(dir: &std::path::Path, body: &str) -> String {
-        let p = dir.join("engine");
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).unwrap();
-        p.to_str().unwrap().to_string()
-    }
 
     /// A missing engine names the package to install.
     #[test]
     fn a_missing_engine_names_the_graphviz_package() {
-        let e = render("/nonexistent/neato", "graph{}", TIMEOUT)
+        let e = render("/nonexistent/neato", &["-Tsvg"], "graph{}", TIMEOUT)
             .unwrap_err()
             .to_string();
         assert!(e.contains("install the Debian package graphviz"), "{e}");
@@ -125,24 +120,19 @@ mod tests {
     /// An engine that fails says so with its stderr.
     #[test]
     fn a_failing_engine_reports_its_stderr() {
-        let d = tempfile::tempdir().unwrap();
-        let e = render(
-            &script(d.path(), "echo broken >&2; exit 3"),
-            "graph{}",
-            TIMEOUT,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = render("sh", &["-c", "echo broken >&2; exit 3"], "graph{}", TIMEOUT)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("failed") && e.contains("broken"), "{e}");
     }
 
     /// An engine that hangs is killed at the timeout.
     #[test]
     fn a_hanging_engine_is_stopped_at_the_timeout() {
-        let d = tempfile::tempdir().unwrap();
         let t = std::time::Instant::now();
         let e = render(
-            &script(d.path(), "exec sleep 30"),
+            "sh",
+            &["-c", "exec sleep 30"],
             "graph{}",
             Duration::from_millis(300),
         )
@@ -155,10 +145,12 @@ mod tests {
     /// A real engine turns DOT into an SVG document without prolog.
     #[test]
     fn neato_writes_svg() {
-        let s = render("neato", "graph { a -- b }", TIMEOUT).unwrap();
+        let out = render("neato", &["-Tsvg"], "graph { a -- b }", TIMEOUT).unwrap();
+        let s = svg_document("neato", &out).unwrap();
         assert!(
             s.starts_with("<svg") && s.trim_end().ends_with("</svg>"),
             "{s}"
         );
+        assert!(svg_document("neato", "<?xml?>").is_err());
     }
 }

@@ -577,14 +577,13 @@ fn graph_dot_and_svg() {
     assert_eq!(s.matches("class=\"edge link\"").count(), 4, "{s}");
     assert_eq!(s.matches("class=\"node domain\"").count(), 2, "{s}");
     assert_eq!(s.matches("class=\"node machine\"").count(), 3, "{s}");
-    assert_eq!(s.matches("class=\"node iface\"").count(), 4, "{s}");
     assert_eq!(s.matches("<ellipse").count(), 2, "{s}");
     assert_eq!(s.matches("<path").count(), 4 + 3, "{s}");
     for id in [
         "machine&#45;r1",
         "domain&#45;b",
         "link&#45;r1&#45;eth1",
-        "iface&#45;pc2&#45;eth0",
+        "link&#45;pc2&#45;eth0",
     ] {
         assert!(s.contains(&format!("id=\"{id}\"")), "{id}: {s}");
     }
