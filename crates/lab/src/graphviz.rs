@@ -27,16 +27,18 @@ pub fn render(engine: &str, args: &[&str], dot: &str, timeout: Duration) -> Resu
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
-                    ": not found; install the Debian package {PACKAGE} (apt-get install {PACKAGE})"
-                )
+            if e.kind() == std::io::ErrorKind::NotFound {
+                LabError::Layout {
+                    what: format!(
+                        "cannot run the Graphviz layout engine {engine}: not found; install the Debian package {PACKAGE} (apt-get install {PACKAGE})"
+                    ),
+                    source: None,
+                }
             } else {
-                String::new()
-            };
-            LabError::Layout {
-                what: format!("cannot run the Graphviz layout engine {engine}{hint}"),
-                source: Some(e),
+                LabError::Layout {
+                    what: format!("cannot run the Graphviz layout engine {engine}"),
+                    source: Some(e),
+                }
             }
         })?;
     let pid = child.id();
