@@ -102,8 +102,9 @@ enum Pass<'a> {
     /// The whole picture in one engine run (`lab graph`'s DOT): interface
     /// labels as text nodes, lines routed orthogonally around all nodes.
     Whole,
-    /// Placement only: as [`Pass::Whole`] without routing lines.
-    Place,
+    /// Placement only, by this engine: as [`Pass::Whole`] without routing
+    /// lines.
+    Place(&'a str),
     /// Routing only (`neato -n2`): machines and domains at their placed
     /// positions, lines routed orthogonally around them, no labels.
     Route(&'a Positions),
@@ -125,7 +126,7 @@ pub fn dot(plan: &Plan) -> String {
 /// The DOT of [`svg`]'s first pass: nodes and interface labels placed
 /// without overlaps (`overlap=prism`, `sep`), lines not routed.
 pub fn placement_dot(plan: &Plan) -> String {
-    write_dot(plan, &Pass::Place)
+    write_dot(plan, &Pass::Place(ENGINE))
 }
 
 /// The DOT of [`svg`]'s second pass (`neato -n2`): machines and domains at
@@ -165,11 +166,17 @@ fn pos_attr(pass: &Pass, id: &str) -> String {
 fn write_dot(plan: &Plan, pass: &Pass) -> String {
     let graph = match pass {
         Pass::Whole => "overlap=prism, overlap_scaling=-4, sep=\"+12\", esep=\"+5\", splines=ortho",
-        Pass::Place => "overlap=prism, overlap_scaling=-4, sep=\"+12\", esep=\"+5\", splines=false",
+        Pass::Place(_) => {
+            "overlap=prism, overlap_scaling=-4, sep=\"+12\", esep=\"+5\", splines=false"
+        }
         Pass::Route(_) | Pass::Draw(_) => "splines=ortho",
     };
+    let engine = match pass {
+        Pass::Place(e) => e,
+        _ => ENGINE,
+    };
     let mut s = format!(
-        "graph \"{}\" {{\n  graph [layout={ENGINE}, {graph}, outputorder=edgesfirst, pad=0.2, fontname=\"{FONT}\"];\n  node [fontname=\"{FONT}\", fontsize=12];\n  edge [color=\"#555555\", fontname=\"{FONT}\", fontsize=9];\n",
+        "graph \"{}\" {{\n  graph [layout={engine}, {graph}, outputorder=edgesfirst, pad=0.2, fontname=\"{FONT}\"];\n  node [fontname=\"{FONT}\", fontsize=12];\n  edge [color=\"#555555\", fontname=\"{FONT}\", fontsize=9];\n",
         dot_str(&plan.name)
     );
     for m in &plan.machines {
@@ -292,8 +299,16 @@ pub fn positions(json: &str) -> crate::Result<Positions> {
 /// the package `graphviz`) when the engine is missing, fails or takes
 /// longer than [`crate::graphviz::TIMEOUT`].
 pub fn svg(plan: &Plan) -> crate::Result<String> {
+    svg_placed_by(plan, ENGINE)
+}
+
+/// [`svg`] with the placement pass run by `engine` (`neato`, `fdp`,
+/// `sfdp`, `dot`: the engines compared in docs/labs.md); routing and
+/// drawing are `neato -n2` passes.
+pub fn svg_placed_by(plan: &Plan, engine: &str) -> crate::Result<String> {
     use crate::graphviz::{render, svg_document, TIMEOUT};
-    let placed = render(ENGINE, &["-Tjson"], &placement_dot(plan), TIMEOUT)?;
+    let place = write_dot(plan, &Pass::Place(engine));
+    let placed = render(engine, &["-Tjson"], &place, TIMEOUT)?;
     let placed = positions(&placed)?;
     let routed = render(
         ENGINE,

@@ -206,6 +206,8 @@ struct Picture {
     links: HashMap<String, Vec<(f64, f64)>>,
     /// every id in the document
     ids: Vec<String>,
+    /// width and height of the picture (points)
+    size: (f64, f64),
 }
 
 fn num(n: roxmltree::Node, a: &str) -> f64 {
@@ -273,6 +275,8 @@ fn text_box(t: roxmltree::Node) -> BBox {
 fn parse(svg: &str) -> Picture {
     let doc = roxmltree::Document::parse(svg).expect("the SVG is well-formed XML");
     let mut p = Picture::default();
+    let vb = numbers(doc.root_element().attribute("viewBox").unwrap_or("0 0 0 0"));
+    p.size = (vb[2], vb[3]);
     for g in doc.descendants().filter(|n| n.has_tag_name("g")) {
         let Some(id) = g.attribute("id") else {
             continue;
@@ -471,7 +475,7 @@ fn graph_50_machines_no_overlaps() {
 fn graph_svg_names_cannot_inject_markup() {
     let mut plan = plan_of("inj", &ring(3));
     let evil_m = "<script>alert(1)</script>";
-    let evil_d = "d\"/><script>x</script>&amp;&#0;'\u{1b}";
+    let evil_d = "d\"/><script>x</script>&amp;&#0;'\u{1b}\\n\\N é";
     plan.machines[0].name = evil_m.to_string();
     plan.switches[0].domain = evil_d.to_string();
     for m in &mut plan.machines {
@@ -514,9 +518,99 @@ fn graph_svg_names_cannot_inject_markup() {
     let d = by_id(&lab::graph::domain_id(evil_d));
     // the control character is shown as visible text, the rest as written
     assert!(
-        text(d).starts_with("d\"/><script>x</script>&amp;&#0;'\\x1b"),
+        text(d).starts_with("d\"/><script>x</script>&amp;&#0;'\\x1b\\n\\N é\n(switch)"),
         "{}",
         text(d)
     );
     check(&plan, &svg);
+}
+
+/// Which engine places best: every fixture placed by neato, fdp, sfdp and
+/// dot, checked the same way; prints time and result per engine (the
+/// numbers in docs/labs.md). Run with
+/// `cargo test -p lab --test graph_layout -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn graph_engines_compared() {
+    let labs = [
+        (
+            "bgp-ospf-rip",
+            include_str!("graph/bgp-ospf-rip.toml").to_string(),
+        ),
+        ("ring20", ring(20)),
+        ("mesh20", mesh(20)),
+        ("star20", star(20)),
+        ("ring50", ring(50)),
+        ("mesh50", mesh(50)),
+        ("star50", star(50)),
+    ];
+    std::panic::set_hook(Box::new(|_| {}));
+    for engine in ["neato", "fdp", "sfdp", "dot"] {
+        for (name, toml) in &labs {
+            let plan = plan_of(name, toml);
+            let t = Instant::now();
+            let svg = lab::graph::svg_placed_by(&plan, engine);
+            let took = t.elapsed().as_secs_f64() * 1000.0;
+            if let (Some(dir), Ok(svg)) = (std::env::var_os("UMLKIT_GRAPH_OUT"), &svg) {
+                std::fs::write(Path::new(&dir).join(format!("{engine}-{name}.svg")), svg).unwrap();
+            }
+            let verdict = match svg {
+                Err(e) => format!("error: {e}"),
+                Ok(svg) => match std::panic::catch_unwind(|| check(&plan, &svg)) {
+                    Ok(p) => format!(
+                        "ok, {} line/label crossings, label to its line {:.0} pt (median), {:.0}x{:.0} pt",
+                        crossings(&p),
+                        label_distance(&p),
+                        p.size.0,
+                        p.size.1
+                    ),
+                    Err(e) => format!(
+                        "FAILS: {}",
+                        e.downcast_ref::<String>().cloned().unwrap_or_default()
+                    ),
+                },
+            };
+            eprintln!("{engine:5} {name:12} {took:6.0} ms  {verdict}");
+        }
+    }
+    let _ = std::panic::take_hook();
+}
+
+/// How many (line, label) pairs cross: a line through an interface label
+/// other than its own (not a rule; reported by the measurement).
+fn crossings(p: &Picture) -> usize {
+    let mut n = 0;
+    for (id, pts) in &p.links {
+        for (l, b) in &p.labels {
+            if l != id
+                && pts
+                    .iter()
+                    .any(|(x, y)| *x > b.x0 && *x < b.x1 && *y > b.y0 && *y < b.y1)
+            {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// The median distance from an interface label's box to its own line
+/// (0 when the line touches it): how clearly a label belongs to its line.
+fn label_distance(p: &Picture) -> f64 {
+    let mut d: Vec<f64> = p
+        .labels
+        .iter()
+        .map(|(id, b)| {
+            p.links[id]
+                .iter()
+                .map(|(x, y)| {
+                    let dx = (b.x0 - x).max(x - b.x1).max(0.0);
+                    let dy = (b.y0 - y).max(y - b.y1).max(0.0);
+                    dx.hypot(dy)
+                })
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect();
+    d.sort_by(f64::total_cmp);
+    d.get(d.len() / 2).copied().unwrap_or(0.0)
 }
