@@ -105,9 +105,14 @@ enum Pass<'a> {
     /// Placement only, by this engine: as [`Pass::Whole`] without routing
     /// lines.
     Place(&'a str),
-    /// Routing only (`neato -n2`): machines and domains at their placed
-    /// positions, lines routed orthogonally around them, no labels.
-    Route(&'a Positions),
+    /// Routing only (`neato -n2`): machines and domains (and, with
+    /// `labels`, the interface label nodes) at their placed positions, lines
+    /// routed around them with `splines`.
+    Route {
+        pos: &'a Positions,
+        labels: bool,
+        splines: &'a str,
+    },
     /// Drawing only (`neato -n2`): nodes and lines where placed and routed,
     /// each interface label on its line at its label node's placed position.
     Draw(&'a Positions),
@@ -129,10 +134,18 @@ pub fn placement_dot(plan: &Plan) -> String {
     write_dot(plan, &Pass::Place(ENGINE))
 }
 
-/// The DOT of [`svg`]'s second pass (`neato -n2`): machines and domains at
-/// their placed `pos`, lines routed orthogonally around them, no labels.
-pub fn routing_dot(plan: &Plan, placed: &Positions) -> String {
-    write_dot(plan, &Pass::Route(placed))
+/// The DOT of [`svg`]'s second pass (`neato -n2`): machines and domains
+/// (with `labels`, the interface label nodes too) at their placed `pos`,
+/// lines routed orthogonally around them.
+pub fn routing_dot(plan: &Plan, placed: &Positions, labels: bool) -> String {
+    write_dot(
+        plan,
+        &Pass::Route {
+            pos: placed,
+            labels,
+            splines: "ortho",
+        },
+    )
 }
 
 /// The DOT of [`svg`]'s last pass (`neato -n2`): every node and line at its
@@ -155,7 +168,7 @@ fn pos_text(pos: &Positions, id: &str) -> Option<String> {
 /// `, pos="..."` of the element `id` in the passes after placement.
 fn pos_attr(pass: &Pass, id: &str) -> String {
     match pass {
-        Pass::Route(p) | Pass::Draw(p) => match pos_text(p, id) {
+        Pass::Route { pos: p, .. } | Pass::Draw(p) => match pos_text(p, id) {
             Some(t) => format!(", pos=\"{t}\""),
             None => String::new(),
         },
@@ -169,7 +182,8 @@ fn write_dot(plan: &Plan, pass: &Pass) -> String {
         Pass::Place(_) => {
             "overlap=prism, overlap_scaling=-4, sep=\"+12\", esep=\"+5\", splines=false"
         }
-        Pass::Route(_) | Pass::Draw(_) => "splines=ortho",
+        Pass::Route { splines, .. } => &format!("splines={splines}"),
+        Pass::Draw(_) => "splines=ortho",
     };
     let engine = match pass {
         Pass::Place(e) => e,
@@ -226,10 +240,17 @@ fn write_dot(plan: &Plan, pass: &Pass) -> String {
             }
             let (mn, dn, inn) = (dot_str(&m.name), dot_str(&i.domain), dot_str(&i.name));
             let (link, iface) = (link_id(&m.name, &i.name), iface_id(&m.name, &i.name));
-            if let Pass::Route(_) = pass {
+            if let Pass::Route { labels, .. } = pass {
                 s.push_str(&format!(
                     "  \"m:{mn}\" -- \"d:{dn}\" [id=\"{link}\", class=\"link\"];\n"
                 ));
+                if *labels {
+                    // an obstacle where the label will be
+                    s.push_str(&format!(
+                        "  \"i:{mn}:{inn}\" [id=\"{iface}\", class=\"iface\", label=\"{label}\", shape=plaintext, fontsize=9, width=0, height=0, margin=\"0.02,0.01\"{}];\n",
+                        pos_attr(pass, &iface)
+                    ));
+                }
                 continue;
             }
             if let Pass::Draw(p) = pass {
@@ -256,6 +277,55 @@ fn write_dot(plan: &Plan, pass: &Pass) -> String {
     }
     s.push_str("}\n");
     s
+}
+
+/// Labels are obstacles for routing when no machine or domain has more
+/// lines than this: Graphviz 2.42's orthogonal router takes seconds around
+/// many labels at one node (a 49-port LAN: 5 s, without labels 1 s).
+pub const LABEL_OBSTACLES_MAX_DEGREE: usize = 24;
+
+/// How long routing around labels may take before it is given up for
+/// routing around machines and domains only.
+pub const LABEL_ROUTING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The second pass: lines routed orthogonally around machines, domains and,
+/// when the picture has no busy node ([`LABEL_OBSTACLES_MAX_DEGREE`]), the
+/// labels (so that no line crosses a label). Falls back to routing without
+/// labels when that fails or takes longer than [`LABEL_ROUTING_TIMEOUT`]
+/// (Graphviz 2.42's orthogonal router can fail an assertion), and to
+/// spline routing (`splines=true`) when orthogonal routing fails.
+fn route(plan: &Plan, placed: &Positions) -> crate::Result<Positions> {
+    use crate::graphviz::{render, TIMEOUT};
+    let mut degree: std::collections::HashMap<&str, usize> = Default::default();
+    let mut busiest = 0;
+    for m in &plan.machines {
+        busiest = busiest.max(m.interfaces.len());
+        for i in &m.interfaces {
+            let d = degree.entry(i.domain.as_str()).or_default();
+            *d += 1;
+            busiest = busiest.max(*d);
+        }
+    }
+    let run = |labels: bool, splines: &str, timeout| {
+        let dot = write_dot(
+            plan,
+            &Pass::Route {
+                pos: placed,
+                labels,
+                splines,
+            },
+        );
+        positions(&render(ENGINE, &["-n2", "-Tjson"], &dot, timeout)?)
+    };
+    let with_labels = if busiest <= LABEL_OBSTACLES_MAX_DEGREE {
+        run(true, "ortho", LABEL_ROUTING_TIMEOUT).ok()
+    } else {
+        None
+    };
+    match with_labels {
+        Some(p) => Ok(p),
+        None => run(false, "ortho", TIMEOUT).or_else(|_| run(false, "true", TIMEOUT)),
+    }
 }
 
 /// The node positions in an engine's `-Tjson` output, by element id.
@@ -310,13 +380,7 @@ pub fn svg_placed_by(plan: &Plan, engine: &str) -> crate::Result<String> {
     let place = write_dot(plan, &Pass::Place(engine));
     let placed = render(engine, &["-Tjson"], &place, TIMEOUT)?;
     let placed = positions(&placed)?;
-    let routed = render(
-        ENGINE,
-        &["-n2", "-Tjson"],
-        &routing_dot(plan, &placed),
-        TIMEOUT,
-    )?;
-    let mut pos = positions(&routed)?;
+    let mut pos = route(plan, &placed)?;
     // routing moves the drawing to the origin: the labels move with it
     let (dx, dy) = plan
         .machines

@@ -419,7 +419,7 @@ fn laid_out(name: &str, toml: &str) -> Duration {
         std::fs::write(dir.join(format!("{name}.1.dot")), &place).unwrap();
         let t = lab::graphviz::TIMEOUT;
         let json = lab::graphviz::render("neato", &["-Tjson"], &place, t).unwrap();
-        let route = lab::graph::routing_dot(&plan, &lab::graph::positions(&json).unwrap());
+        let route = lab::graph::routing_dot(&plan, &lab::graph::positions(&json).unwrap(), true);
         std::fs::write(dir.join(format!("{name}.2.dot")), route).unwrap();
     }
     let t = Instant::now();
