@@ -20,7 +20,10 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// package to install; an engine that fails, or runs longer than `timeout`
 /// (then it is killed), is an error with its stderr.
 pub fn render(engine: &str, args: &[&str], dot: &str, timeout: Duration) -> Result<String> {
-    let mut child = Command::new(engine)
+    let mut cmd = Command::new(engine);
+    // Graphviz 2.42's orthogonal router can fail an assertion: no core file
+    umlkit_sys::process::no_core_dump_on_spawn(&mut cmd);
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -142,6 +145,16 @@ mod tests {
         .to_string();
         assert!(e.contains("took longer than"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    /// An engine runs with no core dumps (a failed assertion in Graphviz
+    /// leaves no `core` file behind).
+    #[test]
+    fn engines_run_without_core_dumps() {
+        // soft and hard limits (the hard one is what a soft 0 alone would
+        // leave to raise)
+        let out = render("sh", &["-c", "ulimit -S -c; ulimit -H -c"], "", TIMEOUT).unwrap();
+        assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["0", "0"]);
     }
 
     /// A real engine turns DOT into an SVG document without prolog.
