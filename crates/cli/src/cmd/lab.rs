@@ -197,7 +197,7 @@ pub enum LabCmd {
     Graph {
         #[arg(default_value = ".")]
         dir: PathBuf,
-        /// Write an SVG picture here
+        /// Write an SVG picture here (laid out by Graphviz neato: Debian package graphviz)
         #[arg(long)]
         svg: Option<PathBuf>,
         /// Write DOT here instead of stdout
