@@ -96,7 +96,55 @@ fn lab_graph_dot_and_svg_files() {
     let d = std::fs::read_to_string(dot).unwrap();
     assert!(d.contains("\"m:r1\" -- \"d:lan2\""), "{d}");
     let s = std::fs::read_to_string(svg).unwrap();
-    assert!(s.starts_with("<svg") && s.contains(">pc1<"));
+    assert!(s.starts_with("<svg") && s.contains(">pc1<"), "{s}");
+    assert!(
+        s.contains("id=\"machine&#45;pc1\" class=\"node machine\""),
+        "{s}"
+    );
+    assert!(
+        s.contains("id=\"link&#45;r1&#45;eth1\" class=\"edge link\""),
+        "{s}"
+    );
+}
+
+/// Issue 14: `lab graph --svg` needs Graphviz; without it the error names
+/// the package, the exit code is not 0 and no file is written (not even
+/// the `--dot` one asked for with it).
+#[test]
+fn lab_graph_svg_without_graphviz_names_the_package() {
+    let t = testkit::short_tempdir("labgn");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/labs/demo");
+    let empty = t.path().join("bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (svg, dot) = (t.path().join("g.svg"), t.path().join("g.dot"));
+    let o = Command::new(testkit::umlkit_bin())
+        .args(["lab", "graph", "--state-root"])
+        .arg(t.path().join("st"))
+        .arg(&demo)
+        .arg("--svg")
+        .arg(&svg)
+        .arg("--dot")
+        .arg(&dot)
+        .env("PATH", &empty)
+        .output()
+        .expect("run umlkit");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("neato") && err.contains("install the Debian package graphviz"),
+        "{err}"
+    );
+    assert!(!svg.exists() && !dot.exists());
+    // DOT alone needs no Graphviz
+    let o = Command::new(testkit::umlkit_bin())
+        .args(["lab", "graph", "--state-root"])
+        .arg(t.path().join("st"))
+        .arg(&demo)
+        .env("PATH", &empty)
+        .output()
+        .expect("run umlkit");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("graph \"demo\""));
 }
 
 #[test]

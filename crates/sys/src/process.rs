@@ -297,6 +297,27 @@ pub fn signal_on_parent_death(cmd: &mut std::process::Command, sig: Signal) {
     }
 }
 
+/// Start the child of `cmd` with a core file size limit of 0, so that a
+/// crashing helper program (an assertion failing in it) leaves no `core`
+/// file in the caller's working directory.
+pub fn no_core_dump_on_spawn(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls async-signal-safe setrlimit on a local struct.
+    unsafe {
+        cmd.pre_exec(|| {
+            let zero = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::setrlimit(libc::RLIMIT_CORE, &zero) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Start the child of `cmd` with no signal blocked, whatever the mask of
 /// the spawning thread (a thread reading signals through a signalfd blocks
 /// them; an exec'd program must not inherit that).
