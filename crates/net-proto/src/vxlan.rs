@@ -58,6 +58,12 @@ pub struct VxlanSpec {
     pub local: Option<IpAddr>,
     /// UDP port, ours and the peers' (default 4789).
     pub port: u16,
+    /// Answer a learned VTEP at the UDP source port its datagrams came
+    /// from (`reply=source`: vdeplug4's vxvde sends from, and listens for
+    /// unicast on, an ephemeral port), instead of at `port` (`reply=port`,
+    /// the default: RFC 7348 and Linux, which hash flows over source ports
+    /// but listen on the VXLAN port only).
+    pub reply_to_source: bool,
 }
 
 impl VxlanSpec {
@@ -65,6 +71,7 @@ impl VxlanSpec {
         let mut vni = None;
         let mut remotes: Vec<IpAddr> = Vec::new();
         let (mut group, mut local, mut port) = (None, None, PORT);
+        let mut reply_to_source = false;
         for kv in s.split(',').filter(|p| !p.is_empty()) {
             let (k, v) = kv
                 .split_once('=')
@@ -92,6 +99,13 @@ impl VxlanSpec {
                     group = Some(g);
                 }
                 "local" => local = Some(ip(v)?),
+                "reply" => {
+                    reply_to_source = match v {
+                        "source" => true,
+                        "port" => false,
+                        _ => return Err(format!("reply: '{v}' is not 'port' or 'source'")),
+                    }
+                }
                 "port" | "dstport" => {
                     port = v
                         .parse()
@@ -101,7 +115,7 @@ impl VxlanSpec {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown key '{k}' (vni, remote, group, local, port)"
+                        "unknown key '{k}' (vni, remote, group, local, port, reply)"
                     ))
                 }
             }
@@ -124,6 +138,7 @@ impl VxlanSpec {
             group,
             local,
             port,
+            reply_to_source,
         })
     }
 
@@ -226,6 +241,9 @@ mod tests {
         assert_eq!(s.remotes[0], "10.0.0.2:4789".parse().unwrap());
         let g = VxlanSpec::parse("vni=1,group=239.1.1.1,port=8472").unwrap();
         assert_eq!(g.flood_targets(), vec!["239.1.1.1:8472".parse().unwrap()]);
+        assert!(!g.reply_to_source);
+        let x = VxlanSpec::parse("vni=1,group=239.0.0.1,port=14789,reply=source").unwrap();
+        assert!(x.reply_to_source);
         for bad in [
             "remote=10.0.0.2",
             "vni=16777216,remote=1.2.3.4",
@@ -235,6 +253,7 @@ mod tests {
             "vni=1,remote=nothost",
             "vni=1,remote=1.2.3.4,port=0",
             "vni=1,remote=1.2.3.4,color=blue",
+            "vni=1,remote=1.2.3.4,reply=sometimes",
         ] {
             assert!(VxlanSpec::parse(bad).is_err(), "{bad}");
         }

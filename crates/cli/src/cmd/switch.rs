@@ -76,7 +76,8 @@ pub struct SwitchArgs {
     vector: bool,
     /// Join a VXLAN segment (RFC 7348) as one port: frames to MACs learned
     /// behind a peer go to it, the rest to every remote and the group.
-    /// `vni=N,remote=IP[,remote=IP...][,group=MCAST][,local=IP][,port=4789]`
+    /// `vni=N,remote=IP[,remote=IP...][,group=MCAST][,local=IP][,port=4789][,reply=port|source]`;
+    /// `reply=source` answers peers at their UDP source port (vdeplug4 vxvde)
     #[arg(long = "vxlan", value_name = "SPEC", value_parser = parse_vxlan)]
     vxlan: Vec<net_proto::vxlan::VxlanSpec>,
 }
