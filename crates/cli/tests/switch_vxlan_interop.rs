@@ -327,3 +327,35 @@ fn vxvde_exchanges_frames_with_umlkit_vxlan_port_answering_at_the_source_port() 
     assert_eq!(f[..12], [theirs, ours].concat()[..]);
     drop(v.guard);
 }
+
+/// The VXLAN socket gets the port sockets' 4 MiB buffers: with the
+/// kernel's ~200 KiB default, half of a 64-byte blast between two
+/// namespaces was dropped at the receiving switch (UDP RcvbufErrors; 0-7 %
+/// with 4 MiB, `umlkit bench net`).
+#[test]
+fn vxlan_socket_buffers_hold_bursts_half_of_a_blast_was_dropped() {
+    if !is_root() {
+        eprintln!("skipped: needs root for ip netns");
+        return;
+    }
+    testkit::require("ss", "iproute2");
+    let ns = Netns::new(format!("umlkit-vxbuf-{}", std::process::id() % 100_000));
+    let tmp = testkit::short_tempdir("vxbuf");
+    let _sw = switch_in(
+        &ns,
+        &tmp.path().join("sw"),
+        "vni=4303,remote=127.0.0.1,port=4791",
+    );
+    let mut ss = ns.exec("ss");
+    ss.args(["-uamnH", "sport = :4791"]);
+    let o = ss.output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    let field = |k: &str| -> u64 {
+        text.split([',', '('])
+            .find_map(|f| f.strip_prefix(k)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {text}"))
+    };
+    // the kernel reports twice what was asked for
+    assert!(field("rb") >= 4 << 20, "{text}");
+    assert!(field("tb") >= 4 << 20, "{text}");
+}

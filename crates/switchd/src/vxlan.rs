@@ -61,16 +61,20 @@ pub fn bind(spec: &VxlanSpec) -> Result<UdpSocket, Error> {
             source,
         })?;
         if let (IpAddr::V4(_), Some(IpAddr::V4(l))) = (g, spec.local) {
-            use std::os::fd::AsFd;
-            umlkit_sys::net::set_multicast_if_v4(sock.as_fd(), l).map_err(|source| {
-                Error::Vxlan {
+            umlkit_sys::net::set_multicast_if_v4(std::os::fd::AsFd::as_fd(&sock), l).map_err(
+                |source| Error::Vxlan {
                     what: format!("cannot send multicast through {l}"),
                     source,
-                }
-            })?;
+                },
+            )?;
         }
         let _ = sock.set_multicast_loop_v4(false);
     }
+    // as the port sockets: bursts wait in the buffer instead of being
+    // dropped (UDP has no flow control; 64 KiB-ish defaults lost half of a
+    // 64-byte blast in `umlkit bench net`)
+    let buf = crate::Options::default().sock_buf;
+    umlkit_sys::net::set_buffer_sizes(std::os::fd::AsFd::as_fd(&sock), buf, buf);
     Ok(sock)
 }
 
