@@ -8,6 +8,8 @@
 //! Throughput is `tcpblast` (shared/bench, built static with gcc into a
 //! temporary folder shared into the guests by hostfs), rounds interleaved
 //! over the paths; RTT is from the per-packet times of the guest's ping.
+//! CPU per frame is reported for the switch, the vde_plug helpers and the
+//! guests' own host processes, with how many CPUs the guests kept busy.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -66,6 +68,11 @@ pub struct PathResult {
     pub switch_us_per_frame: f64,
     /// The vde_plug helpers' CPU per delivered frame (vde transports), µs.
     pub helpers_us_per_frame: Option<f64>,
+    /// The two guests' host processes' CPU per delivered frame, µs.
+    pub guests_us_per_frame: f64,
+    /// CPUs the two guests' host processes kept busy during the TCP runs
+    /// (CPU seconds / wall seconds; the machine has what nproc says).
+    pub guests_cpus: f64,
 }
 
 /// VXLAN frames per second between two namespaces.
@@ -136,22 +143,34 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-/// The parent pid and command name of a process.
-fn ppid_comm(pid: u32) -> Option<(u32, String)> {
+/// The parent pid, process group and command name of a process.
+fn stat_of(pid: u32) -> Option<(u32, u32, String)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let (head, after) = stat.rsplit_once(')')?;
     let comm = head.split_once('(')?.1.to_string();
-    let ppid = after.split_whitespace().nth(1)?.parse().ok()?;
-    Some((ppid, comm))
+    let mut f = after.split_whitespace().skip(1);
+    let ppid = f.next()?.parse().ok()?;
+    let pgrp = f.next()?.parse().ok()?;
+    Some((ppid, pgrp, comm))
 }
 
-/// CPU seconds of the `vde_plug` helpers whose parent is one of `kernels`.
-fn helpers_cpu(kernels: &[u32]) -> f64 {
-    umlkit_sys::process::all_pids()
-        .into_iter()
-        .filter(|p| ppid_comm(*p).is_some_and(|(pp, c)| c == "vde_plug" && kernels.contains(&pp)))
-        .map(cpu_secs)
-        .sum()
+/// CPU seconds of the `vde_plug` helpers whose parent is one of
+/// `kernels`, and of the guests' own host processes (every process in a
+/// kernel's process group but the helpers: UML's clone()d helpers and
+/// userspace processes each count once, by their own /proc/PID/stat).
+fn guest_side_cpu(kernels: &[u32]) -> (f64, f64) {
+    let (mut helpers, mut guests) = (0.0, 0.0);
+    for p in umlkit_sys::process::all_pids() {
+        let Some((ppid, pgrp, comm)) = stat_of(p) else {
+            continue;
+        };
+        if comm == "vde_plug" && kernels.contains(&ppid) {
+            helpers += cpu_secs(p);
+        } else if kernels.contains(&pgrp) {
+            guests += cpu_secs(p);
+        }
+    }
+    (helpers, guests)
 }
 
 fn wait_for(p: &Path, what: &str) -> Result<()> {
@@ -411,7 +430,7 @@ pub fn write_table(r: &NetReport, out: &mut dyn Write) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "{:<18} | {:>9} | {:>17} | {:>8} | {:>8} | {:>9} | {:>9} | {:>13} | {:>14}",
+        "{:<18} | {:>9} | {:>17} | {:>8} | {:>8} | {:>9} | {:>9} | {:>13} | {:>14} | {:>13} | {:>11}",
         "path",
         "Mbit/s",
         "min-max",
@@ -420,12 +439,14 @@ pub fn write_table(r: &NetReport, out: &mut dyn Write) -> std::io::Result<()> {
         "RTT p50",
         "RTT p99",
         "switch us/fr",
-        "vde_plug us/fr"
+        "vde_plug us/fr",
+        "guests us/fr",
+        "guests CPUs"
     )?;
     for p in &r.paths {
         writeln!(
             out,
-            "{:<18} | {:>9.1} | {:>8.1}-{:<8.1} | {:>7.2}x | {:>7.2}x | {:>6.3} ms | {:>6.3} ms | {:>13.2} | {:>14}",
+            "{:<18} | {:>9.1} | {:>8.1}-{:<8.1} | {:>7.2}x | {:>7.2}x | {:>6.3} ms | {:>6.3} ms | {:>13.2} | {:>14} | {:>13.2} | {:>11.2}",
             p.path,
             p.mbps_median,
             p.mbps_min,
@@ -437,7 +458,9 @@ pub fn write_table(r: &NetReport, out: &mut dyn Write) -> std::io::Result<()> {
             p.switch_us_per_frame,
             p.helpers_us_per_frame
                 .map(|h| format!("{h:.2}"))
-                .unwrap_or_else(|| "-".into())
+                .unwrap_or_else(|| "-".into()),
+            p.guests_us_per_frame,
+            p.guests_cpus
         )?;
     }
     if let Some(why) = &r.vxlan_skipped {
@@ -464,6 +487,8 @@ struct Acc {
     mbps: Vec<f64>,
     switch_cpu: f64,
     helper_cpu: f64,
+    guest_cpu: f64,
+    secs: f64,
     frames: u64,
 }
 
@@ -571,6 +596,8 @@ fn run_in(b: &NetBench, tmp: &Path, progress: &mut dyn FnMut(&str)) -> Result<Ne
             mbps: Vec::new(),
             switch_cpu: 0.0,
             helper_cpu: 0.0,
+            guest_cpu: 0.0,
+            secs: 0.0,
             frames: 0,
         })
         .collect();
@@ -581,14 +608,17 @@ fn run_in(b: &NetBench, tmp: &Path, progress: &mut dyn FnMut(&str)) -> Result<Ne
         }
         for i in order {
             let sw = switches[i].0.id();
-            let (r0, c0, h0) = (rx(i)?, cpu_secs(sw), helpers_cpu(&kernels[i]));
+            let r0 = rx(i)?;
+            let (c0, (h0, g0)) = (cpu_secs(sw), guest_side_cpu(&kernels[i]));
+            let t0 = Instant::now();
             let o = exec(
                 &store,
                 &format!("nb{i}b"),
                 &format!("/hostlab/tcpblast client 10.99.{i}.1 5001 {}", b.mb),
                 600,
             )?;
-            let (c1, h1) = (cpu_secs(sw), helpers_cpu(&kernels[i]));
+            let (c1, (h1, g1)) = (cpu_secs(sw), guest_side_cpu(&kernels[i]));
+            let secs = t0.elapsed().as_secs_f64();
             let r1 = rx(i)?;
             let m = tcpblast_mbps(&o)
                 .ok_or_else(|| bail(format!("{}: tcpblast said: {o}", PATHS[i].0)))?;
@@ -601,6 +631,8 @@ fn run_in(b: &NetBench, tmp: &Path, progress: &mut dyn FnMut(&str)) -> Result<Ne
             a.mbps.push(m);
             a.switch_cpu += c1 - c0;
             a.helper_cpu += h1 - h0;
+            a.guest_cpu += g1 - g0;
+            a.secs += secs;
             a.frames += r1.saturating_sub(r0);
         }
     }
@@ -654,6 +686,8 @@ fn run_in(b: &NetBench, tmp: &Path, progress: &mut dyn FnMut(&str)) -> Result<Ne
                 frames: a.frames,
                 switch_us_per_frame: per(a.switch_cpu),
                 helpers_us_per_frame: (*suffix == ",vde").then(|| per(a.helper_cpu)),
+                guests_us_per_frame: per(a.guest_cpu),
+                guests_cpus: a.guest_cpu / a.secs.max(1e-9),
             }
         })
         .collect();
