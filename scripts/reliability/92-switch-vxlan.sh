@@ -27,6 +27,17 @@ else
   fail "bench net names a missing tcpblast: rc=$rc $out"
 fi
 
+# bench net: zero counts are refused up front (ping -c 0 never ends)
+for a in "--pings 0" "--runs 0" "--mb 0"; do
+  out=$("$UMLKIT" bench net $a --no-vxlan 2>&1)
+  rc=$?
+  if [ "$rc" -ne 0 ] && grep -qe "${a% 0} must be at least 1" <<<"$out"; then
+    ok "bench net $a refused"
+  else
+    fail "bench net $a refused: rc=$rc $out"
+  fi
+done
+
 PY=/usr/bin/python3
 if [ "$(id -u)" -ne 0 ] || [ ! -x "$PY" ]; then
   skip "vxlan hostile datagrams: needs root (ip netns) and python3"

@@ -350,6 +350,17 @@ pub fn bench(b: Bench) -> anyhow::Result<ExitCode> {
 }
 
 fn bench_net(a: NetArgs) -> anyhow::Result<ExitCode> {
+    for (name, v) in [
+        ("--runs", a.runs as u64),
+        ("--mb", a.mb),
+        ("--pings", u64::from(a.pings)),
+        ("--mem", u64::from(a.mem)),
+        ("--vxlan-frames", a.vxlan_frames),
+    ] {
+        if v == 0 {
+            anyhow::bail!("{name} must be at least 1");
+        }
+    }
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
     }
