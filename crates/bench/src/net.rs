@@ -897,6 +897,94 @@ mod tests {
         assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
     }
 
+    /// The keys docs/json.md lists; no replies make a null RTT.
+    #[test]
+    fn json_report_has_the_documented_keys() {
+        let p = PathResult {
+            path: "vector/umlkit".into(),
+            mbps: vec![1.0],
+            mbps_median: 1.0,
+            mbps_min: 1.0,
+            mbps_max: 1.0,
+            x_vde_switch: 1.0,
+            x_uml_switch: 1.0,
+            rtt_p50_ms: quantile(&[], 0.5),
+            rtt_p99_ms: 0.5,
+            pings_received: 0,
+            frames: 10,
+            switch_us_per_frame: 1.0,
+            helpers_us_per_frame: None,
+            guests_us_per_frame: 1.0,
+            guests_cpus: 0.5,
+        };
+        let r = NetReport {
+            runs: 1,
+            mb: 1,
+            pings: 1,
+            loadavg_before: "1 1 1".into(),
+            loadavg_after: "1 1 1".into(),
+            paths: vec![p],
+            vxlan: vec![VxlanLine {
+                path: "x".into(),
+                rx_kpps: vec![1.0],
+                rx_kpps_median: 1.0,
+                loss_pct_median: 0.0,
+            }],
+            vxlan_skipped: None,
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let want = |s: &[&str]| -> Vec<String> {
+            let mut k: Vec<String> = s.iter().map(|x| x.to_string()).collect();
+            k.sort();
+            k
+        };
+        assert_eq!(
+            keys(&v),
+            want(&[
+                "runs",
+                "mb",
+                "pings",
+                "loadavg_before",
+                "loadavg_after",
+                "paths",
+                "vxlan",
+                "vxlan_skipped"
+            ])
+        );
+        assert_eq!(
+            keys(&v["paths"][0]),
+            want(&[
+                "path",
+                "mbps",
+                "mbps_median",
+                "mbps_min",
+                "mbps_max",
+                "x_vde_switch",
+                "x_uml_switch",
+                "rtt_p50_ms",
+                "rtt_p99_ms",
+                "pings_received",
+                "frames",
+                "switch_us_per_frame",
+                "helpers_us_per_frame",
+                "guests_us_per_frame",
+                "guests_cpus"
+            ])
+        );
+        assert_eq!(
+            keys(&v["vxlan"][0]),
+            want(&["path", "rx_kpps", "rx_kpps_median", "loss_pct_median"])
+        );
+        assert!(v["paths"][0]["rtt_p50_ms"].is_null());
+        assert!(v["paths"][0]["helpers_us_per_frame"].is_null());
+        assert!(v["vxlan_skipped"].is_null());
+    }
+
     #[test]
     fn missing_tool_source_is_named() {
         let e = build_c(
