@@ -71,7 +71,7 @@ pub fn bind(spec: &VxlanSpec) -> Result<UdpSocket, Error> {
         let _ = sock.set_multicast_loop_v4(false);
     }
     // as the port sockets: bursts wait in the buffer instead of being
-    // dropped (UDP has no flow control; 64 KiB-ish defaults lost half of a
+    // dropped (UDP has no flow control; the ~200 KiB default lost half of a
     // 64-byte blast in `umlkit bench net`)
     let buf = crate::Options::default().sock_buf;
     umlkit_sys::net::set_buffer_sizes(std::os::fd::AsFd::as_fd(&sock), buf, buf);
