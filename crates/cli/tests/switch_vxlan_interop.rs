@@ -279,7 +279,8 @@ impl Vxvde {
 /// unicast back to it must go to the datagram's source port:
 /// `reply=source`. Broadcast from us reaches vxvde through the group,
 /// vxvde's unicast reaches us, and our unicast reaches vxvde (this last
-/// step is what the VXLAN-port answer of RFC 7348 and Linux loses).
+/// step is what the VXLAN-port answer of RFC 7348 and Linux loses). When
+/// vxvde leaves it sends a header-only goodbye: its MACs are forgotten.
 #[test]
 fn vxvde_exchanges_frames_with_umlkit_vxlan_port_answering_at_the_source_port() {
     if !is_root() {
@@ -325,7 +326,26 @@ fn vxvde_exchanges_frames_with_umlkit_vxlan_port_answering_at_the_source_port() 
         .recv_payload(b"unicast to vxvde")
         .expect("our unicast did not reach vxvde");
     assert_eq!(f[..12], [theirs, ours].concat()[..]);
-    drop(v.guard);
+    // vxvde leaves (stdin's EOF: vde_plug closes, vxvde says goodbye with
+    // a header-only datagram); a new one has a new source port: frames to
+    // the MAC are flooded to the group again, not sent to the dead port
+    // for the next 300 s
+    let Vxvde {
+        mut guard,
+        stdin,
+        frames: _,
+    } = v;
+    drop(stdin);
+    guard.wait_timeout(WAIT);
+    let v2 = Vxvde::start(&b, "vxvde://239.43.1.2/port=14789/vni=4302");
+    let mut got = None;
+    let t = Instant::now();
+    while got.is_none() && t.elapsed() < Duration::from_secs(30) {
+        c.send(&frame(theirs, ours, b"after goodbye"));
+        got = v2.recv_payload(b"after goodbye");
+    }
+    assert!(got.is_some(), "frames to a departed vxvde's MAC are lost");
+    drop(v2.guard);
 }
 
 /// The VXLAN socket gets the port sockets' 4 MiB buffers: with the

@@ -46,6 +46,14 @@ pub fn decode(datagram: &[u8], vni: u32) -> Result<&[u8], DecodeError> {
     Ok(&datagram[HEADER..])
 }
 
+/// A datagram of only a header for `vni`: vdeplug4's vxvde sends one when
+/// it closes, so that its peers forget the MACs learned behind it.
+pub fn is_goodbye(datagram: &[u8], vni: u32) -> bool {
+    datagram.len() == HEADER
+        && datagram[0] & 0x08 != 0
+        && u32::from_be_bytes([0, datagram[4], datagram[5], datagram[6]]) == vni
+}
+
 /// `--vxlan vni=N,remote=IP[,remote=IP...][,group=MCAST][,local=IP][,port=P]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanSpec {
@@ -203,6 +211,13 @@ impl VtepTable {
             .map(|(a, _)| *a)
     }
 
+    /// Forget every MAC learned behind `vtep` (it said goodbye); how many.
+    pub fn forget_vtep(&mut self, vtep: SocketAddr) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, (a, _)| *a != vtep);
+        before - self.entries.len()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -231,6 +246,10 @@ mod tests {
         d[0] = 0;
         assert_eq!(decode(&d, 7), Err(DecodeError::NoVni));
         assert_eq!(decode(&d[..20], 7), Err(DecodeError::Short(20)));
+        assert!(is_goodbye(&header(7), 7));
+        assert!(!is_goodbye(&header(7), 8));
+        assert!(!is_goodbye(&d[..9], 7));
+        assert!(!is_goodbye(&[0u8; 8], 0));
     }
 
     #[test]
@@ -285,5 +304,8 @@ mod tests {
             None
         );
         assert_eq!(t.lookup(&[0xff; 6], Duration::from_secs(5), ttl), None);
+        // a goodbye from b forgets what was learned behind it
+        assert_eq!(t.forget_vtep(b), 2);
+        assert!(t.is_empty());
     }
 }

@@ -201,6 +201,16 @@ fn from_udp(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         };
+        let peer = SocketAddr::new(from.ip(), port.unwrap_or(from.port()));
+        if vxlan::is_goodbye(&buf[..n], vni) {
+            // vxvde closing: flood to its MACs again until they show up
+            // elsewhere (a new vxvde has a new source port)
+            table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget_vtep(peer);
+            continue;
+        }
         let Ok(frame) = vxlan::decode(&buf[..n], vni) else {
             counters.dropped.fetch_add(1, Relaxed);
             continue;
@@ -210,11 +220,10 @@ fn from_udp(
         // a VTEP sends from any source port (Linux hashes flows over a
         // range) but listens on the VXLAN port: answer it there, unless
         // told to answer at the source port (vxvde)
-        table.lock().unwrap_or_else(|e| e.into_inner()).learn(
-            src,
-            SocketAddr::new(from.ip(), port.unwrap_or(from.port())),
-            t0.elapsed(),
-        );
+        table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .learn(src, peer, t0.elapsed());
         if plug.send(frame).is_ok() {
             counters.received.fetch_add(1, Relaxed);
         } else {
