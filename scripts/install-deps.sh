@@ -14,7 +14,11 @@ PKGS=(user-mode-linux uml-utilities vde2 busybox-static e2fsprogs libvdeplug-dev
   # groff renders the generated man pages in tests/generated_docs.rs
   groff-base
   # headless browser for the web view's end-to-end tests (testkit::browser)
-  chromium)
+  chromium
+  # umlkit bench net and the VXLAN interop tests: vdeplug4's vde_plug (its
+  # vxvde:// and cmd:// plugins; vdeplug breaks only vde2 << 2.3.2+r586-3),
+  # libc6-dev for the static tcpblast
+  vdeplug libc6-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

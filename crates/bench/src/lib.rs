@@ -1,11 +1,13 @@
 //! Benchmarks against the C tools and of labs, each measured side by side
 //! in one run: `moo` (uml_moo vs `umlkit moo`), `switch` (vde_switch vs
-//! `umlkit switch` with vdeblast), `lab` (lab start to all reachable, host
+//! `umlkit switch` with vdeblast), `net` (guest to guest over five
+//! transport/switch paths, VXLAN pps), `lab` (lab start to all reachable, host
 //! memory, guests of the `guest` crate). Built on `cow`, `guest`, `image`
 //! and `lab`; results are written to the writer passed in.
 
 pub mod lab;
 pub mod moo;
+pub mod net;
 pub mod switch;
 
 use std::path::PathBuf;

@@ -46,6 +46,14 @@ pub fn decode(datagram: &[u8], vni: u32) -> Result<&[u8], DecodeError> {
     Ok(&datagram[HEADER..])
 }
 
+/// A datagram of only a header for `vni`: vdeplug4's vxvde sends one when
+/// it closes, so that its peers forget the MACs learned behind it.
+pub fn is_goodbye(datagram: &[u8], vni: u32) -> bool {
+    datagram.len() == HEADER
+        && datagram[0] & 0x08 != 0
+        && u32::from_be_bytes([0, datagram[4], datagram[5], datagram[6]]) == vni
+}
+
 /// `--vxlan vni=N,remote=IP[,remote=IP...][,group=MCAST][,local=IP][,port=P]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VxlanSpec {
@@ -58,6 +66,12 @@ pub struct VxlanSpec {
     pub local: Option<IpAddr>,
     /// UDP port, ours and the peers' (default 4789).
     pub port: u16,
+    /// Answer a learned VTEP at the UDP source port its datagrams came
+    /// from (`reply=source`: vdeplug4's vxvde sends from, and listens for
+    /// unicast on, an ephemeral port), instead of at `port` (`reply=port`,
+    /// the default: RFC 7348 and Linux, which hash flows over source ports
+    /// but listen on the VXLAN port only).
+    pub reply_to_source: bool,
 }
 
 impl VxlanSpec {
@@ -65,6 +79,7 @@ impl VxlanSpec {
         let mut vni = None;
         let mut remotes: Vec<IpAddr> = Vec::new();
         let (mut group, mut local, mut port) = (None, None, PORT);
+        let mut reply_to_source = false;
         for kv in s.split(',').filter(|p| !p.is_empty()) {
             let (k, v) = kv
                 .split_once('=')
@@ -92,6 +107,13 @@ impl VxlanSpec {
                     group = Some(g);
                 }
                 "local" => local = Some(ip(v)?),
+                "reply" => {
+                    reply_to_source = match v {
+                        "source" => true,
+                        "port" => false,
+                        _ => return Err(format!("reply: '{v}' is not 'port' or 'source'")),
+                    }
+                }
                 "port" | "dstport" => {
                     port = v
                         .parse()
@@ -101,7 +123,7 @@ impl VxlanSpec {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown key '{k}' (vni, remote, group, local, port)"
+                        "unknown key '{k}' (vni, remote, group, local, port, reply)"
                     ))
                 }
             }
@@ -124,6 +146,7 @@ impl VxlanSpec {
             group,
             local,
             port,
+            reply_to_source,
         })
     }
 
@@ -188,6 +211,13 @@ impl VtepTable {
             .map(|(a, _)| *a)
     }
 
+    /// Forget every MAC learned behind `vtep` (it said goodbye); how many.
+    pub fn forget_vtep(&mut self, vtep: SocketAddr) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, (a, _)| *a != vtep);
+        before - self.entries.len()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -216,6 +246,10 @@ mod tests {
         d[0] = 0;
         assert_eq!(decode(&d, 7), Err(DecodeError::NoVni));
         assert_eq!(decode(&d[..20], 7), Err(DecodeError::Short(20)));
+        assert!(is_goodbye(&header(7), 7));
+        assert!(!is_goodbye(&header(7), 8));
+        assert!(!is_goodbye(&d[..9], 7));
+        assert!(!is_goodbye(&[0u8; 8], 0));
     }
 
     #[test]
@@ -226,6 +260,9 @@ mod tests {
         assert_eq!(s.remotes[0], "10.0.0.2:4789".parse().unwrap());
         let g = VxlanSpec::parse("vni=1,group=239.1.1.1,port=8472").unwrap();
         assert_eq!(g.flood_targets(), vec!["239.1.1.1:8472".parse().unwrap()]);
+        assert!(!g.reply_to_source);
+        let x = VxlanSpec::parse("vni=1,group=239.0.0.1,port=14789,reply=source").unwrap();
+        assert!(x.reply_to_source);
         for bad in [
             "remote=10.0.0.2",
             "vni=16777216,remote=1.2.3.4",
@@ -235,6 +272,7 @@ mod tests {
             "vni=1,remote=nothost",
             "vni=1,remote=1.2.3.4,port=0",
             "vni=1,remote=1.2.3.4,color=blue",
+            "vni=1,remote=1.2.3.4,reply=sometimes",
         ] {
             assert!(VxlanSpec::parse(bad).is_err(), "{bad}");
         }
@@ -266,5 +304,8 @@ mod tests {
             None
         );
         assert_eq!(t.lookup(&[0xff; 6], Duration::from_secs(5), ttl), None);
+        // a goodbye from b forgets what was learned behind it
+        assert_eq!(t.forget_vtep(b), 2);
+        assert!(t.is_empty());
     }
 }

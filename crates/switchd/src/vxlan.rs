@@ -39,7 +39,13 @@ pub fn bind(spec: &VxlanSpec) -> Result<UdpSocket, Error> {
         Some(IpAddr::V6(_)) => Ipv6Addr::UNSPECIFIED.into(),
         _ => Ipv4Addr::UNSPECIFIED.into(),
     };
-    let at = SocketAddr::new(spec.local.unwrap_or(any), spec.port);
+    // a socket bound to a unicast address never sees datagrams sent to a
+    // group: with a group, `local` only picks the interface
+    let bind_ip = match (spec.group, spec.local) {
+        (Some(_), _) | (None, None) => any,
+        (None, Some(l)) => l,
+    };
+    let at = SocketAddr::new(bind_ip, spec.port);
     let sock = UdpSocket::bind(at).map_err(|source| Error::Vxlan {
         what: format!("cannot bind UDP {at}"),
         source,
@@ -54,8 +60,21 @@ pub fn bind(spec: &VxlanSpec) -> Result<UdpSocket, Error> {
             what: format!("cannot join the multicast group {g}"),
             source,
         })?;
+        if let (IpAddr::V4(_), Some(IpAddr::V4(l))) = (g, spec.local) {
+            umlkit_sys::net::set_multicast_if_v4(std::os::fd::AsFd::as_fd(&sock), l).map_err(
+                |source| Error::Vxlan {
+                    what: format!("cannot send multicast through {l}"),
+                    source,
+                },
+            )?;
+        }
         let _ = sock.set_multicast_loop_v4(false);
     }
+    // as the port sockets: bursts wait in the buffer instead of being
+    // dropped (UDP has no flow control; the ~200 KiB default lost half of a
+    // 64-byte blast in `umlkit bench net`)
+    let buf = crate::Options::default().sock_buf;
+    umlkit_sys::net::set_buffer_sizes(std::os::fd::AsFd::as_fd(&sock), buf, buf);
     Ok(sock)
 }
 
@@ -89,7 +108,9 @@ pub fn spawn(dir: PathBuf, spec: VxlanSpec, sock: UdpSocket, log: Logger) {
         };
         {
             let (plug, table, counters) = (plug.clone(), table.clone(), counters.clone());
-            let (vni, port) = (spec.vni, spec.port);
+            let vni = spec.vni;
+            // vxvde peers listen for unicast on their source port
+            let port = (!spec.reply_to_source).then_some(spec.port);
             std::thread::spawn(move || from_udp(&rx_sock, &plug, &table, &counters, vni, port, t0));
         }
         to_udp(&sock, &plug, &table, &counters, &spec, t0);
@@ -170,7 +191,7 @@ fn from_udp(
     table: &Mutex<VtepTable>,
     counters: &VxlanCounters,
     vni: u32,
-    port: u16,
+    port: Option<u16>,
     t0: Instant,
 ) {
     let mut buf = vec![0u8; 65_536];
@@ -180,6 +201,16 @@ fn from_udp(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         };
+        let peer = SocketAddr::new(from.ip(), port.unwrap_or(from.port()));
+        if vxlan::is_goodbye(&buf[..n], vni) {
+            // vxvde closing: flood to its MACs again until they show up
+            // elsewhere (a new vxvde has a new source port)
+            table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget_vtep(peer);
+            continue;
+        }
         let Ok(frame) = vxlan::decode(&buf[..n], vni) else {
             counters.dropped.fetch_add(1, Relaxed);
             continue;
@@ -187,12 +218,12 @@ fn from_udp(
         let mut src = [0u8; 6];
         src.copy_from_slice(&frame[6..12]);
         // a VTEP sends from any source port (Linux hashes flows over a
-        // range) but listens on the VXLAN port: answer it there
-        table.lock().unwrap_or_else(|e| e.into_inner()).learn(
-            src,
-            SocketAddr::new(from.ip(), port),
-            t0.elapsed(),
-        );
+        // range) but listens on the VXLAN port: answer it there, unless
+        // told to answer at the source port (vxvde)
+        table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .learn(src, peer, t0.elapsed());
         if plug.send(frame).is_ok() {
             counters.received.fetch_add(1, Relaxed);
         } else {

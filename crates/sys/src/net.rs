@@ -122,6 +122,18 @@ pub fn set_reuseaddr(fd: BorrowedFd<'_>) -> io::Result<()> {
     setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
 }
 
+/// setsockopt(IP_MULTICAST_IF): send multicast through the interface that
+/// has `addr`.
+pub fn set_multicast_if_v4(fd: BorrowedFd<'_>, addr: std::net::Ipv4Addr) -> io::Result<()> {
+    // a 4-byte option value is read as a struct in_addr (network order)
+    setsockopt_int(
+        fd,
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_IF,
+        i32::from_ne_bytes(addr.octets()),
+    )
+}
+
 fn setsockopt_int(fd: BorrowedFd<'_>, level: i32, opt: i32, val: i32) -> io::Result<()> {
     // SAFETY: val lives across the call and its size is passed.
     cvt(unsafe {

@@ -81,7 +81,8 @@ pub struct SwitchArgs {
     mtu: Option<usize>,
     /// Join a VXLAN segment (RFC 7348) as one port: frames to MACs learned
     /// behind a peer go to it, the rest to every remote and the group.
-    /// `vni=N,remote=IP[,remote=IP...][,group=MCAST][,local=IP][,port=4789]`
+    /// `vni=N,remote=IP[,remote=IP...][,group=MCAST][,local=IP][,port=4789][,reply=port|source]`;
+    /// `reply=source` answers peers at their UDP source port (vdeplug4 vxvde)
     #[arg(long = "vxlan", value_name = "SPEC", value_parser = parse_vxlan)]
     vxlan: Vec<net_proto::vxlan::VxlanSpec>,
 }
@@ -262,6 +263,45 @@ pub enum Bench {
     /// Throughput and latency of `umlkit switch` vs vde_switch, measured
     /// side by side with vdeblast (libvdeplug clients)
     Switch(BenchArgs),
+    /// Guest-to-guest TCP throughput and ping RTT over vector, daemon and
+    /// vde guests on `umlkit switch`, vde guests on vde_switch and daemon
+    /// guests on uml_switch, in one run; the switches' CPU per frame; VXLAN
+    /// frames per second between two namespaces next to Linux bridge+vxlan
+    /// (root only)
+    Net(NetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NetArgs {
+    /// TCP throughput runs per path (median and min-max reported)
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// MiB per TCP run (128 KiB writes)
+    #[arg(long, default_value_t = 100)]
+    mb: u64,
+    /// Pings per path, 10 ms apart (RTT p50/p99 from the per-packet times)
+    #[arg(long, default_value_t = 200)]
+    pings: u32,
+    /// Guest memory in MiB
+    #[arg(long, default_value_t = 64)]
+    mem: u32,
+    /// Frames per VXLAN blast (64 bytes)
+    #[arg(long, default_value_t = 200_000)]
+    vxlan_frames: u64,
+    /// Skip the VXLAN part
+    #[arg(long)]
+    no_vxlan: bool,
+    /// tcpblast source (.c, built static with gcc) or a static executable
+    /// [default: $UMLKIT_TCPBLAST, else shared/bench/tcpblast.c beside the
+    /// repository checkout]
+    #[arg(long, value_name = "PATH")]
+    tcpblast: Option<PathBuf>,
+    /// vdeblast source (.c) or executable, for the VXLAN part
+    #[arg(long, value_name = "PATH")]
+    vdeblast: Option<PathBuf>,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -291,7 +331,10 @@ pub struct BenchArgs {
 }
 
 pub fn bench(b: Bench) -> anyhow::Result<ExitCode> {
-    let Bench::Switch(a) = b;
+    let a = match b {
+        Bench::Switch(a) => a,
+        Bench::Net(n) => return bench_net(n),
+    };
     if cfg!(debug_assertions) {
         errln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
     }
@@ -307,6 +350,41 @@ pub fn bench(b: Bench) -> anyhow::Result<ExitCode> {
     bench::switch::run(
         &cfg,
         &mut |l: &str| errln!("{l}"),
+        &mut crate::cmd::out::Stdout,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_net(a: NetArgs) -> anyhow::Result<ExitCode> {
+    for (name, v) in [
+        ("--runs", a.runs as u64),
+        ("--mb", a.mb),
+        ("--pings", u64::from(a.pings)),
+        ("--mem", u64::from(a.mem)),
+        ("--vxlan-frames", a.vxlan_frames),
+    ] {
+        if v == 0 {
+            anyhow::bail!("{name} must be at least 1");
+        }
+    }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
+    }
+    let cfg = bench::net::NetBench {
+        runs: a.runs,
+        mb: a.mb,
+        pings: a.pings,
+        mem_mb: a.mem,
+        vxlan_frames: a.vxlan_frames,
+        no_vxlan: a.no_vxlan,
+        tcpblast: a.tcpblast,
+        vdeblast: a.vdeblast,
+        umlkit: std::env::current_exe().context("cannot find the umlkit executable")?,
+    };
+    bench::net::run(
+        &cfg,
+        a.json,
+        &mut |l: &str| eprintln!("{l}"),
         &mut crate::cmd::out::Stdout,
     )?;
     Ok(ExitCode::SUCCESS)
