@@ -3,6 +3,7 @@
 //! multicast route on it, never any other address): a Linux vxlan device
 //! on a multicast group, and vdeplug4's vxvde (through `vde_plug`), each
 //! exchanging frames both ways with `umlkit switch --vxlan ...,group=`.
+#![allow(clippy::disallowed_macros)] // eprintln! in tests: the harness captures stderr
 
 mod switch_common;
 
