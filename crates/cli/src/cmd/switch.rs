@@ -368,7 +368,7 @@ fn bench_net(a: NetArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if cfg!(debug_assertions) {
-        eprintln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
+        errln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
     }
     let cfg = bench::net::NetBench {
         runs: a.runs,
@@ -384,7 +384,7 @@ fn bench_net(a: NetArgs) -> anyhow::Result<ExitCode> {
     bench::net::run(
         &cfg,
         a.json,
-        &mut |l: &str| eprintln!("{l}"),
+        &mut |l: &str| errln!("{l}"),
         &mut crate::cmd::out::Stdout,
     )?;
     Ok(ExitCode::SUCCESS)
