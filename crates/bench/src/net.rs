@@ -1,5 +1,6 @@
-//! `umlkit bench net`: guest-to-guest TCP throughput and ping RTT over five
-//! paths in one run (vector, daemon and vde guests on `umlkit switch`, vde
+//! `umlkit bench net`: guest-to-guest TCP throughput and ping RTT over six
+//! paths in one run (vector guests at MTU 1500 and with jumbo frames (MTU
+//! 9000, `umlkit switch --mtu 9000`), daemon and vde guests on `umlkit switch`, vde
 //! guests on the C `vde_switch`, daemon guests on the C `uml_switch`), the
 //! switch's CPU per forwarded frame, and VXLAN frames per second between two
 //! network namespaces (two umlkit switches next to two Linux bridges with
@@ -107,16 +108,23 @@ fn ctx(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Run { what, source }
 }
 
-/// The five paths: (name, switch kind, transport suffix of `--net`).
+/// The six paths: (name, switch kind, transport suffix of `--net`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SwitchKind {
     Umlkit,
+    /// `umlkit switch --mtu 9000`: jumbo frames for vector guests.
+    UmlkitJumbo,
     VdeSwitch,
     UmlSwitch,
 }
 
-const PATHS: [(&str, SwitchKind, &str); 5] = [
+const PATHS: [(&str, SwitchKind, &str); 6] = [
     ("vector/umlkit", SwitchKind::Umlkit, ",vector"),
+    (
+        "vector-mtu9000/umlkit",
+        SwitchKind::UmlkitJumbo,
+        ",vector,mtu=9000",
+    ),
     ("daemon/umlkit", SwitchKind::Umlkit, ""),
     ("vde/umlkit", SwitchKind::Umlkit, ",vde"),
     ("vde/vde_switch", SwitchKind::VdeSwitch, ",vde"),
@@ -194,14 +202,14 @@ fn spawn(c: &mut Command, what: &str) -> Result<Proc> {
 /// Start the switch of a path in `dir`: the process and the `--net` base.
 fn start_switch(kind: SwitchKind, umlkit: &Path, dir: &Path) -> Result<(Proc, PathBuf)> {
     let p = match kind {
-        SwitchKind::Umlkit => {
+        SwitchKind::Umlkit | SwitchKind::UmlkitJumbo => {
+            let mut c = Command::new(umlkit);
+            c.arg("switch").arg("-s").arg(dir).arg("--vector");
+            if kind == SwitchKind::UmlkitJumbo {
+                c.args(["--mtu", "9000"]);
+            }
             let p = spawn(
-                Command::new(umlkit)
-                    .arg("switch")
-                    .arg("-s")
-                    .arg(dir)
-                    .arg("--vector")
-                    .stdin(Stdio::null()),
+                c.stdin(Stdio::null()),
                 "umlkit switch",
             )?;
             wait_for(&dir.join("vec"), "umlkit switch")?;
