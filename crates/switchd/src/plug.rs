@@ -157,6 +157,17 @@ impl Plug {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// The data socket (one frame per datagram), to wait on.
+    pub fn data_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.data.as_fd()
+    }
+
+    /// Make [`Plug::send`] and [`Plug::recv`] return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        self.data.set_nonblocking(on)
+    }
 }
 
 fn connect_ctl(dir: &Path, group: Option<&str>) -> io::Result<UnixStream> {
