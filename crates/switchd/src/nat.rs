@@ -260,7 +260,13 @@ pub fn spawn(nat: Nat, dir: PathBuf, log: Logger, peer_log: Logger) {
         let opened = Plug::open(
             &dir.display().to_string(),
             &PlugOptions {
-                descr: format!("umlkit nat {}", spec.describe()),
+                // short: the switch keeps 128 bytes of it, with user and pid
+                descr: format!(
+                    "umlkit nat {}/{} gw {}",
+                    spec.config.net,
+                    u32::from(spec.config.mask).count_ones(),
+                    spec.config.host
+                ),
                 ..PlugOptions::default()
             },
         );
@@ -355,7 +361,10 @@ mod tests {
             ("tcp:0:10.0.2.15:80", "'0' is not a port"),
             ("tcp:70000:10.0.2.15:80", "'70000' is not a port"),
             ("tcp:8080:10.0.2.15:http", "'http' is not a port"),
-            ("tcp:localhost:8080:10.0.2.15:80", "'localhost' is not an IPv4"),
+            (
+                "tcp:localhost:8080:10.0.2.15:80",
+                "'localhost' is not an IPv4",
+            ),
             ("tcp:8080:10.0.3.15:80", "not a guest's address"),
             ("tcp:8080:10.0.2.2:80", "not a guest's address"),
             ("tcp:8080:10.0.2.3:80", "not a guest's address"),
@@ -371,14 +380,20 @@ mod tests {
     #[test]
     fn one_host_port_one_forward() {
         let e = NatSpec::new(
-            &["tcp:8080:10.0.2.15:80".into(), "tcp:8080:10.0.2.16:80".into()],
+            &[
+                "tcp:8080:10.0.2.15:80".into(),
+                "tcp:8080:10.0.2.16:80".into(),
+            ],
             false,
         )
         .unwrap_err();
         assert!(e.to_string().contains("already forwarded"), "{e}");
         // tcp and udp on one port number are two forwards
         NatSpec::new(
-            &["tcp:8080:10.0.2.15:80".into(), "udp:8080:10.0.2.15:80".into()],
+            &[
+                "tcp:8080:10.0.2.15:80".into(),
+                "udp:8080:10.0.2.15:80".into(),
+            ],
             true,
         )
         .unwrap();

@@ -34,7 +34,8 @@ mod ffi {
     }
 
     pub type SlirpTimerCb = unsafe extern "C" fn(opaque: *mut c_void);
-    pub type AddPollCb = unsafe extern "C" fn(fd: c_int, events: c_int, opaque: *mut c_void) -> c_int;
+    pub type AddPollCb =
+        unsafe extern "C" fn(fd: c_int, events: c_int, opaque: *mut c_void) -> c_int;
     pub type GetReventsCb = unsafe extern "C" fn(idx: c_int, opaque: *mut c_void) -> c_int;
 
     /// `SlirpCb` of libslirp.h (4.7), version 1 callbacks plus the two of
@@ -51,13 +52,19 @@ mod ffi {
             opaque: *mut c_void,
         ) -> *mut c_void,
         pub timer_free: unsafe extern "C" fn(timer: *mut c_void, opaque: *mut c_void),
-        pub timer_mod: unsafe extern "C" fn(timer: *mut c_void, expire_ms: i64, opaque: *mut c_void),
+        pub timer_mod:
+            unsafe extern "C" fn(timer: *mut c_void, expire_ms: i64, opaque: *mut c_void),
         pub register_poll_fd: unsafe extern "C" fn(fd: c_int, opaque: *mut c_void),
         pub unregister_poll_fd: unsafe extern "C" fn(fd: c_int, opaque: *mut c_void),
         pub notify: unsafe extern "C" fn(opaque: *mut c_void),
         pub init_completed: Option<unsafe extern "C" fn(slirp: *mut Slirp, opaque: *mut c_void)>,
-        pub timer_new_opaque:
-            Option<unsafe extern "C" fn(id: c_int, cb_opaque: *mut c_void, opaque: *mut c_void) -> *mut c_void>,
+        pub timer_new_opaque: Option<
+            unsafe extern "C" fn(
+                id: c_int,
+                cb_opaque: *mut c_void,
+                opaque: *mut c_void,
+            ) -> *mut c_void,
+        >,
     }
 
     /// `SlirpConfig` of libslirp.h (4.7), up to version 4.
@@ -97,9 +104,18 @@ mod ffi {
 
     #[link(name = "slirp")]
     extern "C" {
-        pub fn slirp_new(cfg: *const SlirpConfig, cb: *const SlirpCb, opaque: *mut c_void) -> *mut Slirp;
+        pub fn slirp_new(
+            cfg: *const SlirpConfig,
+            cb: *const SlirpCb,
+            opaque: *mut c_void,
+        ) -> *mut Slirp;
         pub fn slirp_cleanup(slirp: *mut Slirp);
-        pub fn slirp_pollfds_fill(slirp: *mut Slirp, timeout: *mut u32, add: AddPollCb, opaque: *mut c_void);
+        pub fn slirp_pollfds_fill(
+            slirp: *mut Slirp,
+            timeout: *mut u32,
+            add: AddPollCb,
+            opaque: *mut c_void,
+        );
         pub fn slirp_pollfds_poll(
             slirp: *mut Slirp,
             select_error: c_int,
@@ -477,7 +493,9 @@ impl Slirp {
         // the slirp calls below, which reach it through the same pointer.
         unsafe { (*st).pollfds.clear() };
         // SAFETY: self.slirp is live; cb_add_poll gets st as opaque.
-        unsafe { ffi::slirp_pollfds_fill(self.slirp, &mut timeout, cb_add_poll, st as *mut c_void) };
+        unsafe {
+            ffi::slirp_pollfds_fill(self.slirp, &mut timeout, cb_add_poll, st as *mut c_void)
+        };
         let now = self.clock_ms();
         // SAFETY: as above.
         let next_timer = unsafe { (*st).timers.iter().filter_map(|t| (**t).expire_ms).min() };
@@ -605,14 +623,26 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let mut s = Slirp::new(&Config::default(), |_| {}, |_| {}).unwrap();
         let e = s
-            .add_hostfwd(false, Ipv4Addr::LOCALHOST, port, Ipv4Addr::new(10, 0, 2, 15), 80)
+            .add_hostfwd(
+                false,
+                Ipv4Addr::LOCALHOST,
+                port,
+                Ipv4Addr::new(10, 0, 2, 15),
+                80,
+            )
             .unwrap_err();
         assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
         let ok = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let free = ok.local_addr().unwrap().port();
         drop(ok);
-        s.add_hostfwd(false, Ipv4Addr::LOCALHOST, free, Ipv4Addr::new(10, 0, 2, 15), 80)
-            .unwrap();
+        s.add_hostfwd(
+            false,
+            Ipv4Addr::LOCALHOST,
+            free,
+            Ipv4Addr::new(10, 0, 2, 15),
+            80,
+        )
+        .unwrap();
         let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
         b.send(b"x").unwrap();
         assert!(s.poll(a.as_fd(), 100).unwrap());

@@ -1,0 +1,291 @@
+//! `umlkit switch --nat` (issue 13.4): a rootless NAT port (libslirp) on
+//! the switch. Real guests get 10.0.2.15 by DHCP, reach a server on the
+//! host's 127.0.0.1 through 10.0.2.2 (TCP and UDP), host clients reach a
+//! guest's server through `--forward`, bad forwards fail before anything
+//! runs. No test reaches any address outside this host.
+
+mod guest_common;
+mod switch_common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use switch_common::*;
+
+const LEASE_WAIT: Duration = Duration::from_secs(30);
+
+/// An HTTP server on the host's 127.0.0.1 answering `body` to every
+/// request, in a thread that lives as long as the test process.
+fn host_http(body: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut req = Vec::new();
+            let mut b = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&b[..n]),
+                }
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// A port nothing listens on right now (bound then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Boot `name` on `net` with `eth0` configured by DHCP and wait for its lease.
+fn boot_dhcp(env: &guest_common::Env, name: &str, net: &str) -> String {
+    let img = env.default_image();
+    env.start(
+        name,
+        &[
+            "--disk",
+            img.to_str().unwrap(),
+            "--net",
+            net,
+            "--",
+            "umlkit.ip.eth0=dhcp",
+        ],
+    );
+    let mut addr = String::new();
+    let leased = testkit::wait_until(LEASE_WAIT, || {
+        addr = env.ok(&["exec", name, "--", "ip", "-4", "-o", "addr", "show", "eth0"]);
+        addr.contains("inet 10.0.2.15/24")
+    });
+    assert!(leased, "{name} got no lease: {addr}");
+    addr
+}
+
+/// The issue's proof, first half: a guest (vector transport) behind
+/// `--nat` gets 10.0.2.15, a default route via 10.0.2.2 and DNS 10.0.2.3 by
+/// DHCP, fetches a page from an HTTP server on the host's 127.0.0.1 and
+/// sends UDP to the host; the switch says what the NAT port serves.
+#[test]
+fn nat_guest_gets_a_dhcp_lease_and_reaches_the_hosts_loopback() {
+    let port = host_http("hello from the host loopback\n");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let uport = udp.local_addr().unwrap().port();
+    let env = guest_common::Env::new("nat1");
+    let sw = Sw::start(&["--nat", "--vector"]);
+    let net = format!("{},vector", sw.dir.display());
+    boot_dhcp(&env, "n1", &net);
+    let route = env.ok(&["exec", "n1", "--", "ip", "route"]);
+    assert!(route.contains("default via 10.0.2.2 dev eth0"), "{route}");
+    let resolv = env.ok(&["exec", "n1", "--", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 10.0.2.3"), "{resolv}");
+    let page = env.ok(&[
+        "exec",
+        "n1",
+        "--",
+        "timeout",
+        "20",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &format!("http://10.0.2.2:{port}/"),
+    ]);
+    assert_eq!(page, "hello from the host loopback\n");
+    // outbound UDP: resent until the host socket hears it (UDP may be lost)
+    let mut got = String::new();
+    let heard = testkit::wait_until(LEASE_WAIT, || {
+        env.ok(&[
+            "exec",
+            "n1",
+            "--",
+            "bash",
+            "-c",
+            &format!("echo udp-from-guest > /dev/udp/10.0.2.2/{uport}"),
+        ]);
+        let mut b = [0u8; 256];
+        match udp.recv_from(&mut b) {
+            Ok((n, from)) => {
+                got = format!("{} from {from}", String::from_utf8_lossy(&b[..n]));
+                true
+            }
+            Err(_) => false,
+        }
+    });
+    assert!(heard && got.starts_with("udp-from-guest\n"), "{got}");
+    // the switch's status: the NAT port in port/print and in its log
+    let ports = sw.mgmt("port/print");
+    assert!(
+        ports.contains("umlkit nat 10.0.2.0/24 gw 10.0.2.2"),
+        "{ports}"
+    );
+    assert!(sw.log().contains("nat: port up"), "{}", sw.log());
+}
+
+/// The issue's proof, second half: a host client reaches a guest's server
+/// (busybox httpd; daemon transport) through `--forward
+/// tcp:HOSTPORT:10.0.2.15:GUESTPORT` and reads the expected bytes.
+#[test]
+fn nat_forward_brings_a_host_client_to_a_guest_server() {
+    let hport = free_port();
+    let fwd = format!("tcp:{hport}:10.0.2.15:8000");
+    let env = guest_common::Env::new("nat2");
+    let sw = Sw::start(&["--nat", "--forward", &fwd]);
+    // the switch names the NAT port and its forwards
+    let mut ports = String::new();
+    assert!(
+        testkit::wait_until(WAIT, || {
+            ports = sw.mgmt("port/print");
+            ports.contains("umlkit nat 10.0.2.0/24 gw 10.0.2.2")
+        }),
+        "{ports}"
+    );
+    let want = format!("umlkit switch: NAT: net 10.0.2.0/24, gateway 10.0.2.2, DNS 10.0.2.3, DHCP from 10.0.2.15, host loopback at 10.0.2.2, forwards tcp:127.0.0.1:{hport}:10.0.2.15:8000");
+    assert!(sw.log().contains(&want), "{}", sw.log());
+    boot_dhcp(&env, "n2", &sw.dir.display().to_string());
+    env.ok(&[
+        "exec",
+        "n2",
+        "--",
+        "sh",
+        "-c",
+        "mkdir -p /tmp/www && echo 'served by the guest' > /tmp/www/index.html && httpd -p 8000 -h /tmp/www",
+    ]);
+    let mut reply = String::new();
+    let ok = testkit::wait_until(LEASE_WAIT, || {
+        reply.clear();
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", hport)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.write_all(b"GET /index.html HTTP/1.0\r\nHost: g\r\n\r\n");
+        let _ = s.read_to_string(&mut reply);
+        reply.contains("served by the guest")
+    });
+    assert!(ok, "no page through the forward: {reply:?}");
+    assert!(
+        reply.starts_with("HTTP/1.") && reply.contains(" 200 "),
+        "{reply}"
+    );
+}
+
+/// `--nat-no-host-loopback`: the guest (vde transport) still gets a lease,
+/// but 10.0.2.2 no longer leads to the host's 127.0.0.1.
+#[test]
+fn nat_no_host_loopback_keeps_guests_off_the_hosts_loopback() {
+    let port = host_http("must not be served\n");
+    let env = guest_common::Env::new("nat3");
+    let sw = Sw::start(&["--nat", "--nat-no-host-loopback"]);
+    boot_dhcp(&env, "n3", &format!("{},vde", sw.dir.display()));
+    let o = env.umlkit(&[
+        "exec",
+        "n3",
+        "--",
+        "timeout",
+        "10",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &format!("http://10.0.2.2:{port}/"),
+    ]);
+    assert!(
+        !o.status.success() && !String::from_utf8_lossy(&o.stdout).contains("must not"),
+        "reached the host loopback: {o:?}"
+    );
+    assert!(sw.log().contains("host loopback refused"), "{}", sw.log());
+}
+
+/// Bad `--forward` specs, a busy host port and a NAT without a switch
+/// directory: exit status 1 (2 for clap's own errors), a message naming
+/// the spec, and no switch directory left behind.
+#[test]
+fn nat_bad_forwards_fail_cleanly_before_the_switch_starts() {
+    let tmp = testkit::short_tempdir("natbad");
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let dir = tmp.path().join("sw");
+    let d = dir.display().to_string();
+    let run = |args: &[&str]| {
+        let o = Command::new(testkit::umlkit_bin())
+            .arg("switch")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let busy_spec = format!("tcp:{busy_port}:10.0.2.15:80");
+    let uml_ctl = format!("{d}.ctl");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["-s", &d, "--nat", "--forward", "sctp:8080:10.0.2.15:80"],
+            "--forward 'sctp:8080:10.0.2.15:80': the protocol must be tcp or udp",
+        ),
+        (
+            vec!["-s", &d, "--nat", "--forward", "tcp:8080"],
+            "expected PROTO:[HOSTIP:]HOSTPORT:GUESTIP:GUESTPORT",
+        ),
+        (
+            vec!["-s", &d, "--nat", "--forward", "tcp:99999:10.0.2.15:80"],
+            "'99999' is not a port number",
+        ),
+        (
+            vec!["-s", &d, "--nat", "--forward", "tcp:8080:192.168.1.5:80"],
+            "the guest address 192.168.1.5 is not a guest's address on the NAT network 10.0.2.0/24",
+        ),
+        (
+            vec![
+                "-s",
+                &d,
+                "--nat",
+                "--forward",
+                "tcp:8080:10.0.2.15:80",
+                "--forward",
+                "tcp:8080:10.0.2.16:22",
+            ],
+            "host port 8080 is already forwarded",
+        ),
+        (
+            vec!["-s", &d, "--nat", "--forward", &busy_spec],
+            "Address already in use",
+        ),
+        (
+            vec!["-u", &uml_ctl, "--nat"],
+            "--nat needs a switch directory",
+        ),
+    ];
+    for (args, want) in &cases {
+        let (code, err) = run(args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!dir.exists(), "{args:?} left {d}");
+    }
+    let (_, err) = run(&["-s", &d, "--nat", "--forward", &busy_spec]);
+    assert!(
+        err.contains(&format!("tcp 127.0.0.1:{busy_port}")),
+        "the busy port is named: {err}"
+    );
+    // --forward without --nat is a usage error
+    let (code, err) = run(&["-s", &d, "--forward", "tcp:8080:10.0.2.15:80"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--nat"), "{err}");
+    assert!(!dir.exists());
+}
