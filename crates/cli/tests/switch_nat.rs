@@ -289,3 +289,44 @@ fn nat_bad_forwards_fail_cleanly_before_the_switch_starts() {
     assert!(err.contains("--nat"), "{err}");
     assert!(!dir.exists());
 }
+
+/// Kathará's `M[bridged]=true` in a lab: the machine gets eth1 (after its
+/// eth0) on the lab's NAT switch, leased by DHCP at boot, and reaches a
+/// server on the host's 127.0.0.1; `lab stop` takes the NAT switch down.
+#[test]
+fn lab_bridged_machine_reaches_the_hosts_loopback() {
+    let port = host_http("hello, bridged lab machine\n");
+    let lab = testkit::lab::TestLab::new(
+        "labnat",
+        &[
+            ("lab.conf", "a[0]=lan\na[bridged]=true\nb[0]=lan\n"),
+            ("a.startup", "ip addr add 10.9.1.1/24 dev eth0\n"),
+            ("b.startup", "ip addr add 10.9.1.2/24 dev eth0\n"),
+        ],
+    );
+    lab.ok_dir("start", &[]);
+    let mut addr = String::new();
+    assert!(
+        testkit::wait_until(LEASE_WAIT, || {
+            addr = lab.exec_ok("a", "ip -4 -o addr show eth1");
+            addr.contains("inet 10.0.2.15/24")
+        }),
+        "no lease on eth1: {addr}"
+    );
+    let page = lab.exec_ok(
+        "a",
+        &format!("timeout 20 wget -q -O - http://10.0.2.2:{port}/"),
+    );
+    assert_eq!(page, "hello, bridged lab machine\n");
+    // the lab's own domain still works beside it; b has no NAT interface
+    lab.exec_ok("a", "ping -c 1 -W 5 10.9.1.2");
+    let links = lab.exec_ok("b", "ip -o link");
+    assert!(!links.contains("eth1"), "{links}");
+    let info = lab.ok_dir("info", &["--json"]);
+    assert!(
+        info.contains("\"nat\": true") || info.contains("\"nat\":true"),
+        "{info}"
+    );
+    lab.ok_dir("stop", &[]);
+    assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
+}

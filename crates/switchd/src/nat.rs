@@ -246,8 +246,10 @@ impl Nat {
 }
 
 /// Run the NAT port of the switch at `dir` in a thread, for the life of
-/// the process (or until the switch closes the port).
-pub fn spawn(nat: Nat, dir: PathBuf, log: Logger, peer_log: Logger) {
+/// the process (or until the switch closes the port). It takes switch port
+/// `port` (the last one: guests asking for ports from 1, as lab machines
+/// do, never land on it).
+pub fn spawn(nat: Nat, dir: PathBuf, port: u32, log: Logger, peer_log: Logger) {
     std::thread::spawn(move || {
         let Nat {
             mut slirp,
@@ -267,6 +269,7 @@ pub fn spawn(nat: Nat, dir: PathBuf, log: Logger, peer_log: Logger) {
                     u32::from(spec.config.mask).count_ones(),
                     spec.config.host
                 ),
+                port: Some(port),
                 ..PlugOptions::default()
             },
         );

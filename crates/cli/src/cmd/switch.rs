@@ -271,7 +271,13 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
             log.use_syslog("umlkit-switch");
             peer_log.use_syslog("umlkit-switch");
         }
-        switchd::nat::spawn(nat, dir.clone(), log, peer_log);
+        switchd::nat::spawn(
+            nat,
+            dir.clone(),
+            o.numports.saturating_sub(1),
+            log,
+            peer_log,
+        );
     }
     for url in uplinks {
         let mut log = Logger::new("umlkit switch: ");
