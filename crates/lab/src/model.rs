@@ -153,7 +153,7 @@ pub struct Machine {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
     /// Host uplinks (Netkit `M[N]=tap,HOST_IP,GUEST_IP`): recorded, not
-    /// applied yet (no NAT uplink): the interface stays unplugged.
+    /// applied (`bridged` is the NAT uplink): the interface stays unplugged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uplinks: Vec<Uplink>,
     /// One more interface, after the others (Kathará's `M[bridged]=true`),

@@ -308,7 +308,7 @@ pub fn plan_with(
     for (name, m) in &lab.machines {
         for up in &m.uplinks {
             notes.push(format!(
-                "{name} eth{}: Netkit tap uplink (host {}, guest {}) is recorded, but umlkit has no NAT uplink yet: the interface is left unplugged",
+                "{name} eth{}: Netkit tap uplink (host {}, guest {}) is recorded, not applied (a NAT uplink is `bridged = true` / Kathará's M[bridged]=true): the interface is left unplugged",
                 up.index, up.host, up.guest
             ));
         }

@@ -939,7 +939,7 @@ fn netkit_tap_domain_is_parsed_and_left_unplugged() {
     assert!(
         p.notes.iter().any(|n| n
             .contains("pc1 eth0: Netkit tap uplink (host 10.0.0.1, guest 10.0.0.2)")
-            && n.contains("no NAT uplink yet: the interface is left unplugged")),
+            && n.contains("not applied (a NAT uplink is `bridged = true`")),
         "{:?}",
         p.notes
     );
