@@ -233,6 +233,8 @@ fn nat_bad_forwards_fail_cleanly_before_the_switch_starts() {
         )
     };
     let busy_spec = format!("tcp:{busy_port}:10.0.2.15:80");
+    let busy_udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy_udp_spec = format!("udp:{}:10.0.2.15:53", busy_udp.local_addr().unwrap().port());
     let uml_ctl = format!("{d}.ctl");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -265,6 +267,10 @@ fn nat_bad_forwards_fail_cleanly_before_the_switch_starts() {
         ),
         (
             vec!["-s", &d, "--nat", "--forward", &busy_spec],
+            "Address already in use",
+        ),
+        (
+            vec!["-s", &d, "--nat", "--forward", &busy_udp_spec],
             "Address already in use",
         ),
         (
