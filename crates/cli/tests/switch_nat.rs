@@ -336,3 +336,72 @@ fn lab_bridged_machine_reaches_the_hosts_loopback() {
     lab.ok_dir("stop", &[]);
     assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
 }
+
+/// A DNS responder (python3, stdlib): every A question gets 10.1.2.3.
+const DNS_PY: &str = r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+open("ready", "w").close()
+while True:
+    q, peer = s.recvfrom(512)
+    if len(q) < 12:
+        continue
+    i = 12
+    while i < len(q) and q[i]:
+        i += q[i] + 1
+    question = q[12:i + 5]
+    qtype = struct.unpack("!H", q[i + 1:i + 3])[0] if i + 3 <= len(q) else 0
+    answers = b""
+    n = 0
+    if qtype == 1:
+        answers = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes([10, 1, 2, 3])
+        n = 1
+    s.sendto(q[:2] + b"\x81\x80" + struct.pack("!HHHH", 1, n, 0, 0) + question + answers, peer)
+"#;
+
+/// DNS through the NAT without reaching any outside address: the switch
+/// runs in a mount and network namespace the test makes (`unshare -mn`)
+/// with its own /etc/resolv.conf naming 127.0.0.1, where a test DNS
+/// responder answers; the guest (outside, joined over the switch's vector
+/// socket) resolves a name through 10.0.2.3 from its DHCP lease.
+#[test]
+fn nat_forwards_the_guests_dns_to_the_hosts_resolver() {
+    if umlkit_sys::net::euid() != 0 {
+        eprintln!("skipped: needs root for unshare -mn");
+        return;
+    }
+    testkit::require("unshare", "util-linux");
+    testkit::require("/usr/bin/python3", "python3");
+    let tmp = testkit::short_tempdir("natdns");
+    let t = tmp.path();
+    std::fs::write(t.join("resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+    std::fs::write(t.join("dns.py"), DNS_PY).unwrap();
+    let script = format!(
+        "set -e; ip link set lo up; mount --bind {t}/resolv.conf /etc/resolv.conf; \
+         /usr/bin/python3 {t}/dns.py & \
+         exec {umlkit} switch -s {t}/sw -M {t}/mgmt --nat --vector",
+        t = t.display(),
+        umlkit = testkit::umlkit_bin().display()
+    );
+    let mut c = Command::new("unshare");
+    c.args(["--mount", "--net", "sh", "-c", &script])
+        .current_dir(t)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(t.join("switch.log")).unwrap());
+    let _sw = testkit::ProcGuard::spawn("unshare-switch", c);
+    let log = || std::fs::read_to_string(t.join("switch.log")).unwrap_or_default();
+    assert!(
+        testkit::wait_until(WAIT, || t.join("ready").exists()
+            && log().contains("nat: port up")),
+        "switch or DNS responder did not start: {}",
+        log()
+    );
+    let env = guest_common::Env::new("nat4");
+    // vector: a path socket (the daemon transport's abstract client
+    // address would not cross into the switch's network namespace)
+    boot_dhcp(&env, "n4", &format!("{},vector", t.join("sw").display()));
+    let out = env.ok(&["exec", "n4", "--", "nslookup", "nat-test.example"]);
+    assert!(out.contains("10.1.2.3"), "{out}");
+}
