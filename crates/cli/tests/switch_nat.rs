@@ -298,27 +298,41 @@ fn nat_bad_forwards_fail_cleanly_before_the_switch_starts() {
 
 /// Kathará's `M[bridged]=true` in a lab: the machine gets eth1 (after its
 /// eth0) on the lab's NAT switch, leased by DHCP at boot, and reaches a
-/// server on the host's 127.0.0.1; `lab stop` takes the NAT switch down.
+/// server on the host's 127.0.0.1; a second bridged machine gets the next
+/// lease on the same NAT; `lab stop` takes the NAT switch down.
 #[test]
 fn lab_bridged_machine_reaches_the_hosts_loopback() {
     let port = host_http("hello, bridged lab machine\n");
     let lab = testkit::lab::TestLab::new(
         "labnat",
         &[
-            ("lab.conf", "a[0]=lan\na[bridged]=true\nb[0]=lan\n"),
+            (
+                "lab.conf",
+                "a[0]=lan\na[bridged]=true\nb[0]=lan\nc[bridged]=true\n",
+            ),
             ("a.startup", "ip addr add 10.9.1.1/24 dev eth0\n"),
             ("b.startup", "ip addr add 10.9.1.2/24 dev eth0\n"),
         ],
     );
     lab.ok_dir("start", &[]);
-    let mut addr = String::new();
-    assert!(
-        testkit::wait_until(LEASE_WAIT, || {
-            addr = lab.exec_ok("a", "ip -4 -o addr show eth1");
-            addr.contains("inet 10.0.2.15/24")
-        }),
-        "no lease on eth1: {addr}"
-    );
+    // a (eth1, after its eth0) and c (eth0: no other interface) share the
+    // lab's NAT: two leases from 10.0.2.15, in boot order
+    let lease = |m: &str, dev: &str| {
+        let mut addr = String::new();
+        let got = testkit::wait_until(LEASE_WAIT, || {
+            addr = lab.exec_ok(m, &format!("ip -4 -o addr show {dev}"));
+            addr.contains("inet 10.0.2.15/24") || addr.contains("inet 10.0.2.16/24")
+        });
+        assert!(got, "{m} has no lease on {dev}: {addr}");
+        if addr.contains("10.0.2.15/") {
+            "10.0.2.15"
+        } else {
+            "10.0.2.16"
+        }
+    };
+    let (a_ip, c_ip) = (lease("a", "eth1"), lease("c", "eth0"));
+    assert_ne!(a_ip, c_ip);
+    lab.exec_ok("c", &format!("ping -c 1 -W 5 {a_ip}"));
     let page = lab.exec_ok(
         "a",
         &format!("timeout 20 wget -q -O - http://10.0.2.2:{port}/"),
