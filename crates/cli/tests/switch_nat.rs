@@ -419,3 +419,83 @@ fn nat_forwards_the_guests_dns_to_the_hosts_resolver() {
     let out = env.ok(&["exec", "n4", "--", "nslookup", "nat-test.example"]);
     assert!(out.contains("10.1.2.3"), "{out}");
 }
+
+/// An ARP request from 10.0.2.15 (MAC `me`) for the gateway 10.0.2.2.
+fn arp_for_gateway(me: [u8; 6]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&me);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&me);
+    f.extend_from_slice(&[10, 0, 2, 15]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[10, 0, 2, 2]);
+    f.resize(60, 0);
+    f
+}
+
+/// Whether `c` gets the NAT's ARP reply for 10.0.2.2 (asking again until WAIT).
+fn gateway_answers(c: &Client, me: [u8; 6]) -> bool {
+    testkit::wait_until(WAIT, || {
+        c.send(&arp_for_gateway(me));
+        let deadline = std::time::Instant::now() + Duration::from_millis(300);
+        let mut buf = [0u8; 2048];
+        c.data
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        while std::time::Instant::now() < deadline {
+            if let Ok(n) = c.data.recv(&mut buf) {
+                let f = &buf[..n];
+                if n >= 42
+                    && f[12..14] == [8, 6]
+                    && f[20..22] == [0, 2]
+                    && f[28..32] == [10, 0, 2, 2]
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+/// The NAT port sits on the switch's last port (lab machines ask for ports
+/// from 1), and when the switch ends it (`port/epclose`) it joins again:
+/// the gateway answers ARP before and after.
+#[test]
+fn nat_port_is_the_last_one_and_joins_again_when_closed() {
+    let sw = Sw::start(&["--nat", "-n", "8"]);
+    let mut ports = String::new();
+    assert!(
+        testkit::wait_until(WAIT, || {
+            ports = sw.mgmt("port/print");
+            ports.contains("Port 0007") && ports.contains("umlkit nat 10.0.2.0/24")
+        }),
+        "{ports}"
+    );
+    let me = mac(0x15);
+    let c = Client::vde(&sw.dir, 1).unwrap();
+    assert!(gateway_answers(&c, me), "no ARP reply from the NAT");
+    // the switch closes the NAT's endpoint (its control stream)
+    let id: u32 = ports
+        .lines()
+        .find(|l| l.contains("umlkit nat"))
+        .and_then(|l| l.split("endpoint ID ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no NAT endpoint in {ports}"));
+    let r = sw.mgmt(&format!("port/epclose 7 {id}"));
+    assert!(r.contains("1000 Success"), "{r}");
+    assert!(
+        testkit::wait_until(Duration::from_secs(20), || sw
+            .log()
+            .contains("nat: port closed (the switch ended the port;")
+            && sw.mgmt("port/print").contains("umlkit nat 10.0.2.0/24")),
+        "{}\n{}",
+        sw.log(),
+        sw.mgmt("port/print")
+    );
+    assert!(
+        gateway_answers(&c, me),
+        "no ARP reply after the NAT joined again"
+    );
+}

@@ -26,7 +26,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use umlkit_sys::slirp::{Config, Slirp};
 
@@ -231,7 +231,8 @@ pub struct NatCounters {
 pub struct Nat {
     slirp: Slirp,
     spec: NatSpec,
-    plug: Arc<OnceLock<Plug>>,
+    /// The port on the switch, while it is up (slirp's frames go there).
+    plug: Arc<Mutex<Option<Arc<Plug>>>>,
     counters: Arc<NatCounters>,
     /// Where slirp's complaints about guest frames go (set by [`spawn`]).
     log: Arc<Mutex<Option<Logger>>>,
@@ -241,10 +242,15 @@ impl Nat {
     /// Create the stack and bind every forward (a bad or busy host port is
     /// an error naming the forward).
     pub fn new(spec: &NatSpec) -> Result<Nat, Error> {
-        let plug: Arc<OnceLock<Plug>> = Arc::new(OnceLock::new());
+        let plug: Arc<Mutex<Option<Arc<Plug>>>> = Arc::new(Mutex::new(None));
         let counters = Arc::new(NatCounters::default());
         let (p, c) = (plug.clone(), counters.clone());
-        let send = move |frame: &[u8]| match p.get().map(|p| p.send(frame)) {
+        let send = move |frame: &[u8]| match p
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|p| p.send(frame))
+        {
             Some(Ok(())) => {
                 c.to_switch.fetch_add(1, Relaxed);
             }
@@ -279,10 +285,12 @@ impl Nat {
 }
 
 /// Run the NAT port of the switch at `dir` in a thread, for the life of
-/// the process (or until the switch closes the port). It takes switch port
-/// `port` (the last one: guests asking for ports from 1, as lab machines
-/// do, never land on it).
-pub fn spawn(nat: Nat, dir: PathBuf, port: u32, log: Logger, peer_log: Logger) {
+/// the process. It takes switch port `port` (the last one: guests asking
+/// for ports from 1, as lab machines do, never land on it); when the switch
+/// ends the port (`port/epclose`), it joins again, with a growing pause (1 s
+/// up to 10 s) while that fails. Slirp's state (connections, leases,
+/// forwards) lives on meanwhile.
+pub fn spawn(nat: Nat, dir: PathBuf, port: u32, mut log: Logger, peer_log: Logger) {
     std::thread::spawn(move || {
         let Nat {
             mut slirp,
@@ -292,55 +300,77 @@ pub fn spawn(nat: Nat, dir: PathBuf, port: u32, log: Logger, peer_log: Logger) {
             log: guest_log,
         } = nat;
         *guest_log.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer_log);
-        let opened = Plug::open(
-            &dir.display().to_string(),
-            &PlugOptions {
-                // short: the switch keeps 128 bytes of it, with user and pid
-                descr: format!(
-                    "umlkit nat {}/{} gw {}",
-                    spec.config.net,
-                    u32::from(spec.config.mask).count_ones(),
-                    spec.config.host
-                ),
-                port: Some(port),
-                ..PlugOptions::default()
-            },
-        );
-        let p = match opened.and_then(|p| {
-            p.set_nonblocking(true).map_err(|source| Error::Plug {
-                url: dir.display().to_string(),
-                what: "cannot make the NAT port non-blocking".into(),
-                source,
-            })?;
-            Ok(p)
-        }) {
-            Ok(p) => plug.get_or_init(|| p),
-            Err(e) => {
-                log.error(&format!("nat: {}", crate::vxlan::chain(&e)));
-                return;
+        let mut pause = std::time::Duration::from_secs(1);
+        let mut said = false;
+        loop {
+            match open_port(&dir, port, &spec) {
+                Ok(p) => {
+                    let p = Arc::new(p);
+                    *plug.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+                    log.info(&format!("nat: port up: {}", spec.describe()));
+                    let why = relay(&mut slirp, &p, &counters);
+                    *plug.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    log.info(&format!(
+                        "nat: port closed ({why}; from switch {}, to switch {}, dropped {}, filtered {}); joining again",
+                        counters.from_switch.load(Relaxed),
+                        counters.to_switch.load(Relaxed),
+                        counters.dropped.load(Relaxed),
+                        counters.filtered.load(Relaxed)
+                    ));
+                    pause = std::time::Duration::from_secs(1);
+                    said = false;
+                }
+                Err(e) => {
+                    if !said {
+                        log.peer(&format!("nat: {}; retrying", crate::vxlan::chain(&e)));
+                        said = true;
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_secs(10));
+                }
             }
-        };
-        log.info(&format!("nat: port up: {}", spec.describe()));
-        let why = relay(&mut slirp, p, &counters);
-        log.info(&format!(
-            "nat: port closed ({why}; from switch {}, to switch {}, dropped {}, filtered {})",
-            counters.from_switch.load(Relaxed),
-            counters.to_switch.load(Relaxed),
-            counters.dropped.load(Relaxed),
-            counters.filtered.load(Relaxed)
-        ));
+        }
     });
+}
+
+/// Join the switch at `dir` on port `port`, non-blocking.
+fn open_port(dir: &std::path::Path, port: u32, spec: &NatSpec) -> Result<Plug, Error> {
+    let opened = Plug::open(
+        &dir.display().to_string(),
+        &PlugOptions {
+            // short: the switch keeps 128 bytes of it, with user and pid
+            descr: format!(
+                "umlkit nat {}/{} gw {}",
+                spec.config.net,
+                u32::from(spec.config.mask).count_ones(),
+                spec.config.host
+            ),
+            port: Some(port),
+            ..PlugOptions::default()
+        },
+    );
+    opened.and_then(|p| {
+        p.set_nonblocking(true).map_err(|source| Error::Plug {
+            url: dir.display().to_string(),
+            what: "cannot make the NAT port non-blocking".into(),
+            source,
+        })?;
+        Ok(p)
+    })
 }
 
 /// Slirp's poll loop with the switch port as one more source.
 fn relay(slirp: &mut Slirp, plug: &Plug, counters: &NatCounters) -> String {
     let mut buf = vec![0u8; net_proto::stream::MAX_FRAME + 64];
     loop {
-        let ready = match slirp.poll(plug.data_fd(), 1000) {
+        let ready = match slirp.poll(&[plug.data_fd(), plug.ctl_fd()], 1000) {
             Ok(r) => r,
             Err(e) => return format!("poll failed: {e}"),
         };
-        if !ready {
+        if ready & 0b10 != 0 && plug.ctl_closed() {
+            return "the switch ended the port".into();
+        }
+        if ready & 0b01 == 0 {
             continue;
         }
         // drain until the socket would block

@@ -483,10 +483,14 @@ impl Slirp {
     }
 
     /// Wait at most `timeout_ms` (less if slirp or one of its timers needs
-    /// it) for slirp's sockets and for `extra` to become readable, let
-    /// slirp do its socket work and run its due timers. Returns whether
-    /// `extra` is readable (or hung up).
-    pub fn poll(&mut self, extra: BorrowedFd<'_>, timeout_ms: u32) -> io::Result<bool> {
+    /// it) for slirp's sockets and for the `extra` descriptors (at most 32)
+    /// to become readable, let slirp do its socket work and run its due
+    /// timers. Returns which of `extra` are readable (or hung up): bit `i`
+    /// for `extra[i]`.
+    pub fn poll(&mut self, extra: &[BorrowedFd<'_>], timeout_ms: u32) -> io::Result<u32> {
+        if extra.len() > 32 {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
         let st = self.state;
         let mut timeout = timeout_ms;
         // SAFETY: st is our live State; no reference to it is held across
@@ -504,11 +508,14 @@ impl Slirp {
         }
         // SAFETY: as above.
         let pollfds = unsafe { &mut (*st).pollfds };
-        pollfds.push(libc::pollfd {
-            fd: extra.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
+        let ours = pollfds.len();
+        for fd in extra {
+            pollfds.push(libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         let timeout = timeout.min(i32::MAX as u32) as c_int;
         // SAFETY: pollfds is a valid array of pollfds.len() entries.
         let r = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, timeout) };
@@ -526,9 +533,10 @@ impl Slirp {
             0
         };
         let extra_ready = pollfds
-            .pop()
-            .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
-            .unwrap_or(false);
+            .drain(ours..)
+            .enumerate()
+            .filter(|(_, p)| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+            .fold(0u32, |m, (i, _)| m | 1 << i);
         // SAFETY: self.slirp is live; cb_get_revents reads st's pollfds
         // (no Rust reference to them is alive here).
         unsafe { ffi::slirp_pollfds_poll(self.slirp, err, cb_get_revents, st as *mut c_void) };
@@ -645,7 +653,7 @@ mod tests {
         .unwrap();
         let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
         b.send(b"x").unwrap();
-        assert!(s.poll(a.as_fd(), 100).unwrap());
+        assert_eq!(s.poll(&[b.as_fd(), a.as_fd()], 100).unwrap(), 0b10);
     }
     use std::os::fd::AsFd;
 }
