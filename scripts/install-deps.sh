@@ -18,7 +18,9 @@ PKGS=(user-mode-linux uml-utilities vde2 busybox-static e2fsprogs libvdeplug-dev
   # umlkit bench net and the VXLAN interop tests: vdeplug4's vde_plug (its
   # vxvde:// and cmd:// plugins; vdeplug breaks only vde2 << 2.3.2+r586-3),
   # libc6-dev for the static tcpblast
-  vdeplug libc6-dev)
+  vdeplug libc6-dev
+  # libslirp for the NAT port of `umlkit switch --nat` (crates/sys/src/slirp.rs)
+  libslirp-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

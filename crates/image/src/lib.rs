@@ -20,7 +20,7 @@
 //! | parameter | effect |
 //! |---|---|
 //! | `umlkit.hostname=NAME` | host name (default `uml`) |
-//! | `umlkit.ip.eth0=10.0.0.1/24[,ADDR/LEN...]` | sets `eth0` up with these addresses (`up` = no address) |
+//! | `umlkit.ip.eth0=10.0.0.1/24[,ADDR/LEN...]` | sets `eth0` up with these addresses (`up` = no address; `dhcp` = a lease from busybox `udhcpc`, e.g. from `umlkit switch --nat`) |
 //! | `umlkit.gw=10.0.0.254` | default route |
 //! | `umlkit.modules=bridge,8021q` | modules loaded before network setup |
 //! | `umlkit.hostfs=/hostlab` | mount hostfs there (the host passes `hostfs=DIR`) |

@@ -591,11 +591,10 @@ pub fn parse_lab_conf_in(
                         m.env.push(value)
                     }
                     "append" => m.kernel_args.extend(value.split_whitespace().map(str::to_string)),
-                    "bridged" => {
-                        if parse_bool(&value) == Some(true) {
-                            push_note(&mut notes, note(&orig_key, "no host uplink in umlkit: the machine gets no bridged interface".into(), true))
-                        }
-                    }
+                    "bridged" => match parse_bool(&value) {
+                        Some(b) => m.bridged = b,
+                        None => return Err(syn(line, format!("{machine}[bridged]: expected true or false, found {value:?}"))),
+                    },
                     "num_terms" | "con0" | "con1" | "xterm" | "shell" => push_note(&mut notes, note(&orig_key,
                         "terminals are not opened; use `umlkit lab console` / `lab exec`".into(), true,
                     )),

@@ -141,8 +141,12 @@ impl GuestBackend {
             }
             // Lab interfaces are up before any startup script runs, as in
             // Kathará's containers: public labs only `ip address add`.
-            cfg.extra_args
-                .push(format!("umlkit.ip.eth{}=up", itf.index));
+            // (a bridged machine's NAT interface: a DHCP lease)
+            cfg.extra_args.push(format!(
+                "umlkit.ip.eth{}={}",
+                itf.index,
+                if itf.dhcp { "dhcp" } else { "up" }
+            ));
         }
         cfg.extra_args.extend(m.kernel_args.iter().cloned());
         cfg

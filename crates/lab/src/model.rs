@@ -153,10 +153,19 @@ pub struct Machine {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
     /// Host uplinks (Netkit `M[N]=tap,HOST_IP,GUEST_IP`): recorded, not
-    /// applied yet (no NAT uplink): the interface stays unplugged.
+    /// applied (`bridged` is the NAT uplink): the interface stays unplugged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uplinks: Vec<Uplink>,
+    /// One more interface, after the others (Kathará's `M[bridged]=true`),
+    /// on the lab's NAT switch (`umlkit switch --nat`): configured by DHCP
+    /// (10.0.2.15 on), outbound TCP/UDP through the host user's sockets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bridged: bool,
 }
+
+/// The collision domain of bridged interfaces: the lab's NAT switch (not a
+/// name a lab may give a domain).
+pub const NAT_DOMAIN: &str = "(nat)";
 
 /// A host uplink of a machine (Netkit's `tap` collision domain).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -311,6 +320,11 @@ impl LabFile {
                 if itf.domain.is_empty() {
                     return Err(bad(format!(
                         "machine {name} eth{i}: empty collision domain"
+                    )));
+                }
+                if itf.domain == NAT_DOMAIN {
+                    return Err(bad(format!(
+                        "machine {name} eth{i}: collision domain {NAT_DOMAIN} is reserved for bridged machines' NAT (bridged = true)"
                     )));
                 }
                 if let Some(mac) = &itf.mac {

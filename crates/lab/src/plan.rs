@@ -12,7 +12,7 @@ use crate::conf::start_waves;
 use crate::error::{LabError, Result};
 use crate::images::{self, ImageMap};
 use crate::mac::{derive_mac, format_mac, parse_mac};
-use crate::model::{Dialect, DomainMode, LabFile, LinkEmulation};
+use crate::model::{Dialect, DomainMode, LabFile, LinkEmulation, NAT_DOMAIN};
 
 /// Default guest memory (MiB).
 pub const DEFAULT_MEM_MB: u32 = 64;
@@ -57,6 +57,9 @@ pub struct SwitchPlan {
     /// Management console of an `umlkit switch` (link settings at run time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mgmt: Option<PathBuf>,
+    /// The lab's NAT switch (`umlkit switch --nat`) of bridged machines.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nat: bool,
 }
 
 impl SwitchPlan {
@@ -85,6 +88,9 @@ pub struct IfacePlan {
     /// direction `in`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<LinkEmulation>,
+    /// Configured by DHCP at boot (a bridged machine's NAT interface).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dhcp: bool,
 }
 
 /// One machine.
@@ -230,6 +236,9 @@ pub fn plan_with(
     for d in lab.domains.keys() {
         domains.insert(d, ());
     }
+    if lab.machines.values().any(|m| m.bridged) {
+        domains.insert(NAT_DOMAIN, ());
+    }
     let switches: Vec<SwitchPlan> = domains
         .keys()
         .enumerate()
@@ -247,6 +256,7 @@ pub fn plan_with(
                 capture: conf.is_some_and(|c| c.capture),
                 link: conf.and_then(|c| c.link.clone()),
                 mgmt: Some(state_dir.join("sw").join(format!("{i}.mgmt"))),
+                nat: *d == NAT_DOMAIN,
             }
         })
         .collect();
@@ -298,7 +308,7 @@ pub fn plan_with(
     for (name, m) in &lab.machines {
         for up in &m.uplinks {
             notes.push(format!(
-                "{name} eth{}: Netkit tap uplink (host {}, guest {}) is recorded, but umlkit has no NAT uplink yet: the interface is left unplugged",
+                "{name} eth{}: Netkit tap uplink (host {}, guest {}) is recorded, not applied (a NAT uplink is `bridged = true` / Kathará's M[bridged]=true): the interface is left unplugged",
                 up.index, up.host, up.guest
             ));
         }
@@ -371,6 +381,34 @@ pub fn plan_with(
                 addresses: itf.addresses.clone(),
                 port,
                 link: itf.link.clone(),
+                dhcp: false,
+            });
+        }
+        if m.bridged {
+            // Kathará puts the bridged interface after the others
+            let index = interfaces
+                .iter()
+                .map(|i| i.index + 1)
+                .chain(m.uplinks.iter().map(|u| u.index + 1))
+                .max()
+                .unwrap_or(0);
+            let ifname = format!("eth{index}");
+            let switch = sw_index[NAT_DOMAIN];
+            let port = next_port[switch];
+            next_port[switch] += 1;
+            notes.push(format!(
+                "{name} {ifname}: bridged: NAT uplink by DHCP (10.0.2.0/24, gateway 10.0.2.2, which also leads to the host's 127.0.0.1; outbound TCP/UDP through your own sockets)"
+            ));
+            interfaces.push(IfacePlan {
+                name: ifname.clone(),
+                index,
+                domain: NAT_DOMAIN.to_string(),
+                switch,
+                mac: format_mac(&derive_mac(&umid, &ifname)),
+                addresses: Vec::new(),
+                port,
+                link: None,
+                dhcp: true,
             });
         }
         let ipv6 = m.ipv6.unwrap_or(dialect == Dialect::Netkit);

@@ -296,6 +296,15 @@ pub fn start_switch_process(
     if sw.hub {
         cmd.arg("--hub");
     }
+    if sw.nat {
+        if switch_cmd.get(1).is_none_or(|a| a != "switch") {
+            return Err(LabError::Run(format!(
+                "bridged machines need `umlkit switch --nat`, not {}",
+                switch_cmd.join(" ")
+            )));
+        }
+        cmd.arg("--nat");
+    }
     // `umlkit switch` (not vde_switch): a console for run-time settings, and
     // the domain's link emulation on the way out of every port (each frame
     // crosses it once)
@@ -1334,6 +1343,7 @@ pub fn connect(backend: &dyn Backend, plan: &Plan, machine: &str, domain: &str) 
             capture: false,
             link: None,
             mgmt: None,
+            nat: false,
         };
         backend.start_switch(plan, &sw, &mut |e| {
             state = State::record(plan, |s| &mut s.switches, &e)?;

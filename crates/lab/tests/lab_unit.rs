@@ -170,10 +170,10 @@ fn kathara_unknown_option_warns_once_per_key_not_fatal() {
 
 #[test]
 fn unsupported_options_reported_by_name() {
-    let r = conf("a[0]=x\na[bridged]=true\na[num_terms]=2\na[port]=8080:80\n");
+    let r = conf("a[0]=x\na[num_terms]=2\na[port]=8080:80\n");
     let keys: Vec<&str> = r.notes.iter().map(|n| n.key.as_str()).collect();
     assert!(
-        keys.contains(&"bridged") && keys.contains(&"num_terms") && keys.contains(&"port"),
+        keys.contains(&"num_terms") && keys.contains(&"port"),
         "{keys:?}"
     );
     let text = r
@@ -182,7 +182,45 @@ fn unsupported_options_reported_by_name() {
         .map(|n| n.to_string())
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(text.contains("a[bridged]"), "{text}");
+    assert!(text.contains("a[port]"), "{text}");
+}
+
+/// `M[bridged]=true` (issue 13.4): one more interface, after the others,
+/// on the lab's NAT switch, configured by DHCP; a bad value is an error.
+#[test]
+fn bridged_machines_get_a_last_interface_on_the_nat_switch() {
+    let r = conf("a[0]=x\na[1]=y\na[bridged]=true\nb[0]=x\nb[bridged]=false\n");
+    assert!(r.lab.machines["a"].bridged && !r.lab.machines["b"].bridged);
+    assert!(r.notes.iter().all(|n| n.key != "bridged"), "{:?}", r.notes);
+    let dir = tempfile::tempdir().unwrap();
+    let p = lab::plan::plan(&r.lab, dir.path(), &dir.path().join("s")).unwrap();
+    let nat: Vec<_> = p.switches.iter().filter(|s| s.nat).collect();
+    assert_eq!(nat.len(), 1, "{:?}", p.switches);
+    assert_eq!(nat[0].domain, lab::model::NAT_DOMAIN);
+    let a = p.machine("a").unwrap();
+    let last = a.interfaces.last().unwrap();
+    assert_eq!((last.name.as_str(), last.dhcp), ("eth2", true));
+    assert_eq!(p.switches[last.switch].domain, lab::model::NAT_DOMAIN);
+    assert!(p.machine("b").unwrap().interfaces.iter().all(|i| !i.dhcp));
+    assert!(
+        p.notes.iter().any(|n| n.contains("a eth2: bridged")),
+        "{:?}",
+        p.notes
+    );
+    // no NAT switch without a bridged machine
+    let r = conf("a[0]=x\n");
+    let p = lab::plan::plan(&r.lab, dir.path(), &dir.path().join("s")).unwrap();
+    assert!(p.switches.iter().all(|s| !s.nat));
+    assert!(conf_err("a[0]=x\na[bridged]=maybe\n", None).contains("true or false"));
+    // lab.toml says the same with `bridged = true`; its domain name is reserved
+    let t: lab::model::LabFile =
+        toml::from_str("[machines.a]\nbridged = true\ninterfaces = [{ domain = \"x\" }]\n")
+            .unwrap();
+    assert!(t.machines["a"].bridged);
+    let bad: lab::model::LabFile =
+        toml::from_str("[machines.a]\ninterfaces = [{ domain = \"(nat)\" }]\n").unwrap();
+    let e = bad.validate(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("reserved"), "{e}");
 }
 
 #[test]
@@ -915,7 +953,7 @@ fn netkit_tap_domain_is_parsed_and_left_unplugged() {
     assert!(
         p.notes.iter().any(|n| n
             .contains("pc1 eth0: Netkit tap uplink (host 10.0.0.1, guest 10.0.0.2)")
-            && n.contains("no NAT uplink yet: the interface is left unplugged")),
+            && n.contains("not applied (a NAT uplink is `bridged = true`")),
         "{:?}",
         p.notes
     );

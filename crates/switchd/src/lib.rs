@@ -18,6 +18,7 @@ pub mod client;
 mod flow;
 mod log;
 mod mgmt;
+pub mod nat;
 pub mod options;
 pub mod plug;
 mod reach;
@@ -204,6 +205,17 @@ pub enum Error {
     VectorNeedsDir,
     #[error("vxlan: {what}")]
     Vxlan { what: String, source: io::Error },
+    #[error("--forward {0}")]
+    BadForward(String),
+    #[error("--nat")]
+    Nat(#[source] umlkit_sys::slirp::SlirpError),
+    #[error("--forward {spec}")]
+    Forward {
+        spec: String,
+        source: umlkit_sys::slirp::SlirpError,
+    },
+    #[error("--nat needs a switch directory (-s DIR): the NAT joins the switch as a port there")]
+    NatNeedsDir,
     #[error("vde_open {url}: {what}")]
     Plug {
         url: String,

@@ -157,6 +157,31 @@ impl Plug {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// The data socket (one frame per datagram), to wait on.
+    pub fn data_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.data.as_fd()
+    }
+
+    /// The control stream: readable at EOF when the switch ends the port.
+    pub fn ctl_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.ctl.as_fd()
+    }
+
+    /// Whether the switch ended the port: the control stream is at EOF or
+    /// failed (call when [`Plug::ctl_fd`] is readable; the switch sends
+    /// nothing else on it).
+    pub fn ctl_closed(&self) -> bool {
+        let mut b = [0u8; 256];
+        !matches!((&self.ctl).read(&mut b), Ok(n) if n > 0)
+    }
+
+    /// Make [`Plug::send`] and [`Plug::recv`] return `WouldBlock` instead of waiting.
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        self.data.set_nonblocking(on)
+    }
 }
 
 fn connect_ctl(dir: &Path, group: Option<&str>) -> io::Result<UnixStream> {

@@ -124,7 +124,7 @@ pub fn spawn(dir: PathBuf, spec: VxlanSpec, sock: UdpSocket, log: Logger) {
     });
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

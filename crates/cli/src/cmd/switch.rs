@@ -85,6 +85,21 @@ pub struct SwitchArgs {
     /// `reply=source` answers peers at their UDP source port (vdeplug4 vxvde)
     #[arg(long = "vxlan", value_name = "SPEC", value_parser = parse_vxlan)]
     vxlan: Vec<net_proto::vxlan::VxlanSpec>,
+    /// Give the guests a way out without root, as QEMU's user networking
+    /// (libslirp) does: one port of the switch answers DHCP (10.0.2.15 on),
+    /// DNS (10.0.2.3) and carries their TCP/UDP out through this user's own
+    /// sockets, gateway 10.0.2.2 (also the host's 127.0.0.1)
+    #[arg(long = "nat")]
+    nat: bool,
+    /// Forward a host port to a guest's port through the NAT:
+    /// `tcp|udp:[HOSTIP:]HOSTPORT:GUESTIP:GUESTPORT`, e.g.
+    /// `tcp:8080:10.0.2.15:80` (HOSTIP defaults to 127.0.0.1). Repeatable
+    #[arg(long = "forward", value_name = "SPEC", requires = "nat")]
+    forward: Vec<String>,
+    /// With --nat: refuse the guests' connections to the host's loopback
+    /// (127.0.0.1 reached as 10.0.2.2)
+    #[arg(long = "nat-no-host-loopback", requires = "nat")]
+    nat_no_host_loopback: bool,
 }
 
 fn parse_vxlan(s: &str) -> Result<net_proto::vxlan::VxlanSpec, String> {
@@ -191,6 +206,25 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // the NAT's host forwards are bound before anything runs
+    let nat = if a.nat {
+        let r = if o.vde_dir.is_none() {
+            Err(switchd::Error::NatNeedsDir)
+        } else {
+            switchd::nat::NatSpec::new(&a.forward, a.nat_no_host_loopback)
+                .and_then(|spec| switchd::nat::Nat::new(&spec).map(|n| (n, spec)))
+        };
+        match r {
+            Ok(n) => Some(n),
+            Err(e) => {
+                eprintln!("umlkit switch: {}", super::chain_of(&e));
+                server.close();
+                return Ok(ExitCode::from(1));
+            }
+        }
+    } else {
+        None
+    };
     // uplinks are checked (and relative paths resolved) before -d moves to /
     let mut uplinks = Vec::new();
     for url in &a.uplink {
@@ -233,6 +267,24 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
         if let Some(dir) = &o.vde_dir {
             switchd::vxlan::spawn(dir.clone(), spec, sock, log);
         }
+    }
+    if let (Some((nat, spec)), Some(dir)) = (nat, &o.vde_dir) {
+        if !a.daemon {
+            eprintln!("umlkit switch: NAT: {}", spec.describe());
+        }
+        let mut log = Logger::new("umlkit switch: ");
+        let mut peer_log = Logger::new("umlkit switch: ");
+        if a.daemon {
+            log.use_syslog("umlkit-switch");
+            peer_log.use_syslog("umlkit-switch");
+        }
+        switchd::nat::spawn(
+            nat,
+            dir.clone(),
+            o.numports.saturating_sub(1),
+            log,
+            peer_log,
+        );
     }
     for url in uplinks {
         let mut log = Logger::new("umlkit switch: ");
