@@ -208,10 +208,7 @@ fn start_switch(kind: SwitchKind, umlkit: &Path, dir: &Path) -> Result<(Proc, Pa
             if kind == SwitchKind::UmlkitJumbo {
                 c.args(["--mtu", "9000"]);
             }
-            let p = spawn(
-                c.stdin(Stdio::null()),
-                "umlkit switch",
-            )?;
+            let p = spawn(c.stdin(Stdio::null()), "umlkit switch")?;
             wait_for(&dir.join("vec"), "umlkit switch")?;
             (p, dir.to_path_buf())
         }

@@ -3,6 +3,7 @@
 //! host's 127.0.0.1 through 10.0.2.2 (TCP and UDP), host clients reach a
 //! guest's server through `--forward`, bad forwards fail before anything
 //! runs. No test reaches any address outside this host.
+#![allow(clippy::disallowed_macros)] // eprintln! in tests: the harness captures stderr
 
 mod guest_common;
 mod switch_common;

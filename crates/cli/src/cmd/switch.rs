@@ -217,7 +217,7 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
         match r {
             Ok(n) => Some(n),
             Err(e) => {
-                eprintln!("umlkit switch: {}", super::chain_of(&e));
+                errln!("umlkit switch: {}", super::chain_of(&e));
                 server.close();
                 return Ok(ExitCode::from(1));
             }
@@ -270,7 +270,7 @@ fn run_switch(a: SwitchArgs) -> anyhow::Result<ExitCode> {
     }
     if let (Some((nat, spec)), Some(dir)) = (nat, &o.vde_dir) {
         if !a.daemon {
-            eprintln!("umlkit switch: NAT: {}", spec.describe());
+            errln!("umlkit switch: NAT: {}", spec.describe());
         }
         let mut log = Logger::new("umlkit switch: ");
         let mut peer_log = Logger::new("umlkit switch: ");
