@@ -302,7 +302,7 @@ fn nat_bad_forwards_fail_cleanly_before_the_switch_starts() {
 /// server on the host's 127.0.0.1; a second bridged machine gets the next
 /// lease on the same NAT; `lab stop` takes the NAT switch down.
 #[test]
-fn lab_bridged_machine_reaches_the_hosts_loopback() {
+fn lab_bridged_machine_reaches_the_hosts_loopback_only_with_host_access() {
     let port = host_http("hello, bridged lab machine\n");
     let lab = testkit::lab::TestLab::new(
         "labnat",
@@ -334,6 +334,15 @@ fn lab_bridged_machine_reaches_the_hosts_loopback() {
     let (a_ip, c_ip) = (lease("a", "eth1"), lease("c", "eth0"));
     assert_ne!(a_ip, c_ip);
     lab.exec_ok("c", &format!("ping -c 1 -W 5 {a_ip}"));
+    // an untrusted lab (no --host-access) does not reach the host's loopback
+    let (code, out) = lab.exec_text(
+        "a",
+        &format!("timeout 20 wget -q -O - http://10.0.2.2:{port}/"),
+    );
+    assert!(code != Some(0) && !out.contains("hello"), "{code:?}: {out}");
+    lab.ok_dir("stop", &[]);
+    lab.ok_dir("start", &["--host-access"]);
+    lease("a", "eth1");
     let page = lab.exec_ok(
         "a",
         &format!("timeout 20 wget -q -O - http://10.0.2.2:{port}/"),

@@ -397,7 +397,7 @@ pub fn plan_with(
             let port = next_port[switch];
             next_port[switch] += 1;
             notes.push(format!(
-                "{name} {ifname}: bridged: NAT uplink by DHCP (10.0.2.0/24, gateway 10.0.2.2, which also leads to the host's 127.0.0.1; outbound TCP/UDP through your own sockets)"
+                "{name} {ifname}: bridged: NAT uplink by DHCP (10.0.2.0/24, gateway 10.0.2.2; outbound TCP/UDP through your own sockets; the host's own 127.0.0.1 through 10.0.2.2 only with `lab start --host-access`)"
             ));
             interfaces.push(IfacePlan {
                 name: ifname.clone(),

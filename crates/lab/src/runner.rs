@@ -304,6 +304,12 @@ pub fn start_switch_process(
             )));
         }
         cmd.arg("--nat");
+        // an untrusted lab folder does not reach the services on the
+        // host's loopback (they trust local connections); a lab the user
+        // trusts (`--host-access`) does, as slirp's default
+        if !plan.host_access {
+            cmd.arg("--nat-no-host-loopback");
+        }
     }
     // `umlkit switch` (not vde_switch): a console for run-time settings, and
     // the domain's link emulation on the way out of every port (each frame
