@@ -58,6 +58,11 @@ pub enum Kind {
     /// flight, so the guest tty's receive buffer never fills: the 6.1 kernel's
     /// serial line can stop reading its host fd for good once throttled.
     Ack = 10,
+    /// host -> agent: the terminal of a tty exec changed size (payload u16
+    /// rows, u16 columns, little-endian); the agent sets the pty's window
+    /// size (the kernel sends SIGWINCH). Agents older than this kind skip
+    /// it as an unknown frame.
+    Resize = 11,
 }
 
 /// Most host -> agent bytes in flight before an [`Kind::Ack`] (well below
@@ -77,6 +82,7 @@ impl Kind {
             8 => Kind::Error,
             9 => Kind::Signal,
             10 => Kind::Ack,
+            11 => Kind::Resize,
             _ => return None,
         })
     }
@@ -116,6 +122,21 @@ impl Frame {
     /// An exit frame.
     pub fn exit(id: u32, code: i32) -> Frame {
         Frame::new(Kind::Exit, id, code.to_le_bytes().to_vec())
+    }
+
+    /// A window size frame for exec `id`.
+    pub fn resize(id: u32, rows: u16, cols: u16) -> Frame {
+        let mut p = rows.to_le_bytes().to_vec();
+        p.extend_from_slice(&cols.to_le_bytes());
+        Frame::new(Kind::Resize, id, p)
+    }
+
+    /// The (rows, columns) of a resize frame.
+    pub fn size(&self) -> Result<(u16, u16), ProtoError> {
+        match self.payload.as_slice() {
+            [a, b, c, d] => Ok((u16::from_le_bytes([*a, *b]), u16::from_le_bytes([*c, *d]))),
+            _ => Err(ProtoError::Malformed("resize")),
+        }
     }
 
     /// The code of an exit or signal frame.
@@ -296,6 +317,34 @@ impl ExecRequest {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn resize_frames_round_trip_and_unknown_kinds_are_skipped() {
+        let f = Frame::resize(3, 37, 111);
+        let mut d = Decoder::new();
+        d.push(&f.encode());
+        let g = d.next_frame().unwrap().unwrap();
+        assert_eq!(
+            (g.kind, g.id, g.size().unwrap()),
+            (Kind::Resize, 3, (37, 111))
+        );
+        assert!(Frame::new(Kind::Resize, 3, vec![1, 2, 3]).size().is_err());
+        // an agent that does not know a kind (as agents before Resize did
+        // not know 11) skips that frame and reads the next one
+        let mut unknown = Frame::resize(3, 37, 111).encode();
+        unknown[1] = 200;
+        let mut d = Decoder::new();
+        d.push(&unknown);
+        d.push(&Frame::new(Kind::Stdin, 3, b"x".to_vec()).encode());
+        let mut got = None;
+        for _ in 0..8 {
+            if let Ok(Some(f)) = d.next_frame() {
+                got = Some(f);
+                break;
+            }
+        }
+        assert_eq!(got.unwrap().payload, b"x");
+    }
 
     #[test]
     fn frames_round_trip_split_anywhere() {

@@ -1,0 +1,229 @@
+//! The web view's server against a real running lab (busybox image, 3
+//! machines): the token on every request and WebSocket, the Origin check,
+//! the status document (the same as `lab status --json`), the topology, the
+//! live status pushes, a terminal into a machine (with resize), the switch
+//! counters and stopping a machine through the API.
+
+mod web_common;
+
+use std::time::Duration;
+
+use testkit::lab::TestLab;
+use tungstenite::Message;
+use web_common::*;
+
+fn status_json(lab: &TestLab) -> serde_json::Value {
+    let o = lab.run_dir("status", &["--json"]);
+    serde_json::from_slice(&o.stdout).expect("lab status --json")
+}
+
+fn states(doc: &serde_json::Value) -> Vec<(String, String)> {
+    doc["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Run `line` in the terminal and wait for `want` in its output.
+fn term_run(ws: &mut Ws, line: &str, want: &str) -> String {
+    ws.send(Message::Binary(format!("{line}\r").into_bytes().into()))
+        .unwrap();
+    let mut out = String::new();
+    let got = ws_until(ws, Duration::from_secs(20), |m| {
+        if let Message::Binary(b) = m {
+            out.push_str(&String::from_utf8_lossy(b));
+        }
+        out.contains(want)
+    });
+    assert!(got.is_some(), "no {want:?} after {line:?}: {out:?}");
+    out
+}
+
+#[test]
+fn web_api_serves_a_running_lab_with_token_terminal_and_actions() {
+    let lab = TestLab::new("webapi", &three_machine_files());
+    lab.ok_dir("start", &[]);
+    let web = start_web(&lab, &["--listen", "127.0.0.1:0"]);
+    let addr = web.addr.clone();
+
+    // no token, a wrong token: 401 for the page, the API and the WebSocket
+    assert_eq!(http(&addr, "GET", "/", &[], "").status, 401);
+    assert_eq!(http(&addr, "GET", "/api/labs", &[], "").status, 401);
+    let wrong = format!("{}0", &web.token[..web.token.len() - 1]);
+    let port = addr.rsplit(':').next().unwrap();
+    let bad_cookie = format!("Cookie: umlkit_web_{port}={wrong}");
+    assert_eq!(
+        http(
+            &addr,
+            "GET",
+            "/api/labs",
+            std::slice::from_ref(&bad_cookie),
+            ""
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        http(&addr, "GET", &format!("/?token={wrong}"), &[], "").status,
+        401
+    );
+    let id = web.lab_id();
+    let events = format!("/api/labs/{id}/events");
+    let origin = format!("http://{addr}");
+    assert_eq!(
+        ws_refused_status(ws_connect(&addr, &events, None, Some(&origin))),
+        Some(401)
+    );
+    assert_eq!(
+        ws_refused_status(ws_connect(&addr, &events, Some(&bad_cookie), Some(&origin))),
+        Some(401)
+    );
+    // the right token from a foreign page (cross-site WebSocket hijacking)
+    assert_eq!(
+        ws_refused_status(ws_connect(
+            &addr,
+            &events,
+            Some(&web.cookie()),
+            Some("http://evil.example")
+        )),
+        Some(403)
+    );
+
+    // the printed URL sets the cookie (HttpOnly, SameSite=Strict) and
+    // sends the browser on without the token in the address
+    let a = http(&addr, "GET", &format!("/?token={}", web.token), &[], "");
+    assert_eq!(a.status, 303, "{}", a.headers);
+    assert_eq!(a.header("location").as_deref(), Some("/"));
+    let cookie = a.header("set-cookie").unwrap();
+    assert!(cookie.contains(&format!("umlkit_web_{port}={}", web.token)));
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    let page = web.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("/assets/vendor/xterm.js"));
+    assert_eq!(web.get("/assets/vendor/xterm.js").status, 200);
+    assert_eq!(web.get("/assets/../Cargo.toml").status, 404);
+
+    // the status document is `lab status --json`'s
+    let doc = web.get(&format!("/api/labs/{id}/status")).json();
+    let cli = status_json(&lab);
+    assert_eq!(doc["status"]["lab"], cli["lab"]);
+    assert_eq!(doc["status"]["domains"], cli["domains"]);
+    assert_eq!(states(&doc["status"]), states(&cli));
+    assert_eq!(
+        states(&doc["status"]),
+        ["a", "b", "c"].map(|m| (m.to_string(), "running".to_string()))
+    );
+    assert!(doc["live"]["a"]["uptime_s"].as_u64().is_some(), "{doc}");
+    assert!(
+        doc["live"]["a"]["host_rss_kb"].as_u64().unwrap() > 0,
+        "{doc}"
+    );
+    let svg = web.get(&format!("/api/labs/{id}/topology.svg"));
+    assert_eq!(svg.header("content-type").as_deref(), Some("image/svg+xml"));
+    for name in ["a", "b", "c", "A", "B"] {
+        assert!(svg.text().contains(&format!(">{name}<")), "{name}");
+    }
+    let log = web.get(&format!("/api/labs/{id}/machines/b/log"));
+    assert_eq!(log.status, 200);
+    let c = web
+        .get(&format!("/api/labs/{id}/domains/A/counters"))
+        .json();
+    assert!(c["port_stats"].as_str().unwrap().contains("Port"), "{c}");
+
+    // live status: pushed at once
+    let mut ev = web.ws(&events);
+    let first = ws_until(&mut ev, Duration::from_secs(20), |m| m.is_text()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
+    assert_eq!(v["type"], "status");
+    assert_eq!(v["data"]["status"]["machines"].as_array().unwrap().len(), 3);
+
+    // a terminal: hostname, then a resize the shell sees
+    let mut t = web.ws(&format!("/api/labs/{id}/machines/b/terminal"));
+    term_run(&mut t, "hostname; echo mark-$((40+2))", "mark-42");
+    let out = term_run(&mut t, "hostname", "\nb\r");
+    assert!(out.contains("\nb\r"), "{out:?}");
+    t.send(Message::Text(r#"{"resize":[37,111]}"#.into()))
+        .unwrap();
+    term_run(&mut t, "stty size", "37 111");
+    t.send(Message::Close(None)).unwrap();
+    drop(t);
+
+    // stop c through the API: the CLI and the pushed status agree
+    let r = web.post_json(
+        &format!("/api/labs/{id}/action"),
+        &serde_json::json!({"action": "stop", "machines": ["c"]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cli = status_json(&lab);
+    assert!(
+        states(&cli).contains(&("c".into(), "stopped".into())),
+        "{cli}"
+    );
+    let pushed = ws_until(&mut ev, Duration::from_secs(20), |m| {
+        m.to_text().is_ok_and(|t| {
+            let v: serde_json::Value = serde_json::from_str(t).unwrap();
+            states(&v["data"]["status"]).contains(&("c".into(), "stopped".into()))
+        })
+    });
+    assert!(pushed.is_some(), "no status push with c stopped");
+    // a bad action and an unknown machine are refused with a message
+    let r = web.post_json(
+        &format!("/api/labs/{id}/action"),
+        &serde_json::json!({"action": "explode"}),
+    );
+    assert_eq!(r.status, 409);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("unknown action"));
+    let r = web.post_json(
+        &format!("/api/labs/{id}/action"),
+        &serde_json::json!({"action": "stop", "machines": ["zz"]}),
+    );
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn web_refuses_non_loopback_without_remote_and_guards_it_with_the_token() {
+    let lab = TestLab::new("webremote", &three_machine_files());
+    let o = lab.run_dir("web", &["--listen", "0.0.0.0:0"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("--remote"),
+        "{err}"
+    );
+
+    // with --remote: every address of the host, reached here via loopback
+    let web = start_web(&lab, &["--listen", "0.0.0.0:0", "--remote"]);
+    let addr = web.addr.clone();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert_eq!(http(&addr, "GET", "/api/labs", &[], "").status, 401);
+    let id = web.lab_id();
+    let events = format!("/api/labs/{id}/events");
+    let origin = format!("http://{addr}");
+    assert_eq!(
+        ws_refused_status(ws_connect(&addr, &events, None, Some(&origin))),
+        Some(401)
+    );
+    assert_eq!(
+        ws_refused_status(ws_connect(&addr, &events, None, None)),
+        Some(401)
+    );
+    // and with it, the WebSocket opens (the lab is not running: the
+    // status says so)
+    let mut ev = web.ws(&events);
+    let first = ws_until(&mut ev, Duration::from_secs(20), |m| m.is_text()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
+    assert_eq!(
+        states(&v["data"]["status"]),
+        ["a", "b", "c"].map(|m| (m.to_string(), "stopped".to_string()))
+    );
+}
