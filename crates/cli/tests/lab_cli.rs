@@ -96,7 +96,15 @@ fn lab_graph_dot_and_svg_files() {
     let d = std::fs::read_to_string(dot).unwrap();
     assert!(d.contains("\"m:r1\" -- \"d:lan2\""), "{d}");
     let s = std::fs::read_to_string(svg).unwrap();
-    assert!(s.starts_with("<svg") && s.contains(">pc1<"));
+    assert!(s.starts_with("<svg") && s.contains(">pc1<"), "{s}");
+    assert!(
+        s.contains("id=\"machine&#45;pc1\" class=\"node machine\""),
+        "{s}"
+    );
+    assert!(
+        s.contains("id=\"link&#45;r1&#45;eth1\" class=\"edge link\""),
+        "{s}"
+    );
 }
 
 #[test]

@@ -71,6 +71,14 @@ pub enum LabError {
     /// The runner could not do what was asked.
     #[error("{0}")]
     Run(String),
+    /// A Graphviz layout engine is missing, failed or timed out
+    /// ([`crate::graphviz`]); `what` says which and what to install.
+    #[error("{what}")]
+    Layout {
+        what: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -1,27 +1,22 @@
-//! Topology pictures: DOT text and a self-drawn SVG (machines on an outer
-//! circle, collision domains on an inner circle, one line per interface).
+//! Topology pictures: DOT text ([`dot`], pure) and an SVG laid out by
+//! Graphviz's `neato` from that DOT ([`svg`], through [`crate::graphviz`]).
+//!
+//! The picture: each machine a box, each collision domain a small ellipse,
+//! one line per interface from its machine to its domain, and next to it the
+//! interface's label (name, addresses, MAC, link settings, capture) as a
+//! text node of its own, so the layout engine keeps labels off nodes, lines
+//! and each other.
+//!
+//! Element ids of the SVG (a contract: the web view finds elements by
+//! them): `machine-NAME` on each machine's `<g>` (class `machine`),
+//! `domain-NAME` on each domain's `<g>` (class `domain`),
+//! `link-MACHINE-IFNAME` on each interface's line `<g>` (class `link`) and
+//! `iface-MACHINE-IFNAME` on its label's `<g>` (class `iface`). A NAME is
+//! written by [`id_part`]: itself when it is made of ASCII letters, digits,
+//! `_`, `-` and `.` (every valid machine name), otherwise with every other
+//! byte as `%XX`.
 
 use crate::plan::Plan;
-
-/// XML text: markup characters as entities; control characters (invalid in
-/// XML 1.0) written out as visible `\xNN` text.
-fn esc(s: &str) -> String {
-    let s: String = s
-        .chars()
-        .map(|c| {
-            if c.is_control() {
-                format!("\\x{:02x}", c as u32)
-            } else {
-                c.to_string()
-            }
-        })
-        .collect();
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// `s` as the inside of a DOT quoted string: quotes and backslashes escaped,
 /// control characters written out as visible `\xNN` text, so a name from the lab
 /// file can neither end the string (and inject DOT) nor carry a raw escape.
@@ -31,6 +26,8 @@ fn dot_str(s: &str) -> String {
         match c {
             '"' => o.push_str("\\\""),
             '\\' => o.push_str("\\\\"),
+            // Graphviz reads `&name;` in any string as an entity
+            '&' => o.push_str("&amp;"),
             c if c.is_control() => o.push_str(&format!("\\\\x{:02x}", c as u32)),
             c => o.push(c),
         }
@@ -56,20 +53,63 @@ fn captured(plan: &Plan, machine: &str, ifname: &str) -> bool {
     plan.captures.iter().any(|c| c.name == name)
 }
 
-/// Graphviz DOT. Every name is quoted and escaped ([`dot_str`]).
+/// A name as part of an element id: ASCII letters, digits, `_`, `-` and
+/// `.` as themselves, every other byte as `%XX` (so no name can carry markup
+/// into the SVG or make two elements share an id, except that `-` also
+/// separates a link's machine from its interface name).
+pub fn id_part(name: &str) -> String {
+    let mut o = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+/// The SVG element id of a machine's `<g>`.
+pub fn machine_id(machine: &str) -> String {
+    format!("machine-{}", id_part(machine))
+}
+
+/// The SVG element id of a collision domain's `<g>`.
+pub fn domain_id(domain: &str) -> String {
+    format!("domain-{}", id_part(domain))
+}
+
+/// The SVG element id of an interface's line (machine to domain).
+pub fn link_id(machine: &str, ifname: &str) -> String {
+    format!("link-{}-{}", id_part(machine), id_part(ifname))
+}
+
+/// The SVG element id of an interface's label.
+pub fn iface_id(machine: &str, ifname: &str) -> String {
+    format!("iface-{}-{}", id_part(machine), id_part(ifname))
+}
+
+/// The layout engine [`svg`] runs on [`dot`]'s text.
+pub const ENGINE: &str = "neato";
+
+/// Graphviz DOT for the lab, ready for [`ENGINE`] (`neato`; other engines
+/// read it too). Every name is quoted and escaped ([`dot_str`]); element ids
+/// are [`machine_id`], [`domain_id`], [`link_id`] and [`iface_id`].
 pub fn dot(plan: &Plan) -> String {
     let mut s = format!(
-        "graph \"{}\" {{\n  layout=neato; overlap=false;\n",
+        "graph \"{}\" {{\n  graph [layout={ENGINE}, overlap=prism, overlap_scaling=-4, sep=\"+12\", esep=\"+5\", splines=true, outputorder=edgesfirst, pad=0.2, fontname=\"Helvetica,Arial,sans-serif\"];\n  node [fontname=\"Helvetica,Arial,sans-serif\", fontsize=12];\n  edge [color=\"#555555\"];\n",
         dot_str(&plan.name)
     );
     for m in &plan.machines {
         s.push_str(&format!(
-            "  \"m:{0}\" [label=\"{0}\", shape=box];\n",
-            dot_str(&m.name)
+            "  \"m:{0}\" [id=\"{1}\", class=\"machine\", label=\"{0}\", shape=box, style=\"rounded,filled\", fillcolor=\"#e6f4e6\"];\n",
+            dot_str(&m.name),
+            machine_id(&m.name)
         ));
     }
     for sw in &plan.switches {
         let kind = if sw.hub { "hub" } else { "switch" };
+        let fill = if sw.hub { "#fde2b3" } else { "#cfe3fb" };
         let mut extra = String::new();
         if let Some(l) = domain_link(sw) {
             extra.push_str(&format!("\\nout: {}", dot_str(&l)));
@@ -77,17 +117,24 @@ pub fn dot(plan: &Plan) -> String {
         if sw.capture {
             extra.push_str("\\ncaptured");
         }
+        let color = if extra.is_empty() {
+            ""
+        } else {
+            ", color=\"#c0392b\", fontcolor=\"#c0392b\""
+        };
         s.push_str(&format!(
-            "  \"d:{0}\" [label=\"{0}\\n({kind}){extra}\", shape=ellipse];\n",
-            dot_str(&sw.domain)
+            "  \"d:{0}\" [id=\"{1}\", class=\"domain\", label=\"{0}\\n({kind}){extra}\", shape=ellipse, style=filled, fillcolor=\"{fill}\", fontsize=10, margin=\"0.02,0.01\", width=0.3, height=0.2{color}];\n",
+            dot_str(&sw.domain),
+            domain_id(&sw.domain)
         ));
     }
     for m in &plan.machines {
         for i in &m.interfaces {
             let mut label = dot_str(&i.name);
-            if let Some(a) = i.addresses.first() {
+            for a in &i.addresses {
                 label.push_str(&format!("\\n{}", dot_str(a)));
             }
+            label.push_str(&format!("\\n{}", dot_str(&i.mac)));
             let mut style = String::new();
             if let Some(l) = iface_link(i) {
                 label.push_str(&format!("\\nsends: {}", dot_str(&l)));
@@ -96,10 +143,16 @@ pub fn dot(plan: &Plan) -> String {
             if captured(plan, &m.name, &i.name) {
                 label.push_str("\\ncaptured");
             }
+            let (mn, dn, inn) = (dot_str(&m.name), dot_str(&i.domain), dot_str(&i.name));
             s.push_str(&format!(
-                "  \"m:{}\" -- \"d:{}\" [label=\"{label}\"{style}];\n",
-                dot_str(&m.name),
-                dot_str(&i.domain)
+                "  \"m:{mn}\" -- \"d:{dn}\" [id=\"{}\", class=\"link\"{style}];\n",
+                link_id(&m.name, &i.name)
+            ));
+            // the label: a text node held between its machine and domain by
+            // invisible edges, so the layout places it like a node
+            s.push_str(&format!(
+                "  \"i:{mn}:{inn}\" [id=\"{}\", class=\"iface\", label=\"{label}\", shape=plaintext, fontsize=9, width=0, height=0, margin=\"0.02,0.01\"{style}];\n  \"m:{mn}\" -- \"i:{mn}:{inn}\" [style=invis, len=0.6];\n  \"i:{mn}:{inn}\" -- \"d:{dn}\" [style=invis, len=0.6];\n",
+                iface_id(&m.name, &i.name)
             ));
         }
     }
@@ -107,99 +160,13 @@ pub fn dot(plan: &Plan) -> String {
     s
 }
 
-/// An SVG picture of the topology.
-pub fn svg(plan: &Plan) -> String {
-    let nm = plan.machines.len().max(1) as f64;
-    let nd = plan.switches.len().max(1) as f64;
-    let r_out = (120.0 + nm * 18.0).min(600.0);
-    let r_in = if plan.switches.len() <= 1 {
-        0.0
-    } else {
-        r_out * 0.45
-    };
-    let size = 2.0 * r_out + 200.0;
-    let c = size / 2.0;
-    let pos = |i: usize, n: f64, r: f64| {
-        let a = std::f64::consts::TAU * i as f64 / n - std::f64::consts::FRAC_PI_2;
-        (c + r * a.cos(), c + r * a.sin())
-    };
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{size:.0}\" height=\"{size:.0}\" viewBox=\"0 0 {size:.0} {size:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n<title>{}</title>\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
-        esc(&plan.name)
-    );
-    // Interface labels go on top of everything, with a white halo, so that
-    // neither the machine boxes nor the lines hide them.
-    let mut labels = String::new();
-    for (mi, m) in plan.machines.iter().enumerate() {
-        let (x1, y1) = pos(mi, nm, r_out);
-        for i in &m.interfaces {
-            let (x2, y2) = pos(i.switch, nd, r_in);
-            let link = iface_link(i);
-            let stroke = if link.is_some() { "#c0392b" } else { "#555" };
-            s.push_str(&format!(
-                "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"{stroke}\"/>\n"
-            ));
-            let (lx, ly) = (x1 + (x2 - x1) * 0.45, y1 + (y2 - y1) * 0.45);
-            let label = match i.addresses.first() {
-                Some(a) => format!("{} {a}", i.name),
-                None => i.name.clone(),
-            };
-            labels.push_str(&format!(
-                "<text x=\"{lx:.1}\" y=\"{ly:.1}\" fill=\"#333\" font-size=\"10\" text-anchor=\"middle\" stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>\n",
-                esc(&label)
-            ));
-            let mut more = Vec::new();
-            if let Some(l) = link {
-                more.push(format!("sends: {l}"));
-            }
-            if captured(plan, &m.name, &i.name) {
-                more.push("captured".to_string());
-            }
-            if !more.is_empty() {
-                labels.push_str(&format!(
-                    "<text x=\"{lx:.1}\" y=\"{:.1}\" fill=\"#c0392b\" font-size=\"10\" text-anchor=\"middle\" stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>\n",
-                    ly + 12.0,
-                    esc(&more.join(", "))
-                ));
-            }
-        }
-    }
-    for (di, sw) in plan.switches.iter().enumerate() {
-        let (x, y) = pos(di, nd, r_in);
-        let fill = if sw.hub { "#fde2b3" } else { "#cfe3fb" };
-        s.push_str(&format!(
-            "<ellipse cx=\"{x:.1}\" cy=\"{y:.1}\" rx=\"40\" ry=\"18\" fill=\"{fill}\" stroke=\"#333\"/>\n<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
-            y + 4.0,
-            esc(&sw.domain)
-        ));
-        let mut more = Vec::new();
-        if let Some(l) = domain_link(sw) {
-            more.push(format!("out: {l}"));
-        }
-        if sw.capture {
-            more.push("captured".to_string());
-        }
-        if !more.is_empty() {
-            labels.push_str(&format!(
-                "<text x=\"{x:.1}\" y=\"{:.1}\" fill=\"#c0392b\" font-size=\"10\" text-anchor=\"middle\" stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>\n",
-                y + 30.0,
-                esc(&more.join(", "))
-            ));
-        }
-    }
-    for (mi, m) in plan.machines.iter().enumerate() {
-        let (x, y) = pos(mi, nm, r_out);
-        s.push_str(&format!(
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"80\" height=\"26\" rx=\"4\" fill=\"#e6f4e6\" stroke=\"#333\"/>\n<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>\n",
-            x - 40.0,
-            y - 13.0,
-            y + 4.0,
-            esc(&m.name)
-        ));
-    }
-    s.push_str(&labels);
-    s.push_str("</svg>\n");
-    s
+/// The lab's topology as an SVG document (from `<svg` on, no XML prolog),
+/// laid out by [`ENGINE`] from [`dot`]'s text, with the element ids and
+/// classes described at the top of this module. Fails (naming the package
+/// `graphviz`) when the engine is missing, fails or takes longer than
+/// [`crate::graphviz::TIMEOUT`].
+pub fn svg(plan: &Plan) -> crate::Result<String> {
+    crate::graphviz::render(ENGINE, &dot(plan), crate::graphviz::TIMEOUT)
 }
 
 #[cfg(test)]

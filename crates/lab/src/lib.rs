@@ -6,7 +6,8 @@
 //! keeps an untrusted lab folder off the host (lab disk instead of hostfs,
 //! host-side kernel arguments refused, symlink-safe writes); [`plan`] turns a
 //! lab into a typed [`plan::Plan`] ([`images`] picks each machine's image); [`script`] writes the guest-side scripts;
-//! [`check`] evaluates `lab test` checks; [`graph`] draws the topology;
+//! [`check`] evaluates `lab test` checks; [`graph`] draws the topology (laid out by
+//! Graphviz through [`graphviz`]);
 //! [`links`] applies lab files' link settings and runs their captures;
 //! [`runner`] starts, stops and inspects a lab on guest-crate guests
 //! ([`guest_backend::GuestBackend`]).
@@ -20,6 +21,7 @@ pub mod error;
 #[cfg(test)]
 mod fake_backend;
 pub mod graph;
+pub mod graphviz;
 pub mod guest_backend;
 pub mod images;
 pub mod links;
@@ -34,4 +36,6 @@ pub mod sizing;
 pub mod status;
 pub mod test_run;
 
+/// The crate's error type under its short name (`lab::Error`).
+pub use error::LabError as Error;
 pub use error::{LabError, Result};

@@ -567,12 +567,27 @@ fn graph_dot_and_svg() {
     let p = lab::plan::plan(&r.lab, Path::new("/l/demo"), Path::new("/s")).unwrap();
     let d = lab::graph::dot(&p);
     assert!(d.starts_with("graph \"demo\""));
-    assert!(d.contains("\"m:r1\" -- \"d:b\" [label=\"eth1\"]"), "{d}");
-    let s = lab::graph::svg(&p);
+    assert!(
+        d.contains("\"m:r1\" -- \"d:b\" [id=\"link-r1-eth1\", class=\"link\"]"),
+        "{d}"
+    );
+    let s = lab::graph::svg(&p).expect("graphviz is installed");
     assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
-    assert_eq!(s.matches("<line").count(), 4);
-    assert_eq!(s.matches("<ellipse").count(), 2);
-    assert_eq!(s.matches("<rect x=").count(), 3);
+    // 4 interface lines, 2 domain ellipses, 3 machine boxes, by id and class
+    assert_eq!(s.matches("class=\"edge link\"").count(), 4, "{s}");
+    assert_eq!(s.matches("class=\"node domain\"").count(), 2, "{s}");
+    assert_eq!(s.matches("class=\"node machine\"").count(), 3, "{s}");
+    assert_eq!(s.matches("class=\"node iface\"").count(), 4, "{s}");
+    assert_eq!(s.matches("<ellipse").count(), 2, "{s}");
+    assert_eq!(s.matches("<path").count(), 4 + 3, "{s}");
+    for id in [
+        "machine&#45;r1",
+        "domain&#45;b",
+        "link&#45;r1&#45;eth1",
+        "iface&#45;pc2&#45;eth0",
+    ] {
+        assert!(s.contains(&format!("id=\"{id}\"")), "{id}: {s}");
+    }
 }
 
 #[test]

@@ -683,14 +683,16 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;
             let d = lab::graph::dot(&plan);
+            // laid out first: a missing Graphviz writes no file at all
+            let picture = svg.as_ref().map(|_| lab::graph::svg(&plan)).transpose()?;
             match dot {
                 Some(p) => std::fs::write(&p, d)
                     .with_context(|| format!("cannot write {}", p.display()))?,
                 None if svg.is_none() => out!("{d}"),
                 None => {}
             }
-            if let Some(p) = svg {
-                std::fs::write(&p, lab::graph::svg(&plan))
+            if let (Some(p), Some(picture)) = (svg, picture) {
+                std::fs::write(&p, picture)
                     .with_context(|| format!("cannot write {}", p.display()))?;
             }
             Ok(ExitCode::SUCCESS)
