@@ -73,10 +73,9 @@ impl LabEntry {
     }
 }
 
-/// The topology picture of `plan` (one place to switch to the Graphviz
-/// layout's `Result`).
+/// The topology picture of `plan`, laid out by Graphviz ([`lab::graph::svg`]).
 pub fn topology_svg(plan: &Plan) -> Result<String, String> {
-    Ok(lab::graph::svg(plan))
+    lab::graph::svg(plan).map_err(|e| e.to_string())
 }
 
 /// The labs under `root` that have a saved plan (started at least once)
