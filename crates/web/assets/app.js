@@ -68,6 +68,9 @@ async function loadTopology() {
   box.innerHTML = text;
   const svg = box.querySelector("svg");
   if (!svg) return;
+  // fit the box (the viewBox keeps the proportions)
+  svg.removeAttribute("width");
+  svg.removeAttribute("height");
   for (const m of state.lab.machines) {
     const s = svgShapes(svg, "machine", m);
     if (!s) continue;
@@ -146,6 +149,14 @@ function paint() {
       }
     }
   }
+  const probs = (st.problems || []).map((p) =>
+    p.kind === "dead_switch" ? "the switch of domain " + p.domain + " is dead" :
+    p.kind === "lost_links" ? p.machine + " lost its link to domain " + p.domains.join(", ") :
+    p.kind === "dead_capture" ? "the capture " + p.capture + " ended early (see " + p.log + ")" :
+    p.machine + " is " + p.kind);
+  const pb = $("#problems");
+  pb.textContent = probs.join("\n");
+  pb.hidden = !probs.length;
   paintPanel();
 }
 

@@ -199,7 +199,23 @@ pub fn status_doc(l: &LabEntry) -> Result<serde_json::Value, lab::LabError> {
             serde_json::json!({"uptime_s": uptime, "host_rss_kb": rss}),
         );
     }
-    let problems: Vec<String> = st.problems().iter().map(|p| format!("{p:?}")).collect();
+    use lab::status::Problem;
+    let problems: Vec<serde_json::Value> = st
+        .problems()
+        .into_iter()
+        .map(|p| match p {
+            Problem::DeadSwitch(d) => serde_json::json!({"kind": "dead_switch", "domain": d}),
+            Problem::Dead(m) => serde_json::json!({"kind": "dead", "machine": m}),
+            Problem::Interrupted(m) => serde_json::json!({"kind": "interrupted", "machine": m}),
+            Problem::Failed(m) => serde_json::json!({"kind": "failed", "machine": m}),
+            Problem::LostLinks(m, ds) => {
+                serde_json::json!({"kind": "lost_links", "machine": m, "domains": ds})
+            }
+            Problem::DeadCapture(c, log) => {
+                serde_json::json!({"kind": "dead_capture", "capture": c, "log": log})
+            }
+        })
+        .collect();
     Ok(serde_json::json!({
         "id": l.plan.id,
         "status": st.json(&l.plan),
