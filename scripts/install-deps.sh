@@ -12,7 +12,9 @@ PKGS=(user-mode-linux uml-utilities vde2 busybox-static e2fsprogs libvdeplug-dev
   # lab graph's DOT, python3 plays hostile switch clients
   tshark graphviz python3
   # groff renders the generated man pages in tests/generated_docs.rs
-  groff-base)
+  groff-base
+  # headless browser for the web view's end-to-end tests (testkit::browser)
+  chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -132,6 +132,7 @@ fn web_api_serves_a_running_lab_with_token_terminal_and_actions() {
     }
     let log = web.get(&format!("/api/labs/{id}/machines/b/log"));
     assert_eq!(log.status, 200);
+    assert!(log.text().contains("b: addresses set"), "{}", log.text());
     let c = web
         .get(&format!("/api/labs/{id}/domains/A/counters"))
         .json();

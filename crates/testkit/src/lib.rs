@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod browser;
 pub mod lab;
 
 /// Find an executable on PATH; a name with a `/` is that file itself (as
@@ -87,18 +88,21 @@ pub struct ProcGuard {
 
 impl ProcGuard {
     /// Spawn `cmd` in a new process group.
-    pub fn spawn(name: &str, mut cmd: Command) -> ProcGuard {
+    pub fn spawn(name: &str, cmd: Command) -> ProcGuard {
+        ProcGuard::try_spawn(name, cmd).unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+    }
+
+    /// Spawn `cmd` in a new process group; the spawn error if it fails.
+    pub fn try_spawn(name: &str, mut cmd: Command) -> std::io::Result<ProcGuard> {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let child = cmd.spawn()?;
         let pgid = child.id();
-        ProcGuard {
+        Ok(ProcGuard {
             child: Some(child),
             pgid,
             name: name.to_string(),
-        }
+        })
     }
 
     pub fn pid(&self) -> u32 {

@@ -74,11 +74,13 @@ async function loadTopology() {
   for (const m of state.lab.machines) {
     const s = svgShapes(svg, "machine", m);
     if (!s) continue;
-    for (const el of [s.root, ...s.shapes, s.label].filter(Boolean)) {
+    for (const el of new Set([s.root, ...s.shapes, s.label].filter(Boolean))) {
       el.dataset.machine = m;
       el.classList.add("web-machine");
       el.addEventListener("click", () => select(m));
     }
+    // only the shapes are painted (a group's fill would reach its label)
+    for (const el of s.shapes) el.dataset.shape = "1";
   }
   for (const d of state.lab.domains) {
     const s = svgShapes(svg, "domain", d);
@@ -144,8 +146,8 @@ function paint() {
       for (const el of svg.querySelectorAll('[data-machine="' + CSS.escape(m.name) + '"]')) {
         el.dataset.state = m.state;
         for (const c of Array.from(el.classList)) if (c.startsWith("web-state-")) el.classList.remove(c);
-        if (el.tagName.toLowerCase() !== "text") el.classList.add("web-state-" + m.state);
-        el.classList.toggle("web-selected", state.selected === m.name && el.tagName.toLowerCase() !== "text");
+        if (el.dataset.shape) el.classList.add("web-state-" + m.state);
+        el.classList.toggle("web-selected", state.selected === m.name && !!el.dataset.shape);
       }
     }
   }
@@ -189,7 +191,8 @@ async function loadLog() {
   const name = state.selected;
   $("#log").textContent = "loading…";
   try {
-    $("#log").textContent = await api(labPath("/machines/" + encodeURIComponent(name) + "/log"));
+    const text = await api(labPath("/machines/" + encodeURIComponent(name) + "/log"));
+    $("#log").textContent = text || "(no boot or startup log output)";
   } catch (e) {
     $("#log").textContent = String(e.message || e);
   }

@@ -240,7 +240,7 @@ pub fn three_machine_files() -> Vec<(&'static str, &'static str)> {
         ("a.startup", "ip addr add 10.1.0.1/24 dev eth0\n"),
         (
             "b.startup",
-            "ip addr add 10.1.0.2/24 dev eth0\nip addr add 10.2.0.2/24 dev eth1\n",
+            "ip addr add 10.1.0.2/24 dev eth0\nip addr add 10.2.0.2/24 dev eth1\necho b: addresses set\n",
         ),
         ("c.startup", "ip addr add 10.2.0.1/24 dev eth0\n"),
     ]
