@@ -274,19 +274,19 @@ fn rss_kb(pid: u32) -> u64 {
 }
 
 #[test]
-#[ignore = "numbers for the report: cargo test -p umlkit --test web_browser -- --ignored --nocapture"]
+#[ignore = "numbers for the report (stderr): cargo test -p umlkit --test web_browser -- --ignored web_numbers"]
 fn web_numbers() {
     let lab = TestLab::new("webnum", &three_machine_files());
     lab.ok_dir("start", &[]);
     let web = start_web(&lab, &["--listen", "127.0.0.1:0"]);
-    println!(
+    eprintln!(
         "page load to full topology, 3 machines (running): {:.0} ms",
         page_load_ms(&web, 3)
     );
     let conf = chain_lab(50);
     let lab50 = TestLab::new("webnum50", &[("lab.conf", &conf)]);
     let web50 = start_web(&lab50, &["--listen", "127.0.0.1:0"]);
-    println!(
+    eprintln!(
         "page load to full topology, 50 machines (not started): {:.0} ms",
         page_load_ms(&web50, 50)
     );
@@ -301,18 +301,18 @@ fn web_numbers() {
     )
     .unwrap();
     let v: Vec<f64> = (0..20).map(|_| browser_echo_ms(&mut b)).collect();
-    println!(
+    eprintln!(
         "keystroke to echo, browser terminal: median {:.1} ms, max {:.1} ms (20 keys)",
         median(v.clone()),
         v.iter().cloned().fold(0.0, f64::max)
     );
     match console_echo_ms(&lab, "b") {
-        Some(v) => println!(
+        Some(v) => eprintln!(
             "keystroke to echo, umlkit lab console (pty): median {:.1} ms, max {:.1} ms (20 keys)",
             median(v.clone()),
             v.iter().cloned().fold(0.0, f64::max)
         ),
-        None => println!("keystroke to echo, umlkit lab console: no echo (line-mode console)"),
+        None => eprintln!("keystroke to echo, umlkit lab console: no echo (line-mode console)"),
     }
     drop(b);
 
@@ -335,7 +335,7 @@ fn web_numbers() {
         .is_some());
         terms.push(t);
     }
-    println!(
+    eprintln!(
         "server RSS: {} KiB idle, {} KiB with 10 open terminals",
         before,
         rss_kb(web.guard.pid())
