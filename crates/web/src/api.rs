@@ -27,6 +27,9 @@ pub struct App {
     status: HashMap<String, watch::Sender<Arc<String>>>,
     /// One lab action at a time per lab.
     busy: HashMap<String, tokio::sync::Mutex<()>>,
+    /// The topology picture per lab, laid out once (Graphviz takes
+    /// seconds for large labs; the plan does not change while we serve).
+    svgs: HashMap<String, tokio::sync::OnceCell<Result<String, String>>>,
 }
 
 impl App {
@@ -40,13 +43,32 @@ impl App {
             .iter()
             .map(|l| (l.plan.id.clone(), tokio::sync::Mutex::new(())))
             .collect();
+        let svgs = labs
+            .iter()
+            .map(|l| (l.plan.id.clone(), tokio::sync::OnceCell::new()))
+            .collect();
         App {
             labs,
             token,
             port,
             status,
             busy,
+            svgs,
         }
+    }
+
+    /// The lab's topology SVG (laid out on first use, then kept).
+    pub async fn svg(&self, id: &str) -> Result<String, ApiError> {
+        let l = self.lab(id)?;
+        let cell = self.svgs.get(id).ok_or_else(|| internal("no svg cell"))?;
+        cell.get_or_init(|| async move {
+            tokio::task::spawn_blocking(move || crate::topology_svg(&l.plan))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+        })
+        .await
+        .clone()
+        .map_err(internal)
     }
 
     fn lab(&self, id: &str) -> Result<Arc<LabEntry>, ApiError> {
@@ -255,11 +277,7 @@ async fn status(
 }
 
 async fn svg(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let l = app.lab(&id)?;
-    let s = tokio::task::spawn_blocking(move || crate::topology_svg(&l.plan))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    let s = app.svg(&id).await?;
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], s).into_response())
 }
 

@@ -137,6 +137,11 @@ pub fn serve(
             .local_addr()
             .map_err(|e| Error::Io("listener address".into(), e))?;
         let app = Arc::new(api::App::new(labs, token.clone(), addr.port()));
+        // lay the topologies out now, before the first page asks
+        for l in &app.labs {
+            let (app, id) = (app.clone(), l.plan.id.clone());
+            tokio::spawn(async move { app.svg(&id).await.ok() });
+        }
         let router = api::router(app);
         let shown = match addr.ip() {
             ip if ip.is_unspecified() && ip.is_ipv4() => {
