@@ -153,8 +153,37 @@ fn web_api_serves_a_running_lab_with_token_terminal_and_actions() {
     t.send(Message::Text(r#"{"resize":[37,111]}"#.into()))
         .unwrap();
     term_run(&mut t, "stty size", "37 111");
+    // the page going away ends the shell in the guest
+    let out = term_run(&mut t, "echo pid-$$-$((6*7))", "-42\r");
+    let pid = out
+        .rsplit("pid-")
+        .next()
+        .and_then(|x| x.split("-42").next())
+        .unwrap()
+        .to_string();
+    assert!(pid.parse::<u32>().is_ok(), "{out:?}");
+    assert!(lab.exec("b", &format!("kill -0 {pid}")).status.success());
     t.send(Message::Close(None)).unwrap();
     drop(t);
+    assert!(
+        testkit::wait_until(Duration::from_secs(10), || !lab
+            .exec("b", &format!("kill -0 {pid}"))
+            .status
+            .success()),
+        "the terminal's shell {pid} outlived its WebSocket"
+    );
+
+    // `umlkit web`: every running lab of the state root (this one)
+    let mut c = std::process::Command::new(testkit::umlkit_bin());
+    c.args(["web", "--state-root"])
+        .arg(&lab.state)
+        .stdout(std::process::Stdio::piped());
+    let all = spawn_web(c);
+    let labs = all.get("/api/labs").json();
+    assert_eq!(labs.as_array().unwrap().len(), 1, "{labs}");
+    assert_eq!(labs[0]["id"], id.as_str());
+    assert_eq!(labs[0]["machines"], serde_json::json!(["a", "b", "c"]));
+    drop(all);
 
     // stop c through the API: the CLI and the pushed status agree
     let r = web.post_json(
@@ -174,6 +203,14 @@ fn web_api_serves_a_running_lab_with_token_terminal_and_actions() {
         })
     });
     assert!(pushed.is_some(), "no status push with c stopped");
+    // and start it again
+    let r = web.post_json(
+        &format!("/api/labs/{id}/action"),
+        &serde_json::json!({"action": "start", "machines": ["c"]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(states(&status_json(&lab)).contains(&("c".into(), "running".into())));
+    assert_eq!(lab.exec_ok("c", "hostname").trim(), "c");
     // a bad action and an unknown machine are refused with a message
     let r = web.post_json(
         &format!("/api/labs/{id}/action"),
@@ -201,6 +238,16 @@ fn web_refuses_non_loopback_without_remote_and_guards_it_with_the_token() {
         err.contains("not a loopback address") && err.contains("--remote"),
         "{err}"
     );
+
+    // `umlkit web` with no running lab says so
+    let o = std::process::Command::new(testkit::umlkit_bin())
+        .args(["web", "--state-root"])
+        .arg(&lab.state)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no running lab under"), "{err}");
 
     // with --remote: every address of the host, reached here via loopback
     let web = start_web(&lab, &["--listen", "0.0.0.0:0", "--remote"]);
