@@ -46,6 +46,21 @@ fn term_run(ws: &mut Ws, line: &str, want: &str) -> String {
     out
 }
 
+/// The block types of a pcapng file, in order.
+fn pcapng_block_types(b: &[u8]) -> Vec<u32> {
+    let mut v = Vec::new();
+    let mut off = 0;
+    while off + 8 <= b.len() {
+        let t = u32::from_le_bytes(b[off..off + 4].try_into().unwrap());
+        let len = u32::from_le_bytes(b[off + 4..off + 8].try_into().unwrap()) as usize;
+        assert!(len >= 12 && off + len <= b.len(), "bad block at {off}");
+        v.push(t);
+        off += len;
+    }
+    assert_eq!(off, b.len(), "trailing bytes");
+    v
+}
+
 #[test]
 fn web_api_serves_a_running_lab_with_token_terminal_and_actions() {
     let lab = TestLab::new("webapi", &three_machine_files());
@@ -56,7 +71,9 @@ fn web_api_serves_a_running_lab_with_token_terminal_and_actions() {
     // no token, a wrong token: 401 for the page, the API and the WebSocket
     assert_eq!(http(&addr, "GET", "/", &[], "").status, 401);
     assert_eq!(http(&addr, "GET", "/api/labs", &[], "").status, 401);
-    let wrong = format!("{}0", &web.token[..web.token.len() - 1]);
+    // the last hex digit changed (not always to 0: it may be 0 already)
+    let (head, last) = web.token.split_at(web.token.len() - 1);
+    let wrong = format!("{head}{}", if last == "0" { "1" } else { "0" });
     let port = addr.rsplit(':').next().unwrap();
     let bad_cookie = format!("Cookie: umlkit_web_{port}={wrong}");
     assert_eq!(
@@ -137,6 +154,28 @@ fn web_api_serves_a_running_lab_with_token_terminal_and_actions() {
         .get(&format!("/api/labs/{id}/domains/A/counters"))
         .json();
     assert!(c["port_stats"].as_str().unwrap().contains("Port"), "{c}");
+
+    // a timed capture of domain A while a pings b: a pcapng download
+    let cap = std::thread::scope(|s| {
+        let ping = s.spawn(|| lab.exec("a", "sleep 1; ping -c 3 -i 0.3 10.1.0.2"));
+        let cap = web.get(&format!("/api/labs/{id}/domains/A/capture?seconds=4"));
+        assert!(ping.join().unwrap().status.success());
+        cap
+    });
+    assert_eq!(cap.status, 200, "{}", cap.text());
+    assert_eq!(
+        cap.header("content-disposition").as_deref(),
+        Some("attachment; filename=\"lab-A.pcapng\"")
+    );
+    let blocks = pcapng_block_types(&cap.body);
+    assert_eq!(blocks.first(), Some(&0x0A0D_0D0A), "section header first");
+    let packets = blocks.iter().filter(|&&t| t == 6).count();
+    assert!(packets >= 6, "{packets} packets in {blocks:?}");
+    assert_eq!(
+        web.get(&format!("/api/labs/{id}/domains/A/capture?seconds=0"))
+            .status,
+        400
+    );
 
     // live status: pushed at once
     let mut ev = web.ws(&events);

@@ -88,6 +88,11 @@ fn web_page_shows_the_lab_runs_hostname_in_a_terminal_and_stops_a_machine() {
     for d in ["A", "B"] {
         assert_eq!(count(&mut b, &format!("svg [id=\"domain-{d}\"]")), 1, "{d}");
         assert_eq!(count(&mut b, &format!("#row-domain-{d}")), 1, "{d}");
+        assert_eq!(
+            count(&mut b, &format!("#row-domain-{d} a.capture")),
+            1,
+            "{d}"
+        );
     }
     for l in ["a-eth0", "b-eth0", "b-eth1", "c-eth0"] {
         assert_eq!(count(&mut b, &format!("svg [id=\"link-{l}\"]")), 1, "{l}");
@@ -170,6 +175,8 @@ fn web_page_of_a_20_machine_lab_not_started_shows_the_planned_topology() {
         assert_eq!(machine_state_in_page(&mut b, &format!("m{i}")), "stopped");
     }
     assert_eq!(count(&mut b, "svg .domain"), 20);
+    // no capture of a switch that does not run
+    assert_eq!(count(&mut b, "a.capture"), 0);
     b.screenshot(&screenshots().join("web-20-machines.png"))
         .unwrap();
     assert!(b.js_errors().is_empty(), "{:?}", b.js_errors());

@@ -137,6 +137,16 @@ function paint() {
     b.disabled = d.state !== "running";
     b.addEventListener("click", () => showCounters(d.name));
     td.appendChild(b);
+    if (d.state === "running") {
+      const a = document.createElement("a");
+      a.className = "capture";
+      a.textContent = "capture 10 s";
+      a.title = "download 10 seconds of this domain's traffic as pcapng";
+      a.href = labPath("/domains/" + encodeURIComponent(d.name) + "/capture?seconds=10");
+      a.setAttribute("download", "");
+      td.appendChild(document.createTextNode(" "));
+      td.appendChild(a);
+    }
     tr.appendChild(td);
     dbody.appendChild(tr);
   }

@@ -121,6 +121,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/labs/{lab}/machines/{machine}/log", get(log))
         .route("/api/labs/{lab}/machines/{machine}/terminal", get(terminal))
         .route("/api/labs/{lab}/domains/{domain}/counters", get(counters))
+        .route("/api/labs/{lab}/domains/{domain}/capture", get(capture))
         .route("/api/labs/{lab}/action", post(action))
         .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
@@ -330,6 +331,82 @@ async fn counters(
     Ok(Json(serde_json::json!({
         "domain": domain, "port_stats": stats, "link_show": links.unwrap_or_default(),
     })))
+}
+
+/// `?seconds=S` (1 to 300, default 10) and `&count=N` (stop after N
+/// frames).
+#[derive(Debug, Deserialize)]
+pub struct CaptureQuery {
+    pub seconds: Option<u64>,
+    pub count: Option<u64>,
+}
+
+/// A pcapng file of what a domain's switch forwards for `seconds` (as
+/// `umlkit lab capture DOMAIN -w FILE`), downloaded as an attachment.
+async fn capture(
+    State(app): State<Arc<App>>,
+    Path((id, domain)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<CaptureQuery>,
+) -> Result<Response, ApiError> {
+    let l = app.lab(&id)?;
+    let secs = q.seconds.unwrap_or(10);
+    if !(1..=300).contains(&secs) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("seconds={secs}: from 1 to 300"),
+        ));
+    }
+    let si = l
+        .plan
+        .switches
+        .iter()
+        .position(|s| s.domain == domain)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no domain {domain}")))?;
+    let mgmt = l.plan.switches[si].mgmt.clone().ok_or_else(|| {
+        ApiError(
+            StatusCode::CONFLICT,
+            format!("domain {domain}: its switch has no console"),
+        )
+    })?;
+    let opts = switchd::capture::CaptureOptions {
+        count: q.count,
+        names: l.plan.port_names(si),
+        until: Some(std::time::Instant::now() + Duration::from_secs(secs)),
+        ..Default::default()
+    };
+    // its own thread: the capture blocks SIGINT/SIGTERM in the thread it
+    // runs on (signalfd), which must not be a pool thread
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let r = switchd::capture::capture(&mgmt, &opts, switchd::capture::Format::Pcapng, &mut out);
+        let _ = tx.send(r.map(|_| out));
+    });
+    let bytes = rx
+        .await
+        .map_err(internal)?
+        .map_err(|e| ApiError(StatusCode::CONFLICT, format!("{domain}: {e}")))?;
+    let name: String = format!("{}-{domain}.pcapng", l.plan.name)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-pcapng".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 /// `{"action": "start"|"stop"|"restart"|"crash", "machines": [..]}`
