@@ -145,6 +145,19 @@ fn web_page_shows_the_lab_runs_hostname_in_a_terminal_and_stops_a_machine() {
         .unwrap();
     assert_eq!(c["state"], "stopped", "{st}");
     assert_eq!(machine_state_in_page(&mut b, "a"), "running");
+
+    // and start it again from the page: running, with a shell
+    b.click("button[data-machine-action=\"start\"]").unwrap();
+    b.wait_for(
+        "document.getElementById('row-machine-c').dataset.state == 'running'",
+        Duration::from_secs(90),
+    )
+    .unwrap();
+    b.wait_for(
+        "umlkit.termWs && umlkit.termWs.readyState == 1 && umlkit.termText().includes('c:/#')",
+        Duration::from_secs(30),
+    )
+    .unwrap();
     assert!(b.js_errors().is_empty(), "{:?}", b.js_errors());
 }
 

@@ -213,7 +213,7 @@ function closeTerminal() {
   if (state.term) { state.term.dispose(); state.term = null; }
 }
 
-function openTerminal(name) {
+function openTerminal(name, force) {
   closeTerminal();
   const term = new Terminal({ cursorBlink: true, fontSize: 13, convertEol: false });
   const fit = new FitAddon.FitAddon();
@@ -223,7 +223,7 @@ function openTerminal(name) {
   state.term = term;
   state.fit = fit;
   const m = state.status && state.status.status.machines.find((x) => x.name === name);
-  if (m && m.state !== "running") {
+  if (!force && m && m.state !== "running") {
     term.write("\x1b[33m" + name + " is " + m.state + ": start it to get a shell\x1b[0m\r\n");
     return;
   }
@@ -274,7 +274,10 @@ async function act(action, machines) {
   try {
     await api(labPath("/action"), { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ action, machines }) });
     showMessage("");
-    if (state.selected && machines.includes(state.selected) && action !== "stop") openTerminal(state.selected);
+    // the machine was just started: its shell is there even if the last
+    // pushed status is older
+    const mine = machines.length === 0 || machines.includes(state.selected);
+    if (state.selected && mine && action !== "stop" && action !== "crash") openTerminal(state.selected, true);
   } catch (e) {
     showMessage(action + " " + what + ": " + (e.message || e));
   } finally {
