@@ -70,3 +70,13 @@ for _ in $(seq 100); do kill -0 "$WEB" 2>/dev/null || { wait "$WEB"; rc=$?; brea
 check "SIGTERM ends the server cleanly (rc ${rc:-still running})" [ "${rc:-x}" = 0 ]
 c=$(code "http://$HP/api/labs")
 check "the port is closed afterwards (got $c)" [ "$c" = 000 ]
+
+# Ctrl-C (SIGINT) ends it as cleanly
+"$UMLKIT" lab web "$L" --listen 127.0.0.1:0 >"$WORK/url2" 2>/dev/null </dev/null &
+WEB2=$!
+on_exit kill_pid "$WEB2"
+for _ in $(seq 300); do grep -q 'http://' "$WORK/url2" && break; sleep 0.1; done
+kill -INT "$WEB2"
+rc=
+for _ in $(seq 100); do kill -0 "$WEB2" 2>/dev/null || { wait "$WEB2"; rc=$?; break; }; sleep 0.1; done
+check "SIGINT ends the server cleanly (rc ${rc:-still running})" [ "${rc:-x}" = 0 ]
