@@ -313,4 +313,16 @@ fn web_refuses_non_loopback_without_remote_and_guards_it_with_the_token() {
         states(&v["data"]["status"]),
         ["a", "b", "c"].map(|m| (m.to_string(), "stopped".to_string()))
     );
+    // listeners that come together, and after everyone left, all get the
+    // status (one poller per lab, started again when needed)
+    drop(ev);
+    for round in 0..2 {
+        let mut many: Vec<Ws> = (0..4).map(|_| web.ws(&events)).collect();
+        for (i, w) in many.iter_mut().enumerate() {
+            assert!(
+                ws_until(w, Duration::from_secs(20), |m| m.is_text()).is_some(),
+                "round {round}: listener {i} got no status"
+            );
+        }
+    }
 }

@@ -223,7 +223,8 @@ function openTerminal(name, force) {
   state.term = term;
   state.fit = fit;
   const m = state.status && state.status.status.machines.find((x) => x.name === name);
-  if (!force && m && m.state !== "running") {
+  // a shell needs a running kernel (boot steps done or not)
+  if (!force && m && !["running", "booting", "failed", "interrupted"].includes(m.state)) {
     term.write("\x1b[33m" + name + " is " + m.state + ": start it to get a shell\x1b[0m\r\n");
     return;
   }

@@ -25,6 +25,8 @@ pub struct App {
     /// Latest status document per lab (JSON text), refreshed while someone
     /// listens.
     status: HashMap<String, watch::Sender<Arc<String>>>,
+    /// Per lab: a poller refreshes `status` (at most one at a time).
+    polling: HashMap<String, Arc<std::sync::atomic::AtomicBool>>,
     /// One lab action at a time per lab.
     busy: HashMap<String, tokio::sync::Mutex<()>>,
     /// The topology picture per lab, laid out once (Graphviz takes
@@ -43,6 +45,10 @@ impl App {
             .iter()
             .map(|l| (l.plan.id.clone(), tokio::sync::Mutex::new(())))
             .collect();
+        let polling = labs
+            .iter()
+            .map(|l| (l.plan.id.clone(), Arc::default()))
+            .collect();
         let svgs = labs
             .iter()
             .map(|l| (l.plan.id.clone(), tokio::sync::OnceCell::new()))
@@ -52,6 +58,7 @@ impl App {
             token,
             port,
             status,
+            polling,
             busy,
             svgs,
         }
@@ -90,14 +97,10 @@ impl IntoResponse for ApiError {
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, error_chain(&e))
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
-/// `e` and its sources, as the CLI prints them.
-fn error_chain(e: &dyn std::fmt::Display) -> String {
-    e.to_string()
-}
-
+/// `e` and its sources on one line, as the CLI prints them.
 fn lab_error_text(e: &lab::LabError) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -211,7 +214,8 @@ pub fn status_doc(l: &LabEntry) -> Result<serde_json::Value, lab::LabError> {
     let now = boot_seconds();
     for m in &st.machines {
         let (uptime, rss) = match (m.pid, m.state.as_str()) {
-            (Some(pid), "running" | "booting" | "starting") => {
+            // every state whose kernel runs
+            (Some(pid), "running" | "booting" | "failed" | "interrupted") => {
                 let up = start_seconds(pid).and_then(|s| now.map(|n| (n - s).max(0.0) as u64));
                 (up, Some(guest::host_memory(&[pid]).rss_kb))
             }
@@ -497,14 +501,25 @@ async fn events(
         .ok_or_else(|| internal("no channel"))?
         .clone();
     let rx = tx.subscribe();
-    if tx.receiver_count() == 1 {
-        tokio::spawn(poll_status(l, tx));
+    let flag = app
+        .polling
+        .get(&id)
+        .ok_or_else(|| internal("no flag"))?
+        .clone();
+    if !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        tokio::spawn(poll_status(l, tx, flag));
     }
     Ok(ws.on_upgrade(move |sock| push_status(sock, rx)))
 }
 
-/// Refresh a lab's status document every second until nobody listens.
-async fn poll_status(l: Arc<LabEntry>, tx: watch::Sender<Arc<String>>) {
+/// Refresh a lab's status document every second until nobody listens
+/// (`polling` is set while it runs).
+async fn poll_status(
+    l: Arc<LabEntry>,
+    tx: watch::Sender<Arc<String>>,
+    polling: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
     loop {
         let l2 = l.clone();
         let doc = tokio::task::spawn_blocking(move || match status_doc(&l2) {
@@ -525,7 +540,14 @@ async fn poll_status(l: Arc<LabEntry>, tx: watch::Sender<Arc<String>>) {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         if tx.receiver_count() == 0 {
-            return;
+            // the next listener waits for a fresh document, not this one
+            tx.send_replace(Arc::new(String::new()));
+            polling.store(false, SeqCst);
+            // a listener that came meanwhile saw the flag set: keep going
+            // for it unless another poller took over
+            if tx.receiver_count() == 0 || polling.swap(true, SeqCst) {
+                return;
+            }
         }
     }
 }
