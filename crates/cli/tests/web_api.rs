@@ -326,3 +326,44 @@ fn web_refuses_non_loopback_without_remote_and_guards_it_with_the_token() {
         }
     }
 }
+
+/// `umlkit exec -t` sends its terminal's size (the resize frame) instead of
+/// leaving the guest's pty at 24x80.
+#[test]
+fn exec_tty_starts_at_the_callers_terminal_size() {
+    use std::io::Read;
+    let lab = TestLab::new("exectty", &[("lab.conf", "a[0]=A\n")]);
+    lab.ok_dir("start", &[]);
+    let id = std::fs::read_dir(&lab.state)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().join("plan.json").exists())
+        .unwrap()
+        .path();
+    let pty = umlkit_sys::process::open_pty().unwrap();
+    umlkit_sys::process::set_winsize(std::os::fd::AsFd::as_fd(&pty.slave), 33, 99).unwrap();
+    let mut c = std::process::Command::new(testkit::umlkit_bin());
+    c.env("UMLKIT_STATE_DIR", id.join("g"))
+        .args(["exec", "-t", "a", "--", "stty", "size"])
+        .stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(std::process::Stdio::piped());
+    let mut g = testkit::ProcGuard::spawn("umlkit exec -t", c);
+    drop(pty.slave);
+    let st = g
+        .wait_timeout(Duration::from_secs(60))
+        .expect("exec -t ends");
+    assert!(st.success(), "{st:?}");
+    let mut out = Vec::new();
+    let mut m = pty.master;
+    let mut buf = [0u8; 4096];
+    // the pty reads EIO once the last holder of its other side is gone
+    while let Ok(n) = m.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("33 99"), "{out:?}");
+}

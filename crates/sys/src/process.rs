@@ -332,6 +332,18 @@ pub fn set_winsize(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> io:
     Ok(())
 }
 
+/// A terminal's window size (rows, cols).
+pub fn get_winsize(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(u16, u16)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: winsize is plain old data; all-zero is a valid value to be overwritten.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize struct that lives for the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((ws.ws_row, ws.ws_col))
+}
+
 /// Ignore SIGPIPE process-wide (writes to closed sockets then fail with EPIPE).
 pub fn ignore_sigpipe() {
     // SAFETY: installing SIG_IGN for SIGPIPE has no memory-safety implications.
