@@ -289,7 +289,42 @@ fn get_list(b: &[u8], pos: &mut usize) -> Result<Vec<Vec<u8>>, ProtoError> {
     Ok(v)
 }
 
+/// The environment entry (`UMLKIT_WINSIZE=ROWSxCOLS`) that gives a tty
+/// exec its window size from the start: the agent takes it out of the
+/// environment and sizes the pty before the process starts (a [`Kind::Resize`]
+/// frame can only follow the exec, and may come after the process already
+/// read its size). Agents that do not know it pass it on as a plain
+/// variable.
+pub const WINSIZE_ENV: &str = "UMLKIT_WINSIZE";
+
 impl ExecRequest {
+    /// Ask for a pty of `rows` x `cols` from the start (see [`WINSIZE_ENV`]).
+    pub fn with_winsize(mut self, rows: u16, cols: u16) -> ExecRequest {
+        self.env
+            .push(format!("{WINSIZE_ENV}={rows}x{cols}").into_bytes());
+        self
+    }
+
+    /// Remove the [`WINSIZE_ENV`] entries; the last valid size, if any.
+    pub fn take_winsize(&mut self) -> Option<(u16, u16)> {
+        let prefix = format!("{WINSIZE_ENV}=");
+        let mut size = None;
+        self.env.retain(|e| {
+            let Some(v) = e.strip_prefix(prefix.as_bytes()) else {
+                return true;
+            };
+            let parsed = std::str::from_utf8(v).ok().and_then(|v| {
+                let (r, c) = v.split_once('x')?;
+                Some((r.parse::<u16>().ok()?, c.parse::<u16>().ok()?))
+            });
+            if let Some((r, c)) = parsed.filter(|&(r, c)| r > 0 && c > 0) {
+                size = Some((r, c));
+            }
+            false
+        });
+        size
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![u8::from(self.tty)];
         put_list(&mut out, &self.argv);
@@ -317,6 +352,24 @@ impl ExecRequest {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn winsize_travels_in_the_environment_and_is_taken_out() {
+        let mut r = ExecRequest {
+            argv: vec![b"sh".to_vec()],
+            env: vec![b"A=1".to_vec()],
+            tty: true,
+        }
+        .with_winsize(33, 99);
+        let mut back = ExecRequest::decode(&r.encode()).unwrap();
+        assert_eq!(back.take_winsize(), Some((33, 99)));
+        assert_eq!(back.env, vec![b"A=1".to_vec()]);
+        r.env.push(b"UMLKIT_WINSIZE=0x5".to_vec());
+        r.env.push(b"UMLKIT_WINSIZE=junk".to_vec());
+        assert_eq!(r.take_winsize(), Some((33, 99)), "bad sizes are dropped");
+        assert_eq!(r.env, vec![b"A=1".to_vec()]);
+        assert_eq!(r.take_winsize(), None);
+    }
 
     #[test]
     fn resize_frames_round_trip_and_unknown_kinds_are_skipped() {

@@ -145,7 +145,8 @@ fn build_command(req: &ExecRequest) -> Command {
     cmd
 }
 
-fn start(id: u32, req: ExecRequest, w: Writer, table: Table) {
+fn start(id: u32, mut req: ExecRequest, w: Writer, table: Table) {
+    let size = req.take_winsize();
     let mut cmd = build_command(&req);
     if req.tty {
         let pty = match umlkit_sys::process::open_pty() {
@@ -157,7 +158,8 @@ fn start(id: u32, req: ExecRequest, w: Writer, table: Table) {
                 )
             }
         };
-        let _ = umlkit_sys::process::set_winsize(pty.master.as_fd(), 24, 80);
+        let (rows, cols) = size.unwrap_or((24, 80));
+        let _ = umlkit_sys::process::set_winsize(pty.master.as_fd(), rows, cols);
         let (a, b, c) = match (
             pty.slave.try_clone(),
             pty.slave.try_clone(),

@@ -185,8 +185,11 @@ fn web_api_serves_a_running_lab_with_token_terminal_and_actions() {
     assert_eq!(v["data"]["status"]["machines"].as_array().unwrap().len(), 3);
 
     // a terminal: hostname, then a resize the shell sees
-    let mut t = web.ws(&format!("/api/labs/{id}/machines/b/terminal"));
+    let mut t = web.ws(&format!(
+        "/api/labs/{id}/machines/b/terminal?rows=30&cols=100"
+    ));
     term_run(&mut t, "hostname; echo mark-$((40+2))", "mark-42");
+    term_run(&mut t, "stty size", "30 100");
     let out = term_run(&mut t, "hostname", "\nb\r");
     assert!(out.contains("\nb\r"), "{out:?}");
     t.send(Message::Text(r#"{"resize":[37,111]}"#.into()))

@@ -228,14 +228,11 @@ function openTerminal(name, force) {
     term.write("\x1b[33m" + name + " is " + m.state + ": start it to get a shell\x1b[0m\r\n");
     return;
   }
-  const ws = new WebSocket(wsUrl(labPath("/machines/" + encodeURIComponent(name) + "/terminal")));
+  const ws = new WebSocket(wsUrl(labPath("/machines/" + encodeURIComponent(name) + "/terminal?rows=" + term.rows + "&cols=" + term.cols)));
   ws.binaryType = "arraybuffer";
   state.termWs = ws;
   const enc = new TextEncoder();
-  ws.onopen = () => {
-    ws.send(JSON.stringify({ resize: [term.rows, term.cols] }));
-    term.focus();
-  };
+  ws.onopen = () => term.focus();
   ws.onmessage = (ev) => {
     if (typeof ev.data === "string") {
       const msg = JSON.parse(ev.data);

@@ -576,9 +576,17 @@ async fn push_status(mut sock: WebSocket, mut rx: watch::Receiver<Arc<String>>) 
     }
 }
 
+/// `?rows=R&cols=C`: the terminal's size at start.
+#[derive(Debug, Deserialize)]
+pub struct TermQuery {
+    pub rows: Option<u16>,
+    pub cols: Option<u16>,
+}
+
 async fn terminal(
     State(app): State<Arc<App>>,
     Path((id, machine)): Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<TermQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let l = app.lab(&id)?;
@@ -588,5 +596,9 @@ async fn terminal(
             format!("no machine {machine}"),
         ));
     }
-    Ok(ws.on_upgrade(move |sock| crate::term::bridge(sock, l, machine)))
+    let size = match (q.rows, q.cols) {
+        (Some(r), Some(c)) if r > 0 && c > 0 => Some((r, c)),
+        _ => None,
+    };
+    Ok(ws.on_upgrade(move |sock| crate::term::bridge(sock, l, machine, size)))
 }

@@ -1,6 +1,7 @@
 //! A browser terminal: a WebSocket bridged to a tty exec shell in a machine
 //! (the guest's exec agent runs `/bin/sh -l` on a fresh pty).
 //!
+//! `?rows=R&cols=C` in the URL sizes the pty from the start.
 //! Browser -> server: binary or text messages are keyboard input, except a
 //! text message starting with `{` that parses as `{"resize":[ROWS,COLS]}`.
 //! Server -> browser: binary messages are terminal output; a last text
@@ -34,16 +35,24 @@ pub fn parse_resize(text: &str) -> Option<(u16, u16)> {
     (rows > 0 && cols > 0).then_some((rows, cols))
 }
 
-pub async fn bridge(mut sock: WebSocket, l: Arc<LabEntry>, machine: String) {
+pub async fn bridge(
+    mut sock: WebSocket,
+    l: Arc<LabEntry>,
+    machine: String,
+    size: Option<(u16, u16)>,
+) {
     let (out_tx, mut out_rx) = mpsc::channel::<Output>(64);
     let (in_tx, in_rx) = std::sync::mpsc::channel::<Input>();
     // the exec session lives on plain threads (its client is blocking)
     std::thread::spawn(move || {
-        let req = guest::ExecRequest {
+        let mut req = guest::ExecRequest {
             argv: vec![b"/bin/sh".to_vec(), b"-l".to_vec()],
             env: vec![],
             tty: true,
         };
+        if let Some((rows, cols)) = size {
+            req = req.with_winsize(rows, cols);
+        }
         let mut sess = match l.backend.store().exec_session(&machine, &req) {
             Ok(s) => s,
             Err(e) => {
