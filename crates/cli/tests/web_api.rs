@@ -330,8 +330,77 @@ fn web_refuses_non_loopback_without_remote_and_guards_it_with_the_token() {
     }
 }
 
-/// `umlkit exec -t` sends its terminal's size (the resize frame) instead of
-/// leaving the guest's pty at 24x80.
+/// `umlkit exec -t` gives the guest's pty its terminal's size instead of
+/// 24x80, and follows it on SIGWINCH (the resize frame).
+#[test]
+fn exec_tty_follows_the_callers_terminal_size() {
+    use std::io::{Read, Write};
+    let lab = TestLab::new("execwinch", &[("lab.conf", "a[0]=A\n")]);
+    lab.ok_dir("start", &[]);
+    let id = std::fs::read_dir(&lab.state)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().join("plan.json").exists())
+        .unwrap()
+        .path();
+    let pty = umlkit_sys::process::open_pty().unwrap();
+    let slave = std::os::fd::AsFd::as_fd(&pty.slave);
+    umlkit_sys::process::set_winsize(slave, 33, 99).unwrap();
+    umlkit_sys::process::make_raw(slave).unwrap();
+    let mut c = std::process::Command::new(testkit::umlkit_bin());
+    c.env("UMLKIT_STATE_DIR", id.join("g"))
+        .args(["exec", "-t", "a", "--", "/bin/sh"])
+        .stdin(pty.slave.try_clone().unwrap())
+        .stdout(pty.slave.try_clone().unwrap())
+        .stderr(std::process::Stdio::piped());
+    let mut g = testkit::ProcGuard::spawn("umlkit exec -t", c);
+    let mut w = pty.master.try_clone().unwrap();
+    let mut r = pty.master.try_clone().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    // the output of `line` up to `want` (which the echo must not contain)
+    let mut run = |line: &str, want: &str| -> String {
+        w.write_all(format!("{line}\r").as_bytes()).unwrap();
+        let mut out = String::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !out.contains(want) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(b) => out.push_str(&String::from_utf8_lossy(&b)),
+                Err(_) => panic!("no {want:?} after {line:?}: {out:?}"),
+            }
+        }
+        out
+    };
+    run("stty size; echo done-$((1+1))", "done-2");
+    let first = run("stty size; echo done-$((2+1))", "done-3");
+    assert!(first.contains("33 99"), "{first:?}");
+    // the terminal grows (as a window manager would: new size, SIGWINCH);
+    // the resize frame may land after the next command started
+    umlkit_sys::process::set_winsize(slave, 41, 120).unwrap();
+    umlkit_sys::process::kill(g.pid(), umlkit_sys::process::SIGWINCH).unwrap();
+    let seen = (0..50).any(|i| {
+        run(
+            &format!("stty size; echo done-$((4+{i}))"),
+            &format!("done-{}", 4 + i),
+        )
+        .contains("41 120")
+    });
+    assert!(seen, "the guest never saw 41 120");
+    run("exit 0", "exit 0");
+    assert!(g.wait_timeout(Duration::from_secs(30)).is_some());
+}
+
+/// `umlkit exec -t` sends its terminal's size instead of leaving the
+/// guest's pty at 24x80 (regression: a resize frame after the exec raced
+/// with the process reading its size).
 #[test]
 fn exec_tty_starts_at_the_callers_terminal_size() {
     use std::io::Read;

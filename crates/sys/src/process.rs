@@ -10,6 +10,7 @@ pub const SIGTERM: Signal = libc::SIGTERM;
 pub const SIGINT: Signal = libc::SIGINT;
 pub const SIGSTOP: Signal = libc::SIGSTOP;
 pub const SIGCONT: Signal = libc::SIGCONT;
+pub const SIGWINCH: Signal = libc::SIGWINCH;
 
 /// Send `sig` to the process `pid`.
 pub fn kill(pid: u32, sig: Signal) -> io::Result<()> {
