@@ -58,6 +58,11 @@ pub enum Kind {
     /// flight, so the guest tty's receive buffer never fills: the 6.1 kernel's
     /// serial line can stop reading its host fd for good once throttled.
     Ack = 10,
+    /// host -> agent: the terminal of a tty exec changed size (payload u16
+    /// rows, u16 columns, little-endian); the agent sets the pty's window
+    /// size (the kernel sends SIGWINCH). Agents older than this kind skip
+    /// it as an unknown frame.
+    Resize = 11,
 }
 
 /// Most host -> agent bytes in flight before an [`Kind::Ack`] (well below
@@ -77,6 +82,7 @@ impl Kind {
             8 => Kind::Error,
             9 => Kind::Signal,
             10 => Kind::Ack,
+            11 => Kind::Resize,
             _ => return None,
         })
     }
@@ -116,6 +122,21 @@ impl Frame {
     /// An exit frame.
     pub fn exit(id: u32, code: i32) -> Frame {
         Frame::new(Kind::Exit, id, code.to_le_bytes().to_vec())
+    }
+
+    /// A window size frame for exec `id`.
+    pub fn resize(id: u32, rows: u16, cols: u16) -> Frame {
+        let mut p = rows.to_le_bytes().to_vec();
+        p.extend_from_slice(&cols.to_le_bytes());
+        Frame::new(Kind::Resize, id, p)
+    }
+
+    /// The (rows, columns) of a resize frame.
+    pub fn size(&self) -> Result<(u16, u16), ProtoError> {
+        match self.payload.as_slice() {
+            [a, b, c, d] => Ok((u16::from_le_bytes([*a, *b]), u16::from_le_bytes([*c, *d]))),
+            _ => Err(ProtoError::Malformed("resize")),
+        }
     }
 
     /// The code of an exit or signal frame.
@@ -268,7 +289,42 @@ fn get_list(b: &[u8], pos: &mut usize) -> Result<Vec<Vec<u8>>, ProtoError> {
     Ok(v)
 }
 
+/// The environment entry (`UMLKIT_WINSIZE=ROWSxCOLS`) that gives a tty
+/// exec its window size from the start: the agent takes it out of the
+/// environment and sizes the pty before the process starts (a [`Kind::Resize`]
+/// frame can only follow the exec, and may come after the process already
+/// read its size). Agents that do not know it pass it on as a plain
+/// variable.
+pub const WINSIZE_ENV: &str = "UMLKIT_WINSIZE";
+
 impl ExecRequest {
+    /// Ask for a pty of `rows` x `cols` from the start (see [`WINSIZE_ENV`]).
+    pub fn with_winsize(mut self, rows: u16, cols: u16) -> ExecRequest {
+        self.env
+            .push(format!("{WINSIZE_ENV}={rows}x{cols}").into_bytes());
+        self
+    }
+
+    /// Remove the [`WINSIZE_ENV`] entries; the last valid size, if any.
+    pub fn take_winsize(&mut self) -> Option<(u16, u16)> {
+        let prefix = format!("{WINSIZE_ENV}=");
+        let mut size = None;
+        self.env.retain(|e| {
+            let Some(v) = e.strip_prefix(prefix.as_bytes()) else {
+                return true;
+            };
+            let parsed = std::str::from_utf8(v).ok().and_then(|v| {
+                let (r, c) = v.split_once('x')?;
+                Some((r.parse::<u16>().ok()?, c.parse::<u16>().ok()?))
+            });
+            if let Some((r, c)) = parsed.filter(|&(r, c)| r > 0 && c > 0) {
+                size = Some((r, c));
+            }
+            false
+        });
+        size
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![u8::from(self.tty)];
         put_list(&mut out, &self.argv);
@@ -296,6 +352,52 @@ impl ExecRequest {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn winsize_travels_in_the_environment_and_is_taken_out() {
+        let mut r = ExecRequest {
+            argv: vec![b"sh".to_vec()],
+            env: vec![b"A=1".to_vec()],
+            tty: true,
+        }
+        .with_winsize(33, 99);
+        let mut back = ExecRequest::decode(&r.encode()).unwrap();
+        assert_eq!(back.take_winsize(), Some((33, 99)));
+        assert_eq!(back.env, vec![b"A=1".to_vec()]);
+        r.env.push(b"UMLKIT_WINSIZE=0x5".to_vec());
+        r.env.push(b"UMLKIT_WINSIZE=junk".to_vec());
+        assert_eq!(r.take_winsize(), Some((33, 99)), "bad sizes are dropped");
+        assert_eq!(r.env, vec![b"A=1".to_vec()]);
+        assert_eq!(r.take_winsize(), None);
+    }
+
+    #[test]
+    fn resize_frames_round_trip_and_unknown_kinds_are_skipped() {
+        let f = Frame::resize(3, 37, 111);
+        let mut d = Decoder::new();
+        d.push(&f.encode());
+        let g = d.next_frame().unwrap().unwrap();
+        assert_eq!(
+            (g.kind, g.id, g.size().unwrap()),
+            (Kind::Resize, 3, (37, 111))
+        );
+        assert!(Frame::new(Kind::Resize, 3, vec![1, 2, 3]).size().is_err());
+        // an agent that does not know a kind (as agents before Resize did
+        // not know 11) skips that frame and reads the next one
+        let mut unknown = Frame::resize(3, 37, 111).encode();
+        unknown[1] = 200;
+        let mut d = Decoder::new();
+        d.push(&unknown);
+        d.push(&Frame::new(Kind::Stdin, 3, b"x".to_vec()).encode());
+        let mut got = None;
+        for _ in 0..8 {
+            if let Ok(Some(f)) = d.next_frame() {
+                got = Some(f);
+                break;
+            }
+        }
+        assert_eq!(got.unwrap().payload, b"x");
+    }
 
     #[test]
     fn frames_round_trip_split_anywhere() {

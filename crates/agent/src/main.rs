@@ -24,6 +24,10 @@ struct Running {
     /// EOF arrived before the process was spawned.
     eof: bool,
     tty: bool,
+    /// The pty master of a tty exec (for window size changes).
+    pty: Option<File>,
+    /// A window size that arrived before the process was spawned.
+    size: Option<(u16, u16)>,
 }
 
 impl Running {
@@ -34,6 +38,8 @@ impl Running {
             pending: Vec::new(),
             eof: false,
             tty: false,
+            pty: None,
+            size: None,
         }
     }
 }
@@ -139,7 +145,8 @@ fn build_command(req: &ExecRequest) -> Command {
     cmd
 }
 
-fn start(id: u32, req: ExecRequest, w: Writer, table: Table) {
+fn start(id: u32, mut req: ExecRequest, w: Writer, table: Table) {
+    let size = req.take_winsize();
     let mut cmd = build_command(&req);
     if req.tty {
         let pty = match umlkit_sys::process::open_pty() {
@@ -151,7 +158,8 @@ fn start(id: u32, req: ExecRequest, w: Writer, table: Table) {
                 )
             }
         };
-        let _ = umlkit_sys::process::set_winsize(pty.master.as_fd(), 24, 80);
+        let (rows, cols) = size.unwrap_or((24, 80));
+        let _ = umlkit_sys::process::set_winsize(pty.master.as_fd(), rows, cols);
         let (a, b, c) = match (
             pty.slave.try_clone(),
             pty.slave.try_clone(),
@@ -172,6 +180,14 @@ fn start(id: u32, req: ExecRequest, w: Writer, table: Table) {
             Ok(r) => r,
             Err(e) => return send(&w, &Frame::new(Kind::Error, id, e.to_string().into_bytes())),
         };
+        if let Ok(m) = pty.master.try_clone() {
+            let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+            let r = t.entry(id).or_insert_with(Running::new);
+            if let Some((rows, cols)) = r.size.take() {
+                let _ = umlkit_sys::process::set_winsize(m.as_fd(), rows, cols);
+            }
+            r.pty = Some(m);
+        }
         attach(&table, id, child.id(), Some(Box::new(pty.master)));
         let w2 = w.clone();
         let out = std::thread::spawn(move || pump(reader, &w2, id, Kind::Stdout));
@@ -341,6 +357,20 @@ fn main() {
                         // as one
                         if umlkit_sys::process::kill_group(r.pid, sig).is_err() {
                             let _ = umlkit_sys::process::kill(r.pid, sig);
+                        }
+                    }
+                }
+                Kind::Resize => {
+                    if let (Some(r), Ok((rows, cols))) =
+                        (table.lock().unwrap().get_mut(&f.id), f.size())
+                    {
+                        // TIOCSWINSZ on the master: the kernel sends
+                        // SIGWINCH to the pty's foreground process group
+                        match r.pty.as_ref() {
+                            Some(m) => {
+                                let _ = umlkit_sys::process::set_winsize(m.as_fd(), rows, cols);
+                            }
+                            None => r.size = Some((rows, cols)),
                         }
                     }
                 }

@@ -77,6 +77,8 @@ enum Command {
     Lab(cmd::lab::Command),
     #[command(flatten)]
     Plug(cmd::plug::Command),
+    #[command(flatten)]
+    Web(cmd::web::Command),
     /// Benchmarks against the C tools, measured side by side in one run
     Bench {
         #[command(subcommand)]
@@ -170,6 +172,7 @@ fn run(cli: Cli) -> ExitCode {
         Command::Guest(c) => cmd::guest::run(c),
         Command::Lab(c) => cmd::lab::run(c),
         Command::Plug(c) => cmd::plug::run(c),
+        Command::Web(c) => cmd::web::run(c),
         Command::Bench { which } => match which {
             BenchCommand::Cow(b) => cmd::cow::bench(b),
             BenchCommand::Switch(b) => cmd::switch::bench(b),

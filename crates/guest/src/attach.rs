@@ -127,9 +127,43 @@ pub fn exec(
     err: &mut dyn Write,
     timeout: Option<Duration>,
 ) -> Result<i32, Error> {
+    // a tty exec gets our terminal's size from the start (else 24x80)
+    let size = req
+        .tty
+        .then(|| umlkit_sys::process::get_winsize(std::io::stdin().as_fd()).ok())
+        .flatten()
+        .filter(|&(r, c)| r > 0 && c > 0);
+    let sized;
+    let req = match size {
+        Some((rows, cols)) => {
+            sized = req.clone().with_winsize(rows, cols);
+            &sized
+        }
+        None => req,
+    };
     let mut sess = store.exec_session(name, req)?;
     let mut h = sess.stdin_handle()?;
     let _raw = RawStdin::new(req.tty);
+    // and follows it: SIGWINCH -> resize frame (blocked from here on, so the
+    // threads started below leave it to the signalfd)
+    if size.is_some() {
+        if let (Ok(sigs), Ok(mut h2)) = (
+            umlkit_sys::net::SignalFd::new(&[umlkit_sys::process::SIGWINCH]),
+            sess.stdin_handle(),
+        ) {
+            std::thread::spawn(move || {
+                while sigs.wait().is_ok() {
+                    while sigs.read().is_some() {}
+                    let stdin = std::io::stdin();
+                    if let Ok((rows, cols)) = umlkit_sys::process::get_winsize(stdin.as_fd()) {
+                        if rows > 0 && cols > 0 && h2.resize(rows, cols).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
     if let Some(mut input) = stdin {
         std::thread::spawn(move || {
             let mut buf = [0u8; 16384];

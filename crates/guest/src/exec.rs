@@ -137,6 +137,11 @@ impl StdinHandle {
         self.0
             .write_all(&Frame::new(Kind::Eof, ID, vec![]).encode())
     }
+    /// The terminal of a tty exec is now `rows` x `cols` (agents older
+    /// than the resize frame ignore it).
+    pub fn resize(&mut self, rows: u16, cols: u16) -> std::io::Result<()> {
+        self.0.write_all(&Frame::resize(ID, rows, cols).encode())
+    }
     pub fn signal(&mut self, sig: i32) -> std::io::Result<()> {
         self.0
             .write_all(&Frame::new(Kind::Signal, ID, sig.to_le_bytes().to_vec()).encode())

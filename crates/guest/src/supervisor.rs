@@ -311,7 +311,7 @@ fn exec_client(hub: Arc<Hub>, mut rd: UnixStream) {
                         wr.send(e.encode());
                     }
                 }
-                Kind::Stdin | Kind::Eof | Kind::Signal => {
+                Kind::Stdin | Kind::Eof | Kind::Signal | Kind::Resize => {
                     if let Some(&gid) = mine.get(&f.id) {
                         hub.to_agent(&Frame::new(f.kind, gid, f.payload));
                     }

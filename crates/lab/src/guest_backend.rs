@@ -162,6 +162,12 @@ fn to_output(o: guest::ExecOutput) -> ExecOutput {
 }
 
 impl GuestBackend {
+    /// The guest store of the lab's machines (exec sessions, e.g. the web
+    /// view's terminals).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Run a shell command line in the machine (also [`Backend::exec`]).
     pub fn exec(&self, m: &MachinePlan, cmd: &str, timeout: Duration) -> Result<ExecOutput> {
         self.store

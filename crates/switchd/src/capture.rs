@@ -45,6 +45,8 @@ pub struct CaptureOptions {
     /// Called once the switch streams to this capture and the file header
     /// is written (a supervisor waiting for the capture to be in place).
     pub on_ready: Option<fn()>,
+    /// Stop at this time (the web view's timed captures).
+    pub until: Option<std::time::Instant>,
 }
 
 /// What a capture saw.
@@ -65,6 +67,8 @@ pub enum Ended {
     Signal,
     /// The switch closed the stream (it stopped).
     SwitchGone,
+    /// [`CaptureOptions::until`] passed.
+    Deadline,
 }
 
 struct PortIf {
@@ -290,8 +294,19 @@ pub fn capture(
         if opts.count.is_some_and(|c| summary.frames >= c) {
             continue; // ends at the top
         }
+        let timeout_ms = match opts.until {
+            None => -1,
+            Some(t) => {
+                let left = t.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    summary.ended_by = Ended::Deadline;
+                    break;
+                }
+                left.as_millis().clamp(1, i32::MAX as u128) as i32
+            }
+        };
         epoll
-            .wait(&mut events, -1)
+            .wait(&mut events, timeout_ms)
             .map_err(|e| stream_err(mgmt, e))?;
         if events.iter().any(|e| e.token == 2) && signals.read().is_some() {
             summary.ended_by = Ended::Signal;

@@ -10,6 +10,7 @@ pub const SIGTERM: Signal = libc::SIGTERM;
 pub const SIGINT: Signal = libc::SIGINT;
 pub const SIGSTOP: Signal = libc::SIGSTOP;
 pub const SIGCONT: Signal = libc::SIGCONT;
+pub const SIGWINCH: Signal = libc::SIGWINCH;
 
 /// Send `sig` to the process `pid`.
 pub fn kill(pid: u32, sig: Signal) -> io::Result<()> {
@@ -351,6 +352,18 @@ pub fn set_winsize(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> io:
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A terminal's window size (rows, cols).
+pub fn get_winsize(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(u16, u16)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: winsize is plain old data; all-zero is a valid value to be overwritten.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize struct that lives for the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((ws.ws_row, ws.ws_col))
 }
 
 /// Ignore SIGPIPE process-wide (writes to closed sockets then fail with EPIPE).

@@ -209,6 +209,17 @@ pub enum LabCmd {
         #[command(flatten)]
         opts: LabOpts,
     },
+    /// Serve a web view of the lab: live topology, machine states and
+    /// logs, a terminal per machine, start/stop/restart (prints the URL
+    /// with its access token; Ctrl-C ends)
+    Web {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        listen: crate::cmd::web::WebOpts,
+        #[command(flatten)]
+        opts: LabOpts,
+    },
     /// Run lab.test.toml checks and/or Netkit _test/ signatures on the running lab
     Test {
         #[arg(default_value = ".")]
@@ -471,6 +482,10 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 plan.lab_dir.display()
             );
             Ok(ExitCode::from(1))
+        }
+        LabCmd::Web { dir, listen, opts } => {
+            let plan = load_plan_or_saved(&dir, &opts)?;
+            crate::cmd::web::serve(vec![plan], &state_root(&opts), &listen)
         }
         LabCmd::Logs { dir, machine, opts } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;

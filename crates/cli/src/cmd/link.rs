@@ -195,6 +195,7 @@ fn run_capture(a: CaptureArgs) -> anyhow::Result<ExitCode> {
             count: a.count,
             names: a.names.into_iter().collect(),
             on_ready: a.notify_ready.then_some(print_ready as fn()),
+            until: None,
         },
         a.write.as_deref(),
         a.pcap,
@@ -229,6 +230,7 @@ pub fn capture_to(
         Ended::Count => "",
         Ended::Signal => " (interrupted)",
         Ended::SwitchGone => " (the switch closed the stream)",
+        Ended::Deadline => " (time is up)",
     };
     errln!(
         "umlkit capture: {} frames captured, {} dropped by the switch (capture too slow){why}",

@@ -8,6 +8,7 @@ pub mod link;
 pub mod out;
 pub mod plug;
 pub mod switch;
+pub mod web;
 
 pub use out::{shown, shown_lines};
 
