@@ -4,6 +4,7 @@
 //! machine stopped from the page (the page and `lab status` agree);
 //! screenshots of a 3- and a 20-machine lab under target/screenshots/.
 //! `web_numbers` (ignored) prints the numbers of docs/web.md.
+#![allow(clippy::disallowed_macros)] // eprintln! in tests: the harness captures stderr
 
 mod web_common;
 

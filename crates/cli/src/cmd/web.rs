@@ -55,7 +55,7 @@ pub fn serve(
         .map(|p| web::LabEntry::new(p, root, exe.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     if !o.listen.ip().is_loopback() && o.remote {
-        eprintln!(
+        errln!(
             "umlkit web: warning: listening on {} (not loopback): whoever reaches it with the \
              token gets a root shell in every machine",
             o.listen
@@ -70,7 +70,7 @@ pub fn serve(
         let mut out = std::io::stdout();
         let _ = writeln!(out, "umlkit web: {url}");
         let _ = out.flush();
-        eprintln!("umlkit web: open the URL above (it carries the access token); Ctrl-C ends");
+        errln!("umlkit web: open the URL above (it carries the access token); Ctrl-C ends");
     })
     .context("web view")?;
     Ok(ExitCode::SUCCESS)
