@@ -164,9 +164,25 @@ domain = "back\\slash\u001b[2J"
         "dot rejected our DOT: {}\n{dot_text}",
         String::from_utf8_lossy(&r.stderr)
     );
-    let nodes = plain.lines().filter(|l| l.starts_with("node ")).count();
+    // pc1, the two domains and the two interface labels (graph::dot gives
+    // each label a node of its own, joined by invisible edges)
+    let nodes: Vec<&str> = plain
+        .lines()
+        .filter_map(|l| l.strip_prefix("node "))
+        .collect();
     let edges = plain.lines().filter(|l| l.starts_with("edge ")).count();
-    assert_eq!((nodes, edges), (3, 2), "{plain}\n{dot_text}");
+    assert_eq!((nodes.len(), edges), (5, 6), "{plain}\n{dot_text}");
+    let ours = |n: &&str| {
+        ["\"m:pc1\" ", "\"d:", "\"i:pc1:eth"]
+            .iter()
+            .any(|p| n.starts_with(p))
+    };
+    assert!(nodes.iter().all(ours), "{plain}");
+    assert_eq!(
+        nodes.iter().filter(|n| n.starts_with("\"d:")).count(),
+        2,
+        "{plain}"
+    );
     assert!(!plain.contains("node evil"), "{plain}");
 }
 
