@@ -582,10 +582,19 @@ impl Store {
                         exit_code: None,
                         signal: None,
                     });
+                    // the reason first: a kernel panic's line comes before
+                    // its stack trace, which fills the last lines
+                    let why = log
+                        .lines()
+                        .rev()
+                        .find(|l| l.contains("Kernel panic") || l.contains("VFS: "))
+                        .filter(|l| !tail.contains(l))
+                        .map(|l| format!("{} ... ", l.trim()))
+                        .unwrap_or_default();
                     let extra = if tail.is_empty() {
                         String::new()
                     } else {
-                        format!("; console: {}", tail.join(" | "))
+                        format!("; console: {why}{}", tail.join(" | "))
                     };
                     return Err(Error::Ended(name.to_string(), ending, extra));
                 }

@@ -678,8 +678,22 @@ pub fn build(
     let pk = img.path.with_extension("packages");
     let pk_text = std::fs::read(&packages_out).map_err(io(&packages_out, "cannot read"))?;
     write_private(&pk, &pk_text)?;
-    std::fs::rename(&tmp_img, &img.path)
-        .map_err(io(&img.path, "cannot move the image into place"))?;
+    if opts.force {
+        std::fs::rename(&tmp_img, &img.path)
+            .map_err(io(&img.path, "cannot move the image into place"))?;
+    } else {
+        // a build of the same recipe that finished first stays: replacing
+        // it would change its mtime under the COW files of guests already
+        // made on it (the kernel refuses those as a backing file mismatch)
+        let r = std::fs::hard_link(&tmp_img, &img.path);
+        let _ = std::fs::remove_file(&tmp_img);
+        match r {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(io(&img.path, "cannot move the image into place")(e));
+            }
+            _ => {}
+        }
+    }
     let meta = Meta {
         recipe: img.recipe.name.clone(),
         key: img.key.clone(),

@@ -116,7 +116,22 @@ fn mkfs() -> Result<PathBuf, Error> {
 /// `from_dir` (owned by root) when given. Written to a temporary name and
 /// renamed, so `out` never holds a half-built image.
 pub fn create(out: &Path, size_bytes: u64, from_dir: Option<&Path>) -> Result<(), Error> {
-    create_inner(out, size_bytes, from_dir, false)
+    create_with(out, size_bytes, from_dir, Place::New, None)
+}
+
+/// How a finished image takes its place at `out`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// `out` must not exist.
+    New,
+    /// Atomically replace `out` (guests holding the old file keep it).
+    Replace,
+    /// A cache entry named by its content: the first finished build
+    /// stays. Replacing it would change its mtime under the COW files of
+    /// guests already made on it, and the kernel refuses those (backing
+    /// file mismatch): two labs building the same image at once must not
+    /// break each other.
+    KeepFirst,
 }
 
 /// Build a private (mode 0600) ext4 image of `size_bytes` at `out` from the
@@ -129,29 +144,26 @@ pub fn create_private(
     from_dir: &Path,
     inodes: u64,
 ) -> Result<(), Error> {
-    create_with(out, size_bytes, Some(from_dir), true, Some(inodes))
-}
-
-fn create_inner(
-    out: &Path,
-    size_bytes: u64,
-    from_dir: Option<&Path>,
-    replace: bool,
-) -> Result<(), Error> {
-    create_with(out, size_bytes, from_dir, replace, None)
+    create_with(
+        out,
+        size_bytes,
+        Some(from_dir),
+        Place::Replace,
+        Some(inodes),
+    )
 }
 
 fn create_with(
     out: &Path,
     size_bytes: u64,
     from_dir: Option<&Path>,
-    replace: bool,
+    place: Place,
     inodes: Option<u64>,
 ) -> Result<(), Error> {
     if size_bytes < 4 << 20 {
         return Err(Error::TooSmall(size_bytes));
     }
-    if !replace && out.symlink_metadata().is_ok() {
+    if place == Place::New && out.symlink_metadata().is_ok() {
         return Err(Error::Exists(out.to_path_buf()));
     }
     if let Some(d) = from_dir {
@@ -210,6 +222,16 @@ fn create_with(
             path: out.to_path_buf(),
             stderr: String::from_utf8_lossy(&r.stderr).trim().to_string(),
         });
+    }
+    if place == Place::KeepFirst {
+        let r = std::fs::hard_link(&tmp, out);
+        let _ = std::fs::remove_file(&tmp);
+        return match r {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(io(out, "cannot move the image into place")(e))
+            }
+            _ => Ok(()),
+        };
     }
     std::fs::rename(&tmp, out).map_err(io(out, "cannot move the image into place"))
 }
@@ -504,8 +526,14 @@ pub fn default_image(opts: &DefaultImageOpts) -> Result<PathBuf, Error> {
         h.0
     ));
     let _ = std::fs::remove_dir_all(&stage);
-    let r = stage_tree(&stage, &busybox, &agent, &modules, &host_files)
-        .and_then(|()| create_inner(&out, size, Some(&stage), opts.out.is_none()));
+    let r = stage_tree(&stage, &busybox, &agent, &modules, &host_files).and_then(|()| {
+        let place = if opts.out.is_none() {
+            Place::KeepFirst
+        } else {
+            Place::New
+        };
+        create_with(&out, size, Some(&stage), place, None)
+    });
     let _ = std::fs::remove_dir_all(&stage);
     r.map(|()| out)
 }
@@ -643,6 +671,37 @@ fn stage_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: two builds of one cached image (two labs starting at
+    /// once) each renamed their file into place, so the later one changed
+    /// the file (and its mtime) under guests already made on the first,
+    /// whose COWs the kernel then refused at boot.
+    #[test]
+    fn a_cached_image_is_never_replaced_by_a_later_build() {
+        if mkfs().is_err() {
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path().join("default-x.img");
+        create_with(&out, 4 << 20, None, Place::KeepFirst, None).unwrap();
+        let first = std::fs::metadata(&out).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        create_with(&out, 4 << 20, None, Place::KeepFirst, None).unwrap();
+        let now = std::fs::metadata(&out).unwrap();
+        assert_eq!(
+            (now.ino(), now.mtime_nsec(), now.mtime()),
+            (first.ino(), first.mtime_nsec(), first.mtime())
+        );
+        let names: Vec<_> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["default-x.img"], "no temporary file left");
+        // an explicit replacement still replaces
+        create_with(&out, 4 << 20, None, Place::Replace, None).unwrap();
+        assert_ne!(std::fs::metadata(&out).unwrap().ino(), first.ino());
+    }
 
     #[test]
     fn agent_lookup_follows_the_executable_never_the_cwd() {
