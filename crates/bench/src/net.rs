@@ -248,7 +248,7 @@ fn start_switch(kind: SwitchKind, umlkit: &Path, dir: &Path) -> Result<(Proc, Pa
 /// `shared/bench/NAME` in the nearest folder above the checkout that has
 /// it (the project's shared/ folder sits beside the repository, or beside
 /// the folder of its worktrees).
-fn shared_bench(name: &str) -> PathBuf {
+pub(crate) fn shared_bench(name: &str) -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest
         .ancestors()
@@ -258,7 +258,7 @@ fn shared_bench(name: &str) -> PathBuf {
 }
 
 /// Build a C tool from source into `out` (or take a built executable).
-fn build_c(
+pub(crate) fn build_c(
     src: Option<PathBuf>,
     env: &str,
     default: &str,

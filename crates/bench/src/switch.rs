@@ -52,47 +52,22 @@ use umlkit_sys::file::which;
 fn build_vdeblast(src: Option<PathBuf>, out_dir: &Path) -> Result<PathBuf> {
     let src = src
         .or_else(|| std::env::var_os("UMLKIT_VDEBLAST").map(PathBuf::from))
-        .unwrap_or_else(|| {
-            // The project's shared/ folder sits beside the repository checkout.
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/vdeblast.c")
-        });
-    if !src.exists() {
-        return Err(bail(format!(
-            "vdeblast not found at {} (give --vdeblast PATH)",
-            src.display()
-        )));
-    }
-    if src.extension().is_none_or(|e| e != "c") {
-        return Ok(src);
-    }
-    if which("gcc").is_none() {
-        return Err(bail(format!(
-            "gcc is needed to build {} (apt-get install gcc)",
-            src.display()
-        )));
-    }
-    if !Path::new("/usr/include/libvdeplug.h").exists() {
+        .unwrap_or_else(|| crate::net::shared_bench("vdeblast.c"));
+    if src.extension().is_some_and(|e| e == "c") && !Path::new("/usr/include/libvdeplug.h").exists()
+    {
         return Err(bail(format!(
             "libvdeplug.h missing: install libvdeplug-dev to build {}",
             src.display()
         )));
     }
-    let exe = out_dir.join("vdeblast");
-    let out = Command::new("gcc")
-        .args(["-O2", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .args(["-lvdeplug", "-lpthread"])
-        .output()
-        .map_err(ctx("cannot run gcc"))?;
-    if !out.status.success() {
-        return Err(bail(format!(
-            "building {} failed:\n{}",
-            src.display(),
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
-    Ok(exe)
+    crate::net::build_c(
+        Some(src),
+        "UMLKIT_VDEBLAST",
+        "vdeblast.c",
+        out_dir,
+        &["-O2"],
+        &["-lvdeplug", "-lpthread"],
+    )
 }
 
 /// A switch under test, killed (by pid) on drop.
