@@ -53,6 +53,12 @@ fn build_vdeblast(src: Option<PathBuf>, out_dir: &Path) -> Result<PathBuf> {
     let src = src
         .or_else(|| std::env::var_os("UMLKIT_VDEBLAST").map(PathBuf::from))
         .unwrap_or_else(|| crate::net::shared_bench("vdeblast.c"));
+    if !src.exists() {
+        return Err(bail(format!(
+            "vdeblast not found at {} (give --vdeblast PATH)",
+            src.display()
+        )));
+    }
     if src.extension().is_some_and(|e| e == "c") && !Path::new("/usr/include/libvdeplug.h").exists()
     {
         return Err(bail(format!(
