@@ -221,18 +221,7 @@ fn nat_bad_forwards_fail_cleanly_before_the_switch_starts() {
     let busy_port = busy.local_addr().unwrap().port();
     let dir = tmp.path().join("sw");
     let d = dir.display().to_string();
-    let run = |args: &[&str]| {
-        let o = Command::new(testkit::umlkit_bin())
-            .arg("switch")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
+    let run = switch_status;
     let busy_spec = format!("tcp:{busy_port}:10.0.2.15:80");
     let busy_udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let busy_udp_spec = format!("udp:{}:10.0.2.15:53", busy_udp.local_addr().unwrap().port());

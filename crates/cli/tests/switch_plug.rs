@@ -383,18 +383,7 @@ fn uplink_cables_two_switches_and_redials_when_the_far_one_restarts() {
 #[test]
 fn bad_uplinks_are_refused_at_start() {
     let tmp = testkit::short_tempdir("plv");
-    let run = |args: &[&str]| {
-        let o = Command::new(testkit::umlkit_bin())
-            .arg("switch")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
+    let run = switch_status;
     let dir = tmp.path().join("sw").display().to_string();
     let (code, err) = run(&["-s", &dir, "--uplink", "udp://192.0.2.1:4789"]);
     assert_eq!(code, Some(1));

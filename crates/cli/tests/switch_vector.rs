@@ -7,7 +7,7 @@ mod guest_common;
 mod switch_common;
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use net_proto::ctl::SockAddrUn;
 use switch_common::*;
@@ -92,18 +92,7 @@ fn vector_clients_switch_frames_with_a_vde_client_and_hangup_frees_the_port() {
 #[test]
 fn vector_start_errors_are_clear_and_leave_nothing() {
     let tmp = testkit::short_tempdir("vse");
-    let run = |args: &[&str]| {
-        let o = Command::new(testkit::umlkit_bin())
-            .arg("switch")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    };
+    let run = switch_status;
     let ctl = tmp.path().join("u.ctl").display().to_string();
     let (code, err) = run(&["-u", &ctl, "--vector"]);
     assert_eq!(code, Some(1));

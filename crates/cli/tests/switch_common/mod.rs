@@ -84,6 +84,22 @@ impl Sw {
     }
 }
 
+/// `umlkit switch ARGS` run to its end (a start that must fail): its exit
+/// status and stderr.
+#[allow(dead_code)]
+pub fn switch_status(args: &[&str]) -> (Option<i32>, String) {
+    let o = Command::new(testkit::umlkit_bin())
+        .arg("switch")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 pub fn read_until_prompt(s: &mut UnixStream) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
