@@ -35,7 +35,9 @@ TOML
 "$UMLKIT" lab graph "$T" >"$WORK/g.dot" 2>&1
 if command -v dot >/dev/null; then
   nodes=$(dot -Tplain "$WORK/g.dot" 2>/dev/null | grep -c '^node ')
-  check "lab graph: DOT parses with the injected name as one node ($nodes nodes)" [ "$nodes" = 2 ]
+  # pc1, the domain and pc1's eth0 label (a node of its own since the Graphviz layout)
+  check "lab graph: DOT parses with the injected name as one node ($nodes nodes)" [ "$nodes" = 3 ]
+  check "lab graph: no node named evil" bash -c "! dot -Tplain '$WORK/g.dot' | grep -q '^node evil'"
 else
   check "lab graph: quote escaped" grep -qF 'd:A\"]; evil' "$WORK/g.dot"
 fi

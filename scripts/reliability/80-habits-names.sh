@@ -20,7 +20,7 @@ check "install-links: the message names the file" grep -q "lstart exists and is 
 check "install-links --force: still never replaces a file" grep -q "real netkit" "$B/lstart"
 check "install-links --force: replaces the foreign symlink" [ "$(readlink -f "$B/vhalt")" = "$(readlink -f "$UMLKIT")" ]
 rm -f "$B/lstart"; "$UMLKIT" install-links "$B" >/dev/null 2>&1
-check "install-links: all 16 names link to umlkit" bash -c 'n=0; for f in "$1"/*; do [ "$(readlink -f "$f")" = "$(readlink -f "$2")" ] && n=$((n+1)); done; [ $n = 16 ]' _ "$B" "$UMLKIT"
+check "install-links: all 17 names link to umlkit" bash -c 'n=0; for f in "$1"/*; do [ "$(readlink -f "$f")" = "$(readlink -f "$2")" ] && n=$((n+1)); done; [ $n = 17 ]' _ "$B" "$UMLKIT"
 echo x >"$WORK/afile"
 "$UMLKIT" install-links "$WORK/afile" >"$WORK/il2" 2>&1; rc=$?
 check "install-links into a file: error naming it (rc $rc)" bash -c "[ $rc = 1 ] && grep -q afile '$WORK/il2'"
