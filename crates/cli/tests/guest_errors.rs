@@ -152,3 +152,38 @@ fn guest_dry_run_command_line() {
     assert_eq!(words.last(), Some(&"umlkit.gw=10.0.0.254"));
     assert!(!st.exists(), "dry run must not create state");
 }
+
+/// A kernel that panics before init (here: a disk with no filesystem, so
+/// every boot fails the same way) is booted once more, saying why, then
+/// the start fails naming the kernel's cause; nothing of it is left.
+#[test]
+fn guest_kernel_dying_before_init_is_booted_again_once_then_named() {
+    let env = Env::new("ugp");
+    let img = env.path().join("blank.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    env.guard("p");
+    let o = env.umlkit(&[
+        "run",
+        "-d",
+        "--wait",
+        "--name",
+        "p",
+        "--disk",
+        &format!("{}:nocow", img.display()),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert_eq!(
+        err.matches("its kernel stopped before init").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("booting it again") && err.contains("No filesystem could mount root"),
+        "{err}"
+    );
+    assert!(guest_common::leftovers(&env, "p").is_empty());
+}

@@ -584,13 +584,11 @@ impl Store {
                     });
                     // the reason first: a kernel panic's line comes before
                     // its stack trace, which fills the last lines
-                    let why = log
-                        .lines()
-                        .rev()
-                        .find(|l| l.contains("Kernel panic") || l.contains("VFS: "))
+                    let why: String = boot_failure_reasons(&log)
+                        .into_iter()
                         .filter(|l| !tail.contains(l))
                         .map(|l| format!("{} ... ", l.trim()))
-                        .unwrap_or_default();
+                        .collect();
                     let extra = if tail.is_empty() {
                         String::new()
                     } else {
@@ -624,6 +622,36 @@ impl Store {
             if watch.wait(&fds, left).is_err() {
                 std::thread::sleep(left.min(Duration::from_millis(10)));
             }
+        }
+    }
+
+    /// [`Store::start`], then [`Store::wait_ready`]; a kernel that died
+    /// before init (see [`panic_before_init`]: nothing of the guest ran) is
+    /// started once more, after `note` was told why.
+    pub fn start_ready(
+        &self,
+        cfg: &GuestConfig,
+        timeout: Duration,
+        note: &mut dyn FnMut(&str),
+    ) -> Result<GuestInfo, Error> {
+        let info = self.start(cfg)?;
+        match self.wait_ready(&cfg.name, timeout) {
+            Ok(()) => Ok(info),
+            Err(e @ Error::Ended(..)) => {
+                let log = std::fs::read_to_string(self.paths(&cfg.name).console_log())
+                    .unwrap_or_default();
+                let Some(cause) = panic_before_init(&log) else {
+                    return Err(e);
+                };
+                note(&format!(
+                    "{}: its kernel stopped before init ({cause}); booting it again",
+                    cfg.name
+                ));
+                let info = self.start(cfg)?;
+                self.wait_ready(&cfg.name, timeout)?;
+                Ok(info)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -1007,5 +1035,99 @@ mod wait_ready_tests {
             assert!(matches!(e, Error::Ended(..)), "{e}");
             assert!(took < Duration::from_secs(30), "{took:?}");
         });
+    }
+}
+
+/// When the kernel panicked before it started init (its console has a
+/// panic and not the kernel's "Run /sbin/init as init process" line): the
+/// line that says why, the cause before the panic line when there is one.
+/// Nothing of the guest ran then, so booting it again is safe.
+pub fn panic_before_init(log: &str) -> Option<String> {
+    if !log.contains("Kernel panic") || log.contains(" as init process") {
+        return None;
+    }
+    let reasons = boot_failure_reasons(log);
+    let panic = reasons.iter().position(|l| l.contains("Kernel panic"))?;
+    let cause = reasons[..panic]
+        .iter()
+        .rev()
+        .find(|l| l.contains("VFS: Cannot") || l.contains("Failed") || l.contains("error -"))
+        .unwrap_or(&reasons[panic]);
+    Some(cause.trim().to_string())
+}
+
+/// The console lines that say why a boot failed, in order, at most six:
+/// the disk driver's and the filesystem's complaints (a COW whose backing
+/// file changed, a lock held by another guest, an unreadable superblock)
+/// come before the kernel's panic line, which alone says too little.
+fn boot_failure_reasons(log: &str) -> Vec<&str> {
+    const KEYS: [&str; 12] = [
+        "Kernel panic",
+        "VFS: Cannot",
+        "VFS: Unable",
+        "Failed to",
+        "F_SETLK failed",
+        "mismatch",
+        "Couldn't ",
+        "EXT4-fs (ubd",
+        "I/O error",
+        "No filesystem could mount root",
+        "Out of memory",
+        "ubd",
+    ];
+    let mut out: Vec<&str> = Vec::new();
+    for l in log.lines() {
+        // the partition list a failed root mount prints ("6200  524288 ubda")
+        let partition = l.len() > 4 && l.as_bytes()[..4].iter().all(u8::is_ascii_hexdigit);
+        let noise =
+            partition || l.starts_with("Kernel command line") || l.contains("mounted filesystem");
+        if !noise && KEYS.iter().any(|k| l.contains(k)) && !out.contains(&l) {
+            out.push(l);
+        }
+    }
+    // the last six: the cause is near the end
+    let n = out.len().saturating_sub(6);
+    out.split_off(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{boot_failure_reasons, panic_before_init};
+
+    #[test]
+    fn boot_failure_reasons_name_the_disk_before_the_panic() {
+        let log = "Kernel command line: mem=64M ubd0=/s/a.cow,/i/base.img root=/dev/ubda\n\
+                   VFS: Disk quotas dquot_6.6.0\n\
+                   Backing file mismatch - mtime mismatch (1 vs 2) of COW header vs backing file\n\
+                   Failed to open '/s/a.cow', errno = 22\n\
+                   VFS: Cannot open root device \"ubda\" or unknown-block(98,0): error -22\n\
+                   Please append a correct \"root=\" boot option\n\
+                   Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(98,0)\n\
+                   EXT4-fs (ubda): mounted filesystem without journal.\n";
+        let r = boot_failure_reasons(log);
+        assert_eq!(r.len(), 4, "{r:?}");
+        assert!(r[0].starts_with("Backing file mismatch"), "{r:?}");
+        assert!(r[1].starts_with("Failed to open"), "{r:?}");
+        assert!(r[3].starts_with("Kernel panic"), "{r:?}");
+        assert_eq!(
+            panic_before_init(log).as_deref(),
+            Some("VFS: Cannot open root device \"ubda\" or unknown-block(98,0): error -22")
+        );
+    }
+
+    #[test]
+    fn a_panic_after_init_started_is_not_before_init() {
+        let log = "Run /sbin/init as init process\n\
+                   Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\n";
+        assert_eq!(panic_before_init(log), None);
+        assert_eq!(
+            panic_before_init("VFS: Mounted root (ext4 filesystem)\n"),
+            None
+        );
+        let bare = "Kernel panic - not syncing: Out of memory and no killable processes...\n";
+        assert_eq!(
+            panic_before_init(bare).as_deref(),
+            Some("Kernel panic - not syncing: Out of memory and no killable processes...")
+        );
     }
 }

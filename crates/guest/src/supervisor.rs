@@ -729,15 +729,18 @@ pub fn run(dir: &Path, foreground: bool) -> Result<i32, Error> {
     if let Some(g) = group_guard {
         g.disarm();
     }
+    // the sockets go before the ending is saved: a waiter that sees the
+    // ending may start the guest again at once, and its new sockets must
+    // not be removed by us
+    let _ = std::fs::remove_file(paths.exec_sock());
+    let _ = std::fs::remove_file(paths.console_sock());
+    let _ = std::fs::remove_file(paths.stop_marker());
     {
         let mut st = lock(&hub.state);
         st.ending = Some(ending);
         st.ended_unix_ms = Some(now_ms());
     }
     hub.save();
-    let _ = std::fs::remove_file(paths.exec_sock());
-    let _ = std::fs::remove_file(paths.console_sock());
-    let _ = std::fs::remove_file(paths.stop_marker());
     // give console_pump a moment to flush the last output
     std::thread::sleep(Duration::from_millis(50));
     Ok(status

@@ -57,6 +57,14 @@ pub trait Backend: Sync {
     /// Why the machine's boot steps failed, if they did.
     fn boot_failure(&self, m: &MachinePlan) -> Option<String>;
 
+    /// Why the machine's kernel died before it ran any program of the
+    /// guest (a panic during the kernel's own start, e.g. a failed
+    /// allocation mounting the root filesystem): nothing in the machine
+    /// ran, so booting it again is safe. `None` for any other failure.
+    fn died_before_init(&self, _m: &MachinePlan) -> Option<String> {
+        None
+    }
+
     /// The startup error summary of a ready machine, `None` when its
     /// startup wrote no errors.
     fn startup_errors(&self, m: &MachinePlan) -> Option<String>;

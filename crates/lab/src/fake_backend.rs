@@ -28,6 +28,9 @@ pub(crate) enum Outcome {
     /// Launches and reports ready once N more machines were launched after
     /// it (steps of the scheduler, not time).
     ReadyAfter(usize),
+    /// Its kernel dies before init at each of its first N launches (its
+    /// process is gone, the boot fails with this text), then it is ready.
+    DiesBeforeInit(usize, String),
 }
 
 /// The call log, shared by the fake and the test's progress callback.
@@ -72,6 +75,8 @@ pub(crate) struct Fake {
     /// Machines waiting for N more launches: (launches left, report).
     after: Mutex<Vec<(usize, BootDone)>>,
     results: Mutex<HashMap<String, std::result::Result<(), String>>>,
+    /// Machines whose last launch died before init, with the cause.
+    early_deaths: Mutex<HashMap<String, String>>,
 }
 
 impl Fake {
@@ -91,6 +96,21 @@ impl Fake {
             let d = held.remove(i);
             self.results.lock().unwrap().insert(name.into(), Ok(()));
             d.finish(Ok(()));
+        }
+    }
+
+    /// An entry whose process is gone: a child that already exited and
+    /// was reaped (its pid and start time no longer name a live process).
+    fn dead_entry(name: &str) -> ProcEntry {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        let start = umlkit_sys::process::start_time(pid);
+        c.wait().unwrap();
+        ProcEntry {
+            name: name.into(),
+            pid: Some(pid),
+            start: start.or(Some(u64::MAX)),
+            ..Default::default()
         }
     }
 
@@ -167,6 +187,26 @@ impl Backend for Fake {
             name: m.name.clone(),
             ..Default::default()
         })?;
+        if let Outcome::DiesBeforeInit(n, why) = &outcome {
+            if *n > 0 {
+                self.outcomes
+                    .lock()
+                    .unwrap()
+                    .insert(m.name.clone(), Outcome::DiesBeforeInit(n - 1, why.clone()));
+                rec(Fake::dead_entry(&m.name))?;
+                self.early_deaths
+                    .lock()
+                    .unwrap()
+                    .insert(m.name.clone(), why.clone());
+                self.results
+                    .lock()
+                    .unwrap()
+                    .insert(m.name.clone(), Err(why.clone()));
+                done.finish(Err(why.clone()));
+                return Ok(());
+            }
+        }
+        self.early_deaths.lock().unwrap().remove(&m.name);
         rec(Fake::running_entry(&m.name))?;
         match outcome {
             Outcome::Ready => {
@@ -183,6 +223,10 @@ impl Backend for Fake {
             Outcome::Hang => {
                 self.held.lock().unwrap().push(done);
                 self.log.push(format!("hanging {}", m.name));
+            }
+            Outcome::DiesBeforeInit(..) => {
+                self.results.lock().unwrap().insert(m.name.clone(), Ok(()));
+                done.finish(Ok(()));
             }
             Outcome::ReadyAfter(0) => {
                 self.results.lock().unwrap().insert(m.name.clone(), Ok(()));
@@ -204,6 +248,10 @@ impl Backend for Fake {
             .unwrap()
             .get(&m.name)
             .and_then(|r| r.clone().err())
+    }
+
+    fn died_before_init(&self, m: &MachinePlan) -> Option<String> {
+        self.early_deaths.lock().unwrap().get(&m.name).cloned()
     }
 
     fn startup_errors(&self, _m: &MachinePlan) -> Option<String> {
@@ -339,6 +387,39 @@ fn a_boot_failure_mid_wave_starts_no_dependent() {
         "{e}"
     );
     assert!(fake.log.pos("start c").is_none(), "{:#?}", fake.log.lines());
+}
+
+/// A kernel that died before init (nothing of the machine ran) is booted
+/// again once, saying why; the other machines go on meanwhile. A second
+/// early death ends the start like any boot failure.
+#[test]
+fn a_kernel_dying_before_init_is_booted_again_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = lab(tmp.path(), "a[0]=A\nb[0]=A\nc[0]=A\n", "c: a b\n");
+    let cause = "VFS: Cannot open root device \"ubda\" or unknown-block(98,0): error -12";
+    let fake = Fake::new(&[("b", Outcome::DiesBeforeInit(1, cause.into()))]);
+    run(&fake, &plan, 2, LONG).unwrap();
+    let log = fake.log.lines();
+    assert_eq!(
+        log.iter().filter(|l| *l == "start b").count(),
+        2,
+        "{log:#?}"
+    );
+    let again = format!("progress b: its kernel stopped before init ({cause}); booting it again");
+    assert!(fake.log.pos(&again).is_some(), "{log:#?}");
+    assert!(ready_before(&log, "b", "start c"), "{log:#?}");
+    let state = runner::State::load(&plan).unwrap();
+    assert!(state.machines.iter().all(|e| e.alive()), "{state:?}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = lab(tmp.path(), "a[0]=A\nb[0]=A\n", "");
+    let fake = Fake::new(&[("b", Outcome::DiesBeforeInit(2, cause.into()))]);
+    let e = run(&fake, &plan, 2, LONG).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("b: boot failed: {cause}")), "{e}");
+    assert_eq!(
+        fake.log.lines().iter().filter(|l| *l == "start b").count(),
+        2
+    );
 }
 
 /// A machine whose launch itself fails: the error is the backend's, naming

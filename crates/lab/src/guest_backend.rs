@@ -223,6 +223,13 @@ impl Backend for GuestBackend {
             .filter(|s| !s.trim().is_empty())
     }
 
+    /// The kernel panicked before it ran init: its console has the panic
+    /// and not the kernel's "Run ... as init process" line.
+    fn died_before_init(&self, m: &MachinePlan) -> Option<String> {
+        let log = std::fs::read_to_string(self.console_log(m)).ok()?;
+        guest::panic_before_init(&log)
+    }
+
     /// Why the machine's boot failed (set by the asynchronous boot steps).
     fn boot_failure(&self, m: &MachinePlan) -> Option<String> {
         match boot_result(&self.boots, &m.name) {

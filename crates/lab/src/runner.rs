@@ -634,6 +634,8 @@ pub fn start_until(
     interrupt.watch(tx.clone());
     // machines this start launched and saw ready (for an interruption)
     let mut ready_here: Vec<String> = Vec::new();
+    // machines booted again after their kernel died before init (once each)
+    let mut rebooted: Vec<String> = Vec::new();
     for wave in waves {
         let mut queue: Vec<&MachinePlan> = wave.iter().filter_map(|n| plan.machine(n)).collect();
         queue.reverse();
@@ -795,6 +797,21 @@ pub fn start_until(
                             }
                         }
                         Err(why) => {
+                            // A kernel that panicked before init ran nothing
+                            // of the machine (seen rarely under load: a
+                            // failed allocation mounting the root fs, error
+                            // -12): boot it again, once, and say so.
+                            if !rebooted.contains(&m.name) && !interrupt.is_set() {
+                                if let Some(cause) = backend.died_before_init(m) {
+                                    progress.event(&format!(
+                                        "{}: its kernel stopped before init ({cause}); booting it again",
+                                        m.name
+                                    ));
+                                    rebooted.push(m.name.clone());
+                                    queue.push(m);
+                                    continue;
+                                }
+                            }
                             return Err(LabError::Run(format!(
                                 "{}: boot failed: {}; console log {}:\n{}",
                                 m.name,

@@ -80,13 +80,39 @@ impl TestLab {
         self.cmd_dir(sub, rest).output().expect("run umlkit")
     }
 
+    /// The whole console log of every guest under the state root whose
+    /// kernel panicked: the lines before the panic say why, and the state
+    /// root is removed with the test.
+    pub fn panicked_consoles(&self) -> String {
+        let mut out = String::new();
+        let mut stack = vec![self.state.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(p);
+                } else if p.file_name().is_some_and(|n| n == "console.log") {
+                    let log = std::fs::read_to_string(&p).unwrap_or_default();
+                    if log.contains("Kernel panic") {
+                        out.push_str(&format!("\n--- {} ---\n{log}", p.display()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// [`TestLab::run`], which must succeed; its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
         assert!(
             o.status.success(),
-            "umlkit lab {args:?} failed: {}",
-            text(&o)
+            "umlkit lab {args:?} failed: {}{}",
+            text(&o),
+            self.panicked_consoles()
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
@@ -96,8 +122,9 @@ impl TestLab {
         let o = self.run_dir(sub, rest);
         assert!(
             o.status.success(),
-            "umlkit lab {sub} {rest:?} failed: {}",
-            text(&o)
+            "umlkit lab {sub} {rest:?} failed: {}{}",
+            text(&o),
+            self.panicked_consoles()
         );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }

@@ -538,10 +538,13 @@ fn run_guest(a: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if a.detach {
-        let info = store.start(&cfg)?;
-        if a.wait {
-            store.wait_ready(&name, Duration::from_secs(120))?;
-        }
+        let info = if a.wait {
+            store.start_ready(&cfg, Duration::from_secs(120), &mut |n| {
+                errln!("umlkit: {n}")
+            })?
+        } else {
+            store.start(&cfg)?
+        };
         outln!(
             "{} pid {} (console: umlkit console {name}; exec: umlkit exec {name} -- CMD)",
             info.name,
