@@ -97,7 +97,10 @@ function paint() {
   $("#lab-name").textContent = doc.lab + " — " + doc.dir;
   const tbody = $("#machines tbody");
   tbody.textContent = "";
-  for (const m of doc.machines) {
+  // natural order: pc2 before pc10
+  const byName = new Intl.Collator(undefined, { numeric: true }).compare;
+  const rows = [...doc.machines].sort((a, b) => byName(a.name, b.name));
+  for (const m of rows) {
     const live = st.live[m.name] || {};
     const tr = document.createElement("tr");
     tr.className = "machine-row" + (state.selected === m.name ? " selected" : "");
