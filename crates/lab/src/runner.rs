@@ -1237,8 +1237,26 @@ pub struct IfaceStatus {
     pub addresses: Vec<String>,
 }
 
-/// Machine states and (for running machines) live addresses.
+/// Machine states and (for running machines) live addresses, asked from
+/// each running machine (`ip -o addr show`).
 pub fn status(backend: &dyn Backend, plan: &Plan) -> Result<Vec<MachineStatus>> {
+    status_with(backend, plan, &mut |m, _pid| {
+        backend
+            .exec(m, "ip -o addr show", Duration::from_secs(5))
+            .ok()
+            .map(|o| o.stdout)
+    })
+}
+
+/// [`status`], with the running machines' `ip -o addr show` text from
+/// `addrs` (machine, kernel pid): a caller polling often (the web view)
+/// can keep answers for a while instead of running a command in every
+/// machine each time.
+pub fn status_with(
+    backend: &dyn Backend,
+    plan: &Plan,
+    addrs: &mut dyn FnMut(&MachinePlan, u32) -> Option<String>,
+) -> Result<Vec<MachineStatus>> {
     let state = State::load(plan)?;
     let lost = lost_links(&state);
     let mut v = Vec::new();
@@ -1269,11 +1287,10 @@ pub fn status(backend: &dyn Backend, plan: &Plan) -> Result<Vec<MachineStatus>> 
                 addresses: vec![],
             });
         }
-        if ms == MachineState::Running {
-            if let Ok(out) = backend.exec(m, "ip -o addr show", Duration::from_secs(5)) {
+        if let (MachineState::Running, Some(pid)) = (ms, pid) {
+            if let Some(out) = addrs(m, pid) {
                 for i in interfaces.iter_mut() {
                     i.addresses = out
-                        .stdout
                         .lines()
                         .filter_map(|l| {
                             let w: Vec<&str> = l.split_whitespace().collect();

@@ -40,7 +40,22 @@ pub enum Problem {
 
 /// Gather the status of `plan`'s lab.
 pub fn gather(backend: &GuestBackend, plan: &Plan) -> Result<LabStatus> {
-    let machines = crate::runner::status(backend, plan)?;
+    gather_with(backend, plan, &mut |m, _pid| {
+        backend
+            .exec(m, "ip -o addr show", std::time::Duration::from_secs(5))
+            .ok()
+            .map(|o| o.stdout)
+    })
+}
+
+/// [`gather`] with the machines' addresses from `addrs` (see
+/// [`crate::runner::status_with`]).
+pub fn gather_with(
+    backend: &GuestBackend,
+    plan: &Plan,
+    addrs: &mut dyn FnMut(&crate::plan::MachinePlan, u32) -> Option<String>,
+) -> Result<LabStatus> {
+    let machines = crate::runner::status_with(backend, plan, addrs)?;
     let switches = crate::runner::switch_status(plan)?;
     let running_mgmt = |s: &crate::plan::SwitchPlan| {
         let running = switches

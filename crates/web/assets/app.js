@@ -322,23 +322,35 @@ async function main() {
   document.querySelectorAll("button[data-lab-action]").forEach((b) => b.addEventListener("click", () => act(b.dataset.labAction, [])));
   document.querySelectorAll("button[data-machine-action]").forEach((b) => b.addEventListener("click", () => act(b.dataset.machineAction, [state.selected])));
   window.addEventListener("resize", () => { if (state.fit) state.fit.fit(); });
+  const sel = $("#lab-select");
+  sel.addEventListener("change", () => openLab(sel.value));
   try {
-    state.labs = await api("/api/labs");
+    await refreshLabs();
   } catch (e) {
     showMessage(String(e.message || e));
     return;
   }
+  if (!state.labs.length) showMessage("no lab runs yet: labs started later appear here", true);
+  // labs started after the page (`umlkit web`) join the list
+  setInterval(() => refreshLabs().catch(() => {}), 5000);
+}
+
+async function refreshLabs() {
+  const labs = await api("/api/labs");
   const sel = $("#lab-select");
-  for (const l of state.labs) {
+  for (const l of labs) {
+    if (state.labs.some((x) => x.id === l.id)) continue;
+    state.labs.push(l);
     const o = document.createElement("option");
     o.value = l.id;
     o.textContent = l.name;
     sel.appendChild(o);
   }
   sel.hidden = state.labs.length < 2;
-  sel.addEventListener("change", () => openLab(sel.value));
-  if (state.labs.length) await openLab(state.labs[0].id);
-  else showMessage("no lab to show");
+  if (!state.lab && state.labs.length) {
+    showMessage("");
+    await openLab(state.labs[0].id);
+  }
 }
 
 main();

@@ -1,6 +1,5 @@
 //! Routes: the page, the JSON API and the WebSockets (schema: docs/json.md).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,73 +16,123 @@ use tokio::sync::watch;
 
 use crate::{auth, LabEntry};
 
+/// One lab the server shows, with what its handlers share.
+pub struct Slot {
+    pub entry: Arc<LabEntry>,
+    /// Latest status document (JSON text), refreshed while someone listens.
+    status: watch::Sender<Arc<String>>,
+    /// A poller refreshes `status` (at most one at a time).
+    polling: Arc<std::sync::atomic::AtomicBool>,
+    /// One lab action at a time.
+    busy: tokio::sync::Mutex<()>,
+    /// The topology picture, laid out once (Graphviz takes seconds for
+    /// large labs; the plan does not change while we serve).
+    svg: tokio::sync::OnceCell<Result<String, String>>,
+}
+
+impl Slot {
+    fn new(entry: LabEntry) -> Slot {
+        Slot {
+            entry: Arc::new(entry),
+            status: watch::channel(Arc::new(String::new())).0,
+            polling: Arc::default(),
+            busy: tokio::sync::Mutex::new(()),
+            svg: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
 /// The server's shared state.
 pub struct App {
-    pub labs: Vec<Arc<LabEntry>>,
+    labs: std::sync::RwLock<Vec<Arc<Slot>>>,
+    /// `umlkit web`: labs started after the server are found here.
+    discover: Option<crate::Discover>,
     token: String,
     port: u16,
-    /// Latest status document per lab (JSON text), refreshed while someone
-    /// listens.
-    status: HashMap<String, watch::Sender<Arc<String>>>,
-    /// Per lab: a poller refreshes `status` (at most one at a time).
-    polling: HashMap<String, Arc<std::sync::atomic::AtomicBool>>,
-    /// One lab action at a time per lab.
-    busy: HashMap<String, tokio::sync::Mutex<()>>,
-    /// The topology picture per lab, laid out once (Graphviz takes
-    /// seconds for large labs; the plan does not change while we serve).
-    svgs: HashMap<String, tokio::sync::OnceCell<Result<String, String>>>,
 }
 
 impl App {
-    pub fn new(labs: Vec<LabEntry>, token: String, port: u16) -> App {
-        let labs: Vec<Arc<LabEntry>> = labs.into_iter().map(Arc::new).collect();
-        let status = labs
-            .iter()
-            .map(|l| (l.plan.id.clone(), watch::channel(Arc::new(String::new())).0))
-            .collect();
-        let busy = labs
-            .iter()
-            .map(|l| (l.plan.id.clone(), tokio::sync::Mutex::new(())))
-            .collect();
-        let polling = labs
-            .iter()
-            .map(|l| (l.plan.id.clone(), Arc::default()))
-            .collect();
-        let svgs = labs
-            .iter()
-            .map(|l| (l.plan.id.clone(), tokio::sync::OnceCell::new()))
-            .collect();
+    pub fn new(
+        labs: Vec<LabEntry>,
+        token: String,
+        port: u16,
+        discover: Option<crate::Discover>,
+    ) -> App {
         App {
-            labs,
+            labs: std::sync::RwLock::new(
+                labs.into_iter().map(|l| Arc::new(Slot::new(l))).collect(),
+            ),
+            discover,
             token,
             port,
-            status,
-            polling,
-            busy,
-            svgs,
         }
+    }
+
+    /// The ids of the labs shown, in the order they were added.
+    pub fn ids(&self) -> Vec<String> {
+        self.slots()
+            .iter()
+            .map(|s| s.entry.plan.id.clone())
+            .collect()
+    }
+
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        self.labs.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Add the labs started since the last look (with discovery on):
+    /// returns the ids added. Labs already shown stay, running or not.
+    pub async fn discover(self: &Arc<Self>) -> Vec<String> {
+        let Some(d) = self.discover.clone() else {
+            return vec![];
+        };
+        let known = self.ids();
+        let found = tokio::task::spawn_blocking(move || {
+            crate::running_labs(&d.root)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| !known.contains(&p.id))
+                .filter_map(|p| LabEntry::new(p, &d.root, d.umlkit.as_deref()).ok())
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let mut added = Vec::new();
+        let mut labs = self.labs.write().unwrap_or_else(|e| e.into_inner());
+        for e in found {
+            // another request may have added it meanwhile
+            if labs.iter().all(|s| s.entry.plan.id != e.plan.id) {
+                added.push(e.plan.id.clone());
+                labs.push(Arc::new(Slot::new(e)));
+            }
+        }
+        added
     }
 
     /// The lab's topology SVG (laid out on first use, then kept).
     pub async fn svg(&self, id: &str) -> Result<String, ApiError> {
-        let l = self.lab(id)?;
-        let cell = self.svgs.get(id).ok_or_else(|| internal("no svg cell"))?;
-        cell.get_or_init(|| async move {
-            tokio::task::spawn_blocking(move || crate::topology_svg(&l.plan))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-        })
-        .await
-        .clone()
-        .map_err(internal)
+        let slot = self.slot(id)?;
+        let l = slot.entry.clone();
+        slot.svg
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || crate::topology_svg(&l.plan))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+            })
+            .await
+            .clone()
+            .map_err(internal)
+    }
+
+    fn slot(&self, id: &str) -> Result<Arc<Slot>, ApiError> {
+        self.slots()
+            .into_iter()
+            .find(|s| s.entry.plan.id == id)
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no lab {id}")))
     }
 
     fn lab(&self, id: &str) -> Result<Arc<LabEntry>, ApiError> {
-        self.labs
-            .iter()
-            .find(|l| l.plan.id == id)
-            .cloned()
-            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no lab {id}")))
+        self.slot(id).map(|s| s.entry.clone())
     }
 }
 
@@ -191,12 +240,19 @@ async fn asset(Path(name): Path<String>) -> Response {
     crate::assets::response(&name)
 }
 
-/// `[{"id", "name", "dir", "machines", "domains"}]`.
+/// `[{"id", "name", "dir", "machines", "domains"}]`; with discovery
+/// (`umlkit web`), labs started since are added first.
 async fn labs(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    for id in app.discover().await {
+        // lay the new topology out now, before the page asks
+        let app = app.clone();
+        tokio::spawn(async move { app.svg(&id).await.ok() });
+    }
     Json(serde_json::Value::Array(
-        app.labs
+        app.slots()
             .iter()
-            .map(|l| {
+            .map(|s| {
+                let l = &s.entry;
                 serde_json::json!({
                     "id": l.plan.id, "name": l.plan.name, "dir": l.plan.lab_dir,
                     "machines": l.plan.machines.iter().map(|m| &m.name).collect::<Vec<_>>(),
@@ -209,14 +265,22 @@ async fn labs(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
 
 /// The status document of a lab (see docs/json.md, "web API").
 pub fn status_doc(l: &LabEntry) -> Result<serde_json::Value, lab::LabError> {
-    let st = lab::status::gather(&l.backend, &l.plan)?;
+    let now = std::time::Instant::now();
+    let st = lab::status::gather_with(&l.backend, &l.plan, &mut |m, pid| {
+        l.addresses.get(&m.name, pid, now, crate::ADDRESS_TTL, || {
+            l.backend
+                .exec(m, "ip -o addr show", Duration::from_secs(5))
+                .ok()
+                .map(|o| o.stdout)
+        })
+    })?;
     let mut live = serde_json::Map::new();
-    let now = boot_seconds();
+    let booted = boot_seconds();
     for m in &st.machines {
         let (uptime, rss) = match (m.pid, m.state.as_str()) {
             // every state whose kernel runs
             (Some(pid), "running" | "booting" | "failed" | "interrupted") => {
-                let up = start_seconds(pid).and_then(|s| now.map(|n| (n - s).max(0.0) as u64));
+                let up = start_seconds(pid).and_then(|s| booted.map(|n| (n - s).max(0.0) as u64));
                 (up, Some(guest::host_memory(&[pid]).rss_kb))
             }
             _ => (None, None),
@@ -433,8 +497,8 @@ async fn action(
             return Err(ApiError(StatusCode::NOT_FOUND, format!("no machine {m}")));
         }
     }
-    let busy = app.busy.get(&id).ok_or_else(|| internal("no lock"))?;
-    let _g = busy.lock().await;
+    let slot = app.slot(&id)?;
+    let _g = slot.busy.lock().await;
     let out = tokio::task::spawn_blocking(move || run_action(&l, &req))
         .await
         .map_err(internal)?
@@ -494,18 +558,11 @@ async fn events(
     Path(id): Path<String>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let l = app.lab(&id)?;
-    let tx = app
-        .status
-        .get(&id)
-        .ok_or_else(|| internal("no channel"))?
-        .clone();
+    let slot = app.slot(&id)?;
+    let l = slot.entry.clone();
+    let tx = slot.status.clone();
     let rx = tx.subscribe();
-    let flag = app
-        .polling
-        .get(&id)
-        .ok_or_else(|| internal("no flag"))?
-        .clone();
+    let flag = slot.polling.clone();
     if !flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
         tokio::spawn(poll_status(l, tx, flag));
     }

@@ -23,7 +23,7 @@ pub mod term;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lab::plan::Plan;
 use lab::runner::GuestBackend;
@@ -38,8 +38,6 @@ pub enum Error {
          shells; add --remote to listen there anyway (the access token still guards it)"
     )]
     NotLoopback(SocketAddr),
-    #[error("no running lab under {0} (start one with `umlkit lab start`)")]
-    NoLabs(PathBuf),
     #[error(transparent)]
     Lab(#[from] lab::LabError),
 }
@@ -50,12 +48,63 @@ pub struct Options {
     pub listen: SocketAddr,
     /// Allow a non-loopback listener.
     pub remote: bool,
+    /// Also show labs started after the server (`umlkit web`).
+    pub discover: Option<Discover>,
+}
+
+/// Where labs started later are found: the state root of
+/// [`running_labs`], and the `umlkit` executable their backend runs.
+#[derive(Debug, Clone)]
+pub struct Discover {
+    pub root: PathBuf,
+    pub umlkit: Option<PathBuf>,
+}
+
+/// How long the web view keeps a machine's addresses (`ip -o addr show`)
+/// before asking the machine again: the status is polled every second,
+/// and asking 50 machines each second costs 50 exec sessions a second.
+pub const ADDRESS_TTL: Duration = Duration::from_secs(10);
+
+/// Addresses of running machines, by machine: (kernel pid, when, answer).
+#[derive(Default)]
+pub struct AddressCache(
+    std::sync::Mutex<std::collections::HashMap<String, (u32, Instant, String)>>,
+);
+
+impl AddressCache {
+    /// The kept answer for `machine` while its kernel is still `pid` and
+    /// the answer younger than `ttl`; else `ask()`'s, kept.
+    pub fn get(
+        &self,
+        machine: &str,
+        pid: u32,
+        now: Instant,
+        ttl: Duration,
+        ask: impl FnOnce() -> Option<String>,
+    ) -> Option<String> {
+        {
+            let c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((p, t, text)) = c.get(machine) {
+                if *p == pid && now.saturating_duration_since(*t) < ttl {
+                    return Some(text.clone());
+                }
+            }
+        }
+        let text = ask()?;
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(machine.to_string(), (pid, now, text.clone()));
+        Some(text)
+    }
 }
 
 /// One lab the server shows.
 pub struct LabEntry {
     pub plan: Plan,
     pub backend: GuestBackend,
+    /// Addresses kept between status polls ([`ADDRESS_TTL`]).
+    pub addresses: AddressCache,
     /// The lab state root (to reload the lab folder for start/restart).
     pub state_root: PathBuf,
 }
@@ -68,6 +117,7 @@ impl LabEntry {
         Ok(LabEntry {
             plan,
             backend,
+            addresses: AddressCache::default(),
             state_root: state_root.to_path_buf(),
         })
     }
@@ -136,10 +186,15 @@ pub fn serve(
         let addr = listener
             .local_addr()
             .map_err(|e| Error::Io("listener address".into(), e))?;
-        let app = Arc::new(api::App::new(labs, token.clone(), addr.port()));
+        let app = Arc::new(api::App::new(
+            labs,
+            token.clone(),
+            addr.port(),
+            opts.discover.clone(),
+        ));
         // lay the topologies out now, before the first page asks
-        for l in &app.labs {
-            let (app, id) = (app.clone(), l.plan.id.clone());
+        for id in app.ids() {
+            let app = app.clone();
             tokio::spawn(async move { app.svg(&id).await.ok() });
         }
         let router = api::router(app);
@@ -174,5 +229,53 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AddressCache;
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn addresses_are_asked_again_after_the_ttl_or_a_new_kernel() {
+        let c = AddressCache::default();
+        let asked = Cell::new(0);
+        let ask = |t: &'static str| {
+            asked.set(asked.get() + 1);
+            Some(t.to_string())
+        };
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(10);
+        assert_eq!(
+            c.get("a", 7, t0, ttl, || ask("one")).as_deref(),
+            Some("one")
+        );
+        // within the ttl, same kernel: the kept answer, no exec
+        let t1 = t0 + Duration::from_secs(9);
+        assert_eq!(
+            c.get("a", 7, t1, ttl, || ask("two")).as_deref(),
+            Some("one")
+        );
+        assert_eq!(asked.get(), 1);
+        // a restarted machine (new kernel pid) is asked at once
+        assert_eq!(
+            c.get("a", 8, t1, ttl, || ask("three")).as_deref(),
+            Some("three")
+        );
+        // and after the ttl
+        let t2 = t1 + ttl;
+        assert_eq!(
+            c.get("a", 8, t2, ttl, || ask("four")).as_deref(),
+            Some("four")
+        );
+        assert_eq!(asked.get(), 3);
+        // a failed ask keeps nothing
+        assert_eq!(c.get("b", 9, t2, ttl, || None), None);
+        assert_eq!(
+            c.get("b", 9, t2, ttl, || ask("five")).as_deref(),
+            Some("five")
+        );
     }
 }

@@ -485,7 +485,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         LabCmd::Web { dir, listen, opts } => {
             let plan = load_plan_or_saved(&dir, &opts)?;
-            crate::cmd::web::serve(vec![plan], &state_root(&opts), &listen)
+            crate::cmd::web::serve(vec![plan], &state_root(&opts), &listen, false)
         }
         LabCmd::Logs { dir, machine, opts } => {
             let (plan, _) = load_plan(&dir, &opts, false)?;

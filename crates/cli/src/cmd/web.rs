@@ -38,16 +38,21 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     let root = lab::open::state_root(state_root.as_deref());
     let plans = web::running_labs(&root)?;
     if plans.is_empty() {
-        return Err(web::Error::NoLabs(root).into());
+        errln!(
+            "umlkit web: no lab runs under {} yet; labs started later appear in the page",
+            root.display()
+        );
     }
-    serve(plans, &root, &listen)
+    serve(plans, &root, &listen, true)
 }
 
-/// Serve `plans` until Ctrl-C / SIGTERM.
+/// Serve `plans` until Ctrl-C / SIGTERM; with `discover`, also the labs
+/// started under `root` later.
 pub fn serve(
     plans: Vec<lab::plan::Plan>,
     root: &std::path::Path,
     o: &WebOpts,
+    discover: bool,
 ) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().ok();
     let labs = plans
@@ -64,6 +69,10 @@ pub fn serve(
     let opts = web::Options {
         listen: o.listen,
         remote: o.remote,
+        discover: discover.then(|| web::Discover {
+            root: root.to_path_buf(),
+            umlkit: exe.clone(),
+        }),
     };
     web::serve(labs, &opts, &mut |url| {
         use std::io::Write;
