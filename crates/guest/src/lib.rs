@@ -53,7 +53,7 @@ pub use config::{
 };
 pub use exec::{Event, ExecOutput, ExecRequest, ExecSession, StdinHandle};
 pub use state::{Ending, GuestPaths, IoCounters, State};
-pub use store::panic_before_init;
+pub use store::{booting_again, panic_before_init};
 pub use store::{host_memory, stale_uml_dirs, GuestInfo, GuestStatus, HostMemory, Phase, Store};
 
 use std::path::{Path, PathBuf};

@@ -643,10 +643,7 @@ impl Store {
                 let Some(cause) = panic_before_init(&log) else {
                     return Err(e);
                 };
-                note(&format!(
-                    "{}: its kernel stopped before init ({cause}); booting it again",
-                    cfg.name
-                ));
+                note(&booting_again(&cfg.name, &cause));
                 let info = self.start(cfg)?;
                 self.wait_ready(&cfg.name, timeout)?;
                 Ok(info)
@@ -1054,6 +1051,11 @@ pub fn panic_before_init(log: &str) -> Option<String> {
         .find(|l| l.contains("VFS: Cannot") || l.contains("Failed") || l.contains("error -"))
         .unwrap_or(&reasons[panic]);
     Some(cause.trim().to_string())
+}
+
+/// What is said when a guest whose kernel died before init is booted again.
+pub fn booting_again(name: &str, cause: &str) -> String {
+    format!("{name}: its kernel stopped before init ({cause}); booting it again")
 }
 
 /// The console lines that say why a boot failed, in order, at most six:

@@ -803,10 +803,7 @@ pub fn start_until(
                             // -12): boot it again, once, and say so.
                             if !rebooted.contains(&m.name) && !interrupt.is_set() {
                                 if let Some(cause) = backend.died_before_init(m) {
-                                    progress.event(&format!(
-                                        "{}: its kernel stopped before init ({cause}); booting it again",
-                                        m.name
-                                    ));
+                                    progress.event(&guest::booting_again(&m.name, &cause));
                                     rebooted.push(m.name.clone());
                                     queue.push(m);
                                     continue;
@@ -1240,12 +1237,16 @@ pub struct IfaceStatus {
 /// Machine states and (for running machines) live addresses, asked from
 /// each running machine (`ip -o addr show`).
 pub fn status(backend: &dyn Backend, plan: &Plan) -> Result<Vec<MachineStatus>> {
-    status_with(backend, plan, &mut |m, _pid| {
-        backend
-            .exec(m, "ip -o addr show", Duration::from_secs(5))
-            .ok()
-            .map(|o| o.stdout)
-    })
+    status_with(backend, plan, &mut |m, _pid| ask_addresses(backend, m))
+}
+
+/// A running machine's `ip -o addr show` text (what [`status_with`] reads
+/// addresses from); `None` when the machine could not answer.
+pub fn ask_addresses(backend: &dyn Backend, m: &MachinePlan) -> Option<String> {
+    backend
+        .exec(m, "ip -o addr show", Duration::from_secs(5))
+        .ok()
+        .map(|o| o.stdout)
 }
 
 /// [`status`], with the running machines' `ip -o addr show` text from

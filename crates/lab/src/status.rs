@@ -41,10 +41,7 @@ pub enum Problem {
 /// Gather the status of `plan`'s lab.
 pub fn gather(backend: &GuestBackend, plan: &Plan) -> Result<LabStatus> {
     gather_with(backend, plan, &mut |m, _pid| {
-        backend
-            .exec(m, "ip -o addr show", std::time::Duration::from_secs(5))
-            .ok()
-            .map(|o| o.stdout)
+        crate::runner::ask_addresses(backend, m)
     })
 }
 

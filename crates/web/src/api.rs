@@ -268,10 +268,7 @@ pub fn status_doc(l: &LabEntry) -> Result<serde_json::Value, lab::LabError> {
     let now = std::time::Instant::now();
     let st = lab::status::gather_with(&l.backend, &l.plan, &mut |m, pid| {
         l.addresses.get(&m.name, pid, now, crate::ADDRESS_TTL, || {
-            l.backend
-                .exec(m, "ip -o addr show", Duration::from_secs(5))
-                .ok()
-                .map(|o| o.stdout)
+            lab::runner::ask_addresses(&l.backend, m)
         })
     })?;
     let mut live = serde_json::Map::new();
