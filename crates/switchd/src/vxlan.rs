@@ -144,7 +144,91 @@ fn open_port(dir: &Path, spec: &VxlanSpec) -> Result<Plug, Error> {
     )
 }
 
-/// Frames out of the switch, encapsulated to their VTEP or flooded.
+/// Largest VXLAN datagram we handle: header, a jumbo frame, slack.
+const SLOT: usize = vxlan::HEADER + net_proto::stream::MAX_FRAME + 64;
+
+/// Send `datagrams` (bytes, destination) with as few `sendmmsg` calls as
+/// the socket takes; whatever it would not take at once goes out one at a
+/// time, blocking, as before batching (no loss added). `send_one` is the
+/// blocking send. Returns how many were sent.
+fn send_all(
+    fd: std::os::fd::BorrowedFd<'_>,
+    datagrams: &[(&[u8], Option<&[u8]>)],
+    send_one: &mut dyn FnMut(usize) -> bool,
+) -> u64 {
+    let mut done = 0;
+    let mut sent = 0u64;
+    while done < datagrams.len() {
+        let rest = &datagrams[done..];
+        match umlkit_sys::net::send_batch(fd, rest.len(), |i| rest[i]) {
+            Ok(n) if n > 0 => {
+                done += n;
+                sent += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ => {
+                // full (or failed): this one the blocking way, then batch on
+                sent += send_one(done) as u64;
+                done += 1;
+            }
+        }
+    }
+    sent
+}
+
+/// A socket address as the raw `sockaddr_in`/`sockaddr_in6` bytes that
+/// `sendmmsg` takes.
+fn sockaddr_bytes(a: &SocketAddr) -> Vec<u8> {
+    match a {
+        SocketAddr::V4(v4) => {
+            let mut b = vec![0u8; 16];
+            b[..2].copy_from_slice(&(libc_af::INET).to_ne_bytes());
+            b[2..4].copy_from_slice(&v4.port().to_be_bytes());
+            b[4..8].copy_from_slice(&v4.ip().octets());
+            b
+        }
+        SocketAddr::V6(v6) => {
+            let mut b = vec![0u8; 28];
+            b[..2].copy_from_slice(&(libc_af::INET6).to_ne_bytes());
+            b[2..4].copy_from_slice(&v6.port().to_be_bytes());
+            b[4..8].copy_from_slice(&v6.flowinfo().to_be_bytes());
+            b[8..24].copy_from_slice(&v6.ip().octets());
+            b[24..28].copy_from_slice(&v6.scope_id().to_ne_bytes());
+            b
+        }
+    }
+}
+
+/// The sender of a datagram from raw `sockaddr` bytes (IPv4 or IPv6).
+fn sockaddr_from(b: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes([*b.first()?, *b.get(1)?]);
+    let port = u16::from_be_bytes([*b.get(2)?, *b.get(3)?]);
+    if family == libc_af::INET && b.len() >= 8 {
+        let ip: [u8; 4] = b[4..8].try_into().ok()?;
+        Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), port))
+    } else if family == libc_af::INET6 && b.len() >= 28 {
+        let ip: [u8; 16] = b[8..24].try_into().ok()?;
+        let scope = u32::from_ne_bytes(b[24..28].try_into().ok()?);
+        Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+            Ipv6Addr::from(ip),
+            port,
+            0,
+            scope,
+        )))
+    } else {
+        None
+    }
+}
+
+/// Address family numbers of Linux (`AF_INET`, `AF_INET6`).
+mod libc_af {
+    pub const INET: u16 = 2;
+    pub const INET6: u16 = 10;
+}
+
+/// Frames out of the switch, encapsulated to their VTEP or flooded: the
+/// first one waited for, then every frame already queued taken with one
+/// `recvmmsg` and sent with one `sendmmsg`.
 fn to_udp(
     sock: &UdpSocket,
     plug: &Plug,
@@ -153,38 +237,71 @@ fn to_udp(
     spec: &VxlanSpec,
     t0: Instant,
 ) {
+    use std::os::fd::AsFd;
     let flood = spec.flood_targets();
-    let mut buf = vec![0u8; vxlan::HEADER + net_proto::stream::MAX_FRAME + 64];
-    buf[..vxlan::HEADER].copy_from_slice(&vxlan::header(spec.vni));
+    let header = vxlan::header(spec.vni);
+    let mut first = vec![0u8; SLOT];
+    // the first frame plus at most MAX_BATCH - 1 more per round
+    let mut batch = umlkit_sys::net::RecvBatch::new(umlkit_sys::net::MAX_BATCH - 1, SLOT);
+    // encapsulated datagrams of one round, back to back
+    let mut out = vec![0u8; umlkit_sys::net::MAX_BATCH * 2 * SLOT];
     loop {
-        let n = match plug.recv(&mut buf[vxlan::HEADER..]) {
+        let n = match plug.recv(&mut first) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         };
-        if n < 14 {
-            counters.dropped.fetch_add(1, Relaxed);
-            continue;
-        }
-        let mut dst = [0u8; 6];
-        dst.copy_from_slice(&buf[vxlan::HEADER..vxlan::HEADER + 6]);
-        let known = table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lookup(&dst, t0.elapsed(), TTL);
-        let datagram = &buf[..vxlan::HEADER + n];
-        let sent = match known {
-            Some(v) => sock.send_to(datagram, v).is_ok() as u64,
-            None => flood
-                .iter()
-                .filter(|t| sock.send_to(datagram, *t).is_ok())
-                .count() as u64,
+        let more = batch.recv(plug.data_fd(), false).unwrap_or(0);
+        // each datagram to send: (offset in out, length, destination)
+        let mut dests: Vec<(usize, usize, SocketAddr)> = Vec::with_capacity(more + 1);
+        let mut at = 0;
+        let lookup = |f: &[u8]| {
+            let mut dst = [0u8; 6];
+            dst.copy_from_slice(&f[..6]);
+            table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .lookup(&dst, t0.elapsed(), TTL)
         };
+        for i in 0..=more {
+            let f: &[u8] = if i == 0 {
+                &first[..n]
+            } else if batch.truncated(i - 1) {
+                counters.dropped.fetch_add(1, Relaxed);
+                continue;
+            } else {
+                batch.frame(i - 1)
+            };
+            if f.len() < 14 {
+                counters.dropped.fetch_add(1, Relaxed);
+                continue;
+            }
+            let len = vxlan::HEADER + f.len();
+            out[at..at + vxlan::HEADER].copy_from_slice(&header);
+            out[at + vxlan::HEADER..at + len].copy_from_slice(f);
+            match lookup(f) {
+                Some(v) => dests.push((at, len, v)),
+                None => dests.extend(flood.iter().map(|t| (at, len, *t))),
+            }
+            at += len;
+        }
+        let addrs: Vec<Vec<u8>> = dests.iter().map(|d| sockaddr_bytes(&d.2)).collect();
+        let datagrams: Vec<(&[u8], Option<&[u8]>)> = dests
+            .iter()
+            .zip(&addrs)
+            .map(|(&(off, len, _), a)| (&out[off..off + len], Some(a.as_slice())))
+            .collect();
+        let sent = send_all(sock.as_fd(), &datagrams, &mut |i| {
+            let (off, len, to) = dests[i];
+            sock.send_to(&out[off..off + len], to).is_ok()
+        });
         counters.sent.fetch_add(sent, Relaxed);
     }
 }
 
-/// Datagrams from the segment, decapsulated into the switch.
+/// Datagrams from the segment, decapsulated into the switch: every
+/// datagram already queued taken with one `recvmmsg`, their frames sent
+/// to the switch with one `sendmmsg`.
 fn from_udp(
     sock: &UdpSocket,
     plug: &Plug,
@@ -194,40 +311,104 @@ fn from_udp(
     port: Option<u16>,
     t0: Instant,
 ) {
-    let mut buf = vec![0u8; 65_536];
+    use std::os::fd::AsFd;
+    let mut batch = umlkit_sys::net::RecvBatch::new(umlkit_sys::net::MAX_BATCH, SLOT);
+    let mut peek = [0u8; 1];
     loop {
-        let (n, from) = match sock.recv_from(&mut buf) {
-            Ok(x) => x,
+        let n = match batch.recv(sock.as_fd(), true) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // nothing queued: wait for a datagram without taking it
+                match sock.peek_from(&mut peek) {
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return,
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         };
-        let peer = SocketAddr::new(from.ip(), port.unwrap_or(from.port()));
-        if vxlan::is_goodbye(&buf[..n], vni) {
-            // vxvde closing: flood to its MACs again until they show up
-            // elsewhere (a new vxvde has a new source port)
+        let mut frames: Vec<&[u8]> = Vec::with_capacity(n);
+        for i in 0..n {
+            let Some(from) = sockaddr_from(batch.addr(i)) else {
+                counters.dropped.fetch_add(1, Relaxed);
+                continue;
+            };
+            let data = batch.frame(i);
+            let peer = SocketAddr::new(from.ip(), port.unwrap_or(from.port()));
+            if vxlan::is_goodbye(data, vni) {
+                // vxvde closing: flood to its MACs again until they show up
+                // elsewhere (a new vxvde has a new source port)
+                table
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .forget_vtep(peer);
+                continue;
+            }
+            if batch.truncated(i) {
+                counters.dropped.fetch_add(1, Relaxed);
+                continue;
+            }
+            let Ok(frame) = vxlan::decode(data, vni) else {
+                counters.dropped.fetch_add(1, Relaxed);
+                continue;
+            };
+            let mut src = [0u8; 6];
+            src.copy_from_slice(&frame[6..12]);
+            // a VTEP sends from any source port (Linux hashes flows over a
+            // range) but listens on the VXLAN port: answer it there, unless
+            // told to answer at the source port (vxvde)
             table
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .forget_vtep(peer);
-            continue;
+                .learn(src, peer, t0.elapsed());
+            frames.push(frame);
         }
-        let Ok(frame) = vxlan::decode(&buf[..n], vni) else {
-            counters.dropped.fetch_add(1, Relaxed);
-            continue;
-        };
-        let mut src = [0u8; 6];
-        src.copy_from_slice(&frame[6..12]);
-        // a VTEP sends from any source port (Linux hashes flows over a
-        // range) but listens on the VXLAN port: answer it there, unless
-        // told to answer at the source port (vxvde)
-        table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .learn(src, peer, t0.elapsed());
-        if plug.send(frame).is_ok() {
-            counters.received.fetch_add(1, Relaxed);
-        } else {
-            counters.dropped.fetch_add(1, Relaxed);
+        let datagrams: Vec<(&[u8], Option<&[u8]>)> = frames.iter().map(|f| (*f, None)).collect();
+        let sent = send_all(plug.data_fd(), &datagrams, &mut |i| {
+            plug.send(frames[i]).is_ok()
+        });
+        counters.received.fetch_add(sent, Relaxed);
+        counters
+            .dropped
+            .fetch_add(frames.len() as u64 - sent, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{sockaddr_bytes, sockaddr_from};
+    use std::net::SocketAddr;
+
+    #[test]
+    fn socket_addresses_survive_the_raw_sockaddr_form() {
+        for a in ["192.0.2.7:4789", "[2001:db8::1]:4790", "[fe80::1%3]:8472"] {
+            let a: SocketAddr = a.parse().unwrap();
+            assert_eq!(sockaddr_from(&sockaddr_bytes(&a)), Some(a), "{a}");
         }
+        assert_eq!(sockaddr_from(&[]), None);
+        assert_eq!(sockaddr_from(&[1, 0, 0, 0]), None, "AF_UNIX is no peer");
+    }
+
+    /// The kernel's own encoding, read back: what recvmmsg records for a
+    /// real UDP sender is parsed to that sender.
+    #[test]
+    fn a_real_senders_address_is_read_from_recvmmsg() {
+        use std::os::fd::AsFd;
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
+        let mut b = umlkit_sys::net::RecvBatch::new(4, 64);
+        let mut n = 0;
+        for _ in 0..100 {
+            if let Ok(k) = b.recv(rx.as_fd(), true) {
+                n = k;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(n, 1);
+        assert_eq!(b.frame(0), b"hello");
+        assert_eq!(sockaddr_from(b.addr(0)), Some(tx.local_addr().unwrap()));
     }
 }
