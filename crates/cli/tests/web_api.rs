@@ -342,15 +342,8 @@ fn web_refuses_non_loopback_without_remote_and_guards_it_with_the_token() {
 /// 24x80, and follows it on SIGWINCH (the resize frame).
 #[test]
 fn exec_tty_follows_the_callers_terminal_size() {
-    use std::io::{Read, Write};
-    let lab = TestLab::new("execwinch", &[("lab.conf", "a[0]=A\n")]);
-    lab.ok_dir("start", &[]);
-    let id = std::fs::read_dir(&lab.state)
-        .unwrap()
-        .flatten()
-        .find(|e| e.path().join("plan.json").exists())
-        .unwrap()
-        .path();
+    use std::io::Write;
+    let (_lab, id) = started_one_machine_lab("execwinch");
     let pty = umlkit_sys::process::open_pty().unwrap();
     let slave = std::os::fd::AsFd::as_fd(&pty.slave);
     umlkit_sys::process::set_winsize(slave, 33, 99).unwrap();
@@ -363,16 +356,7 @@ fn exec_tty_follows_the_callers_terminal_size() {
         .stderr(std::process::Stdio::piped());
     let mut g = testkit::ProcGuard::spawn("umlkit exec -t", c);
     let mut w = pty.master.try_clone().unwrap();
-    let mut r = pty.master.try_clone().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = r.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = read_chunks(pty.master.try_clone().unwrap());
     // the output of `line` up to `want` (which the echo must not contain)
     let mut run = |line: &str, want: &str| -> String {
         w.write_all(format!("{line}\r").as_bytes()).unwrap();
@@ -412,14 +396,7 @@ fn exec_tty_follows_the_callers_terminal_size() {
 #[test]
 fn exec_tty_starts_at_the_callers_terminal_size() {
     use std::io::Read;
-    let lab = TestLab::new("exectty", &[("lab.conf", "a[0]=A\n")]);
-    lab.ok_dir("start", &[]);
-    let id = std::fs::read_dir(&lab.state)
-        .unwrap()
-        .flatten()
-        .find(|e| e.path().join("plan.json").exists())
-        .unwrap()
-        .path();
+    let (_lab, id) = started_one_machine_lab("exectty");
     let pty = umlkit_sys::process::open_pty().unwrap();
     umlkit_sys::process::set_winsize(std::os::fd::AsFd::as_fd(&pty.slave), 33, 99).unwrap();
     let mut c = std::process::Command::new(testkit::umlkit_bin());

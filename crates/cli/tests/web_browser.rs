@@ -25,6 +25,11 @@ fn screenshots() -> PathBuf {
 fn open_page(b: &mut Browser, web: &WebServer, machines: usize) {
     b.set_viewport(1400, 1000).unwrap();
     b.goto(&web.url).unwrap();
+    wait_page_ready(b, machines);
+}
+
+/// Until the page shows the topology and a row per machine.
+fn wait_page_ready(b: &mut Browser, machines: usize) {
     b.wait_for(
         &format!(
             "window.umlkit && umlkit.svgReady && umlkit.status && \
@@ -212,14 +217,7 @@ fn page_load_ms(web: &WebServer, machines: usize) -> f64 {
     for _ in 0..3 {
         let t0 = Instant::now();
         b.goto(&format!("http://{}/", web.addr)).unwrap();
-        b.wait_for(
-            &format!(
-                "window.umlkit && umlkit.svgReady && umlkit.status && \
-                 document.querySelectorAll('#machines tbody tr').length == {machines}"
-            ),
-            Duration::from_secs(60),
-        )
-        .unwrap();
+        wait_page_ready(&mut b, machines);
         v.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
     median(v)
@@ -253,7 +251,7 @@ fn exec_tty_echo_ms(lab: &TestLab, machine: &str) -> Option<Vec<f64>> {
 
 /// Echo latency of `x` typed into `c` run on a raw pty (ms, 20 keys).
 fn pty_echo_ms(mut c: std::process::Command) -> Option<Vec<f64>> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let pty = umlkit_sys::process::open_pty().ok()?;
     c.stdin(pty.slave.try_clone().ok()?)
         .stdout(pty.slave.try_clone().ok()?)
@@ -263,16 +261,7 @@ fn pty_echo_ms(mut c: std::process::Command) -> Option<Vec<f64>> {
     let mut g = testkit::ProcGuard::spawn("umlkit console", c);
     drop(pty.slave);
     let mut w = pty.master.try_clone().ok()?;
-    let mut r = pty.master;
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = r.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = read_chunks(pty.master);
     let echo = |rx: &std::sync::mpsc::Receiver<Vec<u8>>, limit: Duration| -> bool {
         let t = Instant::now();
         while let Some(left) = limit.checked_sub(t.elapsed()) {

@@ -387,9 +387,7 @@ pub fn bench(b: Bench) -> anyhow::Result<ExitCode> {
         Bench::Switch(a) => a,
         Bench::Net(n) => return bench_net(n),
     };
-    if cfg!(debug_assertions) {
-        errln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
-    }
+    warn_if_debug_build();
     let cfg = bench::switch::SwitchBench {
         frames: a.frames,
         sizes: a.sizes,
@@ -407,6 +405,13 @@ pub fn bench(b: Bench) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Benchmarks of a debug build say so first: its numbers mean little.
+fn warn_if_debug_build() {
+    if cfg!(debug_assertions) {
+        errln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
+    }
+}
+
 fn bench_net(a: NetArgs) -> anyhow::Result<ExitCode> {
     for (name, v) in [
         ("--runs", a.runs as u64),
@@ -419,9 +424,7 @@ fn bench_net(a: NetArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("{name} must be at least 1");
         }
     }
-    if cfg!(debug_assertions) {
-        errln!("warning: this is a debug build of umlkit; build with `cargo build --release -p umlkit` for meaningful numbers");
-    }
+    warn_if_debug_build();
     let cfg = bench::net::NetBench {
         runs: a.runs,
         mb: a.mb,

@@ -245,3 +245,31 @@ pub fn three_machine_files() -> Vec<(&'static str, &'static str)> {
         ("c.startup", "ip addr add 10.2.0.1/24 dev eth0\n"),
     ]
 }
+
+/// Chunks read from `r` (a pty master) by a thread, until EOF or error.
+pub fn read_chunks(mut r: std::fs::File) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// A started one-machine lab (machine `a`) and its state folder (the one
+/// holding `plan.json`), whose `g` is the guests' state dir.
+pub fn started_one_machine_lab(prefix: &str) -> (TestLab, std::path::PathBuf) {
+    let lab = TestLab::new(prefix, &[("lab.conf", "a[0]=A\n")]);
+    lab.ok_dir("start", &[]);
+    let dir = std::fs::read_dir(&lab.state)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().join("plan.json").exists())
+        .unwrap()
+        .path();
+    (lab, dir)
+}
