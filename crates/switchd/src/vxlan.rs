@@ -177,24 +177,24 @@ fn send_all(
 }
 
 /// A socket address as the raw `sockaddr_in`/`sockaddr_in6` bytes that
-/// `sendmmsg` takes.
-fn sockaddr_bytes(a: &SocketAddr) -> Vec<u8> {
+/// `sendmmsg` takes: the buffer and how much of it is the address (no
+/// allocation: this runs for every datagram sent).
+fn sockaddr_bytes(a: &SocketAddr) -> ([u8; 28], usize) {
+    let mut b = [0u8; 28];
     match a {
         SocketAddr::V4(v4) => {
-            let mut b = vec![0u8; 16];
             b[..2].copy_from_slice(&(libc_af::INET).to_ne_bytes());
             b[2..4].copy_from_slice(&v4.port().to_be_bytes());
             b[4..8].copy_from_slice(&v4.ip().octets());
-            b
+            (b, 16)
         }
         SocketAddr::V6(v6) => {
-            let mut b = vec![0u8; 28];
             b[..2].copy_from_slice(&(libc_af::INET6).to_ne_bytes());
             b[2..4].copy_from_slice(&v6.port().to_be_bytes());
             b[4..8].copy_from_slice(&v6.flowinfo().to_be_bytes());
             b[8..24].copy_from_slice(&v6.ip().octets());
             b[24..28].copy_from_slice(&v6.scope_id().to_ne_bytes());
-            b
+            (b, 28)
         }
     }
 }
@@ -285,11 +285,11 @@ fn to_udp(
             }
             at += len;
         }
-        let addrs: Vec<Vec<u8>> = dests.iter().map(|d| sockaddr_bytes(&d.2)).collect();
+        let addrs: Vec<([u8; 28], usize)> = dests.iter().map(|d| sockaddr_bytes(&d.2)).collect();
         let datagrams: Vec<(&[u8], Option<&[u8]>)> = dests
             .iter()
             .zip(&addrs)
-            .map(|(&(off, len, _), a)| (&out[off..off + len], Some(a.as_slice())))
+            .map(|(&(off, len, _), (a, n))| (&out[off..off + len], Some(&a[..*n])))
             .collect();
         let sent = send_all(sock.as_fd(), &datagrams, &mut |i| {
             let (off, len, to) = dests[i];
@@ -384,7 +384,8 @@ mod tests {
     fn socket_addresses_survive_the_raw_sockaddr_form() {
         for a in ["192.0.2.7:4789", "[2001:db8::1]:4790", "[fe80::1%3]:8472"] {
             let a: SocketAddr = a.parse().unwrap();
-            assert_eq!(sockaddr_from(&sockaddr_bytes(&a)), Some(a), "{a}");
+            let (b, n) = sockaddr_bytes(&a);
+            assert_eq!(sockaddr_from(&b[..n]), Some(a), "{a}");
         }
         assert_eq!(sockaddr_from(&[]), None);
         assert_eq!(sockaddr_from(&[1, 0, 0, 0]), None, "AF_UNIX is no peer");
